@@ -1,0 +1,69 @@
+//! What can go wrong in metering, named for what happened.
+
+use crate::ids::{CardId, SessionId, UserId};
+use crate::money::{Millis, RateError};
+
+/// Errors of the metering crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} {value:?} is not a valid UUID")]
+    InvalidId { what: &'static str, value: String },
+    #[error("unknown {what} {value:?}")]
+    UnknownValue { what: &'static str, value: String },
+    #[error(transparent)]
+    Rate(#[from] RateError),
+    #[error("pricing tier {id:?}: {why}")]
+    InvalidTier { id: String, why: &'static str },
+    #[error("pricing tier {id:?} not found or not active")]
+    TierNotFound { id: String },
+    #[error("user {user} not found")]
+    UserNotFound { user: UserId },
+    #[error("user {user} is not active")]
+    UserInactive { user: UserId },
+    #[error("card {card} not found")]
+    CardNotFound { card: CardId },
+    #[error("activation code {code:?} is not valid")]
+    BadActivationCode { code: String },
+    #[error("activation code {code:?} has already been used")]
+    CodeAlreadyUsed { code: String },
+    #[error("too many failed activation attempts; try again in {retry_after_secs} s")]
+    ActivationRateLimited { retry_after_secs: u64 },
+    #[error("card {card} cannot be refunded: it is {status}")]
+    RefundNotAllowed { card: CardId, status: String },
+    #[error("card {card} cannot be refunded: {used} of its time has been used")]
+    RefundPartlyUsed { card: CardId, used: Millis },
+    #[error("insufficient balance: {available} covers less than one second at multiplier {multiplier}")]
+    InsufficientBalance { available: Millis, multiplier: String },
+    #[error("voice session {session} not found")]
+    SessionNotFound { session: SessionId },
+    #[error("voice session {session} is already closed")]
+    SessionClosed { session: SessionId },
+    #[error("tick {seq} for session {session} does not follow the last applied tick {last}")]
+    TickOutOfOrder { session: SessionId, seq: i64, last: i64 },
+    #[error("the meter has shut down")]
+    MeterStopped,
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl Error {
+    /// Whether this error means the database could not be reached (as
+    /// opposed to refusing what was asked), so the caller may retry.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Database(e) => matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Tls(_)
+            ) || matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08"))),
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,31 @@
+//! Metering for mindbot-agent: time cards, the per-second meter, its ledger
+//! and audit, over PostgreSQL. Knows nothing of LiveKit or HTTP: a caller
+//! opens a metered session for a user at a rate, the meter charges every
+//! second the caller says the session is live, and tells the caller when the
+//! money runs out. Hanging up is the caller's job.
+//!
+//! The pieces, in the order a session meets them:
+//! - [`money`]: exact integer card time and multipliers.
+//! - [`records`]: the seed's data objects.
+//! - [`cards`]: issuing, activating, expiring and refunding time cards.
+//! - [`balance`]: what a user holds and can afford.
+//! - [`meter`]: live sessions, ticks batched per worker, warnings, exhaustion.
+//! - [`store`]: the SQL behind the meter (tick batches, open, close, reaping).
+//! - [`audit`]: the invariants, checked over the whole database.
+
+pub mod audit;
+pub mod balance;
+pub mod cards;
+pub mod error;
+pub mod ids;
+pub mod meter;
+pub mod money;
+pub mod records;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use ids::{CardId, SessionId, UserId};
+pub use money::{Millis, Rate};
+
+/// The migrations in `migrations/`, embedded so the binary can apply them.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

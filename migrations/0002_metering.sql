@@ -36,10 +36,13 @@ ALTER TABLE voice_sessions
     -- three decimals, so this is exact).
     ADD COLUMN rate_ms_per_second BIGINT NOT NULL DEFAULT 1000
         CONSTRAINT voice_sessions_rate_positive CHECK (rate_ms_per_second > 0),
-    -- Whole seconds metered so far; also the sequence number of the last
-    -- applied tick, so a retried tick is applied once.
-    ADD COLUMN metered_seconds BIGINT NOT NULL DEFAULT 0
-        CONSTRAINT voice_sessions_metered_nonneg CHECK (metered_seconds >= 0),
+    -- Sequence number of the last applied tick: a tick carries the range of
+    -- sequence numbers it covers, so a retried or replayed tick applies once.
+    ADD COLUMN last_tick_seq BIGINT NOT NULL DEFAULT 0
+        CONSTRAINT voice_sessions_tick_seq_nonneg CHECK (last_tick_seq >= 0),
+    -- Live time (user and agent both in the room) covered by applied ticks.
+    ADD COLUMN metered_ms BIGINT NOT NULL DEFAULT 0
+        CONSTRAINT voice_sessions_metered_nonneg CHECK (metered_ms >= 0),
     -- Exact total charged to the user's cards, in milliseconds.
     ADD COLUMN charged_ms BIGINT NOT NULL DEFAULT 0
         CONSTRAINT voice_sessions_charged_nonneg CHECK (charged_ms >= 0),

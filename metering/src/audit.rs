@@ -1,1 +1,155 @@
-//! TODO
+//! The invariants of DESIGN.md, checked over the whole database. Each check
+//! is one query that returns the rows breaking it; an empty result passes.
+
+use sqlx::PgPool;
+
+use crate::error::Result;
+
+/// One invariant and what the database said about it.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Rows examined.
+    pub examined: i64,
+    /// A few offending rows, described.
+    pub violations: Vec<String>,
+    /// How many rows break it in all.
+    pub violation_count: i64,
+}
+
+impl Check {
+    pub fn passed(&self) -> bool {
+        self.violation_count == 0
+    }
+}
+
+/// The audit's outcome.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(Check::passed)
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in &self.checks {
+            let verdict = if c.passed() { "ok  " } else { "FAIL" };
+            writeln!(f, "{verdict} {:<28} {:>8} rows  {}", c.name, c.examined, c.description)?;
+            for v in &c.violations {
+                writeln!(f, "       {v}")?;
+            }
+            if c.violation_count > c.violations.len() as i64 {
+                writeln!(f, "       ... {} more", c.violation_count - c.violations.len() as i64)?;
+            }
+        }
+        write!(f, "{}", if self.passed() { "audit passed" } else { "audit FAILED" })
+    }
+}
+
+struct Rule {
+    name: &'static str,
+    description: &'static str,
+    examined: &'static str,
+    /// Returns one text column describing each offending row.
+    offenders: &'static str,
+}
+
+const RULES: &[Rule] = &[
+    Rule {
+        name: "ledger_matches_cards",
+        description: "for every card, total - remaining = sum of its ledger charges (ms)",
+        examined: "SELECT COUNT(*) FROM time_cards WHERE COALESCE(status, 'pending') <> 'refunded'",
+        offenders: "SELECT 'card ' || c.id || ': total-remaining ' || \
+                        (c.total_minutes::int8 * 60000 - (c.remaining_minutes::int8 * 60000 + c.remaining_sub_ms)) || \
+                        ' ms, ledger ' || COALESCE(l.s, 0) || ' ms' \
+                    FROM time_cards c LEFT JOIN (SELECT time_card_id, SUM(charged_ms) AS s FROM card_charges GROUP BY 1) l \
+                      ON l.time_card_id = c.id \
+                    WHERE COALESCE(c.status, 'pending') <> 'refunded' \
+                      AND c.total_minutes::int8 * 60000 - (c.remaining_minutes::int8 * 60000 + c.remaining_sub_ms) \
+                          <> COALESCE(l.s, 0)",
+    },
+    Rule {
+        name: "refunds_unused",
+        description: "a refunded card has no balance and no charges",
+        examined: "SELECT COUNT(*) FROM time_cards WHERE status = 'refunded'",
+        offenders: "SELECT 'card ' || c.id || ' refunded with balance or charges' FROM time_cards c \
+                    WHERE c.status = 'refunded' AND (c.remaining_minutes <> 0 OR c.remaining_sub_ms <> 0 \
+                      OR EXISTS (SELECT 1 FROM card_charges l WHERE l.time_card_id = c.id AND l.charged_ms > 0))",
+    },
+    Rule {
+        name: "no_overdraft",
+        description: "no card balance below zero or above its total",
+        examined: "SELECT COUNT(*) FROM time_cards",
+        offenders: "SELECT 'card ' || id || ' balance ' || (remaining_minutes::int8 * 60000 + remaining_sub_ms) || ' ms' \
+                    FROM time_cards WHERE remaining_minutes < 0 \
+                       OR remaining_minutes::int8 * 60000 + remaining_sub_ms > total_minutes::int8 * 60000",
+    },
+    Rule {
+        name: "minutes_are_whole_minutes",
+        description: "remaining_minutes is the whole minutes of the exact balance",
+        examined: "SELECT COUNT(*) FROM time_cards",
+        offenders: "SELECT 'card ' || id || ' sub-minute part ' || remaining_sub_ms FROM time_cards \
+                    WHERE remaining_sub_ms < 0 OR remaining_sub_ms >= 60000",
+    },
+    Rule {
+        name: "used_means_empty",
+        description: "a card is 'used' exactly when an active-able card reached zero",
+        examined: "SELECT COUNT(*) FROM time_cards WHERE status IN ('used', 'active')",
+        offenders: "SELECT 'card ' || id || ' is ' || status || ' with ' || \
+                        (remaining_minutes::int8 * 60000 + remaining_sub_ms) || ' ms' FROM time_cards \
+                    WHERE (status = 'used' AND (remaining_minutes <> 0 OR remaining_sub_ms <> 0)) \
+                       OR (status = 'active' AND remaining_minutes = 0 AND remaining_sub_ms = 0 \
+                           AND EXISTS (SELECT 1 FROM card_charges l WHERE l.time_card_id = time_cards.id))",
+    },
+    Rule {
+        name: "sessions_match_ledger",
+        description: "a session's charged_ms = sum of its ledger charges",
+        examined: "SELECT COUNT(*) FROM voice_sessions",
+        offenders: "SELECT 'session ' || v.id || ': charged ' || v.charged_ms || ' ms, ledger ' || COALESCE(l.s, 0) \
+                    FROM voice_sessions v LEFT JOIN (SELECT voice_session_id, SUM(charged_ms) AS s FROM card_charges \
+                      GROUP BY 1) l ON l.voice_session_id = v.id WHERE v.charged_ms <> COALESCE(l.s, 0)",
+    },
+    Rule {
+        name: "charge_within_rate",
+        description: "no session charged more than its metered time at its rate (no second charged twice)",
+        examined: "SELECT COUNT(*) FROM voice_sessions",
+        offenders: "SELECT 'session ' || id || ': charged ' || charged_ms || ' ms for ' || metered_ms || ' ms at ' || \
+                        rate_ms_per_second || ' ms/s' FROM voice_sessions \
+                    WHERE charged_ms * 1000 > (metered_ms + 999) / 1000 * 1000 * rate_ms_per_second",
+    },
+    Rule {
+        name: "closed_sessions_complete",
+        description: "a closed session has end time, duration, cost (ceil of charged minutes) and reason",
+        examined: "SELECT COUNT(*) FROM voice_sessions WHERE status IN ('completed', 'error') AND end_reason IS NOT NULL",
+        offenders: "SELECT 'session ' || id || ' closed without end data' FROM voice_sessions \
+                    WHERE status IN ('completed', 'error') AND end_reason IS NOT NULL AND (end_time IS NULL \
+                      OR duration_seconds IS NULL OR cost_minutes IS DISTINCT FROM ((charged_ms + 59999) / 60000)::int4)",
+    },
+    Rule {
+        name: "charges_only_to_owner",
+        description: "a session only draws on its own user's cards",
+        examined: "SELECT COUNT(*) FROM card_charges",
+        offenders: "SELECT 'session ' || v.id || ' drew on card ' || c.id || ' of another user' FROM card_charges l \
+                    JOIN voice_sessions v ON v.id = l.voice_session_id JOIN time_cards c ON c.id = l.time_card_id \
+                    WHERE v.user_id <> c.user_id",
+    },
+];
+
+/// Runs every check and reports, with up to five offending rows each.
+pub async fn audit(pool: &PgPool) -> Result<Report> {
+    let mut checks = Vec::with_capacity(RULES.len());
+    for r in RULES {
+        let examined: i64 = sqlx::query_scalar(r.examined).fetch_one(pool).await?;
+        let violation_count: i64 =
+            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ({}) o", r.offenders)).fetch_one(pool).await?;
+        let violations: Vec<String> = sqlx::query_scalar(&format!("{} LIMIT 5", r.offenders)).fetch_all(pool).await?;
+        checks.push(Check { name: r.name, description: r.description, examined, violations, violation_count });
+    }
+    Ok(Report { checks })
+}

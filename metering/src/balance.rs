@@ -1,1 +1,77 @@
-//! TODO
+//! What a user holds and what it buys: exact balances across cards, and the
+//! authorisation a session needs before it starts.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::error::{Error, Result};
+use crate::ids::UserId;
+use crate::money::{Millis, Rate};
+use crate::records::{CardStatus, TimeCard, CARD_COLUMNS};
+
+/// A user's cards and what they can spend now.
+#[derive(Debug, Clone)]
+pub struct Balance {
+    pub user: UserId,
+    /// Every card of the user, drawable ones first in paying order.
+    pub cards: Vec<TimeCard>,
+    /// The exact sum of the drawable cards (active, not past expiry).
+    pub spendable: Millis,
+}
+
+impl Balance {
+    /// Whole seconds the balance pays for at `rate`.
+    pub fn seconds_at(&self, rate: Rate) -> i64 {
+        rate.whole_seconds_in(self.spendable)
+    }
+}
+
+/// Whether a card can pay at `now`.
+pub fn drawable(card: &TimeCard, now: DateTime<Utc>) -> bool {
+    card.status == CardStatus::Active && card.expires_at.is_none_or(|e| e > now) && card.balance().is_positive()
+}
+
+/// The user's balance at `now`. Fails if the user does not exist.
+pub async fn balance(pool: &PgPool, user: UserId, now: DateTime<Utc>) -> Result<Balance> {
+    let exists: Option<bool> =
+        sqlx::query_scalar("SELECT TRUE FROM users WHERE id = $1").bind(user).fetch_optional(pool).await?;
+    if exists.is_none() {
+        return Err(Error::UserNotFound { user });
+    }
+    let mut cards: Vec<TimeCard> = sqlx::query_as(&format!(
+        "SELECT {CARD_COLUMNS} FROM time_cards WHERE user_id = $1 \
+         ORDER BY expires_at ASC NULLS LAST, created_at ASC, id ASC"
+    ))
+    .bind(user)
+    .fetch_all(pool)
+    .await?;
+    cards.sort_by_key(|c| !drawable(c, now));
+    let spendable = Millis(cards.iter().filter(|c| drawable(c, now)).map(|c| c.balance().0).sum());
+    Ok(Balance { user, cards, spendable })
+}
+
+/// What a session may start with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Authorization {
+    pub spendable: Millis,
+    /// Whole seconds affordable at the session's rate (at least one).
+    pub seconds: i64,
+}
+
+/// Authorises a session for an active user at `rate`: fails with
+/// [`Error::InsufficientBalance`] when the balance buys less than one second.
+pub async fn authorize(pool: &PgPool, user: UserId, rate: Rate, now: DateTime<Utc>) -> Result<Authorization> {
+    let active: Option<Option<bool>> =
+        sqlx::query_scalar("SELECT is_active FROM users WHERE id = $1").bind(user).fetch_optional(pool).await?;
+    match active {
+        None => return Err(Error::UserNotFound { user }),
+        Some(Some(false)) => return Err(Error::UserInactive { user }),
+        Some(_) => {}
+    }
+    let b = balance(pool, user, now).await?;
+    let seconds = b.seconds_at(rate);
+    if seconds < 1 {
+        return Err(Error::InsufficientBalance { available: b.spendable, multiplier: rate.decimal_text() });
+    }
+    Ok(Authorization { spendable: b.spendable, seconds })
+}

@@ -1,1 +1,255 @@
-//! TODO
+//! Time cards over their life: issued from a pricing tier (pending, with a
+//! code), activated by a user, drawn by the meter, expired, refunded.
+//!
+//! Activation codes are 20 symbols of Crockford's base-32 alphabet (100 bits
+//! from the operating system's CSPRNG via `rand`), shown in five groups of
+//! four: no I, L, O or U, so nothing is ambiguous when read aloud, and input
+//! is forgiving (case, spaces, dashes, and O/I/L typed for 0/1 are accepted).
+
+use chrono::{DateTime, Duration, Utc};
+use rand::Rng;
+use sqlx::PgPool;
+
+use crate::error::{Error, Result};
+use crate::ids::{CardId, UserId, UNCLAIMED_CARDS_OWNER};
+use crate::money::Millis;
+use crate::records::{CardStatus, PricingTier, TimeCard, CARD_COLUMNS, TIER_COLUMNS};
+
+const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+const CODE_SYMBOLS: usize = 20;
+
+/// A fresh activation code, e.g. `7K2M-Q9XD-4HTR-B0WE-N5JC`.
+pub fn generate_code() -> String {
+    let mut rng = rand::rng();
+    let symbols: Vec<u8> = (0..CODE_SYMBOLS).map(|_| ALPHABET[rng.random_range(0..32)]).collect();
+    group(&symbols)
+}
+
+fn group(symbols: &[u8]) -> String {
+    symbols.chunks(4).map(|c| std::str::from_utf8(c).expect("ascii")).collect::<Vec<_>>().join("-")
+}
+
+/// The canonical form of a code as typed, or `None` if it cannot be one.
+pub fn normalize_code(input: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(CODE_SYMBOLS);
+    for ch in input.chars() {
+        let c = match ch.to_ascii_uppercase() {
+            '-' | ' ' => continue,
+            'O' => '0',
+            'I' | 'L' => '1',
+            c => c,
+        };
+        if !c.is_ascii() || !ALPHABET.contains(&(c as u8)) {
+            return None;
+        }
+        out.push(c as u8);
+    }
+    (out.len() == CODE_SYMBOLS).then(|| group(&out))
+}
+
+/// Activation settings.
+#[derive(Debug, Clone)]
+pub struct ActivationPolicy {
+    /// How long an activated card stays valid (`None`: no expiry).
+    pub validity: Option<Duration>,
+    /// Failed attempts allowed per user within `window` before refusing.
+    pub max_failures: i64,
+    pub window: Duration,
+}
+
+impl Default for ActivationPolicy {
+    fn default() -> Self {
+        ActivationPolicy { validity: Some(Duration::days(365)), max_failures: 5, window: Duration::minutes(15) }
+    }
+}
+
+/// Active pricing tiers, cheapest first.
+pub async fn tiers(pool: &PgPool) -> Result<Vec<PricingTier>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {TIER_COLUMNS} FROM pricing_tiers WHERE COALESCE(active, TRUE) ORDER BY price_cents, id"
+    ))
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Issues `count` pending cards from an active tier, in one transaction.
+/// `owner` is the buyer when known (a payment), else the unclaimed-cards
+/// owner until someone activates the code.
+pub async fn issue(
+    pool: &PgPool,
+    tier_id: &str,
+    count: u32,
+    owner: Option<UserId>,
+    payment_intent: Option<&str>,
+) -> Result<Vec<TimeCard>> {
+    let tier: PricingTier =
+        sqlx::query_as(&format!("SELECT {TIER_COLUMNS} FROM pricing_tiers WHERE id = $1 AND COALESCE(active, TRUE)"))
+            .bind(tier_id)
+            .fetch_optional(pool)
+            .await?
+            .ok_or_else(|| Error::TierNotFound { id: tier_id.to_string() })?;
+    let minutes = tier.card_minutes()?;
+    let mut tx = pool.begin().await?;
+    let mut cards = Vec::with_capacity(count as usize);
+    while cards.len() < count as usize {
+        // A code collision (2^-100) just draws again.
+        let card: Option<TimeCard> = sqlx::query_as(&format!(
+            "INSERT INTO time_cards (user_id, activation_code, total_minutes, remaining_minutes, status, \
+                 stripe_payment_intent_id) VALUES ($1, $2, $3, $3, 'pending', $4) \
+             ON CONFLICT (activation_code) DO NOTHING RETURNING {CARD_COLUMNS}"
+        ))
+        .bind(owner.unwrap_or(UNCLAIMED_CARDS_OWNER))
+        .bind(generate_code())
+        .bind(minutes)
+        .bind(payment_intent)
+        .fetch_optional(&mut *tx)
+        .await?;
+        cards.extend(card);
+    }
+    tx.commit().await?;
+    Ok(cards)
+}
+
+/// Activates the card with `code` for `user`: `pending` to `active`, owned
+/// by the user, `activated_at` now, `expires_at` from the policy. A wrong
+/// code, or a card already used, active, expired or refunded, is an error
+/// that changes no card; wrong codes count towards the user's rate limit.
+pub async fn activate(
+    pool: &PgPool,
+    code: &str,
+    user: UserId,
+    policy: &ActivationPolicy,
+    now: DateTime<Utc>,
+) -> Result<TimeCard> {
+    let mut tx = pool.begin().await?;
+    let (active, exists): (Option<bool>, bool) =
+        sqlx::query_as("SELECT is_active, TRUE FROM users WHERE id = $1 FOR SHARE")
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or((None, false));
+    if !exists {
+        return Err(Error::UserNotFound { user });
+    }
+    if active == Some(false) {
+        return Err(Error::UserInactive { user });
+    }
+    let failures: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM card_activation_failures WHERE user_id = $1 AND attempted_at > $2")
+            .bind(user)
+            .bind(now - policy.window)
+            .fetch_one(&mut *tx)
+            .await?;
+    if failures >= policy.max_failures {
+        return Err(Error::ActivationRateLimited { retry_after_secs: policy.window.num_seconds().max(1) as u64 });
+    }
+    let normalized = normalize_code(code);
+    let card: Option<TimeCard> = match &normalized {
+        Some(c) => {
+            sqlx::query_as(&format!("SELECT {CARD_COLUMNS} FROM time_cards WHERE activation_code = $1 FOR UPDATE"))
+                .bind(c)
+                .fetch_optional(&mut *tx)
+                .await?
+        }
+        None => None,
+    };
+    // A card bought by someone else is as unknown to this user as a typo.
+    let card = card.filter(|c| c.user_id == UNCLAIMED_CARDS_OWNER || c.user_id == user);
+    let Some(card) = card else {
+        sqlx::query("INSERT INTO card_activation_failures (user_id, attempted_at) VALUES ($1, $2)")
+            .bind(user)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        return Err(Error::BadActivationCode { code: code.to_string() });
+    };
+    match card.status {
+        CardStatus::Pending => {}
+        CardStatus::Active if card.user_id == user => {
+            return Err(Error::CardAlreadyActive { card: card.id });
+        }
+        _ => return Err(Error::CodeAlreadyUsed { code: code.to_string() }),
+    }
+    let card: TimeCard = sqlx::query_as(&format!(
+        "UPDATE time_cards SET user_id = $2, status = 'active', activated_at = $3, expires_at = $4 \
+         WHERE id = $1 RETURNING {CARD_COLUMNS}"
+    ))
+    .bind(card.id)
+    .bind(user)
+    .bind(now)
+    .bind(policy.validity.map(|v| now + v))
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(card)
+}
+
+/// Marks active cards past `expires_at` as `expired`. Returns how many.
+pub async fn expire_due(pool: &PgPool, now: DateTime<Utc>) -> Result<u64> {
+    Ok(sqlx::query("UPDATE time_cards SET status = 'expired' WHERE status = 'active' AND expires_at <= $1")
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected())
+}
+
+/// Refunds an unused card: `refunded`, balance zero. A card with any time
+/// used, or already used, expired or refunded, is refused and unchanged.
+pub async fn refund(pool: &PgPool, card: CardId) -> Result<TimeCard> {
+    let mut tx = pool.begin().await?;
+    let c: TimeCard = sqlx::query_as(&format!("SELECT {CARD_COLUMNS} FROM time_cards WHERE id = $1 FOR UPDATE"))
+        .bind(card)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::CardNotFound { card })?;
+    if !matches!(c.status, CardStatus::Pending | CardStatus::Active) {
+        return Err(Error::RefundNotAllowed { card, status: c.status.to_string() });
+    }
+    let charged: i64 =
+        sqlx::query_scalar("SELECT COALESCE(SUM(charged_ms), 0)::int8 FROM card_charges WHERE time_card_id = $1")
+            .bind(card)
+            .fetch_one(&mut *tx)
+            .await?;
+    let used = Millis::from_minutes(i64::from(c.total_minutes)).0 - c.balance().0;
+    if charged > 0 || used != 0 {
+        return Err(Error::RefundPartlyUsed { card, used: Millis(used.max(charged)) });
+    }
+    let c: TimeCard = sqlx::query_as(&format!(
+        "UPDATE time_cards SET status = 'refunded', remaining_minutes = 0, remaining_sub_ms = 0 \
+         WHERE id = $1 RETURNING {CARD_COLUMNS}"
+    ))
+    .bind(card)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_grouped_unambiguous_and_normalize_to_themselves() {
+        let c = generate_code();
+        assert_eq!(c.len(), 24);
+        assert!(!c.contains(['I', 'L', 'O', 'U']));
+        assert_eq!(normalize_code(&c).as_deref(), Some(c.as_str()));
+        assert_eq!(normalize_code(&c.to_lowercase().replace('-', " ")).as_deref(), Some(c.as_str()));
+    }
+
+    #[test]
+    fn typed_lookalikes_are_forgiven_and_junk_refused() {
+        assert_eq!(normalize_code("oooo-iiii-llll-0000-1111").as_deref(), Some("0000-1111-1111-0000-1111"));
+        assert_eq!(normalize_code("ABCD"), None);
+        assert_eq!(normalize_code("UUUU-UUUU-UUUU-UUUU-UUUU"), None);
+        assert_eq!(normalize_code("ÄBCD-EFGH-JKMN-PQRS-TVWX"), None);
+    }
+
+    #[test]
+    fn codes_do_not_repeat() {
+        let set: std::collections::HashSet<String> = (0..10_000).map(|_| generate_code()).collect();
+        assert_eq!(set.len(), 10_000);
+    }
+}

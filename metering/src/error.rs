@@ -26,6 +26,8 @@ pub enum Error {
     BadActivationCode { code: String },
     #[error("activation code {code:?} has already been used")]
     CodeAlreadyUsed { code: String },
+    #[error("card {card} is already active for this user")]
+    CardAlreadyActive { card: CardId },
     #[error("too many failed activation attempts; try again in {retry_after_secs} s")]
     ActivationRateLimited { retry_after_secs: u64 },
     #[error("card {card} cannot be refunded: it is {status}")]
@@ -53,14 +55,16 @@ impl Error {
     /// opposed to refusing what was asked), so the caller may retry.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Error::Database(e) => matches!(
-                e,
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-                    | sqlx::Error::Tls(_)
-            ) || matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08"))),
+            Error::Database(e) => {
+                matches!(
+                    e,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::WorkerCrashed
+                        | sqlx::Error::Tls(_)
+                ) || matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+            }
             _ => false,
         }
     }

@@ -18,6 +18,7 @@ pub mod balance;
 pub mod cards;
 pub mod error;
 pub mod ids;
+pub mod ledger;
 pub mod meter;
 pub mod money;
 pub mod records;

@@ -250,7 +250,9 @@ mod tests {
 
     #[test]
     fn parses_common_multipliers_exactly() {
-        for (text, ms) in [("1.0", 1000), ("0.5", 500), ("1.25", 1250), ("2.75", 2750), ("1.1", 1100), ("3", 3000), (".75", 750)] {
+        for (text, ms) in
+            [("1.0", 1000), ("0.5", 500), ("1.25", 1250), ("2.75", 2750), ("1.1", 1100), ("3", 3000), (".75", 750)]
+        {
             assert_eq!(text.parse::<Rate>().unwrap().ms_per_second(), ms, "{text}");
             let f: f64 = text.parse().unwrap();
             assert_eq!(Rate::from_f64(f).unwrap().ms_per_second(), ms, "{text} as f64");

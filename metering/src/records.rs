@@ -51,10 +51,27 @@ macro_rules! text_enum {
             }
         }
 
-        impl TryFrom<String> for $name {
-            type Error = Error;
-            fn try_from(s: String) -> Result<Self, Error> {
-                s.parse()
+        text_column!($name);
+    };
+}
+
+/// Reads and writes a type as a TEXT column through its `FromStr`, so a bad
+/// value in the database is a decode error naming that value.
+macro_rules! text_column {
+    ($name:ident) => {
+        impl sqlx::Type<sqlx::Postgres> for $name {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <String as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <String as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $name {
+            fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                Ok(text.parse::<$name>()?)
             }
         }
     };
@@ -106,7 +123,6 @@ pub struct TimeCard {
     pub activated_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
-    #[sqlx(try_from = "String")]
     pub status: CardStatus,
     pub stripe_payment_intent_id: Option<String>,
     #[serde(skip)]
@@ -137,14 +153,14 @@ pub struct VoiceSession {
     pub end_time: Option<DateTime<Utc>>,
     pub duration_seconds: Option<i32>,
     pub cost_minutes: Option<i32>,
-    #[sqlx(try_from = "String")]
     pub status: SessionStatus,
     pub agent_type: String,
     pub quality_rating: Option<i32>,
 }
 
 /// Select list for [`VoiceSession`].
-pub const VOICE_SESSION_COLUMNS: &str = "id, user_id, session_id, room_name, COALESCE(start_time, NOW()) AS start_time, \
+pub const VOICE_SESSION_COLUMNS: &str =
+    "id, user_id, session_id, room_name, COALESCE(start_time, NOW()) AS start_time, \
      end_time, duration_seconds, cost_minutes, COALESCE(status, 'active') AS status, \
      COALESCE(agent_type, 'production') AS agent_type, quality_rating";
 
@@ -155,7 +171,6 @@ pub struct Subscription {
     pub id: Uuid,
     pub user_id: UserId,
     pub plan_id: String,
-    #[sqlx(try_from = "String")]
     pub status: SubscriptionStatus,
     pub current_period_start: DateTime<Utc>,
     pub current_period_end: DateTime<Utc>,
@@ -197,11 +212,9 @@ pub struct PricingTier {
 impl PricingTier {
     /// Minutes on a card issued from this tier: `hours * 60 + bonus_minutes`.
     pub fn card_minutes(&self) -> Result<i32, Error> {
-        self.hours
-            .checked_mul(60)
-            .and_then(|m| m.checked_add(self.bonus_minutes))
-            .filter(|m| *m > 0)
-            .ok_or_else(|| Error::InvalidTier { id: self.id.clone(), why: "hours * 60 + bonus_minutes must be positive" })
+        self.hours.checked_mul(60).and_then(|m| m.checked_add(self.bonus_minutes)).filter(|m| *m > 0).ok_or_else(|| {
+            Error::InvalidTier { id: self.id.clone(), why: "hours * 60 + bonus_minutes must be positive" }
+        })
     }
 }
 
@@ -225,7 +238,8 @@ pub struct Payment {
 }
 
 /// Select list for [`Payment`].
-pub const PAYMENT_COLUMNS: &str = "id, user_id, stripe_payment_intent_id, amount_cents, COALESCE(currency, 'usd') AS currency, \
+pub const PAYMENT_COLUMNS: &str =
+    "id, user_id, stripe_payment_intent_id, amount_cents, COALESCE(currency, 'usd') AS currency, \
      status, time_card_id, COALESCE(created_at, NOW()) AS created_at, metadata";
 
 /// A row of `persona_sessions`.
@@ -237,7 +251,6 @@ pub struct PersonaSession {
     pub persona_slug: String,
     pub session_id: String,
     pub duration_minutes: Option<i32>,
-    #[sqlx(try_from = "String")]
     pub cost_multiplier: RateText,
     pub created_at: DateTime<Utc>,
 }
@@ -251,12 +264,14 @@ pub const PERSONA_SESSION_COLUMNS: &str = "id, user_id, persona_slug, session_id
 #[serde(transparent)]
 pub struct RateText(pub Rate);
 
-impl TryFrom<String> for RateText {
-    type Error = crate::money::RateError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
+impl FromStr for RateText {
+    type Err = crate::money::RateError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         s.parse().map(RateText)
     }
 }
+
+text_column!(RateText);
 
 /// A row of `persona_ratings`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
@@ -289,11 +304,13 @@ pub struct CustomPersona {
     pub is_active: bool,
     pub usage_count: i32,
     /// Mean rating, 0 to 5 (a statistic, not money).
+    #[serde(serialize_with = "finite_number")]
     pub rating: f64,
 }
 
 /// Select list for [`CustomPersona`].
-pub const CUSTOM_PERSONA_COLUMNS: &str = "id, user_id, slug, name, config, system_prompt, COALESCE(created_at, NOW()) AS created_at, \
+pub const CUSTOM_PERSONA_COLUMNS: &str =
+    "id, user_id, slug, name, config, system_prompt, COALESCE(created_at, NOW()) AS created_at, \
      COALESCE(is_active, TRUE) AS is_active, COALESCE(usage_count, 0) AS usage_count, \
      COALESCE(rating, 0)::float8 AS rating";
 
@@ -317,6 +334,15 @@ pub struct AdInteraction {
 pub const AD_INTERACTION_COLUMNS: &str = "id, user_id, ad_id, ad_type, view_duration, COALESCE(completed, FALSE) AS completed, \
      COALESCE(interacted, FALSE) AS interacted, COALESCE(revenue, 0)::text AS revenue, COALESCE(created_at, NOW()) AS created_at";
 
+/// A number that JSON can carry: NaN and infinities (which a DECIMAL column
+/// can hold) are an error rather than a silent `null`.
+fn finite_number<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if !v.is_finite() {
+        return Err(serde::ser::Error::custom(format!("{v} is not a finite number")));
+    }
+    s.serialize_f64(*v)
+}
+
 /// A DECIMAL column kept as its exact text in Rust and written to JSON as a
 /// number (the interfaces' `number`).
 mod decimal_number {
@@ -324,7 +350,7 @@ mod decimal_number {
 
     pub fn serialize<S: Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
         let n: f64 = v.parse().map_err(serde::ser::Error::custom)?;
-        s.serialize_f64(n)
+        super::finite_number(&n, s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {

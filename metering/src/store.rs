@@ -1,1 +1,479 @@
-//! TODO
+//! The SQL behind the meter. Every state change is one transaction; a tick
+//! batch for all of a worker's live sessions is a constant number of
+//! statements (sessions locked, cards locked, three array writes), however
+//! many sessions it carries.
+//!
+//! Lock order, the same in every transaction that takes both: voice sessions
+//! by id, then time cards by id. Two workers charging one user's cards
+//! therefore queue on the card rows instead of deadlocking, and neither can
+//! take a card below zero: allocation happens under the row locks.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::error::{Error, Result};
+use crate::ids::{CardId, SessionId, UserId};
+use crate::ledger::{self, CardState};
+use crate::money::{Millis, Rate};
+use crate::records::{SessionStatus, VoiceSession, VOICE_SESSION_COLUMNS};
+
+/// Why a session ended. Maps onto the seed's `status` and our `end_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    UserLeft,
+    BalanceExhausted,
+    TimeLimit,
+    DailyLimit,
+    Shutdown,
+    RoomClosed,
+    AgentRemoved,
+    DbUnavailable,
+    Orphaned,
+    Error,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::UserLeft => "user_left",
+            EndReason::BalanceExhausted => "balance_exhausted",
+            EndReason::TimeLimit => "time_limit",
+            EndReason::DailyLimit => "daily_limit",
+            EndReason::Shutdown => "shutdown",
+            EndReason::RoomClosed => "room_closed",
+            EndReason::AgentRemoved => "agent_removed",
+            EndReason::DbUnavailable => "db_unavailable",
+            EndReason::Orphaned => "orphaned",
+            EndReason::Error => "error",
+        }
+    }
+
+    /// The seed status a session ending this way gets: an ending the product
+    /// meant is `completed`; a failure of ours is `error`.
+    pub fn status(self) -> SessionStatus {
+        match self {
+            EndReason::DbUnavailable | EndReason::Orphaned | EndReason::Error => SessionStatus::Error,
+            _ => SessionStatus::Completed,
+        }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a caller opens a metered session with.
+#[derive(Debug, Clone)]
+pub struct OpenSession {
+    pub user: UserId,
+    /// The seed's textual `session_id` (e.g. the LiveKit job id).
+    pub session_key: String,
+    pub room: String,
+    pub persona_slug: String,
+    pub rate: Rate,
+    pub agent_type: String,
+    pub worker_id: String,
+}
+
+/// One session's part of a tick batch: ticks `seq_from..=seq_to` (empty when
+/// `seq_from > seq_to`, a heartbeat only), asking for `amount` and covering
+/// `metered_ms` of live time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TickEntry {
+    pub session: SessionId,
+    pub user: UserId,
+    pub seq_from: i64,
+    pub seq_to: i64,
+    pub amount: Millis,
+    pub metered_ms: i64,
+}
+
+/// What became of one entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TickResult {
+    /// Charged `applied` (less than asked when the cards ran dry).
+    Applied { applied: Millis, short: Millis },
+    /// These ticks were applied before (a retry or replay): nothing charged.
+    AlreadyApplied,
+    /// The session is closed (e.g. reaped): nothing charged.
+    Closed,
+    /// The ticks do not follow the last applied one: nothing charged.
+    OutOfOrder { last: i64 },
+}
+
+/// A batch's outcome: per entry, and every touched user's spendable balance
+/// after it.
+#[derive(Debug, Clone, Default)]
+pub struct TickOutcome {
+    pub results: Vec<(SessionId, TickResult)>,
+    pub balances: HashMap<UserId, Millis>,
+}
+
+/// How a session closes.
+#[derive(Debug, Clone)]
+pub struct CloseSession {
+    pub session: SessionId,
+    pub reason: EndReason,
+    pub end_time: DateTime<Utc>,
+}
+
+/// A locked card as the tick reads it: id, owner, minutes, sub-minute ms,
+/// expiry, creation.
+type CardRow = (CardId, UserId, i32, i32, Option<DateTime<Utc>>, DateTime<Utc>);
+
+/// The database side of metering, with a count of statements sent (for the
+/// benchmark's statements per second).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+    statements: Arc<AtomicU64>,
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Store {
+        Store { pool, statements: Arc::new(AtomicU64::new(0)) }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Statements sent so far by tick batches, opens and closes.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, n: u64) {
+        self.statements.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Opens a voice session (status `active`, heartbeat now).
+    pub async fn open(&self, s: &OpenSession, now: DateTime<Utc>) -> Result<SessionId> {
+        self.count(1);
+        let id: SessionId = sqlx::query_scalar(
+            "INSERT INTO voice_sessions (user_id, session_id, room_name, start_time, status, agent_type, \
+                 persona_slug, rate_ms_per_second, heartbeat_at, worker_id) \
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $4, $8) RETURNING id",
+        )
+        .bind(s.user)
+        .bind(&s.session_key)
+        .bind(&s.room)
+        .bind(now)
+        .bind(&s.agent_type)
+        .bind(&s.persona_slug)
+        .bind(s.rate.ms_per_second())
+        .bind(&s.worker_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// Applies a batch of ticks in one transaction. Heartbeats every active
+    /// session in the batch; charges the entries that follow their session's
+    /// last applied tick; skips replays.
+    pub async fn apply_ticks(&self, entries: &[TickEntry], now: DateTime<Utc>) -> Result<TickOutcome> {
+        if entries.is_empty() {
+            return Ok(TickOutcome::default());
+        }
+        let mut tx = self.pool.begin().await?;
+        let outcome = self.apply_ticks_in(&mut tx, entries, now).await?;
+        tx.commit().await?;
+        self.count(2);
+        Ok(outcome)
+    }
+
+    async fn apply_ticks_in(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        entries: &[TickEntry],
+        now: DateTime<Utc>,
+    ) -> Result<TickOutcome> {
+        let ids: Vec<SessionId> = entries.iter().map(|e| e.session).collect();
+        self.count(1);
+        let rows: Vec<(SessionId, String, i64)> = sqlx::query_as(
+            "SELECT id, COALESCE(status, 'active'), last_tick_seq FROM voice_sessions \
+             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await?;
+        let state: HashMap<SessionId, (bool, i64)> =
+            rows.into_iter().map(|(id, status, last)| (id, (status == "active", last))).collect();
+
+        // Decide per entry, before touching cards.
+        let mut results = Vec::with_capacity(entries.len());
+        let mut to_charge = Vec::new();
+        let mut users: Vec<UserId> = Vec::new();
+        for e in entries {
+            let r = match state.get(&e.session) {
+                None | Some((false, _)) => TickResult::Closed,
+                Some(&(true, _)) if e.seq_from > e.seq_to => {
+                    users.push(e.user);
+                    TickResult::Applied { applied: Millis::ZERO, short: Millis::ZERO }
+                }
+                Some(&(true, last)) if last >= e.seq_to => TickResult::AlreadyApplied,
+                Some(&(true, last)) if last != e.seq_from - 1 => TickResult::OutOfOrder { last },
+                Some(_) => {
+                    users.push(e.user);
+                    to_charge.push(results.len());
+                    TickResult::Applied { applied: Millis::ZERO, short: Millis::ZERO }
+                }
+            };
+            results.push((e.session, r));
+        }
+        users.sort();
+        users.dedup();
+
+        // Lock the users' drawable cards, in id order.
+        self.count(1);
+        let card_rows: Vec<CardRow> = sqlx::query_as(
+            "SELECT id, user_id, remaining_minutes, remaining_sub_ms, expires_at, COALESCE(created_at, NOW()) \
+             FROM time_cards WHERE user_id = ANY($1) AND status = 'active' ORDER BY id FOR UPDATE",
+        )
+        .bind(&users)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut wallets: HashMap<UserId, Vec<CardState>> = HashMap::new();
+        for (id, user, minutes, sub, expires, created) in card_rows {
+            wallets.entry(user).or_default().push(CardState::new(
+                id,
+                Millis::from_parts(minutes, sub),
+                expires,
+                created,
+            ));
+        }
+        for cards in wallets.values_mut() {
+            ledger::order_cards(cards, now);
+        }
+
+        // Allocate, in batch order.
+        let mut charge_session = Vec::new();
+        let mut charge_card = Vec::new();
+        let mut charge_ms = Vec::new();
+        for &i in &to_charge {
+            let e = &entries[i];
+            let cards = wallets.entry(e.user).or_default();
+            let taken = ledger::draw(cards, e.amount);
+            let applied: i64 = taken.iter().map(|(_, m)| m.0).sum();
+            for (card, m) in taken {
+                charge_session.push(e.session);
+                charge_card.push(card);
+                charge_ms.push(m.0);
+            }
+            results[i].1 = TickResult::Applied { applied: Millis(applied), short: Millis(e.amount.0 - applied) };
+        }
+
+        // Write cards that changed.
+        let mut c_id = Vec::new();
+        let mut c_min = Vec::new();
+        let mut c_sub = Vec::new();
+        let mut c_status = Vec::new();
+        for card in wallets.values().flatten().filter(|c| c.touched) {
+            let (m, s) = card.balance.to_parts();
+            c_id.push(card.id);
+            c_min.push(m as i32);
+            c_sub.push(s as i32);
+            c_status.push(if card.expired {
+                "expired"
+            } else if card.used_up {
+                "used"
+            } else {
+                "active"
+            });
+        }
+        if !c_id.is_empty() {
+            self.count(1);
+            sqlx::query(
+                "UPDATE time_cards AS c SET remaining_minutes = u.m, remaining_sub_ms = u.s, status = u.st \
+                 FROM UNNEST($1::uuid[], $2::int4[], $3::int4[], $4::text[]) AS u(id, m, s, st) WHERE c.id = u.id",
+            )
+            .bind(&c_id)
+            .bind(&c_min)
+            .bind(&c_sub)
+            .bind(&c_status)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if !charge_session.is_empty() {
+            self.count(1);
+            sqlx::query(
+                "INSERT INTO card_charges (voice_session_id, time_card_id, charged_ms, first_charged_at, last_charged_at) \
+                 SELECT s, c, m, $4, $4 FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[]) AS u(s, c, m) \
+                 ON CONFLICT (voice_session_id, time_card_id) DO UPDATE \
+                 SET charged_ms = card_charges.charged_ms + EXCLUDED.charged_ms, last_charged_at = EXCLUDED.last_charged_at",
+            )
+            .bind(&charge_session)
+            .bind(&charge_card)
+            .bind(&charge_ms)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+
+        // Advance sessions: heartbeat for every active one, sequence and
+        // totals for the charged ones.
+        let mut charged_flag = vec![false; entries.len()];
+        for &i in &to_charge {
+            charged_flag[i] = true;
+        }
+        let mut s_id = Vec::new();
+        let mut s_seq = Vec::new();
+        let mut s_charged = Vec::new();
+        let mut s_metered = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            if matches!(results[i].1, TickResult::Closed) {
+                continue;
+            }
+            let charged = charged_flag[i];
+            let applied = match results[i].1 {
+                TickResult::Applied { applied, .. } if charged => applied.0,
+                _ => 0,
+            };
+            s_id.push(e.session);
+            s_seq.push(if charged { Some(e.seq_to) } else { None });
+            s_charged.push(applied);
+            s_metered.push(if charged { e.metered_ms } else { 0 });
+        }
+        if !s_id.is_empty() {
+            self.count(1);
+            sqlx::query(
+                "UPDATE voice_sessions AS v SET heartbeat_at = $5, \
+                     last_tick_seq = COALESCE(u.seq, v.last_tick_seq), \
+                     charged_ms = v.charged_ms + u.charged, metered_ms = v.metered_ms + u.metered \
+                 FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::int8[]) AS u(id, seq, charged, metered) \
+                 WHERE v.id = u.id",
+            )
+            .bind(&s_id)
+            .bind(&s_seq)
+            .bind(&s_charged)
+            .bind(&s_metered)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+
+        let balances = wallets.iter().map(|(u, cards)| (*u, ledger::spendable(cards))).collect();
+        Ok(TickOutcome { results, balances })
+    }
+
+    /// Closes a session: end time, duration (whole seconds of metered live
+    /// time), cost in whole minutes (the exact charge rounded up), status and
+    /// reason; writes its `persona_sessions` row and counts a use of a custom
+    /// persona. One transaction. Closing a closed session is an error and
+    /// changes nothing.
+    pub async fn close(&self, c: &CloseSession) -> Result<VoiceSession> {
+        let mut tx = self.pool.begin().await?;
+        self.count(5);
+        let open: Option<(String,)> =
+            sqlx::query_as("SELECT COALESCE(status, 'active') FROM voice_sessions WHERE id = $1 FOR UPDATE")
+                .bind(c.session)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match open {
+            None => return Err(Error::SessionNotFound { session: c.session }),
+            Some((s,)) if s != "active" => return Err(Error::SessionClosed { session: c.session }),
+            Some(_) => {}
+        }
+        let row: VoiceSession = sqlx::query_as(&format!(
+            "UPDATE voice_sessions SET end_time = GREATEST($2, start_time), \
+                 duration_seconds = LEAST(metered_ms / 1000, 2147483647)::int4, \
+                 cost_minutes = LEAST((charged_ms + 59999) / 60000, 2147483647)::int4, \
+                 status = $3, end_reason = $4, heartbeat_at = $2 \
+             WHERE id = $1 RETURNING {VOICE_SESSION_COLUMNS}"
+        ))
+        .bind(c.session)
+        .bind(c.end_time)
+        .bind(c.reason.status().as_str())
+        .bind(c.reason.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        record_persona_session(&mut tx, &[c.session]).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Closes every active session whose heartbeat is older than `stale_before`
+    /// (its worker died): status `error`, reason `orphaned`, end time at its
+    /// last heartbeat, and exactly what its applied ticks charged. Returns the
+    /// sessions closed. Safe to run from every worker at once.
+    pub async fn reap_orphans(&self, stale_before: DateTime<Utc>) -> Result<Vec<SessionId>> {
+        let mut tx = self.pool.begin().await?;
+        self.count(4);
+        let ids: Vec<SessionId> = sqlx::query_scalar(
+            "WITH stale AS ( \
+                 SELECT id FROM voice_sessions \
+                 WHERE status = 'active' AND COALESCE(heartbeat_at, start_time) < $1 \
+                 ORDER BY id FOR UPDATE SKIP LOCKED) \
+             UPDATE voice_sessions v SET status = 'error', end_reason = 'orphaned', \
+                 end_time = GREATEST(COALESCE(v.heartbeat_at, v.start_time), v.start_time), \
+                 duration_seconds = LEAST(v.metered_ms / 1000, 2147483647)::int4, \
+                 cost_minutes = LEAST((v.charged_ms + 59999) / 60000, 2147483647)::int4 \
+             FROM stale WHERE v.id = stale.id RETURNING v.id",
+        )
+        .bind(stale_before)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !ids.is_empty() {
+            record_persona_session(&mut tx, &ids).await?;
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Ends active sessions in a room (the room is gone): reason given, end
+    /// time now. Returns the sessions closed.
+    pub async fn close_room(&self, room: &str, reason: EndReason, now: DateTime<Utc>) -> Result<Vec<SessionId>> {
+        let ids: Vec<SessionId> =
+            sqlx::query_scalar("SELECT id FROM voice_sessions WHERE room_name = $1 AND status = 'active'")
+                .bind(room)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut closed = Vec::new();
+        for id in ids {
+            match self.close(&CloseSession { session: id, reason, end_time: now }).await {
+                Ok(_) => closed.push(id),
+                Err(Error::SessionClosed { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(closed)
+    }
+
+    /// A session as the seed's interface shows it.
+    pub async fn session(&self, id: SessionId) -> Result<VoiceSession> {
+        sqlx::query_as(&format!("SELECT {VOICE_SESSION_COLUMNS} FROM voice_sessions WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(Error::SessionNotFound { session: id })
+    }
+}
+
+/// Writes `persona_sessions` rows for just-closed sessions (duration in whole
+/// minutes, rounded up like the cost) and counts a use of each custom persona.
+async fn record_persona_session(tx: &mut Transaction<'_, Postgres>, ids: &[SessionId]) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO persona_sessions (user_id, persona_slug, session_id, duration_minutes, cost_multiplier, created_at) \
+         SELECT user_id, COALESCE(persona_slug, ''), session_id, \
+                LEAST((metered_ms + 59999) / 60000, 2147483647)::int4, rate_ms_per_second::numeric / 1000, start_time \
+         FROM voice_sessions WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE custom_personas c SET usage_count = COALESCE(c.usage_count, 0) + n.uses \
+         FROM (SELECT persona_slug, COUNT(*) AS uses FROM voice_sessions WHERE id = ANY($1) GROUP BY persona_slug) n \
+         WHERE c.slug = n.persona_slug",
+    )
+    .bind(ids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! The meter's bookkeeping as pure logic over explicit instants: live clocks,
+//! which ticks are durable, what the next batch asks for, when money runs out
+//! and which warnings are due. No I/O and no clock reads here, so every rule
+//! is tested by stepping time by hand.
+//!
+//! Charging is in arrears: a second is charged once it has been lived, so a
+//! crash or a hang-up between ticks costs the user nothing for the
+//! unfinished second. The one fraction ever charged is the last remainder of
+//! a balance: when the money runs out inside a second, the clock stops at the
+//! exact instant the remainder is spent, and that remainder is the final tick.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::ids::{SessionId, UserId};
+use crate::money::{Millis, Rate};
+use crate::store::{TickEntry, TickResult};
+
+/// A session's live clock: time the caller said the session was live.
+#[derive(Debug, Clone)]
+pub struct Clock {
+    accrued_ms: i64,
+    accrued_us: u32,
+    running_since: Option<Instant>,
+}
+
+impl Clock {
+    pub fn started(now: Instant) -> Clock {
+        Clock { accrued_ms: 0, accrued_us: 0, running_since: Some(now) }
+    }
+
+    /// Live milliseconds at `now` (rounded down).
+    pub fn live_ms(&self, now: Instant) -> i64 {
+        let run = self.running_since.map_or(0, |s| now.saturating_duration_since(s).as_micros() as i64);
+        self.accrued_ms + (i64::from(self.accrued_us) + run) / 1000
+    }
+
+    pub fn running(&self) -> bool {
+        self.running_since.is_some()
+    }
+
+    pub fn pause(&mut self, now: Instant) {
+        if let Some(s) = self.running_since.take() {
+            let us = i64::from(self.accrued_us) + now.saturating_duration_since(s).as_micros() as i64;
+            self.accrued_ms += us / 1000;
+            self.accrued_us = (us % 1000) as u32;
+        }
+    }
+
+    pub fn resume(&mut self, now: Instant) {
+        if self.running_since.is_none() {
+            self.running_since = Some(now);
+        }
+    }
+
+    /// Stops the clock at exactly `live_ms`.
+    pub fn stop_at(&mut self, live_ms: i64) {
+        self.running_since = None;
+        self.accrued_ms = live_ms;
+        self.accrued_us = 0;
+    }
+}
+
+/// Where a session stands.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub user: UserId,
+    pub rate: Rate,
+    pub clock: Clock,
+    /// Last tick sequence number the database has applied.
+    pub durable_seq: i64,
+    /// Whole seconds covered by applied ticks.
+    pub durable_seconds: i64,
+    /// The entry sent and not yet acknowledged: resent as is until it is,
+    /// so a write whose answer was lost is applied once.
+    pub unacked: Option<TickEntry>,
+    /// Set when the balance ran out: the clock is stopped and this remainder
+    /// is owed as the final tick.
+    pub exhausted: Option<Millis>,
+    pub final_sent: bool,
+    /// Warning thresholds (ms) already announced.
+    pub warned: BTreeSet<i64>,
+    /// The session is closing: no more seconds are added.
+    pub closing: bool,
+}
+
+impl Live {
+    pub fn new(user: UserId, rate: Rate, now: Instant) -> Live {
+        Live {
+            user,
+            rate,
+            clock: Clock::started(now),
+            durable_seq: 0,
+            durable_seconds: 0,
+            unacked: None,
+            exhausted: None,
+            final_sent: false,
+            warned: BTreeSet::new(),
+            closing: false,
+        }
+    }
+
+    fn whole_seconds(&self, now: Instant) -> i64 {
+        self.clock.live_ms(now) / 1000
+    }
+
+    /// Cost of lived whole seconds not yet durable (sent or not).
+    pub fn unbilled(&self, now: Instant) -> Millis {
+        Millis((self.whole_seconds(now) - self.durable_seconds).max(0) * self.rate.ms_per_second())
+    }
+
+    /// The entry the next batch carries for this session: the unacknowledged
+    /// one again, or the newly lived whole seconds (plus the final remainder
+    /// once exhausted); a heartbeat when there is nothing to charge.
+    pub fn next_entry(&mut self, id: SessionId, now: Instant) -> TickEntry {
+        if let Some(e) = &self.unacked {
+            return e.clone();
+        }
+        let whole = self.whole_seconds(now);
+        let seconds = (whole - self.durable_seconds).max(0);
+        let mut amount = seconds * self.rate.ms_per_second();
+        let mut metered = seconds * 1000;
+        let mut ticks = seconds;
+        if let Some(rem) = self.exhausted.filter(|_| !self.final_sent) {
+            amount += rem.0;
+            metered += self.clock.live_ms(now) - whole * 1000;
+            ticks += 1;
+        }
+        let entry = TickEntry {
+            session: id,
+            user: self.user,
+            seq_from: self.durable_seq + 1,
+            seq_to: self.durable_seq + ticks,
+            amount: Millis(amount),
+            metered_ms: metered,
+        };
+        if ticks > 0 {
+            self.unacked = Some(entry.clone());
+        }
+        entry
+    }
+
+    /// Takes the database's answer for `entry`. Returns the shortfall when
+    /// the cards could not pay all of it.
+    pub fn acknowledge(&mut self, entry: &TickEntry, result: &TickResult) -> Millis {
+        if entry.seq_from > entry.seq_to {
+            return Millis::ZERO;
+        }
+        let short = match result {
+            TickResult::Applied { short, .. } => *short,
+            TickResult::AlreadyApplied => Millis::ZERO,
+            TickResult::Closed | TickResult::OutOfOrder { .. } => return Millis::ZERO,
+        };
+        let ticks = entry.seq_to - entry.seq_from + 1;
+        let has_final = self.exhausted.is_some() && !self.final_sent && self.unacked.as_ref() == Some(entry);
+        self.durable_seq = entry.seq_to;
+        self.durable_seconds += if has_final { ticks - 1 } else { ticks };
+        if has_final {
+            self.final_sent = true;
+        }
+        self.unacked = None;
+        short
+    }
+
+    /// Everything owed has been written.
+    pub fn settled(&self, now: Instant) -> bool {
+        self.unacked.is_none()
+            && self.whole_seconds(now) <= self.durable_seconds
+            && (self.exhausted.is_none() || self.final_sent)
+    }
+}
+
+/// A user's money as this worker knows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Account {
+    /// Spendable balance at the last durable write.
+    pub spendable: Millis,
+}
+
+/// When a user's running sessions exhaust the balance: the instant, and the
+/// live time each running session has then.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exhaustion {
+    pub at: Instant,
+    pub stops: Vec<(SessionId, i64)>,
+}
+
+/// Remaining live time for a user's sessions at `now`, in ms, and the
+/// combined rate; `None` when none of them is running.
+pub fn remaining_ms(account: Account, sessions: &[(SessionId, &Live)], now: Instant) -> Option<i64> {
+    let running: Vec<&Live> =
+        sessions.iter().map(|(_, l)| *l).filter(|l| l.clock.running() && l.exhausted.is_none()).collect();
+    let rate: i64 = running.iter().map(|l| l.rate.ms_per_second()).sum();
+    if rate == 0 {
+        return None;
+    }
+    let unbilled: i64 = sessions.iter().map(|(_, l)| l.unbilled(now).0).sum();
+    let left = account.spendable.0 - unbilled;
+    // Time into the current second already lived by the running sessions
+    // (charged at the next whole second): measured on the fastest one.
+    let into_second = running.iter().map(|l| l.clock.live_ms(now) % 1000).max().unwrap_or(0);
+    let combined = Rate::from_ms_per_second(rate).ok()?;
+    Some(combined.wall_ms_in(Millis(left.max(0))) - into_second)
+}
+
+/// The exhaustion instant of a user's running sessions, if their balance
+/// runs out while they run.
+pub fn exhaustion(account: Account, sessions: &[(SessionId, &Live)], now: Instant) -> Option<Exhaustion> {
+    let left = remaining_ms(account, sessions, now)?.max(0);
+    let stops = sessions
+        .iter()
+        .filter(|(_, l)| l.clock.running() && l.exhausted.is_none())
+        .map(|(id, l)| (*id, l.clock.live_ms(now) + left))
+        .collect();
+    Some(Exhaustion { at: now + Duration::from_millis(left as u64), stops })
+}
+
+/// Stops the exhausted sessions of `user` at their exact live time and
+/// assigns the rest of the balance as their final tick (all of it to the
+/// first, so the cards end at exactly zero).
+pub fn exhaust(user: UserId, account: Account, ex: &Exhaustion, sessions: &mut HashMap<SessionId, Live>, now: Instant) {
+    for (id, live_ms) in &ex.stops {
+        if let Some(l) = sessions.get_mut(id) {
+            l.clock.stop_at(*live_ms);
+        }
+    }
+    let unbilled: i64 = sessions.values().filter(|l| l.user == user).map(|l| l.unbilled(now).0).sum();
+    let mut remainder = Millis((account.spendable.0 - unbilled).max(0));
+    for (id, _) in &ex.stops {
+        if let Some(l) = sessions.get_mut(id) {
+            l.exhausted = Some(remainder);
+            remainder = Millis::ZERO;
+        }
+    }
+}
+
+/// Warning thresholds newly crossed (remaining at or below them), and
+/// thresholds to re-arm because the remaining time grew back above them.
+pub fn due_warnings(live: &mut Live, remaining_ms: i64, thresholds_ms: &[i64]) -> (Vec<i64>, bool) {
+    let mut due = Vec::new();
+    for &t in thresholds_ms {
+        if remaining_ms <= t && !live.warned.contains(&t) {
+            live.warned.insert(t);
+            due.push(t);
+        }
+    }
+    let before = live.warned.len();
+    live.warned.retain(|&t| remaining_ms <= t);
+    (due, live.warned.len() < before)
+}

@@ -1,0 +1,138 @@
+//! Card lifecycle against the real PostgreSQL: issue, activate, rate limit,
+//! expire, refund.
+
+mod common;
+
+use chrono::{Duration, Utc};
+use metering::cards::{self, ActivationPolicy};
+use metering::records::CardStatus;
+use metering::{Error, Millis};
+use sqlx::PgPool;
+
+#[sqlx::test(migrations = "../migrations")]
+async fn issues_pending_cards_from_a_tier_with_hours_and_bonus(pool: PgPool) {
+    sqlx::query(
+        "INSERT INTO pricing_tiers (id, name, hours, price_cents, bonus_minutes) VALUES ('t2', 'Two', 2, 1500, 15)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let issued = cards::issue(&pool, "t2", 3, None, None).await.unwrap();
+    assert_eq!(issued.len(), 3);
+    for c in &issued {
+        assert_eq!((c.total_minutes, c.remaining_minutes, c.status), (135, 135, CardStatus::Pending));
+        assert_eq!(c.user_id, metering::ids::UNCLAIMED_CARDS_OWNER);
+        assert!(cards::normalize_code(&c.activation_code).is_some());
+    }
+    let codes: std::collections::HashSet<_> = issued.iter().map(|c| &c.activation_code).collect();
+    assert_eq!(codes.len(), 3);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn one_card_per_payment_intent(pool: PgPool) {
+    let t = common::tier(&pool, 10).await;
+    cards::issue(&pool, &t, 1, None, Some("pi_once")).await.unwrap();
+    let again = cards::issue(&pool, &t, 1, None, Some("pi_once")).await;
+    assert!(matches!(again, Err(Error::Database(_))), "{again:?}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn unknown_or_inactive_tier_is_refused(pool: PgPool) {
+    let e = cards::issue(&pool, "nope", 1, None, None).await.unwrap_err();
+    assert!(e.to_string().contains("nope"), "{e}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn activation_moves_pending_to_active_for_the_user(pool: PgPool) {
+    let u = common::user(&pool).await;
+    let t = common::tier(&pool, 30).await;
+    let c = &cards::issue(&pool, &t, 1, None, None).await.unwrap()[0];
+    let now = Utc::now();
+    let typed = c.activation_code.to_lowercase().replace('-', " ");
+    let a = cards::activate(&pool, &typed, u, &ActivationPolicy::default(), now).await.unwrap();
+    assert_eq!((a.status, a.user_id), (CardStatus::Active, u));
+    assert_eq!(a.activated_at.unwrap().timestamp_micros(), now.timestamp_micros());
+    assert_eq!(a.expires_at.unwrap().timestamp_micros(), (now + Duration::days(365)).timestamp_micros());
+
+    // Again by the same user: already active. By another: used. Nothing changes.
+    let again = cards::activate(&pool, &c.activation_code, u, &ActivationPolicy::default(), now).await;
+    assert!(matches!(again, Err(Error::CardAlreadyActive { .. })), "{again:?}");
+    let other = common::user(&pool).await;
+    let stolen = cards::activate(&pool, &c.activation_code, other, &ActivationPolicy::default(), now).await;
+    assert!(matches!(stolen, Err(Error::BadActivationCode { .. })), "{stolen:?}");
+    let b = metering::balance::balance(&pool, u, now).await.unwrap();
+    assert_eq!(b.spendable, Millis::from_minutes(30));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn wrong_codes_are_rate_limited_per_user(pool: PgPool) {
+    let u = common::user(&pool).await;
+    let t = common::tier(&pool, 5).await;
+    let good = cards::issue(&pool, &t, 1, None, None).await.unwrap().remove(0);
+    let policy = ActivationPolicy { max_failures: 3, ..ActivationPolicy::default() };
+    let now = Utc::now();
+    for _ in 0..3 {
+        let e = cards::activate(&pool, "AAAA-BBBB-CCCC-DDDD-EEEE", u, &policy, now).await.unwrap_err();
+        assert!(matches!(e, Error::BadActivationCode { .. }), "{e}");
+    }
+    let e = cards::activate(&pool, &good.activation_code, u, &policy, now).await.unwrap_err();
+    assert!(matches!(e, Error::ActivationRateLimited { .. }), "{e}");
+    // Another user is not limited, and the window passes.
+    let v = common::user(&pool).await;
+    assert!(cards::activate(&pool, "garbage", v, &policy, now).await.is_err());
+    let later = now + Duration::minutes(16);
+    cards::activate(&pool, &good.activation_code, u, &policy, later).await.unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn expired_cards_are_marked_and_not_spendable(pool: PgPool) {
+    let u = common::user(&pool).await;
+    let t = common::tier(&pool, 5).await;
+    let c = cards::issue(&pool, &t, 1, None, None).await.unwrap().remove(0);
+    let policy = ActivationPolicy { validity: Some(Duration::hours(1)), ..ActivationPolicy::default() };
+    let now = Utc::now();
+    cards::activate(&pool, &c.activation_code, u, &policy, now).await.unwrap();
+    assert_eq!(metering::balance::balance(&pool, u, now).await.unwrap().spendable, Millis::from_minutes(5));
+    let later = now + Duration::hours(2);
+    assert_eq!(metering::balance::balance(&pool, u, later).await.unwrap().spendable, Millis::ZERO);
+    assert_eq!(cards::expire_due(&pool, later).await.unwrap(), 1);
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM time_cards WHERE id = $1").bind(c.id).fetch_one(&pool).await.unwrap();
+    assert_eq!(status, "expired");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn refund_only_unused_cards(pool: PgPool) {
+    let u = common::user(&pool).await;
+    let t = common::tier(&pool, 5).await;
+    let pending = cards::issue(&pool, &t, 1, None, None).await.unwrap().remove(0);
+    let r = cards::refund(&pool, pending.id).await.unwrap();
+    assert_eq!((r.status, r.remaining_minutes, r.total_minutes), (CardStatus::Refunded, 0, 5));
+    // Twice: refused.
+    assert!(matches!(cards::refund(&pool, pending.id).await, Err(Error::RefundNotAllowed { .. })));
+    // A partly used card is refused and unchanged.
+    let used = common::card(&pool, u, 5).await;
+    sqlx::query("UPDATE time_cards SET remaining_minutes = 4, remaining_sub_ms = 59000 WHERE id = $1")
+        .bind(used.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let e = cards::refund(&pool, used.id).await.unwrap_err();
+    assert!(matches!(e, Error::RefundPartlyUsed { .. }), "{e}");
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM time_cards WHERE id = $1").bind(used.id).fetch_one(&pool).await.unwrap();
+    assert_eq!(status, "active");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn authorisation_refuses_less_than_one_second(pool: PgPool) {
+    let u = common::user(&pool).await;
+    let now = Utc::now();
+    let e = metering::balance::authorize(&pool, u, "1.0".parse().unwrap(), now).await.unwrap_err();
+    assert!(matches!(e, Error::InsufficientBalance { .. }), "{e}");
+    common::card(&pool, u, 1).await;
+    let a = metering::balance::authorize(&pool, u, "2.5".parse().unwrap(), now).await.unwrap();
+    assert_eq!(a.seconds, 24);
+    let a = metering::balance::authorize(&pool, u, "0.5".parse().unwrap(), now).await.unwrap();
+    assert_eq!(a.seconds, 120);
+}

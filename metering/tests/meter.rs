@@ -1,0 +1,326 @@
+//! The meter against the real PostgreSQL: exact charges, roll-over, expiry,
+//! exhaustion at the remainder, concurrency, replays, orphans and outages.
+//! Sessions use large multipliers so that a one-minute card lasts seconds.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use metering::audit;
+use metering::meter::{Meter, MeterEvent};
+use metering::store::{EndReason, TickEntry, TickResult};
+use metering::Millis;
+use sqlx::PgPool;
+
+use common::*;
+
+async fn audit_passes(pool: &PgPool) {
+    let report = audit::audit(pool).await.unwrap();
+    assert!(report.passed(), "{report}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn charges_duration_times_multiplier_exactly(pool: PgPool) {
+    let u = user(&pool).await;
+    let c = card(&pool, u, 10).await;
+    let meter = Meter::start(pool.clone(), fast_config());
+    let s = meter.open(open_spec(u, "1.25")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3400)).await;
+    let row = s.close(EndReason::UserLeft).await.unwrap();
+    let secs = row.duration_seconds.unwrap() as i64;
+    assert!(secs >= 3, "{row:?}");
+    let (ledger, spent, status) = card_books(&pool, c.id).await;
+    assert_eq!(ledger, secs * 1250, "each whole second costs 1.25 s, the unfinished one nothing");
+    assert_eq!(spent, ledger);
+    assert_eq!(status, "active");
+    assert_eq!(row.cost_minutes, Some(1), "cost rounds up to whole minutes");
+    assert_eq!(row.status, metering::records::SessionStatus::Completed);
+    let (reason, slug_rows): (String, i64) = sqlx::query_as(
+        "SELECT end_reason, (SELECT COUNT(*) FROM persona_sessions WHERE session_id = v.session_id) FROM voice_sessions v WHERE id = $1",
+    )
+    .bind(row.id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((reason.as_str(), slug_rows), ("user_left", 1));
+    meter.shutdown().await;
+    audit_passes(&pool).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn exhaustion_fires_when_the_remainder_runs_out_not_at_the_next_tick(pool: PgPool) {
+    let u = user(&pool).await;
+    let c = card(&pool, u, 1).await; // 60 s of card; at 12.5x that is 4.8 s
+    let mut cfg = fast_config();
+    cfg.warnings = vec![Duration::from_secs(3), Duration::from_secs(1)];
+    let meter = Meter::start(pool.clone(), cfg);
+    let mut s = meter.open(open_spec(u, "12.5")).await.unwrap();
+    let seen = wait_for(&mut s, &MeterEvent::Exhausted, Duration::from_secs(10)).await;
+    let warnings = seen.iter().filter(|e| matches!(e, MeterEvent::Warning { .. })).count();
+    assert_eq!(warnings, 2, "{seen:?}");
+    assert!(s.snapshot().exhausted);
+    let row = s.close(EndReason::BalanceExhausted).await.unwrap();
+    let (ledger, spent, status) = card_books(&pool, c.id).await;
+    assert_eq!((ledger, spent, status.as_str()), (60_000, 60_000, "used"));
+    let metered: i64 = sqlx::query_scalar("SELECT metered_ms FROM voice_sessions WHERE id = $1")
+        .bind(row.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(metered, 4800, "the clock stops at the exact exhaustion instant");
+    assert_eq!(row.duration_seconds, Some(4));
+    meter.shutdown().await;
+    audit_passes(&pool).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn charges_roll_over_cards_inside_one_second_soonest_expiry_first(pool: PgPool) {
+    let u = user(&pool).await;
+    let later = card(&pool, u, 1).await; // no expiry: pays last
+    let sooner = card(&pool, u, 1).await;
+    sqlx::query("UPDATE time_cards SET expires_at = NOW() + INTERVAL '1 day' WHERE id = $1")
+        .bind(sooner.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let meter = Meter::start(pool.clone(), fast_config());
+    // 25x: the first card lasts 2.4 s, so second 3 is paid by both.
+    let s = meter.open(open_spec(u, "25")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    let row = s.close(EndReason::UserLeft).await.unwrap();
+    let (l1, _, st1) = card_books(&pool, sooner.id).await;
+    let (l2, _, st2) = card_books(&pool, later.id).await;
+    assert_eq!((l1, st1.as_str()), (60_000, "used"));
+    let secs = row.duration_seconds.unwrap() as i64;
+    assert_eq!(l2, secs * 25_000 - 60_000);
+    assert_eq!(st2, "active");
+    meter.shutdown().await;
+    audit_passes(&pool).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_card_expiring_mid_session_is_not_drawn_again(pool: PgPool) {
+    let u = user(&pool).await;
+    let expiring = card(&pool, u, 10).await;
+    let other = card(&pool, u, 10).await;
+    sqlx::query("UPDATE time_cards SET expires_at = NOW() + INTERVAL '1500 milliseconds' WHERE id = $1")
+        .bind(expiring.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let meter = Meter::start(pool.clone(), fast_config());
+    let s = meter.open(open_spec(u, "1")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3600)).await;
+    let row = s.close(EndReason::UserLeft).await.unwrap();
+    let (l1, s1, st1) = card_books(&pool, expiring.id).await;
+    let (l2, _, _) = card_books(&pool, other.id).await;
+    assert_eq!(st1, "expired");
+    assert_eq!(l1, s1);
+    assert!(l1 <= 2000, "at most the seconds before expiry: {l1}");
+    assert_eq!(l1 + l2, row.duration_seconds.unwrap() as i64 * 1000);
+    assert!(l2 >= 1000);
+    meter.shutdown().await;
+    audit_passes(&pool).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn fifty_concurrent_sessions_drain_one_card_without_overdraft(pool: PgPool) {
+    let u = user(&pool).await;
+    let c = card(&pool, u, 1).await;
+    // Two meters stand for two workers sharing the user's card.
+    let a = Meter::start(pool.clone(), fast_config());
+    let b = Meter::start(pool.clone(), fast_config());
+    let mut sessions = Vec::new();
+    for i in 0..50 {
+        let m = if i % 2 == 0 { &a } else { &b };
+        match m.open(open_spec(u, "1.5")).await {
+            Ok(s) => sessions.push(s),
+            Err(metering::Error::InsufficientBalance { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(sessions.len() >= 10, "opened {}", sessions.len());
+    let mut rows = Vec::new();
+    for mut s in sessions {
+        let _ = wait_for(&mut s, &MeterEvent::Exhausted, Duration::from_secs(15)).await;
+        rows.push(s.close(EndReason::BalanceExhausted).await.unwrap());
+    }
+    let (ledger, spent, status) = card_books(&pool, c.id).await;
+    assert_eq!((ledger, spent, status.as_str()), (60_000, 60_000, "used"));
+    let charged: i64 = sqlx::query_scalar("SELECT SUM(charged_ms)::int8 FROM voice_sessions WHERE user_id = $1")
+        .bind(u)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(charged, 60_000);
+    a.shutdown().await;
+    b.shutdown().await;
+    audit_passes(&pool).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_replayed_tick_is_applied_once(pool: PgPool) {
+    let u = user(&pool).await;
+    let c = card(&pool, u, 1).await;
+    let store = metering::store::Store::new(pool.clone());
+    let id = store.open(&open_spec(u, "2"), Utc::now()).await.unwrap();
+    let tick = TickEntry { session: id, user: u, seq_from: 1, seq_to: 3, amount: Millis(6000), metered_ms: 3000 };
+    let first = store.apply_ticks(std::slice::from_ref(&tick), Utc::now()).await.unwrap();
+    assert_eq!(first.results[0].1, TickResult::Applied { applied: Millis(6000), short: Millis::ZERO });
+    let again = store.apply_ticks(std::slice::from_ref(&tick), Utc::now()).await.unwrap();
+    assert_eq!(again.results[0].1, TickResult::AlreadyApplied);
+    let gap = TickEntry { seq_from: 5, seq_to: 5, ..tick };
+    let out = store.apply_ticks(&[gap], Utc::now()).await.unwrap();
+    assert_eq!(out.results[0].1, TickResult::OutOfOrder { last: 3 });
+    assert_eq!(card_books(&pool, c.id).await.0, 6000);
+    audit_passes(&pool).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_crashed_workers_session_is_closed_from_its_heartbeat(pool: PgPool) {
+    let u = user(&pool).await;
+    card(&pool, u, 10).await;
+    // The crashing worker runs on a runtime of its own, dropped mid-session:
+    // its tasks vanish without a last write, as in a SIGKILL.
+    let opts = (*pool.connect_options()).clone();
+    let session = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let id = rt.block_on(async move {
+            let p = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect_with(opts).await.unwrap();
+            let meter = Meter::start(p, fast_config());
+            let s = meter.open(open_spec(u, "1")).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2600)).await;
+            let id = s.id();
+            std::mem::forget(s);
+            std::mem::forget(meter);
+            id
+        });
+        drop(rt);
+        id
+    })
+    .join()
+    .unwrap();
+    let survivor = Meter::start(pool.clone(), fast_config());
+    let mut closed = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let st: String = sqlx::query_scalar("SELECT status FROM voice_sessions WHERE id = $1")
+            .bind(session)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if st != "active" {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the orphan was not reaped");
+    let (status, reason, end_is_heartbeat, charged, duration): (String, String, bool, i64, i32) = sqlx::query_as(
+        "SELECT status, end_reason, end_time = heartbeat_at, charged_ms, duration_seconds FROM voice_sessions WHERE id = $1",
+    )
+    .bind(session)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), reason.as_str(), end_is_heartbeat), ("error", "orphaned", true));
+    assert_eq!(charged, i64::from(duration) * 1000, "exactly what its ticks charged");
+    assert!((1..=2).contains(&duration), "charged to within one tick of the crash: {duration}");
+    survivor.shutdown().await;
+    audit_passes(&pool).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn charges_survive_a_database_outage_and_are_written_once(pool: PgPool) {
+    let u = user(&pool).await;
+    let c = card(&pool, u, 10).await;
+    let proxy = Proxy::start(pg_addr()).await;
+    let opts = (*pool.connect_options()).clone().host("127.0.0.1").port(proxy.addr.port());
+    let cut_pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(1))
+        .max_connections(4)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    let meter = Meter::start(cut_pool, fast_config());
+    let mut s = meter.open(open_spec(u, "1")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    proxy.cut();
+    // Past the 2 s grace the owner is told to end the session.
+    let seen = wait_for(&mut s, &MeterEvent::DatabaseUnavailable, Duration::from_secs(8)).await;
+    assert!(seen.contains(&MeterEvent::DatabaseUnavailable));
+    let during: i64 = sqlx::query_scalar("SELECT charged_ms FROM voice_sessions WHERE id = $1")
+        .bind(s.id())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let id = s.id();
+    let closing = tokio::spawn(s.close(EndReason::DbUnavailable));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.restore();
+    let row = tokio::time::timeout(Duration::from_secs(10), closing).await.unwrap().unwrap().unwrap();
+    let secs = row.duration_seconds.unwrap() as i64;
+    assert!(secs >= 3, "the seconds during the outage count: {secs}");
+    assert!(during < secs * 1000, "some charges were kept during the outage");
+    let (ledger, spent, _) = card_books(&pool, c.id).await;
+    assert_eq!((ledger, spent), (secs * 1000, secs * 1000), "every kept charge written once");
+    let reason: String = sqlx::query_scalar("SELECT end_reason FROM voice_sessions WHERE id = $1")
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(reason, "db_unavailable");
+    meter.shutdown().await;
+    audit_passes(&pool).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_card_activated_mid_session_extends_it_and_the_warned_session_is_told(pool: PgPool) {
+    let u = user(&pool).await;
+    card(&pool, u, 1).await; // 4 s at 15x
+    let mut cfg = fast_config();
+    cfg.warnings = vec![Duration::from_secs(2)];
+    let meter = Meter::start(pool.clone(), cfg);
+    let mut s = meter.open(open_spec(u, "15")).await.unwrap();
+    wait_for(&mut s, &MeterEvent::Warning { remaining: Duration::ZERO }, Duration::from_secs(5)).await;
+    card(&pool, u, 2).await;
+    let seen = wait_for(&mut s, &MeterEvent::Extended { remaining: Duration::ZERO }, Duration::from_secs(5)).await;
+    let Some(MeterEvent::Extended { remaining }) = seen.last() else { unreachable!() };
+    assert!(*remaining > Duration::from_secs(6), "{remaining:?}");
+    // Past where the first card alone would have run out.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert!(!s.snapshot().exhausted);
+    let row = s.close(EndReason::UserLeft).await.unwrap();
+    let secs = row.duration_seconds.unwrap() as i64;
+    assert!(secs >= 5, "{secs}");
+    let charged: i64 = sqlx::query_scalar("SELECT charged_ms FROM voice_sessions WHERE id = $1")
+        .bind(row.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(charged, secs * 15_000);
+    meter.shutdown().await;
+    audit_passes(&pool).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn paused_time_is_not_charged(pool: PgPool) {
+    let u = user(&pool).await;
+    let c = card(&pool, u, 10).await;
+    let meter = Meter::start(pool.clone(), fast_config());
+    let s = meter.open(open_spec(u, "1")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.pause();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    s.resume();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let row = s.close(EndReason::UserLeft).await.unwrap();
+    let metered: i64 = sqlx::query_scalar("SELECT metered_ms FROM voice_sessions WHERE id = $1")
+        .bind(row.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(metered, 2000, "1.5 s + 1.0 s live: two whole seconds");
+    assert_eq!(card_books(&pool, c.id).await.0, 2000);
+    meter.shutdown().await;
+}

@@ -54,8 +54,11 @@ ALTER TABLE voice_sessions
             'shutdown', 'room_closed', 'agent_removed', 'db_unavailable',
             'orphaned', 'error'));
 
-CREATE INDEX voice_sessions_active_heartbeat ON voice_sessions (heartbeat_at)
-    WHERE status = 'active';
+-- Live sessions are updated every tick: leave room on each page so those
+-- updates stay heap-only (HOT), and index no column a tick changes (the
+-- reaper's heartbeat scan reads the active-room index instead).
+ALTER TABLE voice_sessions SET (fillfactor = 70);
+ALTER TABLE time_cards SET (fillfactor = 70);
 CREATE INDEX voice_sessions_active_room ON voice_sessions (room_name)
     WHERE status = 'active';
 CREATE INDEX voice_sessions_user_start ON voice_sessions (user_id, start_time DESC);
@@ -72,7 +75,7 @@ CREATE TABLE card_charges (
     first_charged_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
     last_charged_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
     PRIMARY KEY (voice_session_id, time_card_id)
-);
+) WITH (fillfactor = 70);
 CREATE INDEX card_charges_by_card ON card_charges (time_card_id);
 
 -- Failed activation attempts, to rate-limit code guessing per user across

@@ -42,6 +42,8 @@ pub enum Error {
     SessionClosed { session: SessionId },
     #[error("tick {seq} for session {session} does not follow the last applied tick {last}")]
     TickOutOfOrder { session: SessionId, seq: i64, last: i64 },
+    #[error("a session in the batch changed meanwhile (closed elsewhere); the batch was rolled back")]
+    ConcurrentChange,
     #[error("the meter has shut down")]
     MeterStopped,
     #[error("database: {0}")]

@@ -3,10 +3,13 @@
 //! statements (sessions locked, cards locked, three array writes), however
 //! many sessions it carries.
 //!
-//! Lock order, the same in every transaction that takes both: voice sessions
-//! by id, then time cards by id. Two workers charging one user's cards
-//! therefore queue on the card rows instead of deadlocking, and neither can
-//! take a card below zero: allocation happens under the row locks.
+//! A tick batch locks the users' cards (by id, so two workers charging one
+//! user's cards queue instead of deadlocking) and allocates under those
+//! locks, so neither can take a card below zero. Session rows are read
+//! without locking and updated last with a guard on their tick sequence; if
+//! a session changed meanwhile (closed by the reaper or a webhook) the whole
+//! batch rolls back and is retried. Tables updated every tick keep free space
+//! per page and index no column a tick changes, so those updates are HOT.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -196,9 +199,11 @@ impl Store {
     ) -> Result<TickOutcome> {
         let ids: Vec<SessionId> = entries.iter().map(|e| e.session).collect();
         self.count(1);
+        // Read without locking: the final session update re-checks each
+        // row's sequence under its row lock, and a mismatch (someone closed
+        // a session meanwhile) rolls the whole batch back to be retried.
         let rows: Vec<(SessionId, String, i64)> = sqlx::query_as(
-            "SELECT id, COALESCE(status, 'active'), last_tick_seq FROM voice_sessions \
-             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            "SELECT id, COALESCE(status, 'active'), last_tick_seq FROM voice_sessions WHERE id = ANY($1)",
         )
         .bind(&ids)
         .fetch_all(&mut **tx)
@@ -323,6 +328,7 @@ impl Store {
             charged_flag[i] = true;
         }
         let mut s_id = Vec::new();
+        let mut s_prev = Vec::new();
         let mut s_seq = Vec::new();
         let mut s_charged = Vec::new();
         let mut s_metered = Vec::new();
@@ -336,26 +342,33 @@ impl Store {
                 _ => 0,
             };
             s_id.push(e.session);
+            s_prev.push(if charged { Some(e.seq_from - 1) } else { None });
             s_seq.push(if charged { Some(e.seq_to) } else { None });
             s_charged.push(applied);
             s_metered.push(if charged { e.metered_ms } else { 0 });
         }
         if !s_id.is_empty() {
             self.count(1);
-            sqlx::query(
-                "UPDATE voice_sessions AS v SET heartbeat_at = $5, \
+            let updated = sqlx::query(
+                "UPDATE voice_sessions AS v SET heartbeat_at = $6, \
                      last_tick_seq = COALESCE(u.seq, v.last_tick_seq), \
                      charged_ms = v.charged_ms + u.charged, metered_ms = v.metered_ms + u.metered \
-                 FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::int8[]) AS u(id, seq, charged, metered) \
-                 WHERE v.id = u.id",
+                 FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::int8[]) \
+                     AS u(id, prev, seq, charged, metered) \
+                 WHERE v.id = u.id AND v.status = 'active' AND (u.prev IS NULL OR v.last_tick_seq = u.prev)",
             )
             .bind(&s_id)
+            .bind(&s_prev)
             .bind(&s_seq)
             .bind(&s_charged)
             .bind(&s_metered)
             .bind(now)
             .execute(&mut **tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if updated != s_id.len() as u64 {
+                return Err(Error::ConcurrentChange);
+            }
         }
 
         let balances = wallets.iter().map(|(u, cards)| (*u, ledger::spendable(cards))).collect();
@@ -368,34 +381,56 @@ impl Store {
     /// persona. One transaction. Closing a closed session is an error and
     /// changes nothing.
     pub async fn close(&self, c: &CloseSession) -> Result<VoiceSession> {
+        let mut out = self.close_many(std::slice::from_ref(c)).await?;
+        out.pop().map(|(_, r)| r).unwrap_or(Err(Error::SessionNotFound { session: c.session }))
+    }
+
+    /// Closes several sessions in one transaction (each as [`close`](Self::close)
+    /// would); a session already closed or unknown gets its error and the
+    /// others still close.
+    pub async fn close_many(&self, closes: &[CloseSession]) -> Result<Vec<(SessionId, Result<VoiceSession>)>> {
         let mut tx = self.pool.begin().await?;
-        self.count(5);
-        let open: Option<(String,)> =
-            sqlx::query_as("SELECT COALESCE(status, 'active') FROM voice_sessions WHERE id = $1 FOR UPDATE")
-                .bind(c.session)
-                .fetch_optional(&mut *tx)
-                .await?;
-        match open {
-            None => return Err(Error::SessionNotFound { session: c.session }),
-            Some((s,)) if s != "active" => return Err(Error::SessionClosed { session: c.session }),
-            Some(_) => {}
-        }
-        let row: VoiceSession = sqlx::query_as(&format!(
-            "UPDATE voice_sessions SET end_time = GREATEST($2, start_time), \
-                 duration_seconds = LEAST(metered_ms / 1000, 2147483647)::int4, \
-                 cost_minutes = LEAST((charged_ms + 59999) / 60000, 2147483647)::int4, \
-                 status = $3, end_reason = $4, heartbeat_at = $2 \
-             WHERE id = $1 RETURNING {VOICE_SESSION_COLUMNS}"
-        ))
-        .bind(c.session)
-        .bind(c.end_time)
-        .bind(c.reason.status().as_str())
-        .bind(c.reason.as_str())
-        .fetch_one(&mut *tx)
+        self.count(6);
+        let ids: Vec<SessionId> = closes.iter().map(|c| c.session).collect();
+        let found: Vec<(SessionId, String)> = sqlx::query_as(
+            "SELECT id, COALESCE(status, 'active') FROM voice_sessions WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
         .await?;
-        record_persona_session(&mut tx, &[c.session]).await?;
+        let found: HashMap<SessionId, bool> = found.into_iter().map(|(id, s)| (id, s == "active")).collect();
+        let open: Vec<&CloseSession> = closes.iter().filter(|c| found.get(&c.session) == Some(&true)).collect();
+        let rows: Vec<VoiceSession> = sqlx::query_as(&format!(
+            "UPDATE voice_sessions v SET end_time = GREATEST(u.u_end, v.start_time), \
+                 duration_seconds = LEAST(v.metered_ms / 1000, 2147483647)::int4, \
+                 cost_minutes = LEAST((v.charged_ms + 59999) / 60000, 2147483647)::int4, \
+                 status = u.u_status, end_reason = u.u_reason, heartbeat_at = u.u_end \
+             FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[]) AS u(u_id, u_end, u_status, u_reason) \
+             WHERE v.id = u.u_id RETURNING {VOICE_SESSION_COLUMNS}"
+        ))
+        .bind(open.iter().map(|c| c.session).collect::<Vec<_>>())
+        .bind(open.iter().map(|c| c.end_time).collect::<Vec<_>>())
+        .bind(open.iter().map(|c| c.reason.status().as_str()).collect::<Vec<_>>())
+        .bind(open.iter().map(|c| c.reason.as_str()).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        let closed_ids: Vec<SessionId> = rows.iter().map(|r| r.id).collect();
+        if !closed_ids.is_empty() {
+            record_persona_session(&mut tx, &closed_ids).await?;
+        }
         tx.commit().await?;
-        Ok(row)
+        let mut by_id: HashMap<SessionId, VoiceSession> = rows.into_iter().map(|r| (r.id, r)).collect();
+        Ok(closes
+            .iter()
+            .map(|c| {
+                let r = match (by_id.remove(&c.session), found.get(&c.session)) {
+                    (Some(row), _) => Ok(row),
+                    (None, Some(_)) => Err(Error::SessionClosed { session: c.session }),
+                    (None, None) => Err(Error::SessionNotFound { session: c.session }),
+                };
+                (c.session, r)
+            })
+            .collect())
     }
 
     /// Closes every active session whose heartbeat is older than `stale_before`

@@ -324,3 +324,32 @@ async fn paused_time_is_not_charged(pool: PgPool) {
     assert_eq!(card_books(&pool, c.id).await.0, 2000);
     meter.shutdown().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_session_closed_elsewhere_stops_charging_and_tells_its_owner(pool: PgPool) {
+    let u = user(&pool).await;
+    let c = card(&pool, u, 10).await;
+    let meter = Meter::start(pool.clone(), fast_config());
+    let spec = open_spec(u, "1");
+    let room = spec.room.clone();
+    let mut s = meter.open(spec).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    // The room is gone (a LiveKit webhook, another worker): closed under the meter.
+    let closed = meter.store().close_room(&room, EndReason::RoomClosed, Utc::now()).await.unwrap();
+    assert_eq!(closed, vec![s.id()]);
+    wait_for(&mut s, &MeterEvent::ClosedElsewhere, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (ledger, spent, _) = card_books(&pool, c.id).await;
+    let (charged, reason): (i64, String) =
+        sqlx::query_as("SELECT charged_ms, end_reason FROM voice_sessions WHERE id = $1")
+            .bind(s.id())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(reason, "room_closed");
+    assert_eq!((ledger, spent), (charged, charged));
+    assert!(charged <= 2000, "nothing charged after the close: {charged}");
+    assert!(matches!(s.close(EndReason::UserLeft).await, Err(metering::Error::SessionClosed { .. })));
+    meter.shutdown().await;
+    audit_passes(&pool).await;
+}

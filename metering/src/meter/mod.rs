@@ -454,6 +454,14 @@ async fn write_batch(inner: Arc<Inner>) {
     let took = started.elapsed();
     let outcome = match written {
         Ok(Ok(o)) => o,
+        Ok(Err(Error::ConcurrentChange)) => {
+            // Not an outage: a session was closed elsewhere mid-batch. The
+            // next batch sees it closed and carries the rest.
+            inner.stats.lock().unwrap_or_else(|p| p.into_inner()).failures += 1;
+            debug!("tick batch rolled back: a session changed meanwhile; retrying");
+            inner.lock().flush = true;
+            return;
+        }
         Ok(Err(e)) => return write_failed(&inner, &e.to_string(), now),
         Err(_) => return write_failed(&inner, "timed out", now),
     };
@@ -522,28 +530,38 @@ async fn write_batch(inner: Arc<Inner>) {
             }
         }
     }
-    for c in to_close {
-        let r = inner.store.close(&c).await;
-        if matches!(&r, Err(e) if e.is_unavailable()) {
-            continue; // retried with the next batch
+    if to_close.is_empty() {
+        return;
+    }
+    let closed = match inner.store.close_many(&to_close).await {
+        Ok(c) => c,
+        Err(e) => {
+            // Kept in the closing state; retried with the next batch.
+            debug!(error = %e, count = to_close.len(), "closing sessions failed; will retry");
+            return;
         }
-        let mut st = inner.lock();
-        let user = st.sessions.remove(&c.session).map(|l| l.user);
-        if let Some(ch) = st.channels.remove(&c.session) {
+    };
+    let mut st = inner.lock();
+    let mut users = Vec::new();
+    for (id, r) in closed {
+        users.extend(st.sessions.remove(&id).map(|l| l.user));
+        if let Some(ch) = st.channels.remove(&id) {
             for reply in ch.replies {
                 let _ = reply.send(match &r {
                     Ok(v) => Ok(v.clone()),
-                    Err(_) => Err(Error::SessionClosed { session: c.session }),
+                    Err(_) => Err(Error::SessionClosed { session: id }),
                 });
             }
         }
-        if let Some(u) = user {
-            refresh_user(&inner, &mut st, u, Instant::now());
-        }
         match &r {
-            Ok(v) => debug!(session = %c.session, reason = %c.reason, cost_minutes = ?v.cost_minutes, "session closed"),
-            Err(e) => warn!(session = %c.session, error = %e, "session close failed"),
+            Ok(v) => debug!(session = %id, reason = ?v.status, cost_minutes = ?v.cost_minutes, "session closed"),
+            Err(e) => warn!(session = %id, error = %e, "session close failed"),
         }
+    }
+    users.sort();
+    users.dedup();
+    for u in users {
+        refresh_user(&inner, &mut st, u, Instant::now());
     }
 }
 

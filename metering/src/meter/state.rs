@@ -250,3 +250,81 @@ pub fn due_warnings(live: &mut Live, remaining_ms: i64, thresholds_ms: &[i64]) -
     live.warned.retain(|&t| remaining_ms <= t);
     (due, live.warned.len() < before)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn live(rate: &str, now: Instant) -> (SessionId, Live) {
+        (SessionId(Uuid::from_u128(1)), Live::new(UserId(Uuid::from_u128(9)), rate.parse().unwrap(), now))
+    }
+
+    fn applied(amount: i64) -> TickResult {
+        TickResult::Applied { applied: Millis(amount), short: Millis::ZERO }
+    }
+
+    #[test]
+    fn only_lived_whole_seconds_are_asked_for() {
+        let t0 = Instant::now();
+        let (id, mut l) = live("1.5", t0);
+        let e = l.next_entry(id, t0 + Duration::from_millis(2700));
+        assert_eq!((e.seq_from, e.seq_to, e.amount, e.metered_ms), (1, 2, Millis(3000), 2000));
+        l.acknowledge(&e, &applied(3000));
+        let e = l.next_entry(id, t0 + Duration::from_millis(2900));
+        assert!(e.seq_from > e.seq_to, "nothing new: a heartbeat");
+    }
+
+    #[test]
+    fn an_unacknowledged_entry_is_resent_unchanged() {
+        let t0 = Instant::now();
+        let (id, mut l) = live("1", t0);
+        let first = l.next_entry(id, t0 + Duration::from_millis(1100));
+        // The write failed or its answer was lost: later batches resend it.
+        let again = l.next_entry(id, t0 + Duration::from_millis(3100));
+        assert_eq!(first, again);
+        l.acknowledge(&again, &TickResult::AlreadyApplied);
+        let next = l.next_entry(id, t0 + Duration::from_millis(3100));
+        assert_eq!((next.seq_from, next.seq_to, next.amount), (2, 3, Millis(2000)));
+    }
+
+    #[test]
+    fn paused_time_does_not_accrue() {
+        let t0 = Instant::now();
+        let mut c = Clock::started(t0);
+        c.pause(t0 + Duration::from_millis(700));
+        c.resume(t0 + Duration::from_millis(5000));
+        assert_eq!(c.live_ms(t0 + Duration::from_millis(5400)), 1100);
+    }
+
+    #[test]
+    fn exhaustion_stops_at_the_remainder_and_charges_it() {
+        let t0 = Instant::now();
+        let (id, l) = live("1.5", t0);
+        let mut sessions = HashMap::from([(id, l)]);
+        let account = Account { spendable: Millis(4000) }; // 2 s and 1000/1500 of a third
+        let now = t0 + Duration::from_millis(200);
+        let pairs: Vec<(SessionId, &Live)> = sessions.iter().map(|(k, v)| (*k, v)).collect();
+        let ex = exhaustion(account, &pairs, now).unwrap();
+        assert_eq!(ex.stops, vec![(id, 2666)]);
+        assert_eq!(ex.at, now + Duration::from_millis(2466));
+        exhaust(sessions[&id].user, account, &ex, &mut sessions, ex.at);
+        let l = sessions.get_mut(&id).unwrap();
+        let e = l.next_entry(id, ex.at + Duration::from_secs(5));
+        assert_eq!((e.seq_from, e.seq_to, e.amount, e.metered_ms), (1, 3, Millis(4000), 2666));
+        l.acknowledge(&e, &applied(4000));
+        assert!(l.settled(ex.at + Duration::from_secs(9)));
+    }
+
+    #[test]
+    fn warnings_fire_once_and_rearm_when_the_balance_grows() {
+        let t0 = Instant::now();
+        let (_, mut l) = live("1", t0);
+        let th = [60_000, 10_000];
+        assert_eq!(due_warnings(&mut l, 59_000, &th), (vec![60_000], false));
+        assert_eq!(due_warnings(&mut l, 58_000, &th), (vec![], false));
+        assert_eq!(due_warnings(&mut l, 9_000, &th), (vec![10_000], false));
+        assert_eq!(due_warnings(&mut l, 300_000, &th), (vec![], true));
+        assert_eq!(due_warnings(&mut l, 59_000, &th), (vec![60_000], false));
+    }
+}

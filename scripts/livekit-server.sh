@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Install (once) and optionally start a LiveKit server for development and tests.
+#
+#   scripts/livekit-server.sh install   build the pinned server into .cache/livekit/bin
+#   scripts/livekit-server.sh start     install if needed, start on 127.0.0.1 in dev mode
+#                                       unless something answers at LIVEKIT_URL already
+#   scripts/livekit-server.sh stop
+#
+# The server comes from its Go module, built with the machine's Go toolchain
+# through the module proxy; the binary is cached, so later runs are instant.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+LIVEKIT_VERSION="v1.13.5"
+LK_DIR="$CACHE/livekit"
+LK_BIN="$LK_DIR/bin/server"
+LIVEKIT_URL="${LIVEKIT_URL:-ws://127.0.0.1:7880}"
+LK_PORT="$(printf '%s' "$LIVEKIT_URL" | sed -E 's#^[a-z]+://[^:/]+:?([0-9]*).*#\1#')"
+LK_PORT="${LK_PORT:-7880}"
+
+install() {
+    if [ -x "$LK_BIN" ] && [ "$(cat "$LK_DIR/version" 2>/dev/null)" = "$LIVEKIT_VERSION" ]; then
+        return
+    fi
+    command -v go >/dev/null || die "the Go toolchain is needed to build the LiveKit server (go not found)"
+    log "building livekit-server $LIVEKIT_VERSION with $(go version | cut -d' ' -f3) (a few minutes, once)"
+    mkdir -p "$LK_DIR/bin"
+    GOBIN="$LK_DIR/bin" GOFLAGS=-mod=mod GOTOOLCHAIN=local \
+        go install "github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION" >&2 \
+        || die "go install github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION failed"
+    echo "$LIVEKIT_VERSION" > "$LK_DIR/version"
+}
+
+answers() { (exec 3<>"/dev/tcp/127.0.0.1/$LK_PORT") 2>/dev/null; }
+
+start() {
+    if answers; then
+        log "something answers on 127.0.0.1:$LK_PORT; using it"
+        return
+    fi
+    install
+    local cfg="$LK_DIR/livekit.yaml"
+    # Dev keys: devkey / secret. A small UDP range; loopback only.
+    cat > "$cfg" <<YAML
+port: $LK_PORT
+bind_addresses: ["127.0.0.1"]
+rtc:
+  tcp_port: ${MINDBOT_LIVEKIT_TCP_PORT:-7881}
+  port_range_start: ${MINDBOT_LIVEKIT_UDP_START:-50000}
+  port_range_end: ${MINDBOT_LIVEKIT_UDP_END:-50200}
+  use_external_ip: false
+  node_ip: 127.0.0.1
+keys:
+  ${LIVEKIT_API_KEY:-devkey}: ${LIVEKIT_API_SECRET:-secret}
+logging:
+  level: ${MINDBOT_LIVEKIT_LOG_LEVEL:-info}
+YAML
+    if [ -n "${MINDBOT_LIVEKIT_WEBHOOK_URL:-}" ]; then
+        printf 'webhook:\n  api_key: %s\n  urls: ["%s"]\n' "${LIVEKIT_API_KEY:-devkey}" "$MINDBOT_LIVEKIT_WEBHOOK_URL" >> "$cfg"
+    fi
+    log "starting livekit-server on 127.0.0.1:$LK_PORT"
+    nohup "$LK_BIN" --config "$cfg" >"$LK_DIR/server.log" 2>&1 &
+    echo $! > "$LK_DIR/server.pid"
+    for _ in $(seq 1 100); do
+        answers && return
+        sleep 0.1
+    done
+    tail -n 20 "$LK_DIR/server.log" >&2
+    die "livekit-server did not start"
+}
+
+stop() {
+    if [ -f "$LK_DIR/server.pid" ]; then
+        kill "$(cat "$LK_DIR/server.pid")" 2>/dev/null || true
+        rm -f "$LK_DIR/server.pid"
+    fi
+}
+
+case "${1:-start}" in
+    install) install ;;
+    start) start ;;
+    stop) stop ;;
+    *) die "usage: $0 install|start|stop" ;;
+esac

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Make sure a Python virtual environment with tests/requirements.txt exists.
+#
+#   scripts/python-env.sh          create or update .cache/venv, then print nothing
+#                                  but a log line; its interpreter is
+#                                  .cache/venv/bin/python
+#
+# The venv is made once with the machine's python3 (python3-venv is installed
+# from the distribution's packages when `python3 -m venv` is missing). The
+# requirements are installed again only when tests/requirements.txt changed:
+# its hash is kept in the venv after a successful install. Idempotent.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+VENV="$CACHE/venv"
+REQS="$ROOT/tests/requirements.txt"
+STAMP="$VENV/.requirements.sha256"
+PYTHON="${MINDBOT_PYTHON:-python3}"
+
+[ -f "$REQS" ] || die "$REQS not found"
+# One installer at a time (tests may call this script concurrently).
+if command -v flock >/dev/null; then
+    exec 9>"$CACHE/.venv.lock"
+    flock 9
+fi
+command -v "$PYTHON" >/dev/null || die "$PYTHON not found: install Python 3 (3.9 or newer)"
+want="$(sha256sum "$REQS" | cut -d' ' -f1)"
+
+if [ -x "$VENV/bin/python" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ] \
+    && "$VENV/bin/python" -c '' 2>/dev/null; then
+    log "Python environment is up to date in $VENV"
+    exit 0
+fi
+
+# A venv whose interpreter no longer runs (python3 moved or upgraded) is remade.
+if [ -e "$VENV" ] && ! "$VENV/bin/python" -c '' 2>/dev/null; then
+    log "removing a broken venv in $VENV"
+    rm -rf "$VENV"
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
+        log "installing python3-venv from the distribution's packages"
+        apt_install python3-venv
+    fi
+    log "creating a venv in $VENV with $("$PYTHON" --version 2>&1)"
+    "$PYTHON" -m venv "$VENV" >&2 || { rm -rf "$VENV"; die "python3 -m venv $VENV failed"; }
+fi
+
+log "installing $(basename "$REQS") into $VENV"
+rm -f "$STAMP"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input -r "$REQS" >&2 \
+    || die "pip install -r $REQS failed (see above)"
+"$VENV/bin/python" -c 'import livekit.rtc, livekit.api, numpy' \
+    || die "the packages installed but do not import"
+echo "$want" > "$STAMP"
+log "Python environment ready in $VENV"

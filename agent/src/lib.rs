@@ -1,0 +1,11 @@
+//! The parts of the worker that talk to LiveKit, as a library so that the
+//! binary and the end-to-end tests drive the same code:
+//! - [`room`]: the agent's seat in a room (signaling, WebRTC, data, Opus audio);
+//! - [`worker`]: LiveKit's agent-worker protocol (registration, job offers,
+//!   assignments, status).
+//!
+//! Neither knows about billing or personas; the binary wires them to the
+//! `metering` and `personas` crates.
+
+pub mod room;
+pub mod worker;

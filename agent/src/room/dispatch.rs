@@ -1,0 +1,195 @@
+//! What the engine does with each message from the server.
+//!
+//! SDP and candidates go to the right peer connection, participant updates
+//! become events, `TrackPublished` completes an `AddTrackRequest`, a
+//! `LeaveRequest` ends (or resumes) the room, and request responses
+//! complete metadata updates. Messages the worker has no use for (speaker
+//! changes, connection quality, subscription permissions) are ignored.
+
+use livekit_protocol::{self as proto, signal_response::Message as Msg};
+use str0m::change::{SdpAnswer, SdpOffer};
+
+use crate::room::audio::{AudioSource, Encoder, PcmQueue};
+use crate::room::engine::{unix_millis, Engine, Outgoing};
+use crate::room::{DisconnectReason, RoomError, RoomEvent, TrackKind};
+
+impl Engine {
+    /// Handles one server message. Errors are protocol failures that end the room.
+    pub(crate) async fn on_signal(&mut self, message: Msg) -> Result<(), RoomError> {
+        match message {
+            Msg::Offer(offer) => self.on_subscriber_offer(offer).await?,
+            Msg::Answer(answer) => self.on_publisher_answer(answer).await?,
+            Msg::Trickle(trickle) => match proto::SignalTarget::try_from(trickle.target) {
+                Ok(proto::SignalTarget::Publisher) => self.publ.add_remote_candidate_json(&trickle.candidate_init),
+                _ => self.sub.add_remote_candidate_json(&trickle.candidate_init),
+            },
+            Msg::Update(update) => self.apply_participants(&update.participants).await,
+            Msg::TrackPublished(published) => self.on_track_published(published).await?,
+            Msg::TrackUnpublished(unpublished) => {
+                // Our own track, unpublished by the server (e.g. through the server API).
+                self.publisher.tracks.retain(|t| {
+                    let gone = t.source.track_sid == unpublished.track_sid;
+                    if gone {
+                        t.source.queue.close();
+                    }
+                    !gone
+                });
+            }
+            Msg::Leave(leave) => self.on_leave(&leave),
+            Msg::RefreshToken(token) => self.token = token,
+            Msg::PongResp(pong) => self.keepalive.rtt_ms = (unix_millis() - pong.last_ping_timestamp).max(0),
+            Msg::RequestResponse(response) => {
+                if let Some(done) = self.requests.remove(&response.request_id) {
+                    let ok = response.reason == proto::request_response::Reason::Ok as i32;
+                    let _ = done.send(if ok { Ok(()) } else { Err(RoomError::Refused(response.message)) });
+                }
+            }
+            Msg::Join(_) => tracing::warn!("unexpected second join response"),
+            Msg::Reconnect(_) | Msg::Pong(_) => {}
+            other => tracing::trace!(message = ?other, "signal message not used"),
+        }
+        Ok(())
+    }
+
+    /// Applies participant infos: events out, and new audio tracks subscribed.
+    pub(crate) async fn apply_participants(&mut self, infos: &[proto::ParticipantInfo]) {
+        let mut events = Vec::new();
+        self.participants.apply(infos, &mut events);
+        let mut audio = Vec::new();
+        for event in events {
+            if let RoomEvent::TrackPublished { track, .. } = &event {
+                if track.kind == TrackKind::Audio {
+                    audio.push(track.sid.clone());
+                }
+            }
+            self.emit(event);
+        }
+        if self.options.subscribe_audio && !audio.is_empty() {
+            let update = proto::UpdateSubscription { track_sids: audio, subscribe: true, ..Default::default() };
+            self.send(proto::signal_request::Message::Subscription(update)).await;
+        }
+    }
+
+    /// The server's offer for the subscriber connection: answer it.
+    async fn on_subscriber_offer(&mut self, offer: proto::SessionDescription) -> Result<(), RoomError> {
+        self.subscriber.mid_to_track.extend(offer.mid_to_track_id);
+        let parsed = SdpOffer::from_sdp_string(&offer.sdp)?;
+        let answer = self.sub.rtc.sdp_api().accept_offer(parsed)?;
+        let answer = proto::SessionDescription {
+            r#type: "answer".into(),
+            sdp: answer.to_sdp_string(),
+            id: offer.id,
+            ..Default::default()
+        };
+        self.send(proto::signal_request::Message::Answer(answer)).await;
+        self.trickle_local(proto::SignalTarget::Subscriber).await;
+        Ok(())
+    }
+
+    /// The server's answer to our publisher offer.
+    async fn on_publisher_answer(&mut self, answer: proto::SessionDescription) -> Result<(), RoomError> {
+        let Some(pending) = self.publisher.pending.take() else {
+            tracing::debug!("publisher answer with no offer out; ignored");
+            return Ok(());
+        };
+        let parsed = SdpAnswer::from_sdp_string(&answer.sdp)?;
+        self.publ.rtc.sdp_api().accept_answer(pending, parsed)?;
+        for track in self.publisher.tracks.iter_mut().filter(|t| t.mid.is_some()) {
+            if let Some(done) = track.done.take() {
+                let _ = done.send(Ok(track.source.clone()));
+            }
+        }
+        if std::mem::take(&mut self.publisher.again) {
+            self.negotiate_publisher().await;
+        }
+        Ok(())
+    }
+
+    /// Offers the publisher's pending changes (data channels, new tracks, ICE restart).
+    pub(crate) async fn negotiate_publisher(&mut self) {
+        if self.publisher.pending.is_some() {
+            self.publisher.again = true;
+            return;
+        }
+        let mut api = self.publ.rtc.sdp_api();
+        if self.publisher.reliable.is_none() {
+            let (reliable, lossy) = crate::room::media::add_data_channels(&mut api);
+            self.publisher.reliable = Some(reliable);
+            self.publisher.lossy = Some(lossy);
+        }
+        for track in self.publisher.tracks.iter_mut().filter(|t| t.mid.is_none()) {
+            track.mid = Some(crate::room::media::add_audio_send(&mut api, &track.cid));
+        }
+        if std::mem::take(&mut self.publisher.ice_restart) {
+            api.ice_restart(true);
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return;
+        };
+        self.publisher.pending = Some(pending);
+        self.publisher.offer_id += 1;
+        let offer = proto::SessionDescription {
+            r#type: "offer".into(),
+            sdp: offer.to_sdp_string(),
+            id: self.publisher.offer_id,
+            ..Default::default()
+        };
+        self.send(proto::signal_request::Message::Offer(offer)).await;
+        self.trickle_local(proto::SignalTarget::Publisher).await;
+    }
+
+    /// Sends our (only) candidate for one connection.
+    async fn trickle_local(&mut self, target: proto::SignalTarget) {
+        let peer = if target == proto::SignalTarget::Publisher { &self.publ } else { &self.sub };
+        let trickle = proto::TrickleRequest {
+            candidate_init: peer.local_candidate_json(),
+            target: target as i32,
+            r#final: false,
+        };
+        self.send(proto::signal_request::Message::Trickle(trickle)).await;
+    }
+
+    /// The server accepted an `AddTrackRequest`: add the track to the publisher and offer it.
+    async fn on_track_published(&mut self, published: proto::TrackPublishedResponse) -> Result<(), RoomError> {
+        let Some(done) = self.publisher.requested.remove(&published.cid) else {
+            return Ok(());
+        };
+        let track_sid = published.track.map(|t| t.sid).unwrap_or_default();
+        let encoder = match Encoder::new() {
+            Ok(encoder) => encoder,
+            Err(e) => {
+                let _ = done.send(Err(e));
+                return Ok(());
+            }
+        };
+        let queue = PcmQueue::new(self.options.audio_buffer, self.audio_wake.clone());
+        self.publisher.tracks.push(Outgoing {
+            cid: published.cid,
+            mid: None,
+            source: AudioSource { queue, track_sid },
+            encoder,
+            done: Some(done),
+            rtp_samples: u64::from(crate::room::engine::random_u32()),
+            next_tick: None,
+            last_sent: None,
+        });
+        self.negotiate_publisher().await;
+        Ok(())
+    }
+
+    /// A `LeaveRequest` from the server: the room is over, or we should resume.
+    fn on_leave(&mut self, leave: &proto::LeaveRequest) {
+        let action = proto::leave_request::Action::try_from(leave.action).unwrap_or_default();
+        tracing::info!(?action, reason = leave.reason, "the server asked us to leave");
+        match action {
+            proto::leave_request::Action::Resume => {
+                self.signal = None;
+                self.signal_lost("the server asked to resume");
+            }
+            // A full reconnect would be a new participant: the owner decides whether to rejoin.
+            proto::leave_request::Action::Reconnect | proto::leave_request::Action::Disconnect => {
+                self.finished = Some(DisconnectReason::from_server(leave.reason));
+            }
+        }
+    }
+}

@@ -1,1 +1,90 @@
-fn main() {}
+//! `mindbot-agent`: the MindBot LiveKit agent worker and its operator CLI.
+//!
+//! Modules, in the order a session meets them: `config` (settings),
+//! `cli` (operator commands), `bench` (benchmarks that print figures),
+//! `telemetry` (logs).
+
+mod bench;
+mod cli;
+mod config;
+mod telemetry;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The MindBot agent worker and operator tools.
+#[derive(Parser)]
+#[command(name = "mindbot-agent", version, about)]
+struct Args {
+    /// Configuration file (default: the built-in defaults, i.e. config.toml).
+    #[arg(long, short, global = true, env = "MINDBOT_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the worker: migrations (if configured), the meter, orphan reaping.
+    Run,
+    /// Apply pending database migrations.
+    Migrate,
+    /// Built-in and custom personas.
+    #[command(subcommand)]
+    Persona(cli::PersonaCommand),
+    /// Time cards: issue, activate, refund.
+    #[command(subcommand)]
+    Card(cli::CardCommand),
+    /// A user's cards, exact balance and seconds affordable per persona.
+    Balance {
+        #[arg(long)]
+        user: String,
+    },
+    /// Active pricing tiers.
+    Tiers,
+    /// Check the money invariants over the whole database; non-zero exit on any mismatch.
+    Audit,
+    /// Benchmarks that print figures.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match config::Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match args.command {
+            Command::Run => cli::run(&config).await,
+            Command::Migrate => cli::migrate(&config).await,
+            Command::Persona(c) => cli::persona(&config, c).await,
+            Command::Card(c) => cli::card(&config, c).await,
+            Command::Balance { user } => cli::balance(&config, &user).await,
+            Command::Tiers => cli::tiers(&config).await,
+            Command::Audit => cli::audit(&config).await,
+            Command::Bench(b) => bench::run(&config, b).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

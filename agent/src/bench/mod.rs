@@ -1,0 +1,63 @@
+//! Benchmarks that print figures, never assertions (the machines are noisy):
+//! `bench meter` (the metering engine on PostgreSQL) and `bench rooms`
+//! (agent participants with audio both ways on a LiveKit server).
+
+mod meter;
+mod rooms;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use crate::config::Config;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// N concurrent metered sessions for S seconds: tick p50/p99/max,
+    /// statements per second, and the audit.
+    Meter {
+        #[arg(long, default_value_t = 1000)]
+        sessions: usize,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Keep the benchmark database instead of dropping it.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// N rooms with two participants each, both publishing an Opus tone and
+    /// decoding the other's, for S seconds: RSS and CPU per participant.
+    /// Needs the LiveKit server at livekit.url (scripts/livekit-server.sh start).
+    Rooms {
+        #[arg(long, default_value_t = 20)]
+        rooms: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+}
+
+pub async fn run(config: &Config, cmd: BenchCommand) -> Result<ExitCode> {
+    match cmd {
+        BenchCommand::Meter { sessions, seconds, keep } => meter::meter(config, sessions, seconds, keep).await,
+        BenchCommand::Rooms { rooms, seconds } => rooms::rooms(config, rooms, seconds).await,
+    }
+}
+
+/// This process's resident memory.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).map(str::to_string))
+        .and_then(|v| v.split_whitespace().next().and_then(|kb| kb.parse::<u64>().ok()))
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// CPU seconds (user + system) this process has used.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // After the parenthesised command name, utime and stime are fields 12 and 13.
+    let Some(close) = stat.rfind(')') else { return 0.0 };
+    let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0 // USER_HZ is 100 on Linux
+}

@@ -1,0 +1,252 @@
+//! Operator commands: migrations, personas, cards, balances, tiers, audit,
+//! and `run`. Each prints what it did in plain text and exits non-zero on
+//! failure with a message naming the operation.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use clap::Subcommand;
+use metering::{cards, Rate, UserId};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+use crate::config::Config;
+
+#[derive(Subcommand)]
+pub enum PersonaCommand {
+    /// List the built-in personas (and active custom ones with --custom).
+    List {
+        #[arg(long)]
+        custom: bool,
+    },
+    /// Validate persona files (TOML or JSON); non-zero exit if any is invalid.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CardCommand {
+    /// Issue pending cards from a pricing tier; prints their codes.
+    Issue {
+        #[arg(long)]
+        tier: String,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+    /// Activate a card code for a user.
+    Activate {
+        code: String,
+        #[arg(long)]
+        user: String,
+    },
+    /// Refund an unused card.
+    Refund { card: String },
+}
+
+/// The database URL with its password removed, for messages.
+pub fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}@{}", &url[..s + 3], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub async fn connect(config: &Config) -> Result<PgPool> {
+    let url = config.database.url.expose();
+    PgPoolOptions::new()
+        .max_connections(config.database.max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to PostgreSQL at {}", redacted_url(url)))
+}
+
+pub async fn migrate(config: &Config) -> Result<ExitCode> {
+    let pool = connect(config).await?;
+    metering::MIGRATOR.run(&pool).await.context("applying migrations")?;
+    let applied: Vec<(i64, String)> =
+        sqlx::query_as("SELECT version, description FROM _sqlx_migrations ORDER BY version").fetch_all(&pool).await?;
+    for (v, d) in applied {
+        println!("applied {v:04} {d}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run(config: &Config) -> Result<ExitCode> {
+    let pool = connect(config).await?;
+    if config.database.migrate_on_start {
+        metering::MIGRATOR.run(&pool).await.context("applying migrations at start")?;
+    }
+    let worker_id = format!("mindbot-{}", std::process::id());
+    let meter = metering::meter::Meter::start(pool, config.meter_config(&worker_id));
+    tracing::info!(worker_id, "worker running: meter, orphan reaping and card expiry started");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    meter.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub async fn persona(config: &Config, cmd: PersonaCommand) -> Result<ExitCode> {
+    match cmd {
+        PersonaCommand::List { custom } => {
+            let catalog = personas::Catalog::builtin();
+            println!(
+                "{:<20} {:<26} {:>10} {:<8} {:>5} {:>9} {:>9}  source",
+                "slug", "name", "multiplier", "access", "age", "session", "daily"
+            );
+            let mut rows: Vec<personas::PersonaConfig> = catalog.all().to_vec();
+            let mut sources = vec!["built-in"; rows.len()];
+            if custom {
+                let pool = connect(config).await?;
+                let slugs: Vec<String> = sqlx::query_scalar(
+                    "SELECT slug FROM custom_personas WHERE COALESCE(is_active, TRUE) ORDER BY slug",
+                )
+                .fetch_all(&pool)
+                .await?;
+                for slug in slugs {
+                    match personas::resolve(&pool, &catalog, &slug).await {
+                        Ok(r) => {
+                            rows.push(r.config);
+                            sources.push("custom");
+                        }
+                        Err(e) => eprintln!("custom persona {slug}: {e}"),
+                    }
+                }
+            }
+            let opt = |v: Option<i32>, unit: &str| v.map_or("-".to_string(), |v| format!("{v}{unit}"));
+            for (p, src) in rows.iter().zip(sources) {
+                println!(
+                    "{:<20} {:<26} {:>10} {:<8} {:>5} {:>9} {:>9}  {src}",
+                    p.slug,
+                    p.name,
+                    p.base_cost_multiplier.decimal_text(),
+                    format!("{:?}", p.access_level).to_lowercase(),
+                    opt(p.age_restriction, "+"),
+                    opt(p.session_time_limit, "m"),
+                    opt(p.daily_usage_limit, "m"),
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PersonaCommand::Validate { files } => {
+            let mut bad = 0;
+            for f in &files {
+                match personas::parse_persona_file(f) {
+                    Ok(p) => println!("ok      {} ({})", f.display(), p.slug),
+                    Err(e) => {
+                        bad += 1;
+                        println!("invalid {e}");
+                    }
+                }
+            }
+            Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+fn parse_user(s: &str) -> Result<UserId> {
+    s.parse().map_err(|e: metering::Error| anyhow::anyhow!("--user: {e}"))
+}
+
+pub async fn card(config: &Config, cmd: CardCommand) -> Result<ExitCode> {
+    let pool = connect(config).await?;
+    match cmd {
+        CardCommand::Issue { tier, count } => {
+            anyhow::ensure!((1..=10_000).contains(&count), "--count must be between 1 and 10000 (got {count})");
+            let issued = cards::issue(&pool, &tier, count, None, None).await.context("issuing cards")?;
+            for c in issued {
+                println!("{}  {}  {} min", c.id, c.activation_code, c.total_minutes);
+            }
+        }
+        CardCommand::Activate { code, user } => {
+            let user = parse_user(&user)?;
+            let c = cards::activate(&pool, &code, user, &config.activation_policy(), Utc::now())
+                .await
+                .context("activating card")?;
+            let expires = c.expires_at.map_or("never".to_string(), |e| e.to_rfc3339());
+            println!("activated {} for {}: {} min, expires {expires}", c.id, c.user_id, c.total_minutes);
+        }
+        CardCommand::Refund { card } => {
+            let id = card.parse().map_err(|e: metering::Error| anyhow::anyhow!("card: {e}"))?;
+            let c = cards::refund(&pool, id).await.context("refunding card")?;
+            println!("refunded {} ({} min)", c.id, c.total_minutes);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn balance(config: &Config, user: &str) -> Result<ExitCode> {
+    let pool = connect(config).await?;
+    let user = parse_user(user)?;
+    let b = metering::balance::balance(&pool, user, Utc::now()).await.context("reading balance")?;
+    println!("user {user}");
+    println!("{:<36}  {:<9} {:>14} {:>7}  expires", "card", "status", "balance", "total");
+    for c in &b.cards {
+        let exp = c.expires_at.map_or("never".to_string(), |e| e.to_rfc3339());
+        println!("{:<36}  {:<9} {:>14} {:>5}m  {exp}", c.id, c.status, c.balance().to_string(), c.total_minutes);
+    }
+    println!("spendable: {} ({} ms)", b.spendable, b.spendable.0);
+    let catalog = personas::Catalog::builtin();
+    let mut rates: Vec<(String, Rate)> =
+        catalog.all().iter().map(|p| (p.slug.clone(), p.base_cost_multiplier)).collect();
+    rates.sort_by_key(|(_, r)| *r);
+    for (slug, rate) in rates {
+        println!("  {:<20} x{:<6} {:>8} s", slug, rate.decimal_text(), b.seconds_at(rate));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn tiers(config: &Config) -> Result<ExitCode> {
+    let pool = connect(config).await?;
+    println!("{:<16} {:<20} {:>5} {:>6} {:>9} {:>8}  description", "id", "name", "hours", "bonus", "minutes", "price");
+    for t in cards::tiers(&pool).await.context("listing tiers")? {
+        let minutes = t.card_minutes().map_or("invalid".to_string(), |m| m.to_string());
+        let price = format!("{}.{:02}", t.price_cents / 100, t.price_cents % 100);
+        println!(
+            "{:<16} {:<20} {:>5} {:>6} {:>9} {:>8}  {}",
+            t.id, t.name, t.hours, t.bonus_minutes, minutes, price, t.description
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn audit(config: &Config) -> Result<ExitCode> {
+    let pool = connect(config).await?;
+    let report = metering::audit::audit(&pool).await.context("auditing")?;
+    println!("{report}");
+    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_password_is_redacted() {
+        assert_eq!(super::redacted_url("postgres://me:pw@h:5432/db"), "postgres://me@h:5432/db");
+        assert_eq!(super::redacted_url("postgres://h/db"), "postgres://h/db");
+    }
+}

@@ -1,0 +1,309 @@
+//! The worker's configuration: one typed struct, read from `config.toml` and
+//! then from the environment, validated before anything starts.
+//!
+//! Environment overrides: `DATABASE_URL`, `LIVEKIT_URL`, `LIVEKIT_API_KEY`
+//! and `LIVEKIT_API_SECRET` (as LiveKit's own tools name them), and
+//! `MINDBOT_<SECTION>_<KEY>` for every other key, e.g.
+//! `MINDBOT_METER_TICK_INTERVAL_MS=500`. A bad value stops start-up with a
+//! message naming the key. Secrets never appear in `Debug` output.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// A value that must never be logged.
+#[derive(Clone, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// Everything the worker can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub livekit: LivekitConfig,
+    pub meter: MeterSettings,
+    pub cards: CardSettings,
+    pub personas: PersonaSettings,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:port/db`; the password is redacted in logs.
+    pub url: Secret,
+    pub max_connections: u32,
+    /// Apply pending migrations when the worker starts.
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LivekitConfig {
+    pub url: String,
+    pub api_key: String,
+    pub api_secret: Secret,
+    /// The agent name jobs are dispatched to.
+    pub agent_name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeterSettings {
+    pub tick_interval_ms: u64,
+    pub warnings_seconds: Vec<u64>,
+    pub db_grace_seconds: u64,
+    pub write_timeout_ms: u64,
+    pub heartbeat_timeout_seconds: u64,
+    pub reap_interval_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardSettings {
+    /// Days an activated card stays valid; 0 means it never expires.
+    pub validity_days: u32,
+    pub activation_max_failures: u32,
+    pub activation_window_minutes: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonaSettings {
+    /// Persona used when a job names none.
+    pub default: String,
+    /// Time zone in which "today" is counted for daily usage limits.
+    pub timezone: String,
+    /// Subscription plan id to access level (`free`, `basic`, `premium`).
+    pub plan_levels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `mindbot_agent=debug,info`.
+    pub level: String,
+}
+
+/// The defaults, which are also the documentation: `config.toml` at the
+/// repository root is this text.
+pub const DEFAULT_TOML: &str = include_str!("../../config.toml");
+
+/// Environment names that LiveKit's and PostgreSQL's tools already use.
+const WELL_KNOWN_ENV: &[(&str, &str, &str)] = &[
+    ("DATABASE_URL", "database", "url"),
+    ("LIVEKIT_URL", "livekit", "url"),
+    ("LIVEKIT_API_KEY", "livekit", "api_key"),
+    ("LIVEKIT_API_SECRET", "livekit", "api_secret"),
+];
+
+impl Config {
+    /// Reads `path` (or the built-in defaults when it is `None`), applies
+    /// the environment, and validates.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading config file {}", p.display()))?,
+            None => DEFAULT_TOML.to_string(),
+        };
+        Self::from_sources(&text, |k| std::env::var(k).ok())
+    }
+
+    /// Builds from TOML text and an environment lookup (a function, so tests
+    /// need not touch the process environment).
+    pub fn from_sources(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
+        let mut table: toml::Table = text.parse().context("config.toml is not valid TOML")?;
+        let defaults: toml::Table = DEFAULT_TOML.parse().expect("built-in config.toml parses");
+        for (section, keys) in &defaults {
+            let Some(keys) = keys.as_table() else { continue };
+            for (key, default) in keys {
+                let prefixed = format!("MINDBOT_{}_{}", section.to_uppercase(), key.to_uppercase());
+                let well_known = WELL_KNOWN_ENV.iter().find(|(_, s, k)| s == section && k == key).map(|(e, _, _)| *e);
+                let found = env(&prefixed).map(|v| (prefixed.clone(), v));
+                let Some((var, raw)) = found.or_else(|| well_known.and_then(|e| env(e).map(|v| (e.to_string(), v))))
+                else {
+                    continue;
+                };
+                let value = env_value(&raw, default)
+                    .with_context(|| format!("environment variable {var} (config key {section}.{key})"))?;
+                let sect = table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let Some(sect) = sect.as_table_mut() else { bail!("config key {section} must be a table") };
+                sect.insert(key.clone(), value);
+            }
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("config: {}", e.message()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types cannot: ranges, URLs, known names.
+    pub fn validate(&self) -> Result<()> {
+        let url = self.database.url.expose();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            bail!("config key database.url must be a postgres:// URL");
+        }
+        if self.database.max_connections == 0 {
+            bail!("config key database.max_connections must be at least 1");
+        }
+        let lk = &self.livekit.url;
+        if !["ws://", "wss://", "http://", "https://"].iter().any(|s| lk.starts_with(s)) {
+            bail!("config key livekit.url must start with ws://, wss://, http:// or https:// (got {lk:?})");
+        }
+        if self.livekit.api_key.is_empty() || self.livekit.api_secret.expose().is_empty() {
+            bail!("config keys livekit.api_key and livekit.api_secret must not be empty");
+        }
+        if self.livekit.agent_name.trim().is_empty() {
+            bail!("config key livekit.agent_name must not be empty");
+        }
+        let m = &self.meter;
+        if !(100..=10_000).contains(&m.tick_interval_ms) {
+            bail!("config key meter.tick_interval_ms must be between 100 and 10000 (got {})", m.tick_interval_ms);
+        }
+        if m.warnings_seconds.contains(&0) {
+            bail!("config key meter.warnings_seconds must hold positive numbers of seconds");
+        }
+        if m.write_timeout_ms == 0 || m.reap_interval_seconds == 0 {
+            bail!("config keys meter.write_timeout_ms and meter.reap_interval_seconds must be positive");
+        }
+        if m.heartbeat_timeout_seconds * 1000 < m.tick_interval_ms * 3 {
+            bail!("config key meter.heartbeat_timeout_seconds must be at least three tick intervals");
+        }
+        if self.cards.activation_max_failures == 0 || self.cards.activation_window_minutes == 0 {
+            bail!("config keys cards.activation_max_failures and cards.activation_window_minutes must be positive");
+        }
+        personas::validate::check_slug(&self.personas.default)
+            .map_err(|e| anyhow::anyhow!("config key personas.default: {e}"))?;
+        self.timezone()?;
+        self.plan_levels()?;
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            bail!("config key log.format must be \"text\" or \"json\" (got {:?})", self.log.format);
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| anyhow::anyhow!("config key log.level {:?} is not a tracing filter: {e}", self.log.level))?;
+        Ok(())
+    }
+
+    pub fn timezone(&self) -> Result<chrono_tz::Tz> {
+        self.personas.timezone.parse().map_err(|_| {
+            anyhow::anyhow!("config key personas.timezone: unknown time zone {:?}", self.personas.timezone)
+        })
+    }
+
+    pub fn plan_levels(&self) -> Result<personas::PlanLevels> {
+        let mut levels = Vec::new();
+        for (plan, level) in &self.personas.plan_levels {
+            let l: personas::AccessLevel =
+                serde_json::from_value(serde_json::Value::String(level.clone())).map_err(|_| {
+                    anyhow::anyhow!("config key personas.plan_levels.{plan}: unknown access level {level:?}")
+                })?;
+            levels.push((plan.clone(), l));
+        }
+        Ok(personas::PlanLevels::new(levels))
+    }
+
+    pub fn meter_config(&self, worker_id: &str) -> metering::meter::MeterConfig {
+        let m = &self.meter;
+        metering::meter::MeterConfig {
+            tick_interval: Duration::from_millis(m.tick_interval_ms),
+            warnings: m.warnings_seconds.iter().map(|s| Duration::from_secs(*s)).collect(),
+            db_grace: Duration::from_secs(m.db_grace_seconds),
+            write_timeout: Duration::from_millis(m.write_timeout_ms),
+            heartbeat_timeout: Duration::from_secs(m.heartbeat_timeout_seconds),
+            reap_interval: Duration::from_secs(m.reap_interval_seconds),
+            worker_id: worker_id.to_string(),
+        }
+    }
+
+    pub fn activation_policy(&self) -> metering::cards::ActivationPolicy {
+        let c = &self.cards;
+        metering::cards::ActivationPolicy {
+            validity: (c.validity_days > 0).then(|| chrono::Duration::days(i64::from(c.validity_days))),
+            max_failures: i64::from(c.activation_max_failures),
+            window: chrono::Duration::minutes(i64::from(c.activation_window_minutes)),
+        }
+    }
+}
+
+/// An environment value typed like the default it replaces: a string stays
+/// a string; numbers, booleans, arrays and tables are parsed as TOML values
+/// and must have the default's type.
+fn env_value(raw: &str, default: &toml::Value) -> Result<toml::Value> {
+    if default.is_str() {
+        return Ok(toml::Value::String(raw.to_string()));
+    }
+    let parsed = format!("v = {raw}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v"));
+    match parsed {
+        Some(v) if v.type_str() == default.type_str() => Ok(v),
+        _ => bail!("expected {}, got {raw:?}", default.type_str()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let c = Config::from_sources(DEFAULT_TOML, env(&[])).unwrap();
+        assert_eq!(c.livekit.agent_name, "mindbot");
+        assert_eq!(c.meter.warnings_seconds, vec![60, 10]);
+    }
+
+    #[test]
+    fn environment_overrides_with_well_known_and_prefixed_names() {
+        let c = Config::from_sources(
+            DEFAULT_TOML,
+            env(&[
+                ("DATABASE_URL", "postgres://a:b@db:5432/x"),
+                ("LIVEKIT_API_SECRET", "s3cr3t"),
+                ("MINDBOT_METER_TICK_INTERVAL_MS", "500"),
+                ("MINDBOT_METER_WARNINGS_SECONDS", "[120, 30]"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.database.url.expose(), "postgres://a:b@db:5432/x");
+        assert_eq!(c.meter.tick_interval_ms, 500);
+        assert_eq!(c.meter.warnings_seconds, vec![120, 30]);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cr3t") && !shown.contains("a:b@"), "{shown}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_METER_TICK_INTERVAL_MS", "fast")])).unwrap_err();
+        assert!(e.to_string().contains("tick_interval_ms"), "{e}");
+        let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_PERSONAS_TIMEZONE", "Mars/Olympus")])).unwrap_err();
+        assert!(e.to_string().contains("personas.timezone"), "{e}");
+        let e = Config::from_sources(DEFAULT_TOML, env(&[("LIVEKIT_URL", "ftp://x")])).unwrap_err();
+        assert!(e.to_string().contains("livekit.url"), "{e}");
+        let typo = DEFAULT_TOML.replace("[meter]", "[meter]\ntick_intervall_ms = 3");
+        let e = Config::from_sources(&typo, env(&[])).unwrap_err();
+        assert!(e.to_string().contains("tick_intervall_ms"), "{e}");
+        let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_LOG_FORMAT", "xml")])).unwrap_err();
+        assert!(e.to_string().contains("log.format"), "{e}");
+    }
+}

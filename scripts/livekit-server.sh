@@ -40,14 +40,15 @@ start() {
     fi
     install
     local cfg="$LK_DIR/livekit.yaml"
-    # Dev keys: devkey / secret. A small UDP range; loopback only.
+    # Dev keys: devkey / secret. One muxed UDP port; loopback only.
     cat > "$cfg" <<YAML
 port: $LK_PORT
 bind_addresses: ["127.0.0.1"]
 rtc:
   tcp_port: ${MINDBOT_LIVEKIT_TCP_PORT:-7881}
-  port_range_start: ${MINDBOT_LIVEKIT_UDP_START:-50000}
-  port_range_end: ${MINDBOT_LIVEKIT_UDP_END:-50200}
+  # One UDP port for every peer connection (a range costs a port per
+  # connection and runs out at a few hundred participants).
+  udp_port: ${MINDBOT_LIVEKIT_UDP_PORT:-7882}
   use_external_ip: false
   node_ip: 127.0.0.1
 keys:

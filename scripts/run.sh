@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up and run the worker with the defaults in config.toml: installs what
+# is missing, starts a local PostgreSQL and LiveKit server (dev mode) when
+# nothing answers at the configured addresses, builds the release binary,
+# applies the migrations and runs `mindbot-agent run`.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+export DATABASE_URL="${DATABASE_URL:-postgres://mindbot:mindbot@127.0.0.1:5432/mindbot}"
+export LIVEKIT_URL="${LIVEKIT_URL:-ws://127.0.0.1:7880}"
+
+bash scripts/deps.sh
+bash scripts/postgres.sh
+bash scripts/livekit-server.sh start
+cargo build --release --locked -p mindbot-agent
+BIN="$ROOT/target/release/mindbot-agent"
+"$BIN" --config "$ROOT/config.toml" migrate
+exec "$BIN" --config "$ROOT/config.toml" run

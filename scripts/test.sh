@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian/Ubuntu machine with Rust and Go:
+# installs and starts what the tests need (PostgreSQL, libopus, the LiveKit
+# server built from its Go module, a Python venv with LiveKit's SDK), then
+# format check, lints, every Rust test and the Python clients' self-test.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+export DATABASE_URL="${DATABASE_URL:-postgres://mindbot:mindbot@127.0.0.1:5432/mindbot}"
+export LIVEKIT_URL="${LIVEKIT_URL:-ws://127.0.0.1:7880}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
+
+bash scripts/deps.sh
+bash scripts/postgres.sh
+bash scripts/livekit-server.sh start
+bash scripts/python-env.sh
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+log "cargo test"
+cargo test --workspace --locked
+log "Python end-user clients self-test"
+bash tests/clients/selftest.sh

@@ -496,7 +496,7 @@ async fn record_persona_session(tx: &mut Transaction<'_, Postgres>, ids: &[Sessi
     sqlx::query(
         "INSERT INTO persona_sessions (user_id, persona_slug, session_id, duration_minutes, cost_multiplier, created_at) \
          SELECT user_id, COALESCE(persona_slug, ''), session_id, \
-                LEAST((metered_ms + 59999) / 60000, 2147483647)::int4, rate_ms_per_second::numeric / 1000, start_time \
+                LEAST((metered_ms + 59999) / 60000, 2147483647)::int4, trim_scale(rate_ms_per_second::numeric / 1000), start_time \
          FROM voice_sessions WHERE id = ANY($1)",
     )
     .bind(ids)

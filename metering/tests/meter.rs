@@ -353,3 +353,41 @@ async fn a_session_closed_elsewhere_stops_charging_and_tells_its_owner(pool: PgP
     meter.shutdown().await;
     audit_passes(&pool).await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn closing_writes_the_persona_session_and_counts_a_custom_personas_use(pool: PgPool) {
+    let u = user(&pool).await;
+    card(&pool, u, 10).await;
+    sqlx::query(
+        "INSERT INTO custom_personas (user_id, slug, name, config, system_prompt) VALUES ($1, 'my-coach', 'Mine', '{}', 'Be kind.')",
+    )
+    .bind(u)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let meter = Meter::start(pool.clone(), fast_config());
+    for _ in 0..2 {
+        let mut spec = open_spec(u, "1.5");
+        spec.persona_slug = "my-coach".into();
+        let key = spec.session_key.clone();
+        let s = meter.open(spec).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let row = s.close(EndReason::UserLeft).await.unwrap();
+        let (slug, minutes, multiplier): (String, i32, String) = sqlx::query_as(
+            "SELECT persona_slug, duration_minutes, cost_multiplier::text FROM persona_sessions WHERE session_id = $1",
+        )
+        .bind(&key)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!((slug.as_str(), minutes, multiplier.as_str()), ("my-coach", 1, "1.5"));
+        assert_eq!(row.session_id, key);
+    }
+    let uses: i32 = sqlx::query_scalar("SELECT usage_count FROM custom_personas WHERE slug = 'my-coach'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(uses, 2);
+    meter.shutdown().await;
+    audit_passes(&pool).await;
+}

@@ -435,15 +435,18 @@ impl Store {
 
     /// Closes every active session whose heartbeat is older than `stale_before`
     /// (its worker died): status `error`, reason `orphaned`, end time at its
-    /// last heartbeat, and exactly what its applied ticks charged. Returns the
+    /// last heartbeat, and exactly what its applied ticks charged. Sessions of
+    /// `own_worker` are skipped: a live worker still holds their charges (for
+    /// example through a database outage) and writes them itself. Returns the
     /// sessions closed. Safe to run from every worker at once.
-    pub async fn reap_orphans(&self, stale_before: DateTime<Utc>) -> Result<Vec<SessionId>> {
+    pub async fn reap_orphans(&self, stale_before: DateTime<Utc>, own_worker: &str) -> Result<Vec<SessionId>> {
         let mut tx = self.pool.begin().await?;
         self.count(4);
         let ids: Vec<SessionId> = sqlx::query_scalar(
             "WITH stale AS ( \
                  SELECT id FROM voice_sessions \
                  WHERE status = 'active' AND COALESCE(heartbeat_at, start_time) < $1 \
+                   AND worker_id IS DISTINCT FROM $2 \
                  ORDER BY id FOR UPDATE SKIP LOCKED) \
              UPDATE voice_sessions v SET status = 'error', end_reason = 'orphaned', \
                  end_time = GREATEST(COALESCE(v.heartbeat_at, v.start_time), v.start_time), \
@@ -452,6 +455,7 @@ impl Store {
              FROM stale WHERE v.id = stale.id RETURNING v.id",
         )
         .bind(stale_before)
+        .bind(own_worker)
         .fetch_all(&mut *tx)
         .await?;
         if !ids.is_empty() {

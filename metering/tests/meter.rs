@@ -256,7 +256,9 @@ async fn charges_survive_a_database_outage_and_are_written_once(pool: PgPool) {
         .unwrap();
     let id = s.id();
     let closing = tokio::spawn(s.close(EndReason::DbUnavailable));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Outlast the 3 s heartbeat timeout: the meter's own reaper must leave
+    // the session it still holds charges for alone.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     proxy.restore();
     let row = tokio::time::timeout(Duration::from_secs(10), closing).await.unwrap().unwrap().unwrap();
     let secs = row.duration_seconds.unwrap() as i64;

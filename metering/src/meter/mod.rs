@@ -184,7 +184,9 @@ impl Meter {
 
     /// Authorises and opens a metered session; its clock runs from now.
     /// Refused with [`Error::InsufficientBalance`] below one second.
-    pub async fn open(&self, spec: OpenSession) -> Result<MeteredSession> {
+    pub async fn open(&self, mut spec: OpenSession) -> Result<MeteredSession> {
+        // The row names this meter's worker, so its own reaper leaves it alone.
+        spec.worker_id.clone_from(&self.inner.config.worker_id);
         let auth = balance::authorize(self.inner.store.pool(), spec.user, spec.rate, Utc::now()).await?;
         let id = self.inner.store.open(&spec, Utc::now()).await?;
         let (events_tx, events_rx) = mpsc::channel(32);
@@ -583,7 +585,7 @@ async fn reap(inner: Arc<Inner>, cancel: CancellationToken) {
             _ = interval.tick() => {}
         }
         let timeout = chrono::Duration::from_std(inner.config.heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
-        match inner.store.reap_orphans(Utc::now() - timeout).await {
+        match inner.store.reap_orphans(Utc::now() - timeout, &inner.config.worker_id).await {
             Ok(ids) if !ids.is_empty() => info!(count = ids.len(), "closed orphaned sessions from their heartbeat"),
             Ok(_) => {}
             Err(e) => debug!(error = %e, "orphan reaping failed; will retry"),

@@ -56,7 +56,8 @@ pub fn fast_config() -> MeterConfig {
         write_timeout: Duration::from_secs(2),
         heartbeat_timeout: Duration::from_secs(3),
         reap_interval: Duration::from_millis(500),
-        worker_id: "test-worker".into(),
+        // Each meter is a worker of its own.
+        worker_id: format!("test-worker-{}", Uuid::new_v4().simple()),
         ..MeterConfig::default()
     }
 }

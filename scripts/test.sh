@@ -21,6 +21,6 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 log "Python end-user clients self-test"
 bash tests/clients/selftest.sh

@@ -2,17 +2,27 @@
 //! and `run`. Each prints what it did in plain text and exits non-zero on
 //! failure with a message naming the operation.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chrono::Utc;
 use clap::Subcommand;
+use livekit_api::access_token::{AccessToken, VideoGrants};
+use livekit_api::services::room::RoomClient;
 use metering::{cards, Rate, UserId};
+use mindbot_agent::worker::{JobStatus, TokenFn, Worker, WorkerEvent, WorkerOptions};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::Config;
+use crate::session::{self, HangUp};
 
 #[derive(Subcommand)]
 pub enum PersonaCommand {
@@ -80,35 +90,112 @@ pub async fn migrate(config: &Config) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The worker: registers with LiveKit, runs a session per assigned job, and
+/// drains on SIGTERM (a second SIGTERM ends every session at once).
 pub async fn run(config: &Config) -> Result<ExitCode> {
     let pool = connect(config).await?;
     if config.database.migrate_on_start {
         metering::MIGRATOR.run(&pool).await.context("applying migrations at start")?;
     }
-    let worker_id = format!("mindbot-{}", std::process::id());
-    let meter = metering::meter::Meter::start(pool, config.meter_config(&worker_id));
-    tracing::info!(worker_id, "worker running: meter, orphan reaping and card expiry started");
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    meter.shutdown().await;
-    Ok(ExitCode::SUCCESS)
-}
+    // Unique per process: a restarted worker's old sessions are orphans to reap.
+    let worker_id = format!("mindbot-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let meter = Arc::new(metering::meter::Meter::start(pool.clone(), config.meter_config(&worker_id)));
+    let lk = &config.livekit;
+    let http_url = lk.url.replacen("ws://", "http://", 1).replacen("wss://", "https://", 1);
+    let ctx = Arc::new(session::Context {
+        pool,
+        meter: meter.clone(),
+        catalog: personas::Catalog::builtin(),
+        access: personas::AccessPolicy { plans: config.plan_levels()?, timezone: config.timezone()? },
+        rooms: RoomClient::with_api_key(&http_url, &lk.api_key, lk.api_secret.expose()),
+        default_persona: config.personas.default.clone(),
+        user_grace: Duration::from_secs(config.worker.user_grace_seconds),
+        user_wait: Duration::from_secs(config.worker.user_wait_seconds),
+        balance_every: Duration::from_secs(config.worker.balance_update_seconds),
+        hangup: if config.worker.hangup == "delete_room" { HangUp::DeleteRoom } else { HangUp::RemoveParticipant },
+        worker_id: worker_id.clone(),
+    });
+    let (key, secret) = (lk.api_key.clone(), lk.api_secret.expose().to_string());
+    let token: TokenFn = Arc::new(move || {
+        AccessToken::with_api_key(&key, &secret)
+            .with_grants(VideoGrants { agent: true, ..Default::default() })
+            .to_jwt()
+            .map_err(|e| e.to_string())
+    });
+    let mut options = WorkerOptions::new(&lk.url, &lk.agent_name, token);
+    options.max_jobs = config.worker.max_jobs;
+    let (worker, mut events) = Worker::connect(options).await.context("registering with the LiveKit server")?;
+    let handle = worker.handle();
+    tracing::info!(worker_id, agent_name = %lk.agent_name, "worker registered; waiting for jobs");
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let shutdown = CancellationToken::new();
+    let mut cancels: HashMap<String, CancellationToken> = HashMap::new();
+    let mut jobs: JoinSet<(String, session::Outcome)> = JoinSet::new();
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let mut drain_deadline = far;
+    let mut draining = false;
+    loop {
+        if draining && jobs.is_empty() {
+            break;
+        }
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            ev = events.recv() => match ev {
+                Some(WorkerEvent::Assigned(a)) => {
+                    let cancel = shutdown.child_token();
+                    cancels.insert(a.job.id.clone(), cancel.clone());
+                    let span = tracing::info_span!("session", room = %a.job.room, job_id = %a.job.id);
+                    let ctx = ctx.clone();
+                    jobs.spawn(async move {
+                        let id = a.job.id.clone();
+                        (id, session::run(ctx, a, cancel).await)
+                    }.instrument(span));
+                }
+                Some(WorkerEvent::Terminated { job_id, .. }) => {
+                    if let Some(c) = cancels.get(&job_id) {
+                        c.cancel();
+                    }
+                }
+                Some(WorkerEvent::Connected { worker_id }) => tracing::info!(%worker_id, "registered with LiveKit"),
+                Some(WorkerEvent::Disconnected { reason }) => tracing::warn!(%reason, "lost LiveKit; reconnecting"),
+                None => {
+                    tracing::error!("the worker connection ended for good; ending sessions");
+                    shutdown.cancel();
+                    draining = true;
+                }
+            },
+            Some(done) = jobs.join_next() => {
+                let Ok((job_id, outcome)) = done else { continue };
+                cancels.remove(&job_id);
+                let status = match outcome {
+                    session::Outcome::Failed(e) => JobStatus::Failed(e),
+                    session::Outcome::Refused(reason) => JobStatus::Failed(format!("refused: {reason}")),
+                    session::Outcome::Ended(reason) => {
+                        tracing::debug!(%job_id, %reason, "job done");
+                        JobStatus::Success
+                    }
+                };
+                let _ = handle.job_status(&job_id, status).await;
+            }
+            _ = sigterm.recv() => {
+                if draining {
+                    tracing::info!("second SIGTERM: ending every session now");
+                    shutdown.cancel();
+                } else {
+                    tracing::info!(sessions = jobs.len(), "SIGTERM: draining");
+                    draining = true;
+                    let _ = handle.drain().await;
+                    drain_deadline = tokio::time::Instant::now() + Duration::from_secs(config.worker.drain_timeout_seconds);
+                }
+            }
+            _ = tokio::signal::ctrl_c() => shutdown.cancel(),
+            _ = tokio::time::sleep_until(drain_deadline), if draining => shutdown.cancel(),
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    let _ = worker.shutdown().await;
+    meter.shutdown().await;
+    tracing::info!("worker stopped");
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn persona(config: &Config, cmd: PersonaCommand) -> Result<ExitCode> {

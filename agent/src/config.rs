@@ -38,6 +38,7 @@ impl fmt::Debug for Secret {
 pub struct Config {
     pub database: DatabaseConfig,
     pub livekit: LivekitConfig,
+    pub worker: WorkerSettings,
     pub meter: MeterSettings,
     pub cards: CardSettings,
     pub personas: PersonaSettings,
@@ -62,6 +63,23 @@ pub struct LivekitConfig {
     pub api_secret: Secret,
     /// The agent name jobs are dispatched to.
     pub agent_name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Sessions this worker runs at once.
+    pub max_jobs: u32,
+    /// After SIGTERM, running sessions may go on this long, then end (`shutdown`).
+    pub drain_timeout_seconds: u64,
+    /// A user who leaves has this long to come back before the session ends (`user_left`).
+    pub user_grace_seconds: u64,
+    /// How long the agent waits for the user to be in the room.
+    pub user_wait_seconds: u64,
+    /// Balance updates go to the user at least this often.
+    pub balance_update_seconds: u64,
+    /// `remove_participant` or `delete_room`, when the balance runs out or a limit is reached.
+    pub hangup: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -174,6 +192,16 @@ impl Config {
         }
         if self.livekit.agent_name.trim().is_empty() {
             bail!("config key livekit.agent_name must not be empty");
+        }
+        let w = &self.worker;
+        if w.max_jobs == 0 {
+            bail!("config key worker.max_jobs must be at least 1");
+        }
+        if w.balance_update_seconds == 0 || w.user_wait_seconds == 0 {
+            bail!("config keys worker.balance_update_seconds and worker.user_wait_seconds must be positive");
+        }
+        if !["remove_participant", "delete_room"].contains(&w.hangup.as_str()) {
+            bail!("config key worker.hangup must be \"remove_participant\" or \"delete_room\" (got {:?})", w.hangup);
         }
         let m = &self.meter;
         if !(100..=10_000).contains(&m.tick_interval_ms) {

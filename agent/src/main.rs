@@ -7,6 +7,7 @@
 mod bench;
 mod cli;
 mod config;
+mod session;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the worker: migrations (if configured), the meter, orphan reaping.
+    /// Run the worker: register with LiveKit, take jobs, meter every session.
     Run,
     /// Apply pending database migrations.
     Migrate,

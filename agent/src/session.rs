@@ -1,0 +1,382 @@
+//! One job, from assignment to hang-up: join the room, work out the user and
+//! the persona, refuse (with a reason the user sees) or open a metered
+//! session, keep the user informed of their balance, and end the session for
+//! the first reason that comes: the user left and did not return, a persona
+//! limit, the balance ran out (hang up through the server API), the room or
+//! the agent went away, the database stayed down, or the worker shut down.
+//!
+//! Charging is the meter's: the session only tells it when the user is in
+//! the room (pause/resume) and closes it with the reason.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use livekit_api::services::room::RoomClient;
+use metering::meter::{Meter, MeterEvent, MeteredSession};
+use metering::store::{EndReason, OpenSession};
+use metering::UserId;
+use mindbot_agent::room::{self, ConnectOptions, DisconnectReason, OutgoingData, Room, RoomEvent, RoomEvents};
+use mindbot_agent::worker::Assignment;
+use personas::{AccessFacts, AccessPolicy, Catalog, PersonaError};
+use serde::Deserialize;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Data topic for session status and refusals.
+pub const TOPIC_SESSION: &str = "mindbot.session";
+/// Data topic for balance updates.
+pub const TOPIC_BALANCE: &str = "mindbot.balance";
+
+/// How a session hangs up when the money runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HangUp {
+    RemoveParticipant,
+    DeleteRoom,
+}
+
+/// What every session shares.
+pub struct Context {
+    pub pool: PgPool,
+    pub meter: Arc<Meter>,
+    pub catalog: Catalog,
+    pub access: AccessPolicy,
+    pub rooms: RoomClient,
+    pub default_persona: String,
+    pub user_grace: Duration,
+    pub user_wait: Duration,
+    pub balance_every: Duration,
+    pub hangup: HangUp,
+    pub worker_id: String,
+}
+
+/// The dispatch metadata a job carries (JSON).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobMetadata {
+    user_id: Option<String>,
+    persona: Option<String>,
+    overrides: Option<serde_json::Value>,
+    age: Option<u32>,
+}
+
+/// Why a session was refused before any charge.
+#[derive(Debug)]
+struct Refusal {
+    reason: &'static str,
+    detail: String,
+}
+
+impl Refusal {
+    fn new(reason: &'static str, detail: impl std::fmt::Display) -> Refusal {
+        Refusal { reason, detail: detail.to_string() }
+    }
+}
+
+/// How the job ended, for the worker's job status.
+pub enum Outcome {
+    Refused(&'static str),
+    Ended(EndReason),
+    Failed(String),
+}
+
+/// Runs one job to its end.
+pub async fn run(ctx: Arc<Context>, a: Assignment, cancel: CancellationToken) -> Outcome {
+    let (room, mut events) = match room::connect(&a.url, &a.token, ConnectOptions::default()).await {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(format!("joining room {}: {e}", a.job.room)),
+    };
+    match admit(&ctx, &a, &room, &mut events).await {
+        Err((user, refusal)) => {
+            info!(room = %a.job.room, reason = refusal.reason, detail = %refusal.detail, "session refused");
+            if let Some(user) = user {
+                // Tell the user once they are in the room to hear it, and give
+                // the message a moment to leave before we do.
+                wait_for_identity(&mut events, &user, ctx.user_wait).await;
+                let msg = json!({"type": "refused", "reason": refusal.reason, "detail": refusal.detail});
+                send(&room, TOPIC_SESSION, &user, &msg).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let _ = room.leave().await;
+            Outcome::Refused(refusal.reason)
+        }
+        Ok(admitted) => {
+            let reason = converse(&ctx, &room, &mut events, admitted, &cancel).await;
+            let _ = room.leave().await;
+            Outcome::Ended(reason)
+        }
+    }
+}
+
+struct Admitted {
+    user: UserId,
+    identity: String,
+    slug: String,
+    metered: MeteredSession,
+    /// Whether the user has been seen in the room yet.
+    present: bool,
+    /// Minutes this session may last (persona session limit or today's allowance).
+    cap: Option<(Duration, EndReason)>,
+}
+
+/// Works out user and persona, checks access and opens the metered session.
+async fn admit(
+    ctx: &Context,
+    a: &Assignment,
+    room: &Room,
+    events: &mut RoomEvents,
+) -> Result<Admitted, (Option<String>, Refusal)> {
+    let meta: JobMetadata = if a.job.metadata.trim().is_empty() {
+        JobMetadata::default()
+    } else {
+        match serde_json::from_str(&a.job.metadata) {
+            Ok(m) => m,
+            Err(e) => {
+                let first = first_user(events, ctx.user_wait).await;
+                return Err((first, Refusal::new("malformed_metadata", e)));
+            }
+        }
+    };
+    let (identity, present) = match &meta.user_id {
+        Some(id) => (id.clone(), false),
+        None => match first_user(events, ctx.user_wait).await {
+            Some(id) => (id, true),
+            None => return Err((None, Refusal::new("no_user", "no user joined the room"))),
+        },
+    };
+    let user_id = identity.clone();
+    let refuse = move |r: Refusal| (Some(user_id.clone()), r);
+    let user: UserId = identity.parse().map_err(|e| refuse(Refusal::new("unknown_user", e)))?;
+    let slug = meta.persona.clone().unwrap_or_else(|| ctx.default_persona.clone());
+    let resolved = personas::resolve(&ctx.pool, &ctx.catalog, &slug).await.map_err(|e| refuse(persona_refusal(e)))?;
+    let now = chrono::Utc::now();
+    let facts = AccessFacts::load(&ctx.pool, &ctx.access, user, &slug, meta.age, now)
+        .await
+        .map_err(|e| refuse(persona_refusal(e)))?;
+    let granted = personas::check_access(&resolved.config, &facts, meta.overrides.as_ref())
+        .map_err(|e| refuse(persona_refusal(e)))?;
+    let persona = &granted.persona;
+    let metered = ctx
+        .meter
+        .open(OpenSession {
+            user,
+            session_key: a.job.id.clone(),
+            room: a.job.room.clone(),
+            persona_slug: slug.clone(),
+            rate: persona.base_cost_multiplier,
+            agent_type: "production".into(),
+            worker_id: ctx.worker_id.clone(),
+        })
+        .await
+        .map_err(|e| {
+            refuse(match e {
+                metering::Error::UserNotFound { .. } => Refusal::new("unknown_user", e),
+                metering::Error::UserInactive { .. } => Refusal::new("inactive_user", e),
+                metering::Error::InsufficientBalance { .. } => Refusal::new("insufficient_balance", e),
+                other => Refusal::new("error", other),
+            })
+        })?;
+    if !present {
+        // Not charged until the user is seen in the room.
+        metered.pause();
+    }
+    let session_limit = persona.session_time_limit.map(i64::from);
+    let cap = granted.session_cap_minutes().map(|m| {
+        let reason = if session_limit == Some(m) { EndReason::TimeLimit } else { EndReason::DailyLimit };
+        (Duration::from_secs(m.max(0) as u64 * 60), reason)
+    });
+    let mut attributes = HashMap::new();
+    attributes.insert("mindbot.persona".to_string(), persona.slug.clone());
+    attributes.insert("mindbot.persona.name".to_string(), persona.name.clone());
+    attributes.insert("mindbot.voice.tts".to_string(), persona.voice.tts.clone());
+    attributes.insert("mindbot.voice.style".to_string(), persona.voice.style.clone());
+    if let Err(e) = room.set_attributes(attributes).await {
+        warn!(error = %e, "could not publish the persona attributes");
+    }
+    info!(room = %a.job.room, session = %metered.id(), %user, persona = %slug, "session started");
+    Ok(Admitted { user, identity, slug, metered, present, cap })
+}
+
+fn persona_refusal(e: PersonaError) -> Refusal {
+    let reason = match &e {
+        PersonaError::NotFound { .. } => "unknown_persona",
+        PersonaError::AccessDenied { .. } => "access_denied",
+        PersonaError::AgeRestricted { .. } => "age_restricted",
+        PersonaError::DailyLimitReached { .. } => "daily_limit",
+        PersonaError::OverrideNotAllowed { .. } | PersonaError::InvalidOverride { .. } => "invalid_overrides",
+        _ => "error",
+    };
+    Refusal::new(reason, e)
+}
+
+/// The first non-agent participant to be in the room, within `wait`.
+async fn first_user(events: &mut RoomEvents, wait: Duration) -> Option<String> {
+    tokio::time::timeout(wait, async {
+        while let Some(e) = events.recv().await {
+            if let RoomEvent::ParticipantJoined(p) = e {
+                if !p.is_agent {
+                    return Some(p.identity);
+                }
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Waits until `identity` is in the room (at most `wait`); `false` if it never came.
+async fn wait_for_identity(events: &mut RoomEvents, identity: &str, wait: Duration) -> bool {
+    tokio::time::timeout(wait, async {
+        while let Some(e) = events.recv().await {
+            if matches!(&e, RoomEvent::ParticipantJoined(p) if p.identity == identity) {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false)
+}
+
+async fn send(room: &Room, topic: &str, to: &str, body: &serde_json::Value) {
+    let data = OutgoingData {
+        payload: body.to_string().into_bytes(),
+        topic: Some(topic.to_string()),
+        destinations: vec![to.to_string()],
+        reliable: true,
+    };
+    if let Err(e) = room.send_data(data).await {
+        warn!(error = %e, topic, "data message not sent");
+    }
+}
+
+async fn send_balance(room: &Room, s: &Admitted, why: &str) {
+    let snap = s.metered.snapshot();
+    let body = json!({
+        "type": why,
+        "remaining_seconds": snap.remaining.map(|r| r.as_secs()),
+        "balance_ms": snap.spendable.0,
+        "persona": s.slug,
+    });
+    send(room, TOPIC_BALANCE, &s.identity, &body).await;
+}
+
+async fn greet(room: &Room, s: &Admitted) {
+    send(room, TOPIC_SESSION, &s.identity, &json!({"type": "started", "persona": s.slug, "session": s.metered.id()}))
+        .await;
+    send_balance(room, s, "balance").await;
+}
+
+/// The metered conversation: runs until an end reason, closes the session.
+async fn converse(
+    ctx: &Context,
+    room: &Room,
+    events: &mut RoomEvents,
+    mut s: Admitted,
+    cancel: &CancellationToken,
+) -> EndReason {
+    let mut greeted = false;
+    if s.present {
+        greet(room, &s).await;
+        greeted = true;
+    }
+    let far = Instant::now() + Duration::from_secs(86_400 * 365);
+    let cap_at = s.cap.map_or(far, |(d, _)| Instant::now() + d);
+    // A user who never shows up (or left before we joined) ends the session uncharged.
+    let mut grace_at = if s.present { far } else { Instant::now() + ctx.user_wait };
+    let mut next_balance = Instant::now() + ctx.balance_every;
+    let reason = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break EndReason::Shutdown,
+            _ = sleep_until(cap_at) => {
+                let reason = s.cap.map_or(EndReason::TimeLimit, |(_, r)| r);
+                send(room, TOPIC_SESSION, &s.identity, &json!({"type": "ended", "reason": reason.as_str()})).await;
+                hang_up(ctx, room, events, &s.identity).await;
+                break reason;
+            }
+            _ = sleep_until(grace_at) => break EndReason::UserLeft,
+            _ = sleep_until(next_balance) => {
+                send_balance(room, &s, "balance").await;
+                next_balance = Instant::now() + ctx.balance_every;
+            }
+            ev = s.metered.next_event() => match ev {
+                Some(MeterEvent::Warning { .. }) => send_balance(room, &s, "warning").await,
+                Some(MeterEvent::Extended { .. }) => send_balance(room, &s, "extended").await,
+                Some(MeterEvent::Exhausted) => {
+                    send(room, TOPIC_SESSION, &s.identity, &json!({"type": "ended", "reason": "balance_exhausted"})).await;
+                    hang_up(ctx, room, events, &s.identity).await;
+                    break EndReason::BalanceExhausted;
+                }
+                Some(MeterEvent::DatabaseUnavailable) => break EndReason::DbUnavailable,
+                Some(MeterEvent::ClosedElsewhere) | None => break EndReason::RoomClosed,
+            },
+            ev = events.recv() => match ev {
+                Some(RoomEvent::ParticipantLeft { identity, .. }) if identity == s.identity => {
+                    s.metered.pause();
+                    grace_at = Instant::now() + ctx.user_grace;
+                }
+                Some(RoomEvent::ParticipantJoined(p)) if p.identity == s.identity => {
+                    s.metered.resume();
+                    grace_at = far;
+                    if !greeted {
+                        greet(room, &s).await;
+                        greeted = true;
+                    }
+                }
+                Some(RoomEvent::Disconnected { reason }) => break match reason {
+                    DisconnectReason::ParticipantRemoved => EndReason::AgentRemoved,
+                    DisconnectReason::RoomDeleted | DisconnectReason::RoomClosed => EndReason::RoomClosed,
+                    DisconnectReason::ServerShutdown => EndReason::Shutdown,
+                    _ => EndReason::Error,
+                },
+                None => break EndReason::Error,
+                Some(_) => {}
+            },
+        }
+    };
+    let id = s.metered.id();
+    match s.metered.close(reason).await {
+        Ok(v) => info!(session = %id, user = %s.user, reason = %reason, duration_seconds = ?v.duration_seconds,
+            cost_minutes = ?v.cost_minutes, "session ended"),
+        Err(e) => warn!(session = %id, reason = %reason, error = %e, "session end not recorded"),
+    }
+    reason
+}
+
+/// Removes the user (or deletes the room) through the server API and waits
+/// to see them gone, retrying with backoff. Charging has already stopped.
+async fn hang_up(ctx: &Context, room: &Room, events: &mut RoomEvents, user: &str) {
+    let started = std::time::Instant::now();
+    for attempt in 0..4u32 {
+        let call = match ctx.hangup {
+            HangUp::RemoveParticipant => ctx.rooms.remove_participant(room.name(), user).await,
+            HangUp::DeleteRoom => ctx.rooms.delete_room(room.name()).await,
+        };
+        if let Err(e) = &call {
+            warn!(error = %e, attempt, "hang-up request failed");
+        }
+        let gone = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(e) = events.recv().await {
+                match e {
+                    RoomEvent::ParticipantLeft { identity, .. } if identity == user => return true,
+                    RoomEvent::Disconnected { .. } => return true,
+                    _ => {}
+                }
+            }
+            true
+        })
+        .await
+        .unwrap_or(false);
+        if gone {
+            info!(user, elapsed_ms = started.elapsed().as_millis() as u64, "hung up");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+    }
+    warn!(user, "hang-up not confirmed");
+}

@@ -1,0 +1,233 @@
+//! The worker end to end: `mindbot-agent run` registers with the real
+//! LiveKit server, LiveKit dispatches it to a room the Python end user joins
+//! with a dispatch token, the session is metered against the real PostgreSQL,
+//! and the user is hung up when the balance runs out.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn ensure(script: &str, arg: Option<&str>) {
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(root().join(script)).current_dir(root());
+    if let Some(a) = arg {
+        cmd.arg(a);
+    }
+    assert!(cmd.status().expect(script).success(), "{script} failed");
+}
+
+fn url_for(pool: &PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let db = pool.connect_options().get_database().expect("database").to_string();
+    format!("{}/{db}", base.rsplit_once('/').expect("URL path").0)
+}
+
+/// Starts the worker under a unique agent name; returns once it registered.
+async fn worker(pool: &PgPool, agent_name: &str, extra_env: &[(&str, &str)]) -> tokio::process::Child {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mindbot-agent"))
+        .arg("run")
+        .env("DATABASE_URL", url_for(pool))
+        .env("LIVEKIT_URL", "ws://127.0.0.1:7880")
+        .env("MINDBOT_LIVEKIT_AGENT_NAME", agent_name)
+        .env("MINDBOT_DATABASE_MIGRATE_ON_START", "false")
+        .env("MINDBOT_LOG_LEVEL", "info")
+        .envs(extra_env.iter().copied())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting mindbot-agent run");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut tx = Some(tx);
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("[worker] {line}");
+            if line.contains("worker registered") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(20), rx).await.expect("worker registered in time").unwrap();
+    // The server files a new worker for dispatch just after answering its registration.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    child
+}
+
+fn python(script: &str, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(root().join(".cache/venv/bin/python"));
+    cmd.arg(root().join("tests/clients").join(script)).args(args).kill_on_drop(true);
+    cmd
+}
+
+async fn dispatch_token(room: &str, user: &str, agent_name: &str, metadata: &Value) -> String {
+    let out = python(
+        "room_admin.py",
+        &[
+            "create-token",
+            "--room",
+            room,
+            "--identity",
+            user,
+            "--agent-dispatch",
+            agent_name,
+            "--metadata",
+            &metadata.to_string(),
+        ],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
+async fn user_with_card(pool: &PgPool, minutes: i32) -> uuid::Uuid {
+    let user: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO users (email, full_name, password_hash) VALUES ($1, 'Test User', 'x') RETURNING id",
+    )
+    .bind(format!("{}@example.test", uuid::Uuid::new_v4()))
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO time_cards (user_id, activation_code, total_minutes, remaining_minutes, status, activated_at) \
+         VALUES ($1, $2, $3, $3, 'active', NOW())",
+    )
+    .bind(user)
+    .bind(format!("TEST-{user}"))
+    .bind(minutes)
+    .execute(pool)
+    .await
+    .unwrap();
+    user
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_user_whose_balance_runs_out_is_warned_and_hung_up(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    let mut w = worker(&pool, &agent_name, &[("MINDBOT_METER_WARNINGS_SECONDS", "[20, 10]")]).await;
+
+    // One minute of card at the 1.5x persona (basic level: a subscription
+    // grants it): 40 s of conversation.
+    let user = user_with_card(&pool, 1).await;
+    sqlx::query(
+        "INSERT INTO user_subscriptions (user_id, plan_id, status, current_period_start, current_period_end) \
+         VALUES ($1, 'basic_monthly', 'active', NOW() - INTERVAL '1 day', NOW() + INTERVAL '29 days')",
+    )
+    .bind(user)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let room = format!("session-{}", uuid::Uuid::new_v4().simple());
+    let meta = serde_json::json!({"user_id": user.to_string(), "persona": "late-night-comic", "age": 30});
+    let token = dispatch_token(&room, &user.to_string(), &agent_name, &meta).await;
+    let out = python(
+        "participant.py",
+        &[
+            "--token",
+            &token,
+            "--publish-tone",
+            "440",
+            "--expect-data",
+            "mindbot.balance",
+            "--expect-data",
+            "mindbot.session",
+            "--stay",
+            "75",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .output()
+    .await
+    .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("python report: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+    eprintln!("user report: {report}");
+
+    assert_eq!(report["disconnect_reason"], "PARTICIPANT_REMOVED", "{report}");
+    let duration = report["duration"].as_f64().unwrap();
+    assert!(duration < 60.0, "hung up at the balance's end, not at --stay: {duration}");
+    let data = report["data"].as_array().unwrap();
+    let json_of = |d: &Value| serde_json::from_str::<Value>(d["text"].as_str().unwrap_or("")).unwrap_or(Value::Null);
+    let of_type = |topic: &str, t: &str| data.iter().filter(|d| d["topic"] == topic && json_of(d)["type"] == t).count();
+    assert_eq!(of_type("mindbot.session", "started"), 1, "{data:?}");
+    assert!(of_type("mindbot.balance", "balance") >= 1, "{data:?}");
+    assert_eq!(of_type("mindbot.balance", "warning"), 2, "{data:?}");
+    assert_eq!(of_type("mindbot.session", "ended"), 1, "{data:?}");
+    assert!(data.iter().any(|d| json_of(d)["reason"] == "balance_exhausted"), "{data:?}");
+
+    // The books: exactly the card, to the millisecond; 40 s of talk.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, reason, charged, metered): (String, String, i64, i64) =
+        sqlx::query_as("SELECT status, end_reason, charged_ms, metered_ms FROM voice_sessions WHERE room_name = $1")
+            .bind(&room)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str(), charged, metered),
+        ("completed", "balance_exhausted", 60_000, 40_000)
+    );
+    let card: String = sqlx::query_scalar("SELECT status FROM time_cards WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(card, "used");
+    let audit = metering::audit::audit(&pool).await.unwrap();
+    assert!(audit.passed(), "{audit}");
+
+    // SIGTERM: the idle worker drains and exits cleanly.
+    let pid = w.id().unwrap() as i32;
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), w.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_user_without_balance_is_refused_with_a_reason_and_not_charged(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    let _w = worker(&pool, &agent_name, &[]).await;
+    let user = user_with_card(&pool, 1).await;
+    sqlx::query("UPDATE time_cards SET status = 'expired' WHERE user_id = $1").bind(user).execute(&pool).await.unwrap();
+    let room = format!("refused-{}", uuid::Uuid::new_v4().simple());
+    let meta = serde_json::json!({"user_id": user.to_string(), "persona": "professor-ada"});
+    let token = dispatch_token(&room, &user.to_string(), &agent_name, &meta).await;
+    let out = python(
+        "participant.py",
+        &["--token", &token, "--publish-tone", "440", "--expect-data", "mindbot.session", "--stay", "12"],
+    )
+    .stdout(Stdio::piped())
+    .output()
+    .await
+    .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let data = report["data"].as_array().unwrap();
+    let refused: Vec<Value> = data
+        .iter()
+        .filter(|d| d["topic"] == "mindbot.session")
+        .filter_map(|d| serde_json::from_str(d["text"].as_str()?).ok())
+        .collect();
+    assert_eq!(refused.len(), 1, "{report}");
+    assert_eq!(
+        (refused[0]["type"].as_str(), refused[0]["reason"].as_str()),
+        (Some("refused"), Some("insufficient_balance"))
+    );
+    let sessions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM voice_sessions").fetch_one(&pool).await.unwrap();
+    assert_eq!(sessions, 0, "a refusal opens no session and charges nothing");
+}

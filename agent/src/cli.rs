@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,6 +94,7 @@ pub async fn migrate(config: &Config) -> Result<ExitCode> {
 /// The worker: registers with LiveKit, runs a session per assigned job, and
 /// drains on SIGTERM (a second SIGTERM ends every session at once).
 pub async fn run(config: &Config) -> Result<ExitCode> {
+    let prometheus = crate::telemetry::metrics().context("installing the metrics recorder")?;
     let pool = connect(config).await?;
     if config.database.migrate_on_start {
         metering::MIGRATOR.run(&pool).await.context("applying migrations at start")?;
@@ -122,11 +124,19 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
             .to_jwt()
             .map_err(|e| e.to_string())
     });
+    let registered = Arc::new(AtomicBool::new(false));
+    let http_stop = CancellationToken::new();
+    let health = crate::http::Health { pool: ctx.pool.clone(), registered: registered.clone(), metrics: prometheus };
+    let bound = crate::http::serve(&config.http.address, health, http_stop.clone()).await?;
+    tracing::info!(address = %bound, "operator HTTP: /metrics /healthz /readyz");
     let mut options = WorkerOptions::new(&lk.url, &lk.agent_name, token);
     options.max_jobs = config.worker.max_jobs;
     let (worker, mut events) = Worker::connect(options).await.context("registering with the LiveKit server")?;
     let handle = worker.handle();
+    registered.store(true, Ordering::Relaxed);
+    metrics::gauge!("mindbot_livekit_connected").set(1.0);
     tracing::info!(worker_id, agent_name = %lk.agent_name, "worker registered; waiting for jobs");
+    let max_jobs = f64::from(config.worker.max_jobs);
 
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let shutdown = CancellationToken::new();
@@ -136,12 +146,15 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
     let mut drain_deadline = far;
     let mut draining = false;
     loop {
+        metrics::gauge!("mindbot_worker_jobs").set(jobs.len() as f64);
+        metrics::gauge!("mindbot_worker_load").set(jobs.len() as f64 / max_jobs);
         if draining && jobs.is_empty() {
             break;
         }
         tokio::select! {
             ev = events.recv() => match ev {
                 Some(WorkerEvent::Assigned(a)) => {
+                    metrics::counter!("mindbot_jobs_assigned_total").increment(1);
                     let cancel = shutdown.child_token();
                     cancels.insert(a.job.id.clone(), cancel.clone());
                     let span = tracing::info_span!("session", room = %a.job.room, job_id = %a.job.id);
@@ -156,8 +169,16 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
                         c.cancel();
                     }
                 }
-                Some(WorkerEvent::Connected { worker_id }) => tracing::info!(%worker_id, "registered with LiveKit"),
-                Some(WorkerEvent::Disconnected { reason }) => tracing::warn!(%reason, "lost LiveKit; reconnecting"),
+                Some(WorkerEvent::Connected { worker_id }) => {
+                    registered.store(true, Ordering::Relaxed);
+                    metrics::gauge!("mindbot_livekit_connected").set(1.0);
+                    tracing::info!(%worker_id, "registered with LiveKit");
+                }
+                Some(WorkerEvent::Disconnected { reason }) => {
+                    registered.store(false, Ordering::Relaxed);
+                    metrics::gauge!("mindbot_livekit_connected").set(0.0);
+                    tracing::warn!(%reason, "lost LiveKit; reconnecting");
+                }
                 None => {
                     tracing::error!("the worker connection ended for good; ending sessions");
                     shutdown.cancel();
@@ -194,6 +215,7 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
     }
     let _ = worker.shutdown().await;
     meter.shutdown().await;
+    http_stop.cancel();
     tracing::info!("worker stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -39,6 +39,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub livekit: LivekitConfig,
     pub worker: WorkerSettings,
+    pub http: HttpConfig,
     pub meter: MeterSettings,
     pub cards: CardSettings,
     pub personas: PersonaSettings,
@@ -80,6 +81,13 @@ pub struct WorkerSettings {
     pub balance_update_seconds: u64,
     /// `remove_participant` or `delete_room`, when the balance runs out or a limit is reached.
     pub hangup: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (`host:port`).
+    pub address: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -202,6 +210,9 @@ impl Config {
         }
         if !["remove_participant", "delete_room"].contains(&w.hangup.as_str()) {
             bail!("config key worker.hangup must be \"remove_participant\" or \"delete_room\" (got {:?})", w.hangup);
+        }
+        if self.http.address.parse::<std::net::SocketAddr>().is_err() {
+            bail!("config key http.address must be host:port with an IP address (got {:?})", self.http.address);
         }
         let m = &self.meter;
         if !(100..=10_000).contains(&m.tick_interval_ms) {

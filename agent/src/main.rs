@@ -7,6 +7,7 @@
 mod bench;
 mod cli;
 mod config;
+mod http;
 mod session;
 mod telemetry;
 

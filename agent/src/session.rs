@@ -31,6 +31,9 @@ pub const TOPIC_SESSION: &str = "mindbot.session";
 /// Data topic for balance updates.
 pub const TOPIC_BALANCE: &str = "mindbot.balance";
 
+/// How long the reason message leads the hang-up.
+const REASON_LEAD: Duration = Duration::from_millis(300);
+
 /// How a session hangs up when the money runs out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HangUp {
@@ -92,6 +95,7 @@ pub async fn run(ctx: Arc<Context>, a: Assignment, cancel: CancellationToken) ->
     match admit(&ctx, &a, &room, &mut events).await {
         Err((user, refusal)) => {
             info!(room = %a.job.room, reason = refusal.reason, detail = %refusal.detail, "session refused");
+            metrics::counter!("mindbot_sessions_refused_total", "reason" => refusal.reason).increment(1);
             if let Some(user) = user {
                 // Tell the user once they are in the room to hear it, and give
                 // the message a moment to leave before we do.
@@ -104,7 +108,12 @@ pub async fn run(ctx: Arc<Context>, a: Assignment, cancel: CancellationToken) ->
             Outcome::Refused(refusal.reason)
         }
         Ok(admitted) => {
+            let persona = admitted.slug.clone();
+            metrics::gauge!("mindbot_sessions_active", "persona" => persona.clone()).increment(1.0);
             let reason = converse(&ctx, &room, &mut events, admitted, &cancel).await;
+            metrics::gauge!("mindbot_sessions_active", "persona" => persona.clone()).decrement(1.0);
+            metrics::counter!("mindbot_sessions_ended_total", "persona" => persona, "reason" => reason.as_str())
+                .increment(1);
             let _ = room.leave().await;
             Outcome::Ended(reason)
         }
@@ -341,8 +350,15 @@ async fn converse(
     };
     let id = s.metered.id();
     match s.metered.close(reason).await {
-        Ok(v) => info!(session = %id, user = %s.user, reason = %reason, duration_seconds = ?v.duration_seconds,
-            cost_minutes = ?v.cost_minutes, "session ended"),
+        Ok(v) => {
+            let persona = s.slug.clone();
+            metrics::counter!("mindbot_billed_seconds_total", "persona" => persona.clone())
+                .increment(v.duration_seconds.unwrap_or(0).max(0) as u64);
+            metrics::counter!("mindbot_charged_minutes_total", "persona" => persona)
+                .increment(v.cost_minutes.unwrap_or(0).max(0) as u64);
+            info!(session = %id, user = %s.user, reason = %reason, duration_seconds = ?v.duration_seconds,
+            cost_minutes = ?v.cost_minutes, "session ended");
+        }
         Err(e) => warn!(session = %id, reason = %reason, error = %e, "session end not recorded"),
     }
     reason
@@ -352,6 +368,9 @@ async fn converse(
 /// to see them gone, retrying with backoff. Charging has already stopped.
 async fn hang_up(ctx: &Context, room: &Room, events: &mut RoomEvents, user: &str) {
     let started = std::time::Instant::now();
+    // Let the reason just sent reach the user before they are removed (the
+    // meter stopped charging at the exhaustion instant already).
+    tokio::time::sleep(REASON_LEAD).await;
     for attempt in 0..4u32 {
         let call = match ctx.hangup {
             HangUp::RemoveParticipant => ctx.rooms.remove_participant(room.name(), user).await,
@@ -373,6 +392,7 @@ async fn hang_up(ctx: &Context, room: &Room, events: &mut RoomEvents, user: &str
         .await
         .unwrap_or(false);
         if gone {
+            metrics::histogram!("mindbot_hangup_latency_seconds").record(started.elapsed().as_secs_f64());
             info!(user, elapsed_ms = started.elapsed().as_millis() as u64, "hung up");
             return;
         }

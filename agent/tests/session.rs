@@ -30,8 +30,10 @@ fn url_for(pool: &PgPool) -> String {
     format!("{}/{db}", base.rsplit_once('/').expect("URL path").0)
 }
 
-/// Starts the worker under a unique agent name; returns once it registered.
-async fn worker(pool: &PgPool, agent_name: &str, extra_env: &[(&str, &str)]) -> tokio::process::Child {
+/// Starts the worker under a unique agent name, with its operator HTTP on a
+/// free port; returns once it registered, with that port.
+async fn worker(pool: &PgPool, agent_name: &str, extra_env: &[(&str, &str)]) -> (tokio::process::Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mindbot-agent"))
         .arg("run")
         .env("DATABASE_URL", url_for(pool))
@@ -39,6 +41,7 @@ async fn worker(pool: &PgPool, agent_name: &str, extra_env: &[(&str, &str)]) -> 
         .env("MINDBOT_LIVEKIT_AGENT_NAME", agent_name)
         .env("MINDBOT_DATABASE_MIGRATE_ON_START", "false")
         .env("MINDBOT_LOG_LEVEL", "info")
+        .env("MINDBOT_HTTP_ADDRESS", format!("127.0.0.1:{port}"))
         .envs(extra_env.iter().copied())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -60,7 +63,24 @@ async fn worker(pool: &PgPool, agent_name: &str, extra_env: &[(&str, &str)]) -> 
     tokio::time::timeout(Duration::from_secs(20), rx).await.expect("worker registered in time").unwrap();
     // The server files a new worker for dispatch just after answering its registration.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    child
+    (child, port)
+}
+
+/// A plain HTTP GET on loopback: (status code, body).
+async fn get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+/// The value of one sample line (`name{labels} value`) in Prometheus text.
+fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(name_and_labels)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 fn python(script: &str, args: &[&str]) -> tokio::process::Command {
@@ -118,7 +138,10 @@ async fn a_user_whose_balance_runs_out_is_warned_and_hung_up(pool: PgPool) {
     ensure("scripts/livekit-server.sh", Some("start"));
     ensure("scripts/python-env.sh", None);
     let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
-    let mut w = worker(&pool, &agent_name, &[("MINDBOT_METER_WARNINGS_SECONDS", "[20, 10]")]).await;
+    let (mut w, port) = worker(&pool, &agent_name, &[("MINDBOT_METER_WARNINGS_SECONDS", "[20, 10]")]).await;
+    assert_eq!(get(port, "/healthz").await.0, 200);
+    let (code, body) = get(port, "/readyz").await;
+    assert_eq!(code, 200, "{body}");
 
     // One minute of card at the 1.5x persona (basic level: a subscription
     // grants it): 40 s of conversation.
@@ -190,6 +213,21 @@ async fn a_user_whose_balance_runs_out_is_warned_and_hung_up(pool: PgPool) {
     let audit = metering::audit::audit(&pool).await.unwrap();
     assert!(audit.passed(), "{audit}");
 
+    // What Prometheus would scrape agrees with the database.
+    let (code, text) = get(port, "/metrics").await;
+    assert_eq!(code, 200);
+    let billed = sample(&text, "mindbot_billed_seconds_total{persona=\"late-night-comic\"}");
+    assert_eq!(billed, Some((metered / 1000) as f64), "{text}");
+    assert_eq!(sample(&text, "mindbot_charged_minutes_total{persona=\"late-night-comic\"}"), Some(1.0), "{text}");
+    let ended = text.lines().any(|l| {
+        l.starts_with("mindbot_sessions_ended_total{")
+            && l.contains("reason=\"balance_exhausted\"")
+            && l.ends_with(" 1")
+    });
+    assert!(ended, "{text}");
+    assert!(text.contains("mindbot_hangup_latency_seconds_count 1"), "{text}");
+    assert!(text.contains("mindbot_meter_tick_duration_seconds_bucket"), "{text}");
+
     // SIGTERM: the idle worker drains and exits cleanly.
     let pid = w.id().unwrap() as i32;
     std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
@@ -202,7 +240,7 @@ async fn a_user_without_balance_is_refused_with_a_reason_and_not_charged(pool: P
     ensure("scripts/livekit-server.sh", Some("start"));
     ensure("scripts/python-env.sh", None);
     let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
-    let _w = worker(&pool, &agent_name, &[]).await;
+    let (_w, port) = worker(&pool, &agent_name, &[]).await;
     let user = user_with_card(&pool, 1).await;
     sqlx::query("UPDATE time_cards SET status = 'expired' WHERE user_id = $1").bind(user).execute(&pool).await.unwrap();
     let room = format!("refused-{}", uuid::Uuid::new_v4().simple());
@@ -230,4 +268,6 @@ async fn a_user_without_balance_is_refused_with_a_reason_and_not_charged(pool: P
     );
     let sessions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM voice_sessions").fetch_one(&pool).await.unwrap();
     assert_eq!(sessions, 0, "a refusal opens no session and charges nothing");
+    let (_, text) = get(port, "/metrics").await;
+    assert_eq!(sample(&text, "mindbot_sessions_refused_total{reason=\"insufficient_balance\"}"), Some(1.0), "{text}");
 }

@@ -476,6 +476,7 @@ async fn write_batch(inner: Arc<Inner>) {
         }
         stats.durations_us.push(took.as_micros().min(u32::MAX as u128) as u32);
     }
+    metrics::histogram!("mindbot_meter_tick_duration_seconds").record(took.as_secs_f64());
     let mut to_close = Vec::new();
     {
         let mut guard = inner.lock();
@@ -569,6 +570,7 @@ async fn write_batch(inner: Arc<Inner>) {
 
 fn write_failed(inner: &Inner, why: &str, now: Instant) {
     inner.stats.lock().unwrap_or_else(|p| p.into_inner()).failures += 1;
+    metrics::counter!("mindbot_meter_write_failures_total").increment(1);
     let mut st = inner.lock();
     if st.db_down_since.is_none() {
         warn!(error = why, "tick batch not written; charges kept in memory and retried");

@@ -2,7 +2,8 @@
 # Set up and run the worker with the defaults in config.toml: installs what
 # is missing, starts a local PostgreSQL and LiveKit server (dev mode) when
 # nothing answers at the configured addresses, builds the release binary,
-# applies the migrations and runs `mindbot-agent run`.
+# applies the migrations, prints a demo user's room and token (a funded
+# demo user; the token dispatches the agent), and runs `mindbot-agent run`.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -16,4 +17,6 @@ bash scripts/livekit-server.sh start
 cargo build --release --locked -p mindbot-agent
 BIN="$ROOT/target/release/mindbot-agent"
 "$BIN" --config "$ROOT/config.toml" migrate
+bash scripts/python-env.sh
+"$BIN" --config "$ROOT/config.toml" demo
 exec "$BIN" --config "$ROOT/config.toml" run

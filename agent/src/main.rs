@@ -7,6 +7,7 @@
 mod bench;
 mod cli;
 mod config;
+mod demo;
 mod http;
 mod session;
 mod telemetry;
@@ -33,6 +34,8 @@ enum Command {
     Run,
     /// Apply pending database migrations.
     Migrate,
+    /// A funded demo user and a token that dispatches the agent to a new room.
+    Demo,
     /// Built-in and custom personas.
     #[command(subcommand)]
     Persona(cli::PersonaCommand),
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         match args.command {
             Command::Run => cli::run(&config).await,
             Command::Migrate => cli::migrate(&config).await,
+            Command::Demo => demo::demo(&config).await,
             Command::Persona(c) => cli::persona(&config, c).await,
             Command::Card(c) => cli::card(&config, c).await,
             Command::Balance { user } => cli::balance(&config, &user).await,

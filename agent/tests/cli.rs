@@ -122,3 +122,25 @@ fn persona_list_and_validate() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("base_cost_multiplier"));
 }
+
+#[sqlx::test(migrations = false)]
+async fn demo_funds_a_user_and_prints_a_token_that_dispatches_the_agent(pool: PgPool) {
+    ok(&cli(&pool, &["migrate"]));
+    let first = ok(&cli(&pool, &["demo"]));
+    assert!(first.contains("balance 300.000s"), "{first}");
+    // Run again: the same user, not topped up while funded.
+    let again = ok(&cli(&pool, &["demo"]));
+    assert!(again.contains("balance 300.000s"), "{again}");
+    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE email = 'demo@mindbot.invalid'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(users, 1);
+    let token = again.lines().find_map(|l| l.strip_prefix("token:")).unwrap().trim();
+    let claims = livekit_api::access_token::TokenVerifier::with_api_key("devkey", "secret").verify(token).unwrap();
+    let dispatch = &claims.room_config.expect("room configuration").agents[0];
+    assert_eq!(dispatch.agent_name, "mindbot");
+    let meta: serde_json::Value = serde_json::from_str(&dispatch.metadata).unwrap();
+    assert_eq!(meta["persona"], "professor-ada");
+    assert!(meta["user_id"].as_str().unwrap().parse::<uuid::Uuid>().is_ok());
+}

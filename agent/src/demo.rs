@@ -1,0 +1,70 @@
+//! `mindbot-agent demo`: a user to try the worker with. Makes (once) a demo
+//! user, tops them up with a five-minute card when their balance is under a minute,
+//! and prints a room name and a participant token whose room configuration
+//! dispatches this worker's agent with the user's metadata.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use livekit_api::access_token::{AccessToken, VideoGrants};
+use livekit_protocol::{RoomAgentDispatch, RoomConfiguration};
+use metering::{cards, Millis, UserId};
+
+use crate::config::Config;
+
+const DEMO_EMAIL: &str = "demo@mindbot.invalid";
+
+pub async fn demo(config: &Config) -> Result<ExitCode> {
+    let pool = crate::cli::connect(config).await?;
+    let user: UserId = sqlx::query_scalar(
+        "INSERT INTO users (email, full_name, password_hash, email_verified) VALUES ($1, 'Demo User', '!', TRUE) \
+         ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email RETURNING id",
+    )
+    .bind(DEMO_EMAIL)
+    .fetch_one(&pool)
+    .await
+    .context("creating the demo user")?;
+    let balance = metering::balance::balance(&pool, user, Utc::now()).await?;
+    if balance.spendable < Millis(60_000) {
+        // A demo seed, not a sale: an active five-minute card straight away.
+        sqlx::query(
+            "INSERT INTO time_cards (user_id, activation_code, total_minutes, remaining_minutes, status, activated_at) \
+             VALUES ($1, $2, 5, 5, 'active', NOW())",
+        )
+        .bind(user)
+        .bind(cards::generate_code())
+        .execute(&pool)
+        .await
+        .context("giving the demo user a card")?;
+    }
+    let balance = metering::balance::balance(&pool, user, Utc::now()).await?;
+    let room = format!("demo-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let metadata = serde_json::json!({"user_id": user.to_string(), "persona": config.personas.default}).to_string();
+    let token = AccessToken::with_api_key(&config.livekit.api_key, config.livekit.api_secret.expose())
+        .with_identity(&user.to_string())
+        .with_name("Demo User")
+        .with_ttl(Duration::from_secs(24 * 3600))
+        .with_grants(VideoGrants { room_join: true, room: room.clone(), ..Default::default() })
+        .with_room_config(RoomConfiguration {
+            agents: vec![RoomAgentDispatch {
+                agent_name: config.livekit.agent_name.clone(),
+                metadata,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .to_jwt()
+        .context("signing the demo token")?;
+    println!("demo user {user} ({DEMO_EMAIL}): balance {}", balance.spendable);
+    println!("livekit url: {}", config.livekit.url);
+    println!("room:        {room}");
+    println!("token:       {token}");
+    println!("join with any LiveKit client, e.g. the project's Python client:");
+    println!(
+        "  .cache/venv/bin/python tests/clients/participant.py --url {} --token <token> --stay 60",
+        config.livekit.url
+    );
+    Ok(ExitCode::SUCCESS)
+}

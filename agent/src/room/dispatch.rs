@@ -138,15 +138,13 @@ impl Engine {
         self.trickle_local(proto::SignalTarget::Publisher).await;
     }
 
-    /// Sends our (only) candidate for one connection.
+    /// Sends our candidates for one connection.
     async fn trickle_local(&mut self, target: proto::SignalTarget) {
         let peer = if target == proto::SignalTarget::Publisher { &self.publ } else { &self.sub };
-        let trickle = proto::TrickleRequest {
-            candidate_init: peer.local_candidate_json(),
-            target: target as i32,
-            r#final: false,
-        };
-        self.send(proto::signal_request::Message::Trickle(trickle)).await;
+        for candidate_init in peer.local_candidates_json() {
+            let trickle = proto::TrickleRequest { candidate_init, target: target as i32, r#final: false };
+            self.send(proto::signal_request::Message::Trickle(trickle)).await;
+        }
     }
 
     /// The server accepted an `AddTrackRequest`: add the track to the publisher and offer it.

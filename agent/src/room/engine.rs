@@ -292,8 +292,8 @@ impl Engine {
         }
         self.emit(RoomEvent::ConnectionState(ConnectionState::Reconnecting));
         let (url, token, sid) = (self.url.clone(), self.token.clone(), self.local_sid.clone());
-        let timeout = self.options.join_timeout;
-        self.resuming = Some(tokio::spawn(resume(url, token, sid, timeout)));
+        let (timeout, roots) = (self.options.join_timeout, self.options.extra_root_certificates.clone());
+        self.resuming = Some(tokio::spawn(resume(url, token, sid, timeout, roots)));
     }
 
     async fn on_resumed(&mut self, resumed: Result<(SignalConn, proto::signal_response::Message), RoomError>) {
@@ -357,12 +357,13 @@ async fn resume(
     token: String,
     participant_sid: String,
     timeout: Duration,
+    extra_roots: Vec<Vec<u8>>,
 ) -> Result<(SignalConn, proto::signal_response::Message), RoomError> {
     let mode = JoinMode::Resume { participant_sid };
     let mut last = RoomError::Signal("no resume attempt made".into());
     for wait in RESUME_BACKOFF {
         tokio::time::sleep(wait).await;
-        let mut conn = match SignalConn::open(&url, &token, &mode, timeout).await {
+        let mut conn = match SignalConn::open(&url, &token, &mode, timeout, &extra_roots).await {
             Ok(conn) => conn,
             Err(e) => {
                 tracing::debug!(error = %e, "resume attempt failed");

@@ -19,6 +19,9 @@ pub enum RoomError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS handshake for `wss://` failed (untrusted certificate, wrong name, protocol).
+    #[error("TLS with {url} failed (is the server's certificate trusted?): {reason}")]
+    Tls { url: String, reason: String },
     /// The server refused the token (HTTP 401 on /rtc).
     #[error("LiveKit rejected the token: {0}")]
     Unauthorized(String),

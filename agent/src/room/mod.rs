@@ -30,12 +30,38 @@
 //! spike: str0m passed it first, and webrtc-rs runs a set of tasks, buffers
 //! and timers per peer connection (ICE agent, DTLS, SCTP, interceptors),
 //! the kind of fixed cost the 5 MB / 1% per participant target is about.
-//! The price of str0m: it has no STUN/TURN client, so the agent relies on reaching the server's UDP
-//! candidates directly (true for a worker deployed beside LiveKit; LiveKit's
-//! server is ICE-lite with public candidates); the ICE servers in the join
-//! response are logged, not used. str0m 0.24 is used because 0.25's crypto
-//! back-ends other than aws-lc-rs are not published; 0.24 with aws-lc-rs also
-//! keeps the workspace's Rust 1.85.
+//! The price of str0m: it has no STUN/TURN client, so we carry a small one.
+//! Before media starts, `gather.rs` asks the join response's ICE servers
+//! (UDP only) for a server-reflexive address (STUN Binding) and, with
+//! `IcePolicy::RelayOnly`, a TURN relay (Allocate with long-term
+//! credentials); `relay.rs` then carries the relayed candidate's packets in
+//! Send/Data indications, installs permissions for the server's candidates
+//! and refreshes both. With `IcePolicy::All` the host candidate stays, which
+//! is what a worker beside LiveKit uses. `wss://` signaling runs on rustls
+//! with the same aws-lc-rs provider (`signal.rs`). str0m 0.24 is used because
+//! 0.25's crypto back-ends other than aws-lc-rs are not published; 0.24 with
+//! aws-lc-rs also keeps the workspace's Rust 1.85.
+//!
+//! # Gaps
+//! - TURN over TCP or TLS (`turn:?transport=tcp`, `turns:`) and `stuns:` are
+//!   skipped; only UDP servers are used. No ChannelBind (4 bytes less per
+//!   packet than Send indications).
+//! - A relay is allocated only for `RelayOnly`; with `All` the TURN server
+//!   serves as STUN only (a relay fallback when host and reflexive fail
+//!   would need gathering in the background).
+//! - Gathering happens once, at join, before media starts: up to 1 s with
+//!   `All` (an unanswering STUN server delays every join by that much), up
+//!   to a third of the join timeout with `RelayOnly`; a resume keeps the
+//!   candidates (and allocation) it had.
+//! - A relay-only join takes about 2 s on the subscriber connection: the
+//!   server's ICE agent (pion, controlling) waits 2 s before nominating a
+//!   relayed pair (its relay acceptance wait); the publisher, where we
+//!   nominate, connects at once.
+//! - The relay permits the IPs of the server's candidates: a server whose
+//!   packets come from another address (behind 1:1 NAT) is not reachable
+//!   through it.
+//! - A socket on a loopback address only uses loopback ICE servers and never
+//!   resolves names (so tests stay on 127.0.0.1).
 
 mod audio;
 mod data;
@@ -43,11 +69,14 @@ mod dispatch;
 mod engine;
 mod error;
 mod events;
+mod gather;
 mod handle;
 mod media;
 mod participants;
 mod peer;
+mod relay;
 mod signal;
+mod stun;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,6 +98,9 @@ use participants::Participants;
 use peer::Peer;
 use signal::{JoinMode, SignalConn};
 
+/// How long gathering may hold up a join that has host candidates anyway.
+const GATHER_LIMIT: Duration = Duration::from_secs(1);
+
 /// How a room is joined.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -83,6 +115,21 @@ pub struct ConnectOptions {
     pub audio_stream_frames: usize,
     /// Events held before new ones are dropped (and logged).
     pub event_capacity: usize,
+    /// Root certificates (DER) trusted for `wss://` besides Mozilla's roots,
+    /// e.g. a private CA in front of a self-hosted server.
+    pub extra_root_certificates: Vec<Vec<u8>>,
+    /// Which ICE candidates we offer.
+    pub ice_policy: IcePolicy,
+}
+
+/// Which local ICE candidates are offered to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IcePolicy {
+    /// Host, server-reflexive (from the join response's STUN servers) and relayed (TURN).
+    #[default]
+    All,
+    /// Only a TURN relay; joining fails if no TURN server gives one.
+    RelayOnly,
 }
 
 impl Default for ConnectOptions {
@@ -93,6 +140,8 @@ impl Default for ConnectOptions {
             audio_buffer: Duration::from_secs(2),
             audio_stream_frames: 50,
             event_capacity: 256,
+            extra_root_certificates: Vec::new(),
+            ice_policy: IcePolicy::All,
         }
     }
 }
@@ -103,7 +152,7 @@ impl Default for ConnectOptions {
 pub async fn connect(url: &str, token: &str, options: ConnectOptions) -> Result<(Room, RoomEvents), RoomError> {
     let started = Instant::now();
     let timeout = options.join_timeout;
-    let mut signal = SignalConn::open(url, token, &JoinMode::Fresh, timeout).await?;
+    let mut signal = SignalConn::open(url, token, &JoinMode::Fresh, timeout, &options.extra_root_certificates).await?;
     let join = match tokio::time::timeout(timeout.saturating_sub(started.elapsed()), signal.recv()).await {
         Err(_) => return Err(RoomError::Timeout { step: "the join response", after: timeout }),
         Ok(Err(e)) => return Err(e),
@@ -122,6 +171,13 @@ pub async fn connect(url: &str, token: &str, options: ConnectOptions) -> Result<
     let (commands_tx, commands_rx) = mpsc::channel(32);
     let (ready_tx, ready_rx) = oneshot::channel();
     let mut engine = new_engine(url, token, options, &join, signal, events_tx, commands_rx, ready_tx)?;
+    // A reflexive address is a nicety next to the host candidate; a relay the
+    // caller insisted on is worth more of the join's time.
+    let gather_limit = match engine.options.ice_policy {
+        IcePolicy::All => (timeout / 3).min(GATHER_LIMIT),
+        IcePolicy::RelayOnly => timeout / 3,
+    };
+    gather_candidates(&mut engine, &join.ice_servers, Instant::now() + gather_limit).await?;
     engine.apply_participants(&join.other_participants).await;
     // Offer the publisher now rather than on first use, so data can be sent at once.
     engine.negotiate_publisher().await;
@@ -157,6 +213,34 @@ pub async fn connect(url: &str, token: &str, options: ConnectOptions) -> Result<
     }
 }
 
+/// Asks the join response's STUN and TURN servers for candidates on both
+/// connections at once, until `deadline`.
+async fn gather_candidates(
+    engine: &mut Engine,
+    servers: &[proto::IceServer],
+    deadline: Instant,
+) -> Result<(), RoomError> {
+    let policy = engine.options.ice_policy;
+    let servers = gather::usable_servers(
+        servers,
+        engine.sub.socket.local_addr().map_err(|e| RoomError::Rtc(e.to_string()))?.ip(),
+    )
+    .await;
+    tracing::debug!(?servers, "ICE servers");
+    let (sub, publ) = if servers.is_empty() {
+        Default::default()
+    } else {
+        // A relay on both connections only when asked for: host candidates reach LiveKit otherwise.
+        let want_relay = policy == IcePolicy::RelayOnly;
+        tokio::join!(
+            gather::gather(&engine.sub.socket, &servers, want_relay, deadline),
+            gather::gather(&engine.publ.socket, &servers, want_relay, deadline)
+        )
+    };
+    engine.sub.add_gathered(sub, policy)?;
+    engine.publ.add_gathered(publ, policy)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn new_engine(
     url: &str,
@@ -174,6 +258,7 @@ fn new_engine(
     let ice_servers: Vec<&str> = join.ice_servers.iter().flat_map(|s| s.urls.iter().map(String::as_str)).collect();
     tracing::debug!(?ice_servers, subscriber_primary = join.subscriber_primary, "join response");
     let local_sid = join.participant.as_ref().map(|p| p.sid.clone()).unwrap_or_default();
+    let policy = options.ice_policy;
     Ok(Engine {
         url: url.to_string(),
         token: token.to_string(),
@@ -181,8 +266,8 @@ fn new_engine(
         local_sid: local_sid.clone(),
         signal: Some(signal),
         resuming: None,
-        sub: Peer::new(local_ip, proto::SignalTarget::Subscriber, now)?,
-        publ: Peer::new(local_ip, proto::SignalTarget::Publisher, now)?,
+        sub: Peer::new(local_ip, proto::SignalTarget::Subscriber, policy, now)?,
+        publ: Peer::new(local_ip, proto::SignalTarget::Publisher, policy, now)?,
         sub_buf: engine::datagram_buffer(),
         pub_buf: engine::datagram_buffer(),
         participants: Participants::new(local_sid),

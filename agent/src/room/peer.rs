@@ -1,11 +1,12 @@
 //! One WebRTC peer connection: a str0m `Rtc` and the UDP socket it owns.
 //!
 //! str0m is sans-IO: this file is its I/O. It binds one UDP socket on the
-//! interface that routes to the LiveKit server, offers that address as the
-//! only (host) candidate, feeds received datagrams and timeouts in, and sends
-//! what str0m wants sent. LiveKit's server is ICE-lite with public
-//! candidates, so a host candidate is enough for it to find us; there is no
-//! STUN or TURN client here. Which SDP to exchange is the engine's business.
+//! interface that routes to the LiveKit server, offers that address (host
+//! candidate) plus what `gather.rs` found (server-reflexive, relayed), feeds
+//! received datagrams and timeouts in, and sends what str0m wants sent.
+//! Packets of the relayed candidate go through the TURN allocation
+//! (`relay.rs`) on the same socket. Which SDP to exchange is the engine's
+//! business.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -16,7 +17,9 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 
-use crate::room::RoomError;
+use crate::room::gather::Gathered;
+use crate::room::relay::Relay;
+use crate::room::{IcePolicy, RoomError};
 
 /// Largest datagram we expect (WebRTC keeps packets under the path MTU).
 pub(crate) const MAX_DATAGRAM: usize = 2000;
@@ -26,6 +29,12 @@ pub(crate) struct Peer {
     pub(crate) rtc: Rtc,
     pub(crate) socket: UdpSocket,
     local: SocketAddr,
+    /// Our candidates, as trickled to the server.
+    candidates: Vec<Candidate>,
+    /// The TURN allocation behind our relayed candidate, if any.
+    relay: Option<Relay>,
+    /// Datagrams for the TURN server, reused between calls.
+    relay_out: Vec<Vec<u8>>,
     /// Which of LiveKit's two connections this is (for trickle and logs).
     pub(crate) target: SignalTarget,
     /// When str0m next wants `Input::Timeout`.
@@ -45,30 +54,77 @@ struct CandidateInit {
 }
 
 impl Peer {
-    /// Binds a socket on `local_ip` and builds an `Rtc` for Opus audio and data channels.
-    pub(crate) fn new(local_ip: IpAddr, target: SignalTarget, now: Instant) -> Result<Self, RoomError> {
+    /// Binds a socket on `local_ip` and builds an `Rtc` for Opus audio and
+    /// data channels; the host candidate is offered unless `policy` is relay-only.
+    pub(crate) fn new(
+        local_ip: IpAddr,
+        target: SignalTarget,
+        policy: IcePolicy,
+        now: Instant,
+    ) -> Result<Self, RoomError> {
         let std_socket = std::net::UdpSocket::bind((local_ip, 0))
             .and_then(|s| s.set_nonblocking(true).map(|_| s))
             .map_err(|e| RoomError::Rtc(format!("binding a UDP socket on {local_ip}: {e}")))?;
         let local = std_socket.local_addr().map_err(|e| RoomError::Rtc(e.to_string()))?;
         let socket = UdpSocket::from_std(std_socket).map_err(|e| RoomError::Rtc(e.to_string()))?;
-        let mut rtc = Rtc::builder()
+        let rtc = Rtc::builder()
             .clear_codecs()
             .enable_opus(true, false)
             // Stats events cost work on every tick and nobody reads them.
             .set_stats_interval(None)
             .build(now);
-        let candidate = Candidate::host(local, Protocol::Udp).map_err(|e| RoomError::Rtc(e.to_string()))?;
-        rtc.add_local_candidate(candidate);
-        Ok(Peer { rtc, socket, local, target, next_timeout: now })
+        let mut peer = Peer {
+            rtc,
+            socket,
+            local,
+            candidates: Vec::new(),
+            relay: None,
+            relay_out: Vec::new(),
+            target,
+            next_timeout: now,
+        };
+        if policy == IcePolicy::All {
+            peer.add_local(Candidate::host(local, Protocol::Udp))?;
+        }
+        Ok(peer)
     }
 
-    /// Our candidate as LiveKit's trickle JSON.
-    pub(crate) fn local_candidate_json(&self) -> String {
-        // The host candidate is built from our own socket address, so it is valid.
-        let candidate = Candidate::host(self.local, Protocol::Udp).map(|c| c.to_sdp_string()).unwrap_or_default();
-        let init = CandidateInit { candidate, sdp_mid: Some("0".into()), sdp_m_line_index: Some(0) };
-        serde_json::to_string(&init).unwrap_or_default()
+    fn add_local(&mut self, candidate: Result<Candidate, str0m::error::IceError>) -> Result<(), RoomError> {
+        let candidate = candidate.map_err(|e| RoomError::Rtc(format!("local candidate: {e}")))?;
+        if let Some(added) = self.rtc.add_local_candidate(candidate) {
+            self.candidates.push(added.clone());
+        }
+        Ok(())
+    }
+
+    /// Adds what gathering found: reflexive addresses (unless relay-only) and the relay.
+    pub(crate) fn add_gathered(&mut self, gathered: Gathered, policy: IcePolicy) -> Result<(), RoomError> {
+        if policy == IcePolicy::All {
+            // A reflexive address equal to our socket's (no NAT) adds nothing.
+            let local = self.local;
+            for addr in gathered.reflexive.into_iter().filter(|a| *a != local) {
+                self.add_local(Candidate::server_reflexive(addr, self.local, Protocol::Udp))?;
+            }
+        }
+        if let Some(relay) = gathered.relay {
+            self.add_local(Candidate::relayed(relay.relayed, self.local, Protocol::Udp))?;
+            self.relay = Some(relay);
+        }
+        if self.candidates.is_empty() {
+            return Err(RoomError::Rtc("no ICE candidate: relay-only, but no TURN server gave a relay".into()));
+        }
+        tracing::debug!(target_pc = ?self.target, candidates = ?self.candidates, "local candidates");
+        Ok(())
+    }
+
+    /// Our candidates as LiveKit's trickle JSON.
+    pub(crate) fn local_candidates_json(&self) -> Vec<String> {
+        let json = |c: &Candidate| {
+            let init =
+                CandidateInit { candidate: c.to_sdp_string(), sdp_mid: Some("0".into()), sdp_m_line_index: Some(0) };
+            serde_json::to_string(&init).unwrap_or_default()
+        };
+        self.candidates.iter().map(json).collect()
     }
 
     /// Adds a candidate trickled by the server (`candidate_init` JSON).
@@ -86,7 +142,13 @@ impl Peer {
         let line = init.candidate.strip_prefix("a=").unwrap_or(&init.candidate);
         match Candidate::from_sdp_string(line) {
             // Only UDP pairs with our UDP socket; str0m ignores the rest anyway.
-            Ok(c) if c.proto() == Protocol::Udp => self.rtc.add_remote_candidate(c),
+            Ok(c) if c.proto() == Protocol::Udp => {
+                if let Some(relay) = self.relay.as_mut() {
+                    relay.permit(Instant::now(), c.addr().ip(), &mut self.relay_out);
+                    self.flush_relay();
+                }
+                self.rtc.add_remote_candidate(c);
+            }
             Ok(_) => {}
             Err(e) => tracing::debug!(target_pc = ?self.target, error = %e, line, "unparsable candidate"),
         }
@@ -94,7 +156,21 @@ impl Peer {
 
     /// Feeds one received datagram to str0m.
     pub(crate) fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, data) else {
+        if let Some(relay) = self.relay.as_mut().filter(|r| r.server == source) {
+            let relayed = relay.relayed;
+            let unwrapped = relay.handle_datagram(now, data, &mut self.relay_out);
+            self.flush_relay();
+            if let Some((peer, payload)) = unwrapped {
+                tracing::trace!(%peer, len = payload.len(), "TURN data");
+                self.receive(now, peer, relayed, &payload);
+            }
+            return;
+        }
+        self.receive(now, source, self.local, data);
+    }
+
+    fn receive(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, data) else {
             return; // not STUN/DTLS/RTP: ignore
         };
         let input = Input::Receive(now, receive);
@@ -110,7 +186,21 @@ impl Peer {
         if now >= self.next_timeout {
             self.rtc.handle_input(Input::Timeout(now))?;
         }
+        if let Some(relay) = self.relay.as_mut().filter(|r| now >= r.next_timeout()) {
+            relay.handle_timeout(now, &mut self.relay_out);
+            self.flush_relay();
+        }
         Ok(())
+    }
+
+    /// Sends what the relay queued to its TURN server.
+    fn flush_relay(&mut self) {
+        let Some(server) = self.relay.as_ref().map(|r| r.server) else { return };
+        for datagram in self.relay_out.drain(..) {
+            if let Err(e) = self.socket.try_send_to(&datagram, server) {
+                tracing::trace!(target_pc = ?self.target, error = %e, "UDP send to TURN dropped");
+            }
+        }
     }
 
     /// The next event str0m has, sending any datagrams it queued on the way.
@@ -130,9 +220,17 @@ impl Peer {
                         continue;
                     }
                     self.next_timeout = at.max(now + Duration::from_millis(1));
+                    if let Some(relay) = &self.relay {
+                        self.next_timeout = self.next_timeout.min(relay.next_timeout());
+                    }
                     return Ok(None);
                 }
                 Output::Transmit(t) => {
+                    if let Some(relay) = self.relay.as_mut().filter(|r| r.relayed == t.source) {
+                        relay.wrap(Instant::now(), t.destination, &t.contents, &mut self.relay_out);
+                        self.flush_relay();
+                        continue;
+                    }
                     // UDP may drop; a full socket buffer is the same as a lost packet.
                     if let Err(e) = self.socket.try_send_to(&t.contents, t.destination) {
                         tracing::trace!(target_pc = ?self.target, error = %e, "UDP send dropped");
@@ -151,8 +249,8 @@ mod tests {
     #[tokio::test]
     async fn trickle_json_round_trips_a_host_candidate() {
         let now = Instant::now();
-        let peer = Peer::new(IpAddr::from([127, 0, 0, 1]), SignalTarget::Publisher, now).unwrap();
-        let json = peer.local_candidate_json();
+        let peer = Peer::new(IpAddr::from([127, 0, 0, 1]), SignalTarget::Publisher, IcePolicy::All, now).unwrap();
+        let json = peer.local_candidates_json().remove(0);
         let init: CandidateInit = serde_json::from_str(&json).unwrap();
         let c = Candidate::from_sdp_string(&init.candidate).unwrap();
         assert_eq!(c.addr(), peer.local);

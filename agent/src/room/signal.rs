@@ -4,9 +4,11 @@
 //! `Authorization` header, protocol and SDK in the query, `reconnect=1` and
 //! the participant sid to resume), and moves binary protobuf frames:
 //! `SignalRequest` out, `SignalResponse` in. HTTP refusals become typed
-//! errors. It knows nothing of WebRTC; the engine drives it.
+//! errors. `wss://` runs over rustls with Mozilla's roots plus any the
+//! caller adds. It knows nothing of WebRTC; the engine drives it.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -17,7 +19,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::room::RoomError;
 
@@ -47,13 +49,16 @@ pub(crate) struct SignalConn {
 
 impl SignalConn {
     /// Opens `/rtc` under `base_url` with the token; fails within `timeout`.
+    /// `extra_roots` (DER) are trusted for `wss://` beside the built-in roots.
     pub(crate) async fn open(
         base_url: &str,
         token: &str,
         mode: &JoinMode,
         timeout: Duration,
+        extra_roots: &[Vec<u8>],
     ) -> Result<Self, RoomError> {
         let url = rtc_url(base_url, mode)?;
+        let connector = if url.starts_with("wss://") { Some(tls_connector(base_url, extra_roots)?) } else { None };
         let mut request = url.as_str().into_client_request().map_err(|e| invalid(base_url, e.to_string()))?;
         let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| RoomError::Unauthorized("the token has characters not allowed in a header".into()))?;
@@ -61,7 +66,7 @@ impl SignalConn {
         // tungstenite zeroes its whole read buffer on every poll; signaling
         // messages are small, so a small buffer keeps that cheap (and resident memory low).
         let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
-        let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector);
         let (ws, _) = tokio::time::timeout(timeout, connecting)
             .await
             .map_err(|_| RoomError::Timeout { step: "the signaling WebSocket", after: timeout })?
@@ -72,7 +77,10 @@ impl SignalConn {
     /// Our end of the signaling TCP connection: an address on the interface
     /// that routes to the server, which is where our media socket belongs.
     pub(crate) fn local_ip(&self) -> Result<IpAddr, RoomError> {
-        let tcp = self.ws.get_ref().get_ref();
+        let tcp = match self.ws.get_ref() {
+            MaybeTlsStream::Rustls(tls) => tls.get_ref().0,
+            other => other.get_ref(),
+        };
         tcp.local_addr().map(|a| a.ip()).map_err(|e| RoomError::Signal(format!("signaling socket: {e}")))
     }
 
@@ -140,6 +148,24 @@ pub(crate) fn rtc_url(base_url: &str, mode: &JoinMode) -> Result<String, RoomErr
     Ok(url)
 }
 
+/// A rustls client on the aws-lc-rs provider (the one str0m already uses),
+/// trusting Mozilla's roots and `extra_roots`.
+fn tls_connector(url: &str, extra_roots: &[Vec<u8>]) -> Result<Connector, RoomError> {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    for der in extra_roots {
+        roots
+            .add(der.clone().into())
+            .map_err(|e| RoomError::Tls { url: url.to_string(), reason: format!("an extra root certificate: {e}") })?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| RoomError::Tls { url: url.to_string(), reason: e.to_string() })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Connector::Rustls(Arc::new(config)))
+}
+
 fn invalid(url: &str, reason: impl Into<String>) -> RoomError {
     RoomError::InvalidUrl { url: url.to_string(), reason: reason.into() }
 }
@@ -155,6 +181,18 @@ fn connect_error(url: &str, e: tungstenite::Error) -> RoomError {
                 _ => RoomError::Rejected { status, body },
             }
         }
+        // tokio-rustls reports handshake failures (untrusted certificate,
+        // wrong name) as I/O errors carrying the rustls error.
+        tungstenite::Error::Io(source) if source.get_ref().is_some_and(|e| e.is::<rustls::Error>()) => {
+            match source.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                // Not TLS at all: the scheme is wrong, not the certificate.
+                Some(rustls::Error::InvalidMessage(_)) => {
+                    invalid(url, format!("the server does not answer TLS there (ws:// instead?): {source}"))
+                }
+                _ => RoomError::Tls { url: url.to_string(), reason: source.to_string() },
+            }
+        }
+        tungstenite::Error::Tls(e) => RoomError::Tls { url: url.to_string(), reason: e.to_string() },
         tungstenite::Error::Io(source) => RoomError::Unreachable { url: url.to_string(), source },
         tungstenite::Error::Url(tungstenite::error::UrlError::TlsFeatureNotEnabled) => {
             invalid(url, "wss:// needs TLS support, which this build does not include")

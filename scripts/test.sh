@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian/Ubuntu machine with Rust and Go:
 # installs and starts what the tests need (PostgreSQL, libopus, the LiveKit
-# server built from its Go module, a Python venv with LiveKit's SDK), then
+# server built from its Go module, a Python venv with LiveKit's SDK,
+# Prometheus for the scrape test), then
 # format check, lints, every Rust test and the Python clients' self-test.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -12,6 +13,8 @@ export LIVEKIT_URL="${LIVEKIT_URL:-ws://127.0.0.1:7880}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
 
 bash scripts/deps.sh
+# Prometheus and promtool for the scrape test (test-only, not a worker need).
+command -v promtool >/dev/null || apt_install prometheus
 bash scripts/postgres.sh
 bash scripts/livekit-server.sh start
 bash scripts/python-env.sh

@@ -354,8 +354,12 @@ async fn converse(
             let persona = s.slug.clone();
             metrics::counter!("mindbot_billed_seconds_total", "persona" => persona.clone())
                 .increment(v.duration_seconds.unwrap_or(0).max(0) as u64);
-            metrics::counter!("mindbot_charged_minutes_total", "persona" => persona)
-                .increment(v.cost_minutes.unwrap_or(0).max(0) as u64);
+            let charged: i64 = sqlx::query_scalar("SELECT charged_ms FROM voice_sessions WHERE id = $1")
+                .bind(id)
+                .fetch_one(&ctx.pool)
+                .await
+                .unwrap_or(0);
+            crate::telemetry::add_charged(&persona, charged.max(0) as u64);
             info!(session = %id, user = %s.user, reason = %reason, duration_seconds = ?v.duration_seconds,
             cost_minutes = ?v.cost_minutes, "session ended");
         }

@@ -35,7 +35,11 @@ pub fn metrics() -> anyhow::Result<PrometheusHandle> {
     describe_gauge!("mindbot_sessions_active", "Metered sessions running now, by persona");
     describe_counter!("mindbot_sessions_ended_total", "Metered sessions ended, by persona and reason");
     describe_counter!("mindbot_billed_seconds_total", Unit::Seconds, "Whole seconds of metered talk, by persona");
-    describe_counter!("mindbot_charged_minutes_total", "Card minutes charged (cost_minutes), by persona");
+    describe_counter!(
+        "mindbot_card_time_charged_seconds_total",
+        Unit::Seconds,
+        "Card time charged to users, by persona (whole seconds of the exact running total)"
+    );
     describe_histogram!("mindbot_hangup_latency_seconds", Unit::Seconds, "Exhaustion to the user gone from the room");
     describe_histogram!("mindbot_meter_tick_duration_seconds", Unit::Seconds, "Duration of one tick batch write");
     describe_counter!("mindbot_meter_write_failures_total", "Tick batch writes that failed and were retried");
@@ -43,4 +47,18 @@ pub fn metrics() -> anyhow::Result<PrometheusHandle> {
     describe_gauge!("mindbot_worker_jobs", "Jobs this worker is running");
     describe_gauge!("mindbot_worker_load", "Jobs running as a share of worker.max_jobs");
     Ok(handle)
+}
+
+/// Adds a closed session's exact charge to its persona's running total and
+/// publishes the total in whole seconds (counters are integers; keeping the
+/// milliseconds here means rounding never accumulates across sessions).
+pub fn add_charged(persona: &str, charged_ms: u64) {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static TOTALS: OnceLock<Mutex<HashMap<String, u64>>> = OnceLock::new();
+    let mut totals = TOTALS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    let total = totals.entry(persona.to_string()).or_default();
+    *total += charged_ms;
+    metrics::counter!("mindbot_card_time_charged_seconds_total", "persona" => persona.to_string())
+        .absolute(*total / 1000);
 }

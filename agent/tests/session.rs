@@ -97,7 +97,8 @@ async fn a_user_whose_balance_runs_out_is_warned_and_hung_up(pool: PgPool) {
     assert_eq!(code, 200);
     let billed = sample(&text, "mindbot_billed_seconds_total{persona=\"late-night-comic\"}");
     assert_eq!(billed, Some((metered / 1000) as f64), "{text}");
-    assert_eq!(sample(&text, "mindbot_charged_minutes_total{persona=\"late-night-comic\"}"), Some(1.0), "{text}");
+    let charged_s = sample(&text, "mindbot_card_time_charged_seconds_total{persona=\"late-night-comic\"}");
+    assert_eq!(charged_s, Some((charged / 1000) as f64), "{text}");
     let ended = text.lines().any(|l| {
         l.starts_with("mindbot_sessions_ended_total{")
             && l.contains("reason=\"balance_exhausted\"")

@@ -8,4 +8,5 @@
 //! `metering` and `personas` crates.
 
 pub mod room;
+mod tls;
 pub mod worker;

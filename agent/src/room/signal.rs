@@ -8,7 +8,6 @@
 //! caller adds. It knows nothing of WebRTC; the engine drives it.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -148,22 +147,9 @@ pub(crate) fn rtc_url(base_url: &str, mode: &JoinMode) -> Result<String, RoomErr
     Ok(url)
 }
 
-/// A rustls client on the aws-lc-rs provider (the one str0m already uses),
-/// trusting Mozilla's roots and `extra_roots`.
+/// The shared TLS connector, errors as room errors.
 fn tls_connector(url: &str, extra_roots: &[Vec<u8>]) -> Result<Connector, RoomError> {
-    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    for der in extra_roots {
-        roots
-            .add(der.clone().into())
-            .map_err(|e| RoomError::Tls { url: url.to_string(), reason: format!("an extra root certificate: {e}") })?;
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| RoomError::Tls { url: url.to_string(), reason: e.to_string() })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Connector::Rustls(Arc::new(config)))
+    crate::tls::connector(extra_roots).map_err(|reason| RoomError::Tls { url: url.to_string(), reason })
 }
 
 fn invalid(url: &str, reason: impl Into<String>) -> RoomError {
@@ -183,10 +169,10 @@ fn connect_error(url: &str, e: tungstenite::Error) -> RoomError {
         }
         // tokio-rustls reports handshake failures (untrusted certificate,
         // wrong name) as I/O errors carrying the rustls error.
-        tungstenite::Error::Io(source) if source.get_ref().is_some_and(|e| e.is::<rustls::Error>()) => {
-            match source.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        tungstenite::Error::Io(source) if crate::tls::failure(&source).is_some() => {
+            match crate::tls::failure(&source) {
                 // Not TLS at all: the scheme is wrong, not the certificate.
-                Some(rustls::Error::InvalidMessage(_)) => {
+                Some(crate::tls::TlsFailure::NotTls) => {
                     invalid(url, format!("the server does not answer TLS there (ws:// instead?): {source}"))
                 }
                 _ => RoomError::Tls { url: url.to_string(), reason: source.to_string() },

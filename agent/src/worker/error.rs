@@ -16,6 +16,9 @@ pub enum WorkerError {
     /// The LiveKit URL could not be used (scheme, host, TLS support).
     #[error("invalid LiveKit URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
+    /// TLS with the server failed (an untrusted certificate, a wrong name...).
+    #[error("TLS with {url} failed (is the server's certificate trusted?): {reason}")]
+    Tls { url: String, reason: String },
     /// Nothing answered at the URL (connection refused, DNS, network).
     #[error("LiveKit server unreachable at {url}: {source}")]
     Unreachable {

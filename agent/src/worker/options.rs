@@ -29,7 +29,7 @@ pub type AcceptFn = Arc<dyn Fn(&Job) -> Option<AgentParticipant> + Send + Sync>;
 /// Everything `Worker::connect` needs. `WorkerOptions::new` fills in the defaults.
 #[derive(Clone)]
 pub struct WorkerOptions {
-    /// The LiveKit URL (`ws://`, `http://`; `wss://` needs TLS, which this build lacks).
+    /// The LiveKit URL (`ws://`, `wss://`, or `http(s)://` mapped to them).
     pub url: String,
     /// Signs the worker token (see [`TokenFn`]).
     pub token: TokenFn,

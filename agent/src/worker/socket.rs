@@ -101,7 +101,11 @@ impl Socket {
         let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| WorkerError::Token("the token has characters not allowed in a header".into()))?;
         request.headers_mut().insert("Authorization", bearer);
-        let (ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| connect_error(base_url, token, e))?;
+        let tls =
+            crate::tls::connector(&[]).map_err(|reason| WorkerError::Tls { url: base_url.to_string(), reason })?;
+        let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(tls))
+            .await
+            .map_err(|e| connect_error(base_url, token, e))?;
         Ok(Socket { ws })
     }
 
@@ -169,10 +173,13 @@ fn connect_error(url: &str, token: &str, e: tungstenite::Error) -> WorkerError {
                 _ => WorkerError::Rejected { status, body },
             }
         }
-        tungstenite::Error::Io(source) => WorkerError::Unreachable { url: url.to_string(), source },
-        tungstenite::Error::Url(tungstenite::error::UrlError::TlsFeatureNotEnabled) => {
-            invalid(url, "wss:// needs TLS support, which this build does not include")
-        }
+        tungstenite::Error::Io(source) => match crate::tls::failure(&source) {
+            Some(crate::tls::TlsFailure::NotTls) => {
+                invalid(url, format!("the server does not answer TLS there (ws:// instead?): {source}"))
+            }
+            Some(crate::tls::TlsFailure::Failed(reason)) => WorkerError::Tls { url: url.to_string(), reason },
+            None => WorkerError::Unreachable { url: url.to_string(), source },
+        },
         tungstenite::Error::Url(e) => invalid(url, e.to_string()),
         other => WorkerError::Socket(format!("handshake with {url}: {other}")),
     }

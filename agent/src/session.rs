@@ -93,13 +93,15 @@ pub async fn run(ctx: Arc<Context>, a: Assignment, cancel: CancellationToken) ->
         Err(e) => return Outcome::Failed(format!("joining room {}: {e}", a.job.room)),
     };
     match admit(&ctx, &a, &room, &mut events).await {
-        Err((user, refusal)) => {
+        Err((user, seen, refusal)) => {
             info!(room = %a.job.room, reason = refusal.reason, detail = %refusal.detail, "session refused");
             metrics::counter!("mindbot_sessions_refused_total", "reason" => refusal.reason).increment(1);
             if let Some(user) = user {
                 // Tell the user once they are in the room to hear it, and give
                 // the message a moment to leave before we do.
-                wait_for_identity(&mut events, &user, ctx.user_wait).await;
+                if !seen {
+                    wait_for_identity(&mut events, &user, ctx.user_wait).await;
+                }
                 let msg = json!({"type": "refused", "reason": refusal.reason, "detail": refusal.detail});
                 send(&room, TOPIC_SESSION, &user, &msg).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -137,7 +139,7 @@ async fn admit(
     a: &Assignment,
     room: &Room,
     events: &mut RoomEvents,
-) -> Result<Admitted, (Option<String>, Refusal)> {
+) -> Result<Admitted, (Option<String>, bool, Refusal)> {
     let meta: JobMetadata = if a.job.metadata.trim().is_empty() {
         JobMetadata::default()
     } else {
@@ -145,7 +147,8 @@ async fn admit(
             Ok(m) => m,
             Err(e) => {
                 let first = first_user(events, ctx.user_wait).await;
-                return Err((first, Refusal::new("malformed_metadata", e)));
+                let seen = first.is_some();
+                return Err((first, seen, Refusal::new("malformed_metadata", e)));
             }
         }
     };
@@ -153,11 +156,11 @@ async fn admit(
         Some(id) => (id.clone(), false),
         None => match first_user(events, ctx.user_wait).await {
             Some(id) => (id, true),
-            None => return Err((None, Refusal::new("no_user", "no user joined the room"))),
+            None => return Err((None, false, Refusal::new("no_user", "no user joined the room"))),
         },
     };
     let user_id = identity.clone();
-    let refuse = move |r: Refusal| (Some(user_id.clone()), r);
+    let refuse = move |r: Refusal| (Some(user_id.clone()), present, r);
     let user: UserId = identity.parse().map_err(|e| refuse(Refusal::new("unknown_user", e)))?;
     let slug = meta.persona.clone().unwrap_or_else(|| ctx.default_persona.clone());
     let resolved = personas::resolve(&ctx.pool, &ctx.catalog, &slug).await.map_err(|e| refuse(persona_refusal(e)))?;

@@ -123,6 +123,8 @@ struct State {
     sessions: HashMap<SessionId, Live>,
     channels: HashMap<SessionId, Channels>,
     accounts: HashMap<UserId, Account>,
+    /// Each user's sessions here, so per-user work never scans every session.
+    by_user: HashMap<UserId, Vec<SessionId>>,
     exhaustions: HashMap<UserId, Exhaustion>,
     db_down_since: Option<Instant>,
     flush: bool,
@@ -195,6 +197,7 @@ impl Meter {
             let mut st = self.inner.lock();
             let now = Instant::now();
             st.sessions.insert(id, Live::new(spec.user, spec.rate, now));
+            st.by_user.entry(spec.user).or_default().push(id);
             st.channels.insert(
                 id,
                 Channels {
@@ -332,7 +335,7 @@ fn request_close(inner: &Arc<Inner>, id: SessionId, reason: EndReason) -> onesho
 /// Recomputes a user's snapshots, warnings and exhaustion schedule.
 fn refresh_user(inner: &Inner, st: &mut State, user: UserId, now: Instant) {
     let Some(account) = st.accounts.get(&user).copied() else { return };
-    let ids: Vec<SessionId> = st.sessions.iter().filter(|(_, l)| l.user == user).map(|(id, _)| *id).collect();
+    let ids: Vec<SessionId> = st.by_user.get(&user).cloned().unwrap_or_default();
     if ids.is_empty() {
         st.accounts.remove(&user);
         st.exhaustions.remove(&user);
@@ -380,7 +383,8 @@ fn fire_exhaustions(inner: &Inner, st: &mut State, now: Instant) {
     for user in due {
         let Some(ex) = st.exhaustions.remove(&user) else { continue };
         let Some(account) = st.accounts.get(&user).copied() else { continue };
-        state::exhaust(user, account, &ex, &mut st.sessions, now);
+        let ids = st.by_user.get(&user).cloned().unwrap_or_default();
+        state::exhaust(&ids, account, &ex, &mut st.sessions, now);
         for (id, _) in &ex.stops {
             if let Some(ch) = st.channels.get(id) {
                 info!(session = %id, %user, "balance exhausted");
@@ -547,7 +551,15 @@ async fn write_batch(inner: Arc<Inner>) {
     let mut st = inner.lock();
     let mut users = Vec::new();
     for (id, r) in closed {
-        users.extend(st.sessions.remove(&id).map(|l| l.user));
+        if let Some(l) = st.sessions.remove(&id) {
+            if let Some(ids) = st.by_user.get_mut(&l.user) {
+                ids.retain(|s| *s != id);
+                if ids.is_empty() {
+                    st.by_user.remove(&l.user);
+                }
+            }
+            users.push(l.user);
+        }
         if let Some(ch) = st.channels.remove(&id) {
             for reply in ch.replies {
                 let _ = reply.send(match &r {

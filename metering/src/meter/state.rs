@@ -217,16 +217,22 @@ pub fn exhaustion(account: Account, sessions: &[(SessionId, &Live)], now: Instan
     Some(Exhaustion { at: now + Duration::from_millis(left as u64), stops })
 }
 
-/// Stops the exhausted sessions of `user` at their exact live time and
+/// Stops the exhausted sessions of a user (all their sessions: `ids`) at their exact live time and
 /// assigns the rest of the balance as their final tick (all of it to the
 /// first, so the cards end at exactly zero).
-pub fn exhaust(user: UserId, account: Account, ex: &Exhaustion, sessions: &mut HashMap<SessionId, Live>, now: Instant) {
+pub fn exhaust(
+    ids: &[SessionId],
+    account: Account,
+    ex: &Exhaustion,
+    sessions: &mut HashMap<SessionId, Live>,
+    now: Instant,
+) {
     for (id, live_ms) in &ex.stops {
         if let Some(l) = sessions.get_mut(id) {
             l.clock.stop_at(*live_ms);
         }
     }
-    let unbilled: i64 = sessions.values().filter(|l| l.user == user).map(|l| l.unbilled(now).0).sum();
+    let unbilled: i64 = ids.iter().filter_map(|id| sessions.get(id)).map(|l| l.unbilled(now).0).sum();
     let mut remainder = Millis((account.spendable.0 - unbilled).max(0));
     for (id, _) in &ex.stops {
         if let Some(l) = sessions.get_mut(id) {
@@ -308,7 +314,7 @@ mod tests {
         let ex = exhaustion(account, &pairs, now).unwrap();
         assert_eq!(ex.stops, vec![(id, 2666)]);
         assert_eq!(ex.at, now + Duration::from_millis(2466));
-        exhaust(sessions[&id].user, account, &ex, &mut sessions, ex.at);
+        exhaust(&[id], account, &ex, &mut sessions, ex.at);
         let l = sessions.get_mut(&id).unwrap();
         let e = l.next_entry(id, ex.at + Duration::from_secs(5));
         assert_eq!((e.seq_from, e.seq_to, e.amount, e.metered_ms), (1, 3, Millis(4000), 2666));

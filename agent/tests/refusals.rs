@@ -4,47 +4,16 @@
 
 mod e2e;
 
-use std::process::Stdio;
-
 use e2e::*;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
 /// Joins as `identity` with a token dispatching `agent_name` with `metadata`
 /// and returns the refusal the user saw.
-async fn refusal_seen(room: &str, identity: &str, agent_name: &str, metadata: &str) -> Option<Value> {
-    let out = python(
-        "room_admin.py",
-        &[
-            "create-token",
-            "--room",
-            room,
-            "--identity",
-            identity,
-            "--agent-dispatch",
-            agent_name,
-            "--metadata",
-            metadata,
-        ],
-    )
-    .output()
-    .await
-    .unwrap();
-    let token = serde_json::from_slice::<Value>(&out.stdout).unwrap()["token"].as_str().unwrap().to_string();
-    let out = python(
-        "participant.py",
-        &["--token", &token, "--publish-tone", "440", "--expect-data", "mindbot.session", "--stay", "12"],
-    )
-    .stdout(Stdio::piped())
-    .output()
-    .await
-    .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    report["data"]
-        .as_array()?
-        .iter()
-        .filter(|d| d["topic"] == "mindbot.session")
-        .find_map(|d| serde_json::from_str::<Value>(d["text"].as_str()?).ok())
+async fn refusal_seen(room: &str, identity: &str, agent_name: &str, metadata: &Value) -> Option<Value> {
+    let token = dispatch_token(room, identity, agent_name, metadata).await;
+    let report = visit(&token, &["--expect-data", "mindbot.session", "--stay", "12"]).await;
+    messages(&report, "mindbot.session").into_iter().next()
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -79,21 +48,20 @@ async fn every_refusal_reason_reaches_the_user_and_charges_nothing(pool: PgPool)
     let basic = basic.to_string();
     let stranger = uuid::Uuid::new_v4().to_string();
 
-    let cases: Vec<(&str, String, String)> = vec![
-        ("unknown_user", stranger.clone(), json!({"user_id": stranger, "persona": "professor-ada"}).to_string()),
-        ("inactive_user", inactive.to_string(), json!({"user_id": inactive.to_string()}).to_string()),
-        ("unknown_persona", funded.clone(), json!({"user_id": funded, "persona": "no-such-persona"}).to_string()),
-        ("access_denied", funded.clone(), json!({"user_id": funded, "persona": "executive-coach"}).to_string()),
-        ("age_restricted", basic.clone(), json!({"user_id": basic, "persona": "late-night-comic"}).to_string()),
-        ("daily_limit", spent.to_string(), json!({"user_id": spent.to_string(), "persona": "trivia-host"}).to_string()),
+    let cases: Vec<(&str, String, Value)> = vec![
+        ("unknown_user", stranger.clone(), json!({"user_id": stranger, "persona": "professor-ada"})),
+        ("inactive_user", inactive.to_string(), json!({"user_id": inactive.to_string()})),
+        ("unknown_persona", funded.clone(), json!({"user_id": funded, "persona": "no-such-persona"})),
+        ("access_denied", funded.clone(), json!({"user_id": funded, "persona": "executive-coach"})),
+        ("age_restricted", basic.clone(), json!({"user_id": basic, "persona": "late-night-comic"})),
+        ("daily_limit", spent.to_string(), json!({"user_id": spent.to_string(), "persona": "trivia-host"})),
         (
             "invalid_overrides",
             funded.clone(),
-            json!({"user_id": funded, "persona": "professor-ada", "overrides": {"base_cost_multiplier": 0.01}})
-                .to_string(),
+            json!({"user_id": funded, "persona": "professor-ada", "overrides": {"base_cost_multiplier": 0.01}}),
         ),
         // JSON, but not the metadata's shape: refused, never guessed.
-        ("malformed_metadata", funded.clone(), json!({"user_id": 42, "persona": ["x"]}).to_string()),
+        ("malformed_metadata", funded.clone(), json!({"user_id": 42, "persona": ["x"]})),
     ];
     let mut runs = Vec::new();
     for (i, (reason, identity, metadata)) in cases.into_iter().enumerate() {

@@ -5,7 +5,6 @@
 
 mod e2e;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use e2e::*;
@@ -36,27 +35,8 @@ async fn a_user_whose_balance_runs_out_is_warned_and_hung_up(pool: PgPool) {
     let room = format!("session-{}", uuid::Uuid::new_v4().simple());
     let meta = serde_json::json!({"user_id": user.to_string(), "persona": "late-night-comic", "age": 30});
     let token = dispatch_token(&room, &user.to_string(), &agent_name, &meta).await;
-    let out = python(
-        "participant.py",
-        &[
-            "--token",
-            &token,
-            "--publish-tone",
-            "440",
-            "--expect-data",
-            "mindbot.balance",
-            "--expect-data",
-            "mindbot.session",
-            "--stay",
-            "75",
-        ],
-    )
-    .stdout(Stdio::piped())
-    .output()
-    .await
-    .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("python report: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let report =
+        visit(&token, &["--expect-data", "mindbot.balance", "--expect-data", "mindbot.session", "--stay", "75"]).await;
     eprintln!("user report: {report}");
 
     assert_eq!(report["disconnect_reason"], "PARTICIPANT_REMOVED", "{report}");
@@ -126,21 +106,8 @@ async fn a_user_without_balance_is_refused_with_a_reason_and_not_charged(pool: P
     let room = format!("refused-{}", uuid::Uuid::new_v4().simple());
     let meta = serde_json::json!({"user_id": user.to_string(), "persona": "professor-ada"});
     let token = dispatch_token(&room, &user.to_string(), &agent_name, &meta).await;
-    let out = python(
-        "participant.py",
-        &["--token", &token, "--publish-tone", "440", "--expect-data", "mindbot.session", "--stay", "12"],
-    )
-    .stdout(Stdio::piped())
-    .output()
-    .await
-    .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let data = report["data"].as_array().unwrap();
-    let refused: Vec<Value> = data
-        .iter()
-        .filter(|d| d["topic"] == "mindbot.session")
-        .filter_map(|d| serde_json::from_str(d["text"].as_str()?).ok())
-        .collect();
+    let report = visit(&token, &["--expect-data", "mindbot.session", "--stay", "12"]).await;
+    let refused = messages(&report, "mindbot.session");
     assert_eq!(refused.len(), 1, "{report}");
     assert_eq!(
         (refused[0]["type"].as_str(), refused[0]["reason"].as_str()),

@@ -133,3 +133,28 @@ pub async fn user_with_card(pool: &PgPool, minutes: i32) -> uuid::Uuid {
     .unwrap();
     user
 }
+
+/// The Python user joins with `token` (publishing a tone, so it is announced
+/// at once) plus `args`, and this returns its report.
+pub async fn visit(token: &str, args: &[&str]) -> Value {
+    let out = python("participant.py", &[&["--token", token, "--publish-tone", "440"], args].concat())
+        .stdout(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("python report: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The JSON messages a report received on `topic`, in order.
+pub fn messages(report: &Value, topic: &str) -> Vec<Value> {
+    report["data"]
+        .as_array()
+        .map(|data| {
+            data.iter()
+                .filter(|d| d["topic"] == topic)
+                .filter_map(|d| serde_json::from_str(d["text"].as_str()?).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}

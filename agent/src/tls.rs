@@ -1,11 +1,11 @@
 //! TLS for LiveKit's WebSockets (`wss://` signaling and the agent-worker
 //! socket): rustls on the aws-lc-rs provider the WebRTC stack already builds,
-//! trusting Mozilla's roots plus any the caller adds, and a reading of
+//! trusting Mozilla's roots plus any the caller adds, and one reading of
 //! handshake failures shared by both sockets.
 
 use std::sync::Arc;
 
-use tokio_tungstenite::Connector;
+use tokio_tungstenite::{tungstenite, Connector};
 
 /// A connector trusting Mozilla's roots and `extra_roots` (DER).
 pub(crate) fn connector(extra_roots: &[Vec<u8>]) -> Result<Connector, String> {
@@ -22,19 +22,52 @@ pub(crate) fn connector(extra_roots: &[Vec<u8>]) -> Result<Connector, String> {
     Ok(Connector::Rustls(Arc::new(config)))
 }
 
-/// What a failed TLS handshake means, when the I/O error is one.
-pub(crate) enum TlsFailure {
-    /// The server does not speak TLS there (a `ws://` server behind `wss://`).
-    NotTls,
+/// What a failed WebSocket handshake with LiveKit means, whichever socket
+/// (room signaling or the agent worker) it was.
+pub(crate) enum Handshake {
+    /// HTTP 401/403: the token was refused (the server's words, or the status).
+    Unauthorized(String),
+    /// Another HTTP answer instead of an upgrade.
+    Rejected { status: u16, body: String },
+    /// The URL cannot work (scheme, host; a `ws://` server behind `wss://`).
+    InvalidUrl(String),
     /// TLS failed: an untrusted certificate, a wrong name...
-    Failed(String),
+    Tls(String),
+    /// Nothing answered.
+    Unreachable(std::io::Error),
+    /// Anything else, described.
+    Other(String),
 }
 
-/// Reads a rustls failure out of an I/O error from the handshake.
-pub(crate) fn failure(e: &std::io::Error) -> Option<TlsFailure> {
-    let tls = e.get_ref()?.downcast_ref::<rustls::Error>()?;
-    Some(match tls {
-        rustls::Error::InvalidMessage(_) => TlsFailure::NotTls,
-        other => TlsFailure::Failed(other.to_string()),
-    })
+/// Reads a handshake error. `secret` (a token the server may quote back) is
+/// cut out of any body kept.
+pub(crate) fn handshake(e: tungstenite::Error, secret: Option<&str>) -> Handshake {
+    match e {
+        tungstenite::Error::Http(response) => {
+            let status = response.status().as_u16();
+            let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            let mut body = body.trim().to_string();
+            if let Some(secret) = secret.filter(|s| !s.is_empty()) {
+                body = body.replace(secret, "<token>");
+            }
+            match status {
+                401 | 403 => Handshake::Unauthorized(if body.is_empty() { format!("HTTP {status}") } else { body }),
+                _ => Handshake::Rejected { status, body },
+            }
+        }
+        // tokio-rustls reports handshake failures as I/O errors carrying the rustls error.
+        tungstenite::Error::Io(source) => {
+            match source.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                // Not TLS at all: the scheme is wrong, not the certificate.
+                Some(rustls::Error::InvalidMessage(_)) => {
+                    Handshake::InvalidUrl(format!("the server does not answer TLS there (ws:// instead?): {source}"))
+                }
+                Some(_) => Handshake::Tls(source.to_string()),
+                None => Handshake::Unreachable(source),
+            }
+        }
+        tungstenite::Error::Tls(e) => Handshake::Tls(e.to_string()),
+        tungstenite::Error::Url(e) => Handshake::InvalidUrl(e.to_string()),
+        other => Handshake::Other(other.to_string()),
+    }
 }

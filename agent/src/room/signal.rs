@@ -158,33 +158,14 @@ fn invalid(url: &str, reason: impl Into<String>) -> RoomError {
 
 /// Turns a failed WebSocket handshake into the error an operator can act on.
 fn connect_error(url: &str, e: tungstenite::Error) -> RoomError {
-    match e {
-        tungstenite::Error::Http(response) => {
-            let status = response.status().as_u16();
-            let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().trim().to_string();
-            match status {
-                401 | 403 => RoomError::Unauthorized(if body.is_empty() { format!("HTTP {status}") } else { body }),
-                _ => RoomError::Rejected { status, body },
-            }
-        }
-        // tokio-rustls reports handshake failures (untrusted certificate,
-        // wrong name) as I/O errors carrying the rustls error.
-        tungstenite::Error::Io(source) if crate::tls::failure(&source).is_some() => {
-            match crate::tls::failure(&source) {
-                // Not TLS at all: the scheme is wrong, not the certificate.
-                Some(crate::tls::TlsFailure::NotTls) => {
-                    invalid(url, format!("the server does not answer TLS there (ws:// instead?): {source}"))
-                }
-                _ => RoomError::Tls { url: url.to_string(), reason: source.to_string() },
-            }
-        }
-        tungstenite::Error::Tls(e) => RoomError::Tls { url: url.to_string(), reason: e.to_string() },
-        tungstenite::Error::Io(source) => RoomError::Unreachable { url: url.to_string(), source },
-        tungstenite::Error::Url(tungstenite::error::UrlError::TlsFeatureNotEnabled) => {
-            invalid(url, "wss:// needs TLS support, which this build does not include")
-        }
-        tungstenite::Error::Url(e) => invalid(url, e.to_string()),
-        other => RoomError::Signal(format!("handshake with {url}: {other}")),
+    use crate::tls::Handshake;
+    match crate::tls::handshake(e, None) {
+        Handshake::Unauthorized(why) => RoomError::Unauthorized(why),
+        Handshake::Rejected { status, body } => RoomError::Rejected { status, body },
+        Handshake::InvalidUrl(reason) => invalid(url, reason),
+        Handshake::Tls(reason) => RoomError::Tls { url: url.to_string(), reason },
+        Handshake::Unreachable(source) => RoomError::Unreachable { url: url.to_string(), source },
+        Handshake::Other(what) => RoomError::Signal(format!("handshake with {url}: {what}")),
     }
 }
 

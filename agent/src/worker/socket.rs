@@ -163,25 +163,14 @@ fn invalid(url: &str, reason: impl Into<String>) -> WorkerError {
 /// Turns a failed WebSocket handshake into the error an operator can act on.
 /// The server quotes a refused token in its answer; it is cut out of the message.
 fn connect_error(url: &str, token: &str, e: tungstenite::Error) -> WorkerError {
-    match e {
-        tungstenite::Error::Http(response) => {
-            let status = response.status().as_u16();
-            let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-            let body = body.trim().replace(token, "<token>");
-            match status {
-                401 | 403 => WorkerError::Unauthorized(if body.is_empty() { format!("HTTP {status}") } else { body }),
-                _ => WorkerError::Rejected { status, body },
-            }
-        }
-        tungstenite::Error::Io(source) => match crate::tls::failure(&source) {
-            Some(crate::tls::TlsFailure::NotTls) => {
-                invalid(url, format!("the server does not answer TLS there (ws:// instead?): {source}"))
-            }
-            Some(crate::tls::TlsFailure::Failed(reason)) => WorkerError::Tls { url: url.to_string(), reason },
-            None => WorkerError::Unreachable { url: url.to_string(), source },
-        },
-        tungstenite::Error::Url(e) => invalid(url, e.to_string()),
-        other => WorkerError::Socket(format!("handshake with {url}: {other}")),
+    use crate::tls::Handshake;
+    match crate::tls::handshake(e, Some(token)) {
+        Handshake::Unauthorized(why) => WorkerError::Unauthorized(why),
+        Handshake::Rejected { status, body } => WorkerError::Rejected { status, body },
+        Handshake::InvalidUrl(reason) => invalid(url, reason),
+        Handshake::Tls(reason) => WorkerError::Tls { url: url.to_string(), reason },
+        Handshake::Unreachable(source) => WorkerError::Unreachable { url: url.to_string(), source },
+        Handshake::Other(what) => WorkerError::Socket(format!("handshake with {url}: {what}")),
     }
 }
 

@@ -389,8 +389,8 @@ fn apply_env(
             };
             let found = env(&prefixed).map(|v| (prefixed.clone(), v));
             if let Some((var, raw)) = found.or_else(|| well_known.and_then(|e| env(e).map(|v| (e.to_string(), v)))) {
-                let value =
-                    env_value(&raw, default).with_context(|| format!("environment variable {var} (config key {dotted})"))?;
+                let value = env_value(&raw, default)
+                    .with_context(|| format!("environment variable {var} (config key {dotted})"))?;
                 table.insert(key.clone(), value);
             }
         }

@@ -2,7 +2,7 @@
 //!
 //! Modules, in the order a session meets them: `config` (settings),
 //! `cli` (operator commands), `bench` (benchmarks that print figures),
-//! `telemetry` (logs).
+//! `session` (one job), `voice` (the agent hears and speaks), `telemetry` (logs).
 
 mod bench;
 mod cli;
@@ -11,6 +11,7 @@ mod demo;
 mod http;
 mod session;
 mod telemetry;
+mod voice;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

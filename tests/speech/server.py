@@ -47,6 +47,11 @@ REPLY_TAIL = ("I heard your question. Let me think about it for a moment. "
               "and you can stop me at any time.")
 
 
+def reply(name: str) -> str:
+    # The name twice: once first, once last, so a listener hears it.
+    return f"My name is {name}. {REPLY_TAIL} Again, my name is {name}."
+
+
 def persona_name(system: str) -> str:
     m = re.search(r"You are ([^,.\n]+)", system)
     return m.group(1).strip() if m else "your assistant"
@@ -79,7 +84,7 @@ def respond(body: dict) -> dict:
     if "balance" in user and "get_balance" in tools:
         return {"tool_call": {"id": f"call_{int(time.time() * 1000)}", "type": "function",
                               "function": {"name": "get_balance", "arguments": "{}"}}}
-    return {"content": f"My name is {name}. {REPLY_TAIL}"}
+    return {"content": reply(name)}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -226,6 +231,7 @@ def main() -> None:
     p.add_argument("--port", type=int, default=7890)
     args = p.parse_args()
     KNOWN_VOICES.update(speech.espeak_voices())
+    speech.transcribe(np.zeros(1600, np.int16), 16000)  # load the model now, not on the first turn
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     print(f"speech services on http://{args.host}:{args.port}", file=sys.stderr, flush=True)

@@ -17,6 +17,7 @@ use sqlx::PgPool;
 fn voice_env() -> Vec<(&'static str, &'static str)> {
     vec![
         ("MINDBOT_VOICE_ENABLED", "true"),
+        ("MINDBOT_LOG_LEVEL", "info,mindbot_agent::voice=debug"),
         ("MINDBOT_VOICE_STT_BASE_URL", "http://127.0.0.1:7890"),
         ("MINDBOT_VOICE_LLM_BASE_URL", "http://127.0.0.1:7890"),
         ("MINDBOT_VOICE_TTS_DEFAULT_BASE_URL", "http://127.0.0.1:7890"),

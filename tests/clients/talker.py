@@ -163,6 +163,8 @@ class Mouth:
             await asyncio.sleep(0.005)
         started = self.started_at
         ended = await self.done
+        log.info("said %r from %.3f to %.3f (wall clock)", text, time.time() - (time.monotonic() - started),
+                 time.time() - (time.monotonic() - ended))
         return started, ended
 
 
@@ -211,7 +213,8 @@ async def main() -> dict:
             barge = args.barge_in is not None and i == len(args.say) - 1
             _, said_at = await mouth.say(text, args.voice)
             onset = await ear.wait_sound(said_at, args.answer_timeout)
-            turn = {"said": text, "latency_ms": None, "seconds": 0.0, "transcript": ""}
+            turn = {"said": text, "latency_ms": None, "seconds": 0.0, "transcript": "",
+                    "said_wall": round(time.time() - (time.monotonic() - said_at), 3)}
             report["turns"].append(turn)
             if onset is None:
                 log.info("no answer to %r", text)

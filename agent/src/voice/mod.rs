@@ -46,6 +46,7 @@ pub struct VoiceService {
     speak_warnings: bool,
     goodbye_lead: Duration,
     history_turns: usize,
+    end_of_turn: Duration,
 }
 
 impl VoiceService {
@@ -109,6 +110,7 @@ impl VoiceService {
             speak_warnings: c.speak_warnings,
             goodbye_lead: Duration::from_secs(c.goodbye_lead_seconds),
             history_turns: c.history_turns,
+            end_of_turn: Duration::from_millis(c.end_of_turn_ms),
         })))
     }
 

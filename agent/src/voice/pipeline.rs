@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::llm::{Delta, Sentences};
 use super::vad::{Vad, VadEvent};
@@ -86,6 +86,10 @@ pub(super) async fn run(
     let mut goodbye_at: Option<Instant> = None;
     let mut said_goodbye = false;
     let mut meter_open = true;
+    // The end of a turn is timed from the last loud frame, not counted in
+    // frames: a sender in silence sends few packets or none (DTX).
+    let mut last_loud = Instant::now();
+    let (mut frames, mut loudest) = (0u32, -100f64);
     loop {
         if reply.is_none() && !vad.speaking() {
             if let Some(job) = queue.pop_front() {
@@ -107,10 +111,29 @@ pub(super) async fn run(
                 Some(Input::Warning(left)) if svc.speak_warnings => queue.push_back(Job::Say(warning(left))),
                 Some(_) => {}
             },
+            _ = sleep_until(last_loud + svc.end_of_turn), if vad.speaking() => {
+                if let Some(VadEvent::TurnEnded(pcm)) = vad.flush() {
+                    debug!("the user went quiet; turn over");
+                    queue.retain(|j| !matches!(j, Job::Answer { .. }));
+                    queue.push_back(Job::Answer { pcm, ended: Instant::now() });
+                }
+            }
             frame = next_frame(&mut stream) => match frame {
                 None => stream = None,
-                Some(frame) => match vad.push(&frame.samples) {
+                Some(frame) => {
+                    let level = Vad::level_dbfs(&frame.samples);
+                    if level > svc.vad.speech_dbfs {
+                        last_loud = Instant::now();
+                    }
+                    frames += 1;
+                    loudest = loudest.max(level);
+                    if frames % 50 == 0 {
+                        debug!(frames, loudest, speaking = vad.speaking(), "user audio");
+                        loudest = -100.0;
+                    }
+                    match vad.push(&frame.samples) {
                     Some(VadEvent::SpeechStarted) => {
+                        debug!("user started speaking");
                         if reply.is_some() || !source.queued().is_zero() {
                             // Barge-in: the user talks over the agent.
                             if let Some(r) = reply.take() {
@@ -127,7 +150,8 @@ pub(super) async fn run(
                         queue.push_back(Job::Answer { pcm, ended: Instant::now() });
                     }
                     None => {}
-                },
+                    }
+                }
             },
             done = wait(&mut reply) => {
                 reply = None;

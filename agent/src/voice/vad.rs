@@ -89,6 +89,24 @@ impl Vad {
     }
 }
 
+impl Vad {
+    /// Ends the turn under way because no audio came for the end-of-turn
+    /// time (a sender may stop sending packets in silence).
+    pub fn flush(&mut self) -> Option<VadEvent> {
+        if !self.speaking {
+            return None;
+        }
+        self.speaking = false;
+        self.voiced = 0;
+        Some(VadEvent::TurnEnded(std::mem::take(&mut self.turn)))
+    }
+
+    /// Level of the last frame pushed, dB full scale (for diagnostics).
+    pub fn level_dbfs(frame: &[i16]) -> f64 {
+        20.0 * (rms(frame).max(1e-9) / 32768.0).log10()
+    }
+}
+
 fn rms(frame: &[i16]) -> f64 {
     let energy: f64 = frame.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
     (energy / frame.len().max(1) as f64).sqrt()

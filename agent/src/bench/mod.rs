@@ -4,6 +4,7 @@
 
 mod meter;
 mod rooms;
+mod voice;
 
 use std::process::ExitCode;
 
@@ -34,12 +35,20 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// Voice turns between a speaking user and the agent's pipeline in one
+    /// room: end of user speech to first agent audio (p50/p95).
+    /// Needs the LiveKit server and the [voice] providers (scripts/speech-services.sh start).
+    Voice {
+        #[arg(long, default_value_t = 10)]
+        turns: usize,
+    },
 }
 
 pub async fn run(config: &Config, cmd: BenchCommand) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Meter { sessions, seconds, keep } => meter::meter(config, sessions, seconds, keep).await,
         BenchCommand::Rooms { rooms, seconds } => rooms::rooms(config, rooms, seconds).await,
+        BenchCommand::Voice { turns } => voice::voice(config, turns).await,
     }
 }
 

@@ -138,6 +138,14 @@ impl VoiceService {
     }
 }
 
+impl VoiceService {
+    /// Speech for `text` in the default profile's `style` voice, 48 kHz.
+    pub async fn synthesize(&self, style: &str, text: &str) -> Result<Vec<i16>> {
+        let profile = self.tts.profile("default").context("no voice.tts.default profile")?;
+        Ok(self.tts.synthesize(&self.client, profile, style, text).await?)
+    }
+}
+
 /// One session's running voice; dropping it stops the voice at once.
 pub struct VoiceHandle {
     tx: mpsc::Sender<Input>,

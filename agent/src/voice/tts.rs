@@ -62,6 +62,28 @@ impl Tts {
     }
 }
 
+impl Tts {
+    /// The whole of `text` as 48 kHz samples (the benchmark's user speaks with it).
+    pub async fn synthesize(
+        &self,
+        client: &reqwest::Client,
+        profile: &TtsProfile,
+        style: &str,
+        text: &str,
+    ) -> Result<Vec<i16>, ProviderError> {
+        let ep = &profile.endpoint;
+        let voice = profile.voices.get(style).map_or(style, String::as_str);
+        let body = serde_json::json!({"model": ep.model, "input": text, "voice": voice, "response_format": "pcm"});
+        let mut resp = ep.post(client, "/v1/audio/speech", "application/json", body.to_string().into_bytes()).await?;
+        let mut up = Upsampler::default();
+        let mut out = Vec::new();
+        while let Some(chunk) = ep.chunk(&mut resp).await? {
+            out.extend(up.push(&chunk));
+        }
+        Ok(out)
+    }
+}
+
 /// 24 kHz little-endian bytes to 48 kHz samples, across chunk boundaries
 /// (an odd byte and the last sample carry over).
 #[derive(Default)]

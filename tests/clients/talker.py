@@ -19,6 +19,8 @@ Result (stdout):
    "turns": [{"said", "latency_ms": float|null, "seconds": float, "transcript": str}],
    "barge_in": {"said", "answer_seconds_before": float, "stopped_after_ms": float|null,
                 "quiet_seconds_after": float} | null,
+   "end": {"disconnected": bool, "last_sound_before_s": float|null,   # with --stay
+           "transcript": str (the last 8 s)},
    "duration": seconds}
 A sound is a 10 ms block louder than -45 dBFS; the agent has stopped when
 none comes for --quiet seconds (its track may send silence or nothing).
@@ -59,7 +61,21 @@ def parse_args():
     p.add_argument("--answer-timeout", type=float, default=30.0, metavar="S")
     p.add_argument("--no-transcribe", action="store_true", help="time only (benchmarks)")
     p.add_argument("--connect-timeout", type=float, default=15.0, metavar="S")
+    p.add_argument("--control", metavar="URL", help="the speech services' /control URL (for --fail-before)")
+    p.add_argument("--fail-before", action="append", default=[], metavar="N:STAGE",
+                   help="before question N (from 1), make the next two STAGE requests fail with HTTP 500")
+    p.add_argument("--stay", type=float, default=0.0, metavar="S",
+                   help="after the questions, listen until disconnected or S seconds have passed")
     return p.parse_args()
+
+
+def control(url: str, body: dict) -> None:
+    import json
+    import urllib.request
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        r.read()
 
 
 class Ear:
@@ -182,6 +198,13 @@ async def main() -> dict:
             log.info("hearing %s's track %s", p.identity, track.sid)
             tasks.append(asyncio.create_task(listen(track)))
 
+    disconnected = asyncio.Event()
+
+    @room.on("disconnected")
+    def _gone(reason) -> None:
+        log.info("disconnected: %s", reason)
+        disconnected.set()
+
     async def listen(track: rtc.Track) -> None:
         stream = rtc.AudioStream.from_track(track=track, sample_rate=RATE, num_channels=1)
         async for ev in stream:
@@ -209,8 +232,14 @@ async def main() -> dict:
                 report["greeting"] = {"heard": True, "seconds": round(last - first, 2)}
             else:
                 report["greeting"] = {"heard": False, "seconds": 0.0}
+        fails = {}
+        for item in args.fail_before:
+            n, _, stage = item.partition(":")
+            fails[int(n) - 1] = stage
         for i, text in enumerate(args.say):
             barge = args.barge_in is not None and i == len(args.say) - 1
+            if i in fails:
+                control(args.control, {"fail": {"stage": fails[i], "times": 2, "status": 500}})
             _, said_at = await mouth.say(text, args.voice)
             onset = await ear.wait_sound(said_at, args.answer_timeout)
             turn = {"said": text, "latency_ms": None, "seconds": 0.0, "transcript": "",
@@ -241,6 +270,20 @@ async def main() -> dict:
                 turn["transcript"] = await asyncio.get_running_loop().run_in_executor(
                     None, speech.transcribe, pcm, RATE)
                 log.info("answer to %r: %r", text, turn["transcript"])
+        if args.stay > 0:
+            try:
+                await asyncio.wait_for(disconnected.wait(), args.stay)
+            except asyncio.TimeoutError:
+                pass
+            end = time.monotonic()
+            last = ear.loud[-1] if ear.loud else None
+            tail = ear.audio(end - 8.0, end)
+            report["end"] = {
+                "disconnected": disconnected.is_set(),
+                "last_sound_before_s": round(end - last, 2) if last else None,
+                "transcript": "" if args.no_transcribe else await asyncio.get_running_loop().run_in_executor(
+                    None, speech.transcribe, tail, RATE),
+            }
     finally:
         for t in tasks:
             t.cancel()

@@ -153,7 +153,11 @@ impl SseBuffer {
             Err(e) => e.valid_up_to(),
         };
         let text: Vec<u8> = self.raw.drain(..valid).collect();
-        self.buf.push_str(&String::from_utf8_lossy(&text).replace("\r\n", "\n"));
+        self.buf.push_str(&String::from_utf8_lossy(&text));
+        // A CR LF split across chunks is joined here, then read as one LF.
+        if self.buf.contains('\r') {
+            self.buf = self.buf.replace("\r\n", "\n");
+        }
     }
 
     /// The data lines of the next complete event, joined.

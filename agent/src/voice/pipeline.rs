@@ -252,10 +252,12 @@ async fn speaker(sh: &Shared, mut rx: mpsc::Receiver<String>, ended: Option<Inst
                 info!(latency_ms = latency.as_millis() as u64, "first answer audio queued");
             }
         };
-        let said = svc
-            .tts
-            .speak(&svc.client, profile, &sh.persona.style, &sentence, &sh.source, &sh.persona.slug, &mut on_first)
-            .await;
+        let said = svc.tts.speak(&svc.client, profile, &sh.persona.style, &sentence, &sh.source, &mut on_first).await;
+        if said.is_ok() {
+            metrics::counter!("mindbot_voice_tts_characters_total", "persona" => sh.persona.slug.clone(),
+                "provider" => profile.endpoint.provider.clone())
+            .increment(sentence.chars().count() as u64);
+        }
         if let Err(e) = said {
             warn!(error = %e, "text to speech failed; staying silent for the rest of this answer");
             silent = true;

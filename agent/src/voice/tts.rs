@@ -33,16 +33,10 @@ impl Tts {
         style: &str,
         text: &str,
         out: &AudioSource,
-        persona: &str,
         first_audio: &mut (dyn FnMut() + Send),
     ) -> Result<(), ProviderError> {
         let ep = &profile.endpoint;
-        let voice = profile.voices.get(style).map_or(style, String::as_str);
-        let body = serde_json::json!({"model": ep.model, "input": text, "voice": voice, "response_format": "pcm"});
-        let mut resp = ep.post(client, "/v1/audio/speech", "application/json", body.to_string().into_bytes()).await?;
-        metrics::counter!("mindbot_voice_tts_characters_total", "persona" => persona.to_string(),
-            "provider" => ep.provider.clone())
-        .increment(text.chars().count() as u64);
+        let mut resp = request(client, profile, style, text).await?;
         let mut up = Upsampler::default();
         let mut first = true;
         while let Some(chunk) = ep.chunk(&mut resp).await? {
@@ -72,9 +66,7 @@ impl Tts {
         text: &str,
     ) -> Result<Vec<i16>, ProviderError> {
         let ep = &profile.endpoint;
-        let voice = profile.voices.get(style).map_or(style, String::as_str);
-        let body = serde_json::json!({"model": ep.model, "input": text, "voice": voice, "response_format": "pcm"});
-        let mut resp = ep.post(client, "/v1/audio/speech", "application/json", body.to_string().into_bytes()).await?;
+        let mut resp = request(client, profile, style, text).await?;
         let mut up = Upsampler::default();
         let mut out = Vec::new();
         while let Some(chunk) = ep.chunk(&mut resp).await? {
@@ -82,6 +74,19 @@ impl Tts {
         }
         Ok(out)
     }
+}
+
+/// Asks for `text` in the profile's voice for `style`; the body streams.
+async fn request(
+    client: &reqwest::Client,
+    profile: &TtsProfile,
+    style: &str,
+    text: &str,
+) -> Result<reqwest::Response, ProviderError> {
+    let ep = &profile.endpoint;
+    let voice = profile.voices.get(style).map_or(style, String::as_str);
+    let body = serde_json::json!({"model": ep.model, "input": text, "voice": voice, "response_format": "pcm"});
+    ep.post(client, "/v1/audio/speech", "application/json", body.to_string().into_bytes()).await
 }
 
 /// 24 kHz little-endian bytes to 48 kHz samples, across chunk boundaries

@@ -16,7 +16,8 @@ Example:
 
 Result (stdout):
   {"joined": true, "greeting": {"heard": bool, "seconds": float},
-   "turns": [{"said", "latency_ms": float|null, "seconds": float, "transcript": str}],
+   "turns": [{"said", "said_wall": unix time our speech ended, "latency_ms": float|null,
+              "seconds": float, "transcript": str}],
    "barge_in": {"said", "answer_seconds_before": float, "stopped_after_ms": float|null,
                 "quiet_seconds_after": float} | null,
    "end": {"disconnected": bool, "last_sound_before_s": float|null,   # with --stay

@@ -8,12 +8,10 @@ engines as the agent's. All PCM is mono int16 (numpy arrays).
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import tempfile
 import threading
 import wave
-from typing import Optional
 
 import numpy as np
 
@@ -51,25 +49,6 @@ def resample(pcm: np.ndarray, rate: int, to: int) -> np.ndarray:
     return np.clip(out, -32768, 32767).astype(np.int16)
 
 
-def _model_dir() -> str:
-    import pocketsphinx
-    return os.path.join(os.path.dirname(pocketsphinx.__file__), "model", "en-us")
-
-
-_words_lock = threading.Lock()
-_words: Optional[set] = None
-
-
-def dictionary_words() -> set:
-    """Words PocketSphinx's English dictionary can recognise."""
-    global _words
-    with _words_lock:
-        if _words is None:
-            with open(os.path.join(_model_dir(), "cmudict-en-us.dict"), encoding="utf-8") as f:
-                _words = {line.split(" ", 1)[0] for line in f if line.strip() and "(" not in line.split(" ", 1)[0]}
-        return _words
-
-
 _decoder = None
 _decoder_lock = threading.Lock()
 
@@ -90,7 +69,3 @@ def transcribe(pcm: np.ndarray, rate: int) -> str:
         d.end_utt()
         hyp = d.hyp()
         return hyp.hypstr if hyp else ""
-
-
-def sentences(text: str) -> list:
-    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]

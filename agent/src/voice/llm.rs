@@ -58,6 +58,7 @@ impl Llm {
             calls: Vec::new(),
             done: false,
             persona: persona.into(),
+            tokens: (0, 0),
         })
     }
 }
@@ -70,6 +71,8 @@ pub struct LlmStream<'a> {
     calls: Vec<ToolCall>,
     done: bool,
     persona: String,
+    /// Prompt and completion tokens the provider reported.
+    pub tokens: (u64, u64),
 }
 
 impl LlmStream<'_> {
@@ -124,11 +127,16 @@ impl LlmStream<'_> {
         }
     }
 
-    fn usage(&self, chunk: &Value) {
+    fn usage(&mut self, chunk: &Value) {
         let usage = &chunk["usage"];
         let ep = &self.llm.endpoint;
         for (kind, key) in [("prompt", "prompt_tokens"), ("completion", "completion_tokens")] {
             if let Some(n) = usage[key].as_u64() {
+                if kind == "prompt" {
+                    self.tokens.0 += n;
+                } else {
+                    self.tokens.1 += n;
+                }
                 metrics::counter!("mindbot_voice_llm_tokens_total", "persona" => self.persona.clone(),
                     "provider" => ep.provider.clone(), "kind" => kind)
                 .increment(n);

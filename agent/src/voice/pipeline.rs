@@ -9,6 +9,7 @@
 //! model, the synthesis and the playback together.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +64,31 @@ struct Shared {
     source: AudioSource,
     persona: Arc<Persona>,
     balance: watch::Receiver<Snapshot>,
+    usage: Usage,
+}
+
+/// What one session used of the providers; logged when the session's
+/// voice ends (the metrics carry the same by persona and provider).
+#[derive(Default)]
+struct Usage {
+    stt_ms: AtomicU64,
+    prompt_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
+    tts_characters: AtomicU64,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let u = &self.usage;
+        info!(
+            persona = %self.persona.slug,
+            stt_audio_seconds = u.stt_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+            llm_prompt_tokens = u.prompt_tokens.load(Ordering::Relaxed),
+            llm_completion_tokens = u.completion_tokens.load(Ordering::Relaxed),
+            tts_characters = u.tts_characters.load(Ordering::Relaxed),
+            "voice usage"
+        );
+    }
 }
 
 pub(super) async fn run(
@@ -77,11 +103,12 @@ pub(super) async fn run(
         source: source.clone(),
         persona: persona.clone(),
         balance: balance.clone(),
+        usage: Usage::default(),
     });
     let mut vad = Vad::new(svc.vad);
     let mut stream: Option<AudioStream> = None;
     let mut history: Vec<Value> = Vec::new();
-    let mut reply: Option<JoinHandle<Vec<Value>>> = None;
+    let mut reply: Option<Reply> = None;
     let mut queue: VecDeque<Job> = VecDeque::new();
     let mut goodbye_at: Option<Instant> = None;
     let mut said_goodbye = false;
@@ -94,7 +121,7 @@ pub(super) async fn run(
         if reply.is_none() && !vad.speaking() {
             if let Some(job) = queue.pop_front() {
                 let (shared, past) = (shared.clone(), history.clone());
-                reply = Some(tokio::spawn(async move { perform(&shared, job, past).await }));
+                reply = Some(Reply(tokio::spawn(async move { perform(&shared, job, past).await })));
             }
         }
         tokio::select! {
@@ -132,24 +159,22 @@ pub(super) async fn run(
                         loudest = -100.0;
                     }
                     match vad.push(&frame.samples) {
-                    Some(VadEvent::SpeechStarted) => {
-                        debug!("user started speaking");
-                        if reply.is_some() || !source.queued().is_zero() {
-                            // Barge-in: the user talks over the agent.
-                            if let Some(r) = reply.take() {
-                                r.abort();
+                        Some(VadEvent::SpeechStarted) => {
+                            debug!("user started speaking");
+                            if reply.is_some() || !source.queued().is_zero() {
+                                // Barge-in: the user talks over the agent.
+                                reply = None; // aborts it
+                                source.clear();
+                                metrics::counter!("mindbot_voice_barge_ins_total", "persona" => persona.slug.clone())
+                                    .increment(1);
+                                info!("user spoke over the agent; stopped talking");
                             }
-                            source.clear();
-                            metrics::counter!("mindbot_voice_barge_ins_total", "persona" => persona.slug.clone())
-                                .increment(1);
-                            info!("user spoke over the agent; stopped talking");
                         }
-                    }
-                    Some(VadEvent::TurnEnded(pcm)) => {
-                        queue.retain(|j| !matches!(j, Job::Answer { .. }));
-                        queue.push_back(Job::Answer { pcm, ended: Instant::now() });
-                    }
-                    None => {}
+                        Some(VadEvent::TurnEnded(pcm)) => {
+                            queue.retain(|j| !matches!(j, Job::Answer { .. }));
+                            queue.push_back(Job::Answer { pcm, ended: Instant::now() });
+                        }
+                        None => {}
                     }
                 }
             },
@@ -178,17 +203,12 @@ pub(super) async fn run(
             },
             _ = sleep_until(goodbye_at.unwrap_or_else(Instant::now)), if goodbye_at.is_some() && !said_goodbye => {
                 said_goodbye = true;
-                if let Some(r) = reply.take() {
-                    r.abort();
-                }
+                reply = None;
                 source.clear();
                 queue.clear();
                 queue.push_back(Job::Say(GOODBYE.to_string()));
             }
         }
-    }
-    if let Some(r) = reply.take() {
-        r.abort();
     }
 }
 
@@ -199,9 +219,19 @@ async fn next_frame(stream: &mut Option<AudioStream>) -> Option<AudioFrame> {
     }
 }
 
-async fn wait<T>(reply: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
+/// The reply task under way; dropping it (barge-in, goodbye, the session's
+/// end) aborts it, model, synthesis and playback together.
+struct Reply(JoinHandle<Vec<Value>>);
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn wait(reply: &mut Option<Reply>) -> Result<Vec<Value>, tokio::task::JoinError> {
     match reply {
-        Some(r) => r.await,
+        Some(r) => (&mut r.0).await,
         None => std::future::pending().await,
     }
 }
@@ -254,6 +284,7 @@ async fn speaker(sh: &Shared, mut rx: mpsc::Receiver<String>, ended: Option<Inst
         };
         let said = svc.tts.speak(&svc.client, profile, &sh.persona.style, &sentence, &sh.source, &mut on_first).await;
         if said.is_ok() {
+            sh.usage.tts_characters.fetch_add(sentence.chars().count() as u64, Ordering::Relaxed);
             metrics::counter!("mindbot_voice_tts_characters_total", "persona" => sh.persona.slug.clone(),
                 "provider" => profile.endpoint.provider.clone())
             .increment(sentence.chars().count() as u64);
@@ -275,6 +306,7 @@ async fn answer(sh: &Shared, pcm: Vec<i16>, ended: Instant, history: Vec<Value>)
             return Vec::new();
         }
     };
+    sh.usage.stt_ms.fetch_add(pcm.len() as u64 / 48, Ordering::Relaxed);
     if text.is_empty() {
         return Vec::new();
     }
@@ -298,7 +330,13 @@ async fn answer(sh: &Shared, pcm: Vec<i16>, ended: Instant, history: Vec<Value>)
             let mut sentences = Sentences::default();
             let mut said = String::new();
             loop {
-                match stream.next().await {
+                let next = stream.next().await;
+                if !matches!(next, Ok(Some(Delta::Text(_)))) {
+                    sh.usage.prompt_tokens.fetch_add(stream.tokens.0, Ordering::Relaxed);
+                    sh.usage.completion_tokens.fetch_add(stream.tokens.1, Ordering::Relaxed);
+                    stream.tokens = (0, 0);
+                }
+                match next {
                     Ok(Some(Delta::Text(t))) => {
                         said.push_str(&t);
                         for s in sentences.push(&t) {

@@ -242,6 +242,77 @@ mod tests {
         }
     }
 
+    /// A one-shot HTTP server on loopback answering with `body` as an event stream.
+    async fn serve_once(body: String) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0; 65536];
+            let _ = sock.read(&mut buf).await.unwrap();
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+            sock.write_all(head.as_bytes()).await.unwrap();
+            // In small pieces, as a model writes.
+            for piece in body.as_bytes().chunks(7) {
+                sock.write_all(piece).await.unwrap();
+                sock.flush().await.unwrap();
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn llm(base_url: String) -> Llm {
+        Llm {
+            endpoint: Endpoint {
+                stage: "llm",
+                provider: "test".into(),
+                base_url,
+                model: "m".into(),
+                api_key: Default::default(),
+                timeout: std::time::Duration::from_secs(5),
+            },
+            max_tokens: 100,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_streamed_tool_call_is_put_together_from_its_fragments() {
+        let events = [
+            json!({"choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [
+                {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_", "arguments": ""}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+                {"index": 0, "function": {"name": "balance", "arguments": "{}"}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+            json!({"choices": [], "usage": {"prompt_tokens": 40, "completion_tokens": 5}}),
+        ];
+        let body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect::<String>() + "data: [DONE]\n\n";
+        let llm = llm(serve_once(body).await);
+        let client = reqwest::Client::new();
+        let mut stream = llm.stream(&client, &[json!({"role": "user", "content": "hi"})], &[], "p").await.unwrap();
+        let call = ToolCall { id: "call_1".into(), name: "get_balance".into(), arguments: "{}".into() };
+        assert_eq!(stream.next().await.unwrap(), Some(Delta::ToolCalls(vec![call])));
+        assert_eq!(stream.next().await.unwrap(), None);
+        assert_eq!(stream.tokens, (40, 5));
+    }
+
+    #[tokio::test]
+    async fn streamed_text_arrives_piece_by_piece() {
+        let events = ["My ", "name ", "is ", "Ada."]
+            .map(|w| json!({"choices": [{"index": 0, "delta": {"content": w}}]}))
+            .iter()
+            .map(|e| format!("data: {e}\r\n\r\n"))
+            .collect::<String>();
+        let llm = llm(serve_once(events + "data: [DONE]\n\n").await);
+        let client = reqwest::Client::new();
+        let mut stream = llm.stream(&client, &[], &[], "p").await.unwrap();
+        let mut text = String::new();
+        while let Some(Delta::Text(t)) = stream.next().await.unwrap() {
+            text.push_str(&t);
+        }
+        assert_eq!(text, "My name is Ada.");
+    }
+
     #[test]
     fn sentences_come_out_as_soon_as_they_end() {
         let mut s = Sentences::default();

@@ -134,3 +134,82 @@ impl Endpoint {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A loopback server answering each request with the next status (the last one repeats).
+    async fn server(statuses: Vec<u16>) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                let status = statuses[n.min(statuses.len() - 1)];
+                let mut buf = vec![0; 8192];
+                let _ = sock.read(&mut buf).await;
+                let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+                let _ = sock.write_all(reply.as_bytes()).await;
+            }
+        });
+        (format!("http://{addr}"), seen)
+    }
+
+    fn endpoint(base_url: String) -> Endpoint {
+        Endpoint {
+            stage: "tts",
+            provider: "test".into(),
+            base_url,
+            model: "m".into(),
+            api_key: Default::default(),
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_5xx_is_retried_once_and_a_4xx_is_not() {
+        let client = reqwest::Client::new();
+        let (url, seen) = server(vec![503, 200]).await;
+        let resp = endpoint(url).post(&client, "/x", "text/plain", b"hi".to_vec()).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+
+        let (url, seen) = server(vec![500]).await;
+        let err = endpoint(url).post(&client, "/x", "text/plain", Vec::new()).await.unwrap_err();
+        assert!(matches!(err, ProviderError::Status { status: 500, .. }), "{err}");
+        assert_eq!(seen.load(Ordering::SeqCst), 2, "one call and one retry");
+
+        let (url, seen) = server(vec![401]).await;
+        let err = endpoint(url).post(&client, "/x", "text/plain", Vec::new()).await.unwrap_err();
+        assert!(err.to_string().contains("401"), "{err}");
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "a client error is not retried");
+    }
+
+    #[tokio::test]
+    async fn a_silent_provider_times_out_and_is_retried() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        let held = tokio::spawn(async move {
+            let mut socks = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                socks.push(s); // never answers
+            }
+        });
+        let mut ep = endpoint(format!("http://{addr}"));
+        ep.timeout = Duration::from_millis(200);
+        let err = ep.post(&reqwest::Client::new(), "/x", "text/plain", Vec::new()).await.unwrap_err();
+        assert!(matches!(err, ProviderError::Timeout { .. }), "{err}");
+        assert_eq!(seen.load(Ordering::SeqCst), 2, "one call and one retry");
+        held.abort();
+    }
+}

@@ -303,8 +303,8 @@ impl Config {
         let urls = [("voice.stt.base_url", &v.stt.base_url), ("voice.llm.base_url", &v.llm.base_url)];
         let profiles = v.tts.iter().map(|(name, p)| (format!("voice.tts.{name}.base_url"), &p.base_url));
         for (key, url) in urls.into_iter().map(|(k, u)| (k.to_string(), u)).chain(profiles) {
-            if !url.starts_with("http://") {
-                bail!("config key {key} must be an http:// URL (got {url:?})");
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("config key {key} must be an http:// or https:// URL (got {url:?})");
             }
         }
         for (key, ms) in [("voice.stt.timeout_ms", v.stt.timeout_ms), ("voice.llm.timeout_ms", v.llm.timeout_ms)]

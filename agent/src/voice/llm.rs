@@ -288,7 +288,7 @@ mod tests {
         ];
         let body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect::<String>() + "data: [DONE]\n\n";
         let llm = llm(serve_once(body).await);
-        let client = reqwest::Client::new();
+        let client = crate::voice::http_client().unwrap();
         let mut stream = llm.stream(&client, &[json!({"role": "user", "content": "hi"})], &[], "p").await.unwrap();
         let call = ToolCall { id: "call_1".into(), name: "get_balance".into(), arguments: "{}".into() };
         assert_eq!(stream.next().await.unwrap(), Some(Delta::ToolCalls(vec![call])));
@@ -304,7 +304,7 @@ mod tests {
             .map(|e| format!("data: {e}\r\n\r\n"))
             .collect::<String>();
         let llm = llm(serve_once(events + "data: [DONE]\n\n").await);
-        let client = reqwest::Client::new();
+        let client = crate::voice::http_client().unwrap();
         let mut stream = llm.stream(&client, &[], &[], "p").await.unwrap();
         let mut text = String::new();
         while let Some(Delta::Text(t)) = stream.next().await.unwrap() {

@@ -56,10 +56,7 @@ impl VoiceService {
             return Ok(None);
         }
         let frames = |ms: u64| (ms / FRAME_DURATION.as_millis() as u64).max(1) as usize;
-        let client = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .context("building the voice HTTP client")?;
+        let client = http_client()?;
         let endpoint = |stage, provider: &str, base_url: &str, model: &str, key: &crate::config::Secret, ms| Endpoint {
             stage,
             provider: provider.to_string(),
@@ -144,6 +141,17 @@ impl VoiceService {
         let profile = self.tts.profile("default").context("no voice.tts.default profile")?;
         Ok(self.tts.synthesize(&self.client, profile, style, text).await?)
     }
+}
+
+/// The one HTTP client every stage shares: pooled connections, rustls with
+/// the worker's TLS settings (the same roots as LiveKit's sockets).
+pub(crate) fn http_client() -> Result<reqwest::Client> {
+    let tls = mindbot_agent::tls_client_config(&[]).map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .context("building the voice HTTP client")
 }
 
 /// One session's running voice; dropping it stops the voice at once.

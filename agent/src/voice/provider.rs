@@ -175,7 +175,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_5xx_is_retried_once_and_a_4xx_is_not() {
-        let client = reqwest::Client::new();
+        let client = crate::voice::http_client().unwrap();
         let (url, seen) = server(vec![503, 200]).await;
         let resp = endpoint(url).post(&client, "/x", "text/plain", b"hi".to_vec()).await.unwrap();
         assert_eq!(resp.status().as_u16(), 200);
@@ -207,9 +207,41 @@ mod tests {
         });
         let mut ep = endpoint(format!("http://{addr}"));
         ep.timeout = Duration::from_millis(200);
-        let err = ep.post(&reqwest::Client::new(), "/x", "text/plain", Vec::new()).await.unwrap_err();
+        let err = ep.post(&crate::voice::http_client().unwrap(), "/x", "text/plain", Vec::new()).await.unwrap_err();
         assert!(matches!(err, ProviderError::Timeout { .. }), "{err}");
         assert_eq!(seen.load(Ordering::SeqCst), 2, "one call and one retry");
         held.abort();
+    }
+
+    #[tokio::test]
+    async fn providers_are_reached_over_https_with_the_workers_tls() {
+        use tokio_rustls::rustls::{self as tls, pki_types::PrivateKeyDer};
+        let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let key = PrivateKeyDer::Pkcs8(issued.signing_key.serialize_der().into());
+        let config = tls::ServerConfig::builder_with_provider(Arc::new(tls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![issued.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(sock).await.unwrap();
+            let mut buf = vec![0; 8192];
+            let _ = tls.read(&mut buf).await;
+            let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nsecure").await;
+            let _ = tls.shutdown().await;
+        });
+        let roots = [issued.cert.der().to_vec()];
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(mindbot_agent::tls_client_config(&roots).unwrap())
+            .build()
+            .unwrap();
+        let resp =
+            endpoint(format!("https://localhost:{port}")).post(&client, "/x", "text/plain", Vec::new()).await.unwrap();
+        assert_eq!(resp.text().await.unwrap(), "secure");
     }
 }

@@ -30,6 +30,9 @@ pub fn metrics() -> anyhow::Result<PrometheusHandle> {
         )?
         .install_recorder()?;
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!("mindbot_jobs_offered_total", "Availability requests LiveKit sent this worker");
+    describe_counter!("mindbot_jobs_accepted_total", "Offered jobs this worker said yes to");
+    describe_counter!("mindbot_jobs_declined_total", "Offered jobs this worker said no to, by reason");
     describe_counter!("mindbot_jobs_assigned_total", "Jobs LiveKit assigned to this worker");
     describe_counter!("mindbot_sessions_refused_total", "Jobs refused before any charge, by reason");
     describe_gauge!("mindbot_sessions_active", "Metered sessions running now, by persona");

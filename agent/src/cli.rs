@@ -135,6 +135,10 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
     let handle = worker.handle();
     registered.store(true, Ordering::Relaxed);
     metrics::gauge!("mindbot_livekit_connected").set(1.0);
+    // Counters exist (at zero) from the start, so a rate over them is defined.
+    for name in ["mindbot_jobs_offered_total", "mindbot_jobs_accepted_total", "mindbot_jobs_assigned_total"] {
+        metrics::counter!(name).absolute(0);
+    }
     tracing::info!(worker_id, agent_name = %lk.agent_name, "worker registered; waiting for jobs");
     let max_jobs = f64::from(config.worker.max_jobs);
 
@@ -155,13 +159,13 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
             ev = events.recv() => match ev {
                 Some(WorkerEvent::Assigned(a)) => {
                     metrics::counter!("mindbot_jobs_assigned_total").increment(1);
-                    let cancel = shutdown.child_token();
-                    cancels.insert(a.job.id.clone(), cancel.clone());
+                    let stop = session::Stop { shutdown: shutdown.clone(), terminated: CancellationToken::new() };
+                    cancels.insert(a.job.id.clone(), stop.terminated.clone());
                     let span = tracing::info_span!("session", room = %a.job.room, job_id = %a.job.id);
                     let ctx = ctx.clone();
                     jobs.spawn(async move {
                         let id = a.job.id.clone();
-                        (id, session::run(ctx, a, cancel).await)
+                        (id, session::run(ctx, a, stop).await)
                     }.instrument(span));
                 }
                 Some(WorkerEvent::Terminated { job_id, .. }) => {

@@ -86,8 +86,21 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// What can end a session from outside it.
+#[derive(Clone, Default)]
+pub struct Stop {
+    /// The worker is shutting down (drain timeout or a second SIGTERM).
+    pub shutdown: CancellationToken,
+    /// LiveKit terminated this job (room gone, agent removed, dispatch deleted).
+    pub terminated: CancellationToken,
+}
+
+/// How long a terminated job waits for the room to say why, before it ends
+/// as `agent_removed` (the server took the job away while the room lives).
+const TERMINATION_WAIT: Duration = Duration::from_secs(2);
+
 /// Runs one job to its end.
-pub async fn run(ctx: Arc<Context>, a: Assignment, cancel: CancellationToken) -> Outcome {
+pub async fn run(ctx: Arc<Context>, a: Assignment, stop: Stop) -> Outcome {
     let (room, mut events) = match room::connect(&a.url, &a.token, ConnectOptions::default()).await {
         Ok(r) => r,
         Err(e) => return Outcome::Failed(format!("joining room {}: {e}", a.job.room)),
@@ -112,7 +125,7 @@ pub async fn run(ctx: Arc<Context>, a: Assignment, cancel: CancellationToken) ->
         Ok(admitted) => {
             let persona = admitted.slug.clone();
             metrics::gauge!("mindbot_sessions_active", "persona" => persona.clone()).increment(1.0);
-            let reason = converse(&ctx, &room, &mut events, admitted, &cancel).await;
+            let reason = converse(&ctx, &room, &mut events, admitted, &stop).await;
             metrics::gauge!("mindbot_sessions_active", "persona" => persona.clone()).decrement(1.0);
             metrics::counter!("mindbot_sessions_ended_total", "persona" => persona, "reason" => reason.as_str())
                 .increment(1);
@@ -285,13 +298,7 @@ async fn greet(room: &Room, s: &Admitted) {
 }
 
 /// The metered conversation: runs until an end reason, closes the session.
-async fn converse(
-    ctx: &Context,
-    room: &Room,
-    events: &mut RoomEvents,
-    mut s: Admitted,
-    cancel: &CancellationToken,
-) -> EndReason {
+async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Admitted, stop: &Stop) -> EndReason {
     let mut greeted = false;
     if s.present {
         greet(room, &s).await;
@@ -304,7 +311,8 @@ async fn converse(
     let mut next_balance = Instant::now() + ctx.balance_every;
     let reason = loop {
         tokio::select! {
-            _ = cancel.cancelled() => break EndReason::Shutdown,
+            _ = stop.shutdown.cancelled() => break EndReason::Shutdown,
+            _ = stop.terminated.cancelled() => break termination_reason(events).await,
             _ = sleep_until(cap_at) => {
                 let reason = s.cap.map_or(EndReason::TimeLimit, |(_, r)| r);
                 send(room, TOPIC_SESSION, &s.identity, &json!({"type": "ended", "reason": reason.as_str()})).await;
@@ -340,12 +348,7 @@ async fn converse(
                         greeted = true;
                     }
                 }
-                Some(RoomEvent::Disconnected { reason }) => break match reason {
-                    DisconnectReason::ParticipantRemoved => EndReason::AgentRemoved,
-                    DisconnectReason::RoomDeleted | DisconnectReason::RoomClosed => EndReason::RoomClosed,
-                    DisconnectReason::ServerShutdown => EndReason::Shutdown,
-                    _ => EndReason::Error,
-                },
+                Some(RoomEvent::Disconnected { reason }) => break disconnect_reason(reason),
                 None => break EndReason::Error,
                 Some(_) => {}
             },
@@ -369,6 +372,31 @@ async fn converse(
         Err(e) => warn!(session = %id, reason = %reason, error = %e, "session end not recorded"),
     }
     reason
+}
+
+/// The end reason for the agent's own disconnection from the room.
+fn disconnect_reason(reason: DisconnectReason) -> EndReason {
+    match reason {
+        DisconnectReason::ParticipantRemoved => EndReason::AgentRemoved,
+        DisconnectReason::RoomDeleted | DisconnectReason::RoomClosed => EndReason::RoomClosed,
+        DisconnectReason::ServerShutdown => EndReason::Shutdown,
+        _ => EndReason::Error,
+    }
+}
+
+/// LiveKit terminated the job: the room usually says why within a moment
+/// (deleted, or the agent removed); if it does not, the server took the job
+/// away while the room goes on, which for the user is the agent removed.
+async fn termination_reason(events: &mut RoomEvents) -> EndReason {
+    let deadline = Instant::now() + TERMINATION_WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(RoomEvent::Disconnected { reason })) => return disconnect_reason(reason),
+            Ok(Some(_)) => {}
+            Ok(None) => return EndReason::RoomClosed,
+            Err(_) => return EndReason::AgentRemoved,
+        }
+    }
 }
 
 /// Removes the user (or deletes the room) through the server API and waits

@@ -201,6 +201,10 @@ async fn admit(
                 metering::Error::UserNotFound { .. } => Refusal::new("unknown_user", e),
                 metering::Error::UserInactive { .. } => Refusal::new("inactive_user", e),
                 metering::Error::InsufficientBalance { .. } => Refusal::new("insufficient_balance", e),
+                metering::Error::Database(_) => {
+                    database_error("open");
+                    Refusal::new("error", e)
+                }
                 other => Refusal::new("error", other),
             })
         })?;
@@ -232,9 +236,19 @@ fn persona_refusal(e: PersonaError) -> Refusal {
         PersonaError::AgeRestricted { .. } => "age_restricted",
         PersonaError::DailyLimitReached { .. } => "daily_limit",
         PersonaError::OverrideNotAllowed { .. } | PersonaError::InvalidOverride { .. } => "invalid_overrides",
+        PersonaError::Database(_) => {
+            database_error("admit");
+            "error"
+        }
         _ => "error",
     };
     Refusal::new(reason, e)
+}
+
+/// Counts a database failure a session met outside the meter's ticks
+/// (those are `mindbot_meter_write_failures_total`).
+fn database_error(stage: &'static str) {
+    metrics::counter!("mindbot_database_errors_total", "stage" => stage).increment(1);
 }
 
 /// The first non-agent participant to be in the room, within `wait`.
@@ -369,7 +383,12 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
             info!(session = %id, user = %s.user, reason = %reason, duration_seconds = ?v.duration_seconds,
             cost_minutes = ?v.cost_minutes, "session ended");
         }
-        Err(e) => warn!(session = %id, reason = %reason, error = %e, "session end not recorded"),
+        Err(e) => {
+            if matches!(e, metering::Error::Database(_)) {
+                database_error("close");
+            }
+            warn!(session = %id, reason = %reason, error = %e, "session end not recorded")
+        }
     }
     reason
 }

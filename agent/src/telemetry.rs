@@ -46,6 +46,7 @@ pub fn metrics() -> anyhow::Result<PrometheusHandle> {
     describe_histogram!("mindbot_hangup_latency_seconds", Unit::Seconds, "Exhaustion to the user gone from the room");
     describe_histogram!("mindbot_meter_tick_duration_seconds", Unit::Seconds, "Duration of one tick batch write");
     describe_counter!("mindbot_meter_write_failures_total", "Tick batch writes that failed and were retried");
+    describe_counter!("mindbot_database_errors_total", "Database failures outside tick writes, by stage");
     describe_gauge!("mindbot_livekit_connected", "1 while registered with the LiveKit server");
     describe_gauge!("mindbot_worker_jobs", "Jobs this worker is running");
     describe_gauge!("mindbot_worker_load", "Jobs running as a share of worker.max_jobs");

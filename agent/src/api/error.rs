@@ -183,9 +183,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Turns serde's "path: message" (axum's data error text) into a field error.
+/// Turns axum's JSON data error text into a field error.
 fn data_error(text: &str) -> ApiError {
     let detail = text.strip_prefix("Failed to deserialize the JSON body into the target type: ").unwrap_or(text);
+    field_error(detail, "body")
+}
+
+/// A field error from serde's text: `path: message` (a field's own error) or
+/// ``missing field `x` ``/``unknown field `x` `` (the object's), else `fallback`.
+fn field_error(detail: &str, fallback: &str) -> ApiError {
     match detail.split_once(": ") {
         Some((path, message)) if !path.contains(' ') && path != "." => ApiError::invalid(path, message),
         _ => {
@@ -193,7 +199,7 @@ fn data_error(text: &str) -> ApiError {
                 .split('`')
                 .nth(1)
                 .filter(|_| detail.starts_with("missing field") || detail.starts_with("unknown field"))
-                .unwrap_or("body");
+                .unwrap_or(fallback);
             ApiError::invalid(field, detail)
         }
     }
@@ -210,9 +216,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
                 let text = e.body_text();
-                let detail = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text).to_string();
-                let field = detail.split('`').nth(1).unwrap_or("query").to_string();
-                Err(ApiError::Invalid { field, message: detail })
+                let detail = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text);
+                Err(field_error(detail, "query"))
             }
             Err(e) => Err(ApiError::invalid("query", e.body_text())),
         }

@@ -417,4 +417,31 @@ mod tests {
         let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_LOG_FORMAT", "xml")])).unwrap_err();
         assert!(e.to_string().contains("log.format"), "{e}");
     }
+
+    #[test]
+    fn an_enabled_api_needs_its_token_settings() {
+        let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_API_ENABLED", "true")])).unwrap_err();
+        assert!(e.to_string().contains("api.jwt_key"), "{e}");
+        let e = Config::from_sources(
+            DEFAULT_TOML,
+            env(&[("MINDBOT_API_ENABLED", "true"), ("MINDBOT_API_JWT_KEY", "k"), ("MINDBOT_API_JWT_ISSUER", "i")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("api.jwt_audience"), "{e}");
+        let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_API_JWT_ALGORITHM", "none")])).unwrap_err();
+        assert!(e.to_string().contains("api.jwt_algorithm"), "{e}");
+        let c = Config::from_sources(
+            DEFAULT_TOML,
+            env(&[
+                ("MINDBOT_API_ENABLED", "true"),
+                ("MINDBOT_API_JWT_KEY", "k3y"),
+                ("MINDBOT_API_JWT_ISSUER", "i"),
+                ("MINDBOT_API_JWT_AUDIENCE", "a"),
+                ("MINDBOT_API_STRIPE_WEBHOOK_SECRET", "whsec_s3cr3t"),
+            ]),
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("k3y") && !shown.contains("whsec_s3cr3t"), "{shown}");
+    }
 }

@@ -1,8 +1,10 @@
 //! The public API's endpoints against the real binary (`mindbot-agent api`)
-//! and the real PostgreSQL: authentication, session tokens, balances, cards,
-//! personas, ratings and ad views, each with its success and error paths.
+//! and the real PostgreSQL: authentication, session tokens (one joined by the
+//! Python end user, bringing the real worker), balances, cards, personas,
+//! ratings and ad views, each with its success and error paths.
 
 mod api_support;
+mod e2e;
 
 use api_support::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -151,6 +153,39 @@ async fn a_session_token_dispatches_the_agent_with_the_metadata_the_worker_reads
         metadata,
         json!({"user_id": u.to_string(), "persona": "professor-ada", "overrides": {"voice.style": "calm"}, "age": 30})
     );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_api_token_brings_the_real_worker_which_meters_the_session(pool: PgPool) {
+    e2e::ensure("scripts/livekit-server.sh", Some("start"));
+    e2e::ensure("scripts/python-env.sh", None);
+    let agent_name = format!("mindbot-test-{}", Uuid::new_v4().simple());
+    let (_worker, _) = e2e::worker(&pool, &agent_name, &[]).await;
+    let api = ApiServer::start(&pool, &[("MINDBOT_LIVEKIT_AGENT_NAME", &agent_name)]).await;
+    let u = user(&pool).await;
+    card(&pool, u, 5).await;
+    let r = api.post("/v1/sessions", Some(&token(u)), &json!({"persona": "trivia-host"})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let grant = r.json();
+    let report =
+        e2e::visit(grant["token"].as_str().unwrap(), &["--expect-data", "mindbot.session", "--stay", "6"]).await;
+    let said = e2e::messages(&report, "mindbot.session");
+    assert_eq!(said.first().and_then(|m| m["type"].as_str()), Some("started"), "{report}");
+    let history = async || api.get("/v1/me/sessions", Some(&token(u))).await.json();
+    let mut page = history().await;
+    for _ in 0..100 {
+        if page["sessions"][0]["status"] != "active" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        page = history().await;
+    }
+    let s = &page["sessions"][0];
+    assert_eq!((s["room"].as_str(), s["persona"].as_str()), (grant["room"].as_str(), Some("trivia-host")), "{page}");
+    assert_eq!(s["status"], "completed", "{page}");
+    assert_eq!(s["multiplier"], "0.5");
+    let (duration, cost) = (s["duration_seconds"].as_i64().unwrap(), s["cost_ms"].as_i64().unwrap());
+    assert!(duration >= 1 && cost == duration * 500, "x0.5: {duration} s cost {cost} ms");
 }
 
 #[sqlx::test(migrations = "../migrations")]

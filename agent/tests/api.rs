@@ -1,6 +1,6 @@
 //! The public API's endpoints against the real binary (`mindbot-agent api`)
 //! and the real PostgreSQL: authentication, session tokens (one joined by the
-//! Python end user, bringing the real worker), balances, cards, personas,
+//! Python end user, bringing the real worker that serves the API too), balances, cards, personas,
 //! ratings and ad views, each with its success and error paths.
 
 mod api_support;
@@ -160,8 +160,9 @@ async fn the_api_token_brings_the_real_worker_which_meters_the_session(pool: PgP
     e2e::ensure("scripts/livekit-server.sh", Some("start"));
     e2e::ensure("scripts/python-env.sh", None);
     let agent_name = format!("mindbot-test-{}", Uuid::new_v4().simple());
-    let (_worker, _) = e2e::worker(&pool, &agent_name, &[]).await;
-    let api = ApiServer::start(&pool, &[("MINDBOT_LIVEKIT_AGENT_NAME", &agent_name)]).await;
+    // The worker serves the API itself (`run` with api.enabled).
+    let (_worker, port) = e2e::worker(&pool, &agent_name, &api_env()).await;
+    let api = ApiServer::at(port);
     let u = user(&pool).await;
     card(&pool, u, 5).await;
     let r = api.post("/v1/sessions", Some(&token(u)), &json!({"persona": "trivia-host"})).await;

@@ -36,9 +36,21 @@ pub fn crypto() {
     let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
 }
 
-/// A running `mindbot-agent api`.
+/// The settings every test API runs with (as environment variables).
+pub fn api_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("MINDBOT_API_ENABLED", "true"),
+        ("MINDBOT_API_JWT_KEY", JWT_SECRET),
+        ("MINDBOT_API_JWT_ISSUER", ISSUER),
+        ("MINDBOT_API_JWT_AUDIENCE", AUDIENCE),
+        ("MINDBOT_API_STRIPE_WEBHOOK_SECRET", STRIPE_SECRET),
+        ("MINDBOT_API_BODY_LIMIT_BYTES", "4096"),
+    ]
+}
+
+/// A running `mindbot-agent api` (or the API of a running worker).
 pub struct ApiServer {
-    pub child: tokio::process::Child,
+    pub child: Option<tokio::process::Child>,
     pub port: u16,
 }
 
@@ -57,12 +69,7 @@ impl ApiServer {
             .env("MINDBOT_DATABASE_MIGRATE_ON_START", "false")
             .env("MINDBOT_LOG_LEVEL", "info")
             .env("MINDBOT_HTTP_ADDRESS", format!("127.0.0.1:{port}"))
-            .env("MINDBOT_API_ENABLED", "true")
-            .env("MINDBOT_API_JWT_KEY", JWT_SECRET)
-            .env("MINDBOT_API_JWT_ISSUER", ISSUER)
-            .env("MINDBOT_API_JWT_AUDIENCE", AUDIENCE)
-            .env("MINDBOT_API_STRIPE_WEBHOOK_SECRET", STRIPE_SECRET)
-            .env("MINDBOT_API_BODY_LIMIT_BYTES", "4096")
+            .envs(api_env())
             .envs(extra_env.iter().copied())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -82,7 +89,12 @@ impl ApiServer {
             }
         });
         tokio::time::timeout(Duration::from_secs(20), rx).await.expect("the API started in time").unwrap();
-        ApiServer { child, port }
+        ApiServer { child: Some(child), port }
+    }
+
+    /// The API served by something already running on `port` (e.g. `mindbot-agent run`).
+    pub fn at(port: u16) -> ApiServer {
+        ApiServer { child: None, port }
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {

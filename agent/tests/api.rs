@@ -13,47 +13,6 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// Base64 of `bytes`: unpadded base64url (JWT parts) or padded standard (PEM).
-fn base64(bytes: &[u8], url: bool) -> String {
-    let table: &[u8; 64] = if url {
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-    } else {
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-    };
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &c)| n | (u32::from(c) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(table[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-        if !url {
-            out.push_str(&"=".repeat(3 - chunk.len()));
-        }
-    }
-    out
-}
-
-fn b64(v: &Value) -> String {
-    base64(v.to_string().as_bytes(), true)
-}
-
-/// A fresh P-256 key: (PKCS#8 DER private key, SubjectPublicKeyInfo PEM public key).
-fn p256_key() -> (Vec<u8>, String) {
-    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-    let pkcs8 =
-        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &aws_lc_rs::rand::SystemRandom::new()).unwrap();
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
-    // The fixed SPKI header of an uncompressed P-256 point.
-    let mut spki = vec![
-        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
-        0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-    ];
-    spki.extend_from_slice(pair.public_key().as_ref());
-    let body = base64(&spki, false);
-    let lines: Vec<&str> = body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
-    (pkcs8.as_ref().to_vec(), format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", lines.join("\n")))
-}
-
 #[sqlx::test(migrations = "../migrations")]
 async fn alg_none_wrong_keys_expired_and_strangers_are_all_the_same_401(pool: PgPool) {
     let api = ApiServer::start(&pool, &[]).await;

@@ -17,7 +17,10 @@ CREATE TABLE stripe_events (
     received_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
 );
 
--- One local row per Stripe subscription, kept current by its events.
+-- One local row per Stripe subscription, kept current by its events. Stripe
+-- does not promise order: the creation time of the event last applied lets
+-- an older event arriving late change nothing.
+ALTER TABLE user_subscriptions ADD COLUMN stripe_event_created TIMESTAMPTZ;
 CREATE UNIQUE INDEX user_subscriptions_one_per_stripe_id
     ON user_subscriptions (stripe_subscription_id)
     WHERE stripe_subscription_id IS NOT NULL;

@@ -117,12 +117,12 @@ async fn a_stripe_payment_and_its_replays_give_one_card_and_a_refund_refunds_it(
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn stripe_subscription_events_keep_one_row_current_and_grant_the_level(pool: PgPool) {
+async fn stripe_subscription_events_keep_one_row_current_in_event_order_and_grant_the_level(pool: PgPool) {
     let api = ApiServer::start(&pool, &[]).await;
     let u = user(&pool).await;
     let now = chrono::Utc::now().timestamp();
-    let sub = |id: &str, kind: &str, status: &str| {
-        json!({"id": id, "type": format!("customer.subscription.{kind}"), "data": {"object": {
+    let sub = |id: &str, kind: &str, status: &str, created: i64| {
+        json!({"id": id, "type": format!("customer.subscription.{kind}"), "created": created, "data": {"object": {
             "id": "sub_1", "object": "subscription", "status": status, "cancel_at_period_end": false,
             "metadata": {"user_id": u.to_string()},
             "items": {"data": [{"price": {"id": "premium_monthly"}, "current_period_start": now - 60, "current_period_end": now + 86_400}]}}}})
@@ -141,10 +141,19 @@ async fn stripe_subscription_events_keep_one_row_current_and_grant_the_level(poo
         }
     };
     assert!(!personas(&api).await.contains(&"executive-coach".to_string()));
-    assert_eq!(stripe(&api, &sub("evt_s1", "created", "active")).await.json()["outcome"], "subscription active");
+    assert_eq!(
+        stripe(&api, &sub("evt_s1", "created", "active", now - 30)).await.json()["outcome"],
+        "subscription active"
+    );
     assert!(personas(&api).await.contains(&"executive-coach".to_string()));
-    assert_eq!(stripe(&api, &sub("evt_s2", "updated", "past_due")).await.json()["outcome"], "subscription past_due");
-    assert_eq!(stripe(&api, &sub("evt_s3", "deleted", "active")).await.json()["outcome"], "subscription canceled");
+    assert_eq!(
+        stripe(&api, &sub("evt_s2", "updated", "past_due", now - 20)).await.json()["outcome"],
+        "subscription past_due"
+    );
+    assert_eq!(stripe(&api, &sub("evt_s3", "deleted", "active", now)).await.json()["outcome"], "subscription canceled");
+    // An older event delivered late changes nothing.
+    let late = stripe(&api, &sub("evt_s0", "updated", "active", now - 25)).await.json();
+    assert_eq!(late["outcome"], "ignored: older than the subscription's last event");
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT plan_id, status FROM user_subscriptions WHERE user_id = $1")
             .bind(u)

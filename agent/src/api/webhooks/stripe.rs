@@ -89,6 +89,9 @@ struct Event {
     id: String,
     #[serde(rename = "type")]
     kind: String,
+    /// Unix seconds; orders a subscription's events.
+    #[serde(default)]
+    created: Option<i64>,
     data: EventData,
 }
 
@@ -137,7 +140,10 @@ pub async fn receive(
     let outcome = match event.kind.as_str() {
         "payment_intent.succeeded" => payment(&api, &mut tx, obj).await,
         "charge.refunded" => refund(&mut tx, obj).await,
-        k if k.starts_with("customer.subscription.") => subscription(&mut tx, obj, k.ends_with(".deleted")).await,
+        k if k.starts_with("customer.subscription.") => {
+            let created = event.created.and_then(|t| DateTime::from_timestamp(t, 0)).unwrap_or_else(Utc::now);
+            subscription(&mut tx, obj, k.ends_with(".deleted"), created).await
+        }
         _ => Ok("ignored: event type not handled".to_string()),
     };
     let outcome = match outcome {
@@ -252,7 +258,12 @@ fn unix(v: Option<&Value>) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(v?.as_i64()?, 0)
 }
 
-async fn subscription(tx: &mut Transaction<'_, Postgres>, obj: &Value, deleted: bool) -> Result<String, ApiError> {
+async fn subscription(
+    tx: &mut Transaction<'_, Postgres>,
+    obj: &Value,
+    deleted: bool,
+    created: DateTime<Utc>,
+) -> Result<String, ApiError> {
     let Some(id) = text(obj, &["id"]) else { return Ok("ignored: no subscription id".into()) };
     let Some(user) = user_of(tx, obj).await? else { return Ok("ignored: metadata.user_id is not a known user".into()) };
     let item = obj.pointer("/items/data/0");
@@ -272,13 +283,17 @@ async fn subscription(tx: &mut Transaction<'_, Postgres>, obj: &Value, deleted: 
         _ => "canceled",
     };
     let cancel = obj.get("cancel_at_period_end").and_then(Value::as_bool).unwrap_or(false);
-    sqlx::query(
+    let applied = sqlx::query(
         "INSERT INTO user_subscriptions (user_id, plan_id, status, current_period_start, current_period_end, \
-             cancel_at_period_end, stripe_subscription_id) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             cancel_at_period_end, stripe_subscription_id, stripe_event_created) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (stripe_subscription_id) WHERE stripe_subscription_id IS NOT NULL DO UPDATE SET \
              user_id = EXCLUDED.user_id, plan_id = EXCLUDED.plan_id, status = EXCLUDED.status, \
              current_period_start = EXCLUDED.current_period_start, current_period_end = EXCLUDED.current_period_end, \
-             cancel_at_period_end = EXCLUDED.cancel_at_period_end",
+             cancel_at_period_end = EXCLUDED.cancel_at_period_end, \
+             stripe_event_created = EXCLUDED.stripe_event_created \
+         WHERE user_subscriptions.stripe_event_created IS NULL \
+            OR user_subscriptions.stripe_event_created <= EXCLUDED.stripe_event_created",
     )
     .bind(user)
     .bind(plan)
@@ -287,8 +302,13 @@ async fn subscription(tx: &mut Transaction<'_, Postgres>, obj: &Value, deleted: 
     .bind(end)
     .bind(cancel)
     .bind(id)
+    .bind(created)
     .execute(&mut **tx)
-    .await?;
+    .await?
+    .rows_affected();
+    if applied == 0 {
+        return Ok("ignored: older than the subscription's last event".into());
+    }
     Ok(format!("subscription {status}"))
 }
 

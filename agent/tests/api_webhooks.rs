@@ -117,6 +117,26 @@ async fn a_stripe_payment_and_its_replays_give_one_card_and_a_refund_refunds_it(
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn a_paid_card_can_wait_pending_until_its_buyer_activates_the_code(pool: PgPool) {
+    let api = ApiServer::start(&pool, &[("MINDBOT_API_STRIPE_ACTIVATE_CARDS", "false")]).await;
+    tier(&pool, "pro", 10, 4999, true).await;
+    let (buyer, other) = (user(&pool).await, user(&pool).await);
+    assert_eq!(stripe(&api, &payment_event("evt_p", "pi_p", buyer, "pro")).await.status, 200);
+    let (code, status): (String, String) =
+        sqlx::query_as("SELECT activation_code, status FROM time_cards WHERE stripe_payment_intent_id = 'pi_p'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "pending");
+    assert_eq!(api.get("/v1/me/balance", Some(&token(buyer))).await.json()["balance_ms"], 0);
+    // Only the buyer can activate a card bought for them.
+    api.post("/v1/cards/activate", Some(&token(other)), &json!({"code": code})).await.error(422, "invalid_field");
+    let r = api.post("/v1/cards/activate", Some(&token(buyer)), &json!({"code": code})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(api.get("/v1/me/balance", Some(&token(buyer))).await.json()["balance_ms"], 615 * 60_000);
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn stripe_subscription_events_keep_one_row_current_in_event_order_and_grant_the_level(pool: PgPool) {
     let api = ApiServer::start(&pool, &[]).await;
     let u = user(&pool).await;

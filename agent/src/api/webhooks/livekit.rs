@@ -64,5 +64,9 @@ pub async fn receive(
     for id in &closed {
         tracing::info!(session = %id, %room, event = %event.event, "session closed by a LiveKit webhook");
     }
+    if !closed.is_empty() {
+        metrics::counter!("mindbot_sessions_closed_by_webhook_total", "event" => event.event.clone())
+            .increment(closed.len() as u64);
+    }
     Ok(Json(Received::new(format!("sessions_closed: {}", closed.len()))))
 }

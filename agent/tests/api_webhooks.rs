@@ -226,7 +226,18 @@ async fn livekit_webhooks_close_the_sessions_a_meter_still_holds(pool: PgPool) {
     let room = worker_support::unique("api-room");
     rooms.create_room(&room, Default::default()).await.expect("CreateRoom");
     let mut held = meter.open(open(&room)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Let the meter charge at least a second first.
+    for _ in 0..100 {
+        let charged: i64 = sqlx::query_scalar("SELECT charged_ms FROM voice_sessions WHERE id = $1")
+            .bind(held.id())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if charged >= 1000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     rooms.delete_room(&room).await.expect("DeleteRoom");
     assert_eq!(closed(&pool, held.id()).await, ("completed".into(), "room_closed".into()));
     let event = tokio::time::timeout(Duration::from_secs(10), async {

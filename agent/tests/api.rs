@@ -120,7 +120,9 @@ async fn the_api_token_brings_the_real_worker_which_meters_the_session(pool: PgP
     e2e::ensure("scripts/python-env.sh", None);
     let agent_name = format!("mindbot-test-{}", Uuid::new_v4().simple());
     // The worker serves the API itself (`run` with api.enabled).
-    let (_worker, port) = e2e::worker(&pool, &agent_name, &api_env()).await;
+    let mut env = api_env();
+    env.push(("MINDBOT_WORKER_USER_GRACE_SECONDS", "2"));
+    let (_worker, port) = e2e::worker(&pool, &agent_name, &env).await;
     let api = ApiServer::at(port);
     let u = user(&pool).await;
     card(&pool, u, 5).await;
@@ -133,7 +135,7 @@ async fn the_api_token_brings_the_real_worker_which_meters_the_session(pool: PgP
     assert_eq!(said.first().and_then(|m| m["type"].as_str()), Some("started"), "{report}");
     let history = async || api.get("/v1/me/sessions", Some(&token(u))).await.json();
     let mut page = history().await;
-    for _ in 0..100 {
+    for _ in 0..150 {
         if page["sessions"][0]["status"] != "active" {
             break;
         }

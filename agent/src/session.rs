@@ -19,7 +19,7 @@ use metering::UserId;
 use mindbot_agent::room::{self, ConnectOptions, DisconnectReason, OutgoingData, Room, RoomEvent, RoomEvents};
 use mindbot_agent::worker::Assignment;
 use personas::{AccessFacts, AccessPolicy, Catalog, PersonaError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::time::{sleep_until, Instant};
@@ -56,14 +56,45 @@ pub struct Context {
     pub worker_id: String,
 }
 
-/// The dispatch metadata a job carries (JSON).
-#[derive(Debug, Default, Deserialize)]
+/// The dispatch metadata a job carries (JSON). The API and `demo` write it
+/// with this type, so what they send is what the worker reads.
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct JobMetadata {
-    user_id: Option<String>,
-    persona: Option<String>,
-    overrides: Option<serde_json::Value>,
-    age: Option<u32>,
+pub struct JobMetadata {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persona: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age: Option<u32>,
+}
+
+/// A participant token for `identity` in `room` whose room configuration
+/// dispatches the agent `agent_name` with `metadata`: what the app joins with.
+pub fn dispatch_token(
+    lk: &crate::config::LivekitConfig,
+    identity: &str,
+    name: &str,
+    room: &str,
+    metadata: &JobMetadata,
+    ttl: Duration,
+) -> anyhow::Result<String> {
+    use livekit_api::access_token::{AccessToken, VideoGrants};
+    use livekit_protocol::{RoomAgentDispatch, RoomConfiguration};
+    let metadata = serde_json::to_string(metadata)?;
+    AccessToken::with_api_key(&lk.api_key, lk.api_secret.expose())
+        .with_identity(identity)
+        .with_name(name)
+        .with_ttl(ttl)
+        .with_grants(VideoGrants { room_join: true, room: room.to_string(), ..Default::default() })
+        .with_room_config(RoomConfiguration {
+            agents: vec![RoomAgentDispatch { agent_name: lk.agent_name.clone(), metadata, ..Default::default() }],
+            ..Default::default()
+        })
+        .to_jwt()
+        .map_err(|e| anyhow::anyhow!("signing a participant token: {e}"))
 }
 
 /// Why a session was refused before any charge.

@@ -51,7 +51,7 @@ log "installing $(basename "$REQS") into $VENV"
 rm -f "$STAMP"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input -r "$REQS" >&2 \
     || die "pip install -r $REQS failed (see above)"
-"$VENV/bin/python" -c 'import livekit.rtc, livekit.api, numpy, pocketsphinx' \
+"$VENV/bin/python" -c 'import livekit.rtc, livekit.api, numpy, pocketsphinx, schemathesis' \
     || die "the packages installed but do not import"
 echo "$want" > "$STAMP"
 log "Python environment ready in $VENV"

@@ -127,15 +127,25 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
     });
     let registered = Arc::new(AtomicBool::new(false));
     let http_stop = CancellationToken::new();
-    let health = crate::http::Health { pool: ctx.pool.clone(), registered: registered.clone(), metrics: prometheus };
-    let bound = crate::http::serve(&config.http.address, health, http_stop.clone()).await?;
-    tracing::info!(address = %bound, "operator HTTP: /metrics /healthz /readyz");
+    let health = crate::http::Health {
+        pool: ctx.pool.clone(),
+        registered: registered.clone(),
+        needs_worker: true,
+        metrics: prometheus,
+    };
+    let api = api_router(config, &ctx.pool)?;
+    let bound = crate::http::serve(&config.http.address, health, api, http_stop.clone()).await?;
+    tracing::info!(address = %bound, api = config.api.enabled, "operator HTTP: /metrics /healthz /readyz");
     let mut options = WorkerOptions::new(&lk.url, &lk.agent_name, token);
     options.max_jobs = config.worker.max_jobs;
     let (worker, mut events) = Worker::connect(options).await.context("registering with the LiveKit server")?;
     let handle = worker.handle();
     registered.store(true, Ordering::Relaxed);
     metrics::gauge!("mindbot_livekit_connected").set(1.0);
+    // Counters exist (at zero) from the start, so a rate over them is defined.
+    for name in ["mindbot_jobs_offered_total", "mindbot_jobs_accepted_total", "mindbot_jobs_assigned_total"] {
+        metrics::counter!(name).absolute(0);
+    }
     tracing::info!(worker_id, agent_name = %lk.agent_name, "worker registered; waiting for jobs");
     let max_jobs = f64::from(config.worker.max_jobs);
 
@@ -156,13 +166,13 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
             ev = events.recv() => match ev {
                 Some(WorkerEvent::Assigned(a)) => {
                     metrics::counter!("mindbot_jobs_assigned_total").increment(1);
-                    let cancel = shutdown.child_token();
-                    cancels.insert(a.job.id.clone(), cancel.clone());
+                    let stop = session::Stop { shutdown: shutdown.clone(), terminated: CancellationToken::new() };
+                    cancels.insert(a.job.id.clone(), stop.terminated.clone());
                     let span = tracing::info_span!("session", room = %a.job.room, job_id = %a.job.id);
                     let ctx = ctx.clone();
                     jobs.spawn(async move {
                         let id = a.job.id.clone();
-                        (id, session::run(ctx, a, cancel).await)
+                        (id, session::run(ctx, a, stop).await)
                     }.instrument(span));
                 }
                 Some(WorkerEvent::Terminated { job_id, .. }) => {
@@ -218,6 +228,43 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
     meter.shutdown().await;
     http_stop.cancel();
     tracing::info!("worker stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `/v1` router when `api.enabled`.
+fn api_router(config: &Config, pool: &PgPool) -> Result<Option<axum::Router>> {
+    if !config.api.enabled {
+        return Ok(None);
+    }
+    let api = crate::api::Api::new(config, pool.clone()).context("setting up the public API")?;
+    Ok(Some(crate::api::router(Arc::new(api))))
+}
+
+/// The public API and the operator endpoints alone, without the worker (an
+/// API node): serves until SIGTERM or Ctrl-C.
+pub async fn api(config: &Config) -> Result<ExitCode> {
+    anyhow::ensure!(config.api.enabled, "config key api.enabled must be true for `mindbot-agent api`");
+    let prometheus = crate::telemetry::metrics().context("installing the metrics recorder")?;
+    let pool = connect(config).await?;
+    if config.database.migrate_on_start {
+        metering::MIGRATOR.run(&pool).await.context("applying migrations at start")?;
+    }
+    let health = crate::http::Health {
+        pool: pool.clone(),
+        registered: Arc::new(AtomicBool::new(false)),
+        needs_worker: false,
+        metrics: prometheus,
+    };
+    let stop = CancellationToken::new();
+    let bound = crate::http::serve(&config.http.address, health, api_router(config, &pool)?, stop.clone()).await?;
+    tracing::info!(address = %bound, "API serving /v1 and /metrics /healthz /readyz");
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    stop.cancel();
+    tracing::info!("API stopped");
     Ok(ExitCode::SUCCESS)
 }
 

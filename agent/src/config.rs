@@ -43,6 +43,7 @@ pub struct Config {
     pub meter: MeterSettings,
     pub cards: CardSettings,
     pub personas: PersonaSettings,
+    pub api: ApiConfig,
     pub log: LogConfig,
     /// Absent from a config file: the defaults (voice off).
     #[serde(default)]
@@ -122,6 +123,40 @@ pub struct PersonaSettings {
     pub timezone: String,
     /// Subscription plan id to access level (`free`, `basic`, `premium`).
     pub plan_levels: BTreeMap<String, String>,
+}
+
+/// The public HTTP API under `/v1` (see `config.toml` for each key).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Serve `/v1` beside the operator endpoints.
+    pub enabled: bool,
+    /// `HS256`, `RS256` or `ES256`: the only algorithm end-user tokens may use.
+    pub jwt_algorithm: String,
+    /// The HS256 secret, or the RS256/ES256 public key in PEM.
+    pub jwt_key: Secret,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    /// The claim holding the user's age in years (optional in a token).
+    pub jwt_age_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub jwt_leeway_seconds: u64,
+    /// The LiveKit URL handed to apps; empty means `livekit.url`.
+    pub public_livekit_url: String,
+    /// Lifetime of the participant tokens `POST /v1/sessions` signs.
+    pub session_token_ttl_seconds: u64,
+    /// A session needs the balance for this many seconds at the persona's multiplier.
+    pub min_session_seconds: u64,
+    /// Open (active) sessions one user may have at once.
+    pub max_open_sessions: u32,
+    /// Largest request body accepted, in bytes.
+    pub body_limit_bytes: usize,
+    /// Stripe's webhook signing secret (`whsec_...`); empty refuses every Stripe webhook.
+    pub stripe_webhook_secret: Secret,
+    /// How old a Stripe signature's timestamp may be.
+    pub stripe_tolerance_seconds: u64,
+    /// A paid card is active at once (true) or pending until its code is activated.
+    pub stripe_activate_cards: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -283,6 +318,7 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("config key personas.default: {e}"))?;
         self.timezone()?;
         self.plan_levels()?;
+        self.validate_api()?;
         if !["text", "json"].contains(&self.log.format.as_str()) {
             bail!("config key log.format must be \"text\" or \"json\" (got {:?})", self.log.format);
         }
@@ -318,6 +354,42 @@ impl Config {
         }
         if v.enabled && !v.tts.contains_key("default") {
             bail!("config key voice.tts.default is needed when voice.enabled is true");
+        }
+        Ok(())
+    }
+
+    fn validate_api(&self) -> Result<()> {
+        let a = &self.api;
+        if !["HS256", "RS256", "ES256"].contains(&a.jwt_algorithm.as_str()) {
+            bail!("config key api.jwt_algorithm must be \"HS256\", \"RS256\" or \"ES256\" (got {:?})", a.jwt_algorithm);
+        }
+        if a.jwt_age_claim.trim().is_empty() {
+            bail!("config key api.jwt_age_claim must not be empty");
+        }
+        if !a.public_livekit_url.is_empty()
+            && !["ws://", "wss://", "http://", "https://"].iter().any(|s| a.public_livekit_url.starts_with(s))
+        {
+            bail!("config key api.public_livekit_url must start with ws://, wss://, http:// or https://");
+        }
+        if !(10..=86_400).contains(&a.session_token_ttl_seconds) {
+            bail!("config key api.session_token_ttl_seconds must be between 10 and 86400");
+        }
+        if a.min_session_seconds == 0 || a.max_open_sessions == 0 {
+            bail!("config keys api.min_session_seconds and api.max_open_sessions must be positive");
+        }
+        if !(1024..=10 * 1024 * 1024).contains(&a.body_limit_bytes) {
+            bail!("config key api.body_limit_bytes must be between 1024 and 10485760");
+        }
+        if a.stripe_tolerance_seconds == 0 {
+            bail!("config key api.stripe_tolerance_seconds must be positive");
+        }
+        if a.enabled {
+            if a.jwt_key.expose().is_empty() {
+                bail!("config key api.jwt_key must be set when api.enabled is true");
+            }
+            if a.jwt_issuer.is_empty() || a.jwt_audience.is_empty() {
+                bail!("config keys api.jwt_issuer and api.jwt_audience must be set when api.enabled is true");
+            }
         }
         Ok(())
     }
@@ -500,5 +572,32 @@ mod tests {
         let start = DEFAULT_TOML.find("[voice]").unwrap();
         let c = Config::from_sources(&DEFAULT_TOML[..start], env(&[])).unwrap();
         assert!(!c.voice.enabled);
+    }
+
+    #[test]
+    fn an_enabled_api_needs_its_token_settings() {
+        let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_API_ENABLED", "true")])).unwrap_err();
+        assert!(e.to_string().contains("api.jwt_key"), "{e}");
+        let e = Config::from_sources(
+            DEFAULT_TOML,
+            env(&[("MINDBOT_API_ENABLED", "true"), ("MINDBOT_API_JWT_KEY", "k"), ("MINDBOT_API_JWT_ISSUER", "i")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("api.jwt_audience"), "{e}");
+        let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_API_JWT_ALGORITHM", "none")])).unwrap_err();
+        assert!(e.to_string().contains("api.jwt_algorithm"), "{e}");
+        let c = Config::from_sources(
+            DEFAULT_TOML,
+            env(&[
+                ("MINDBOT_API_ENABLED", "true"),
+                ("MINDBOT_API_JWT_KEY", "k3y"),
+                ("MINDBOT_API_JWT_ISSUER", "i"),
+                ("MINDBOT_API_JWT_AUDIENCE", "a"),
+                ("MINDBOT_API_STRIPE_WEBHOOK_SECRET", "whsec_s3cr3t"),
+            ]),
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("k3y") && !shown.contains("whsec_s3cr3t"), "{shown}");
     }
 }

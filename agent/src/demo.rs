@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chrono::Utc;
-use livekit_api::access_token::{AccessToken, VideoGrants};
-use livekit_protocol::{RoomAgentDispatch, RoomConfiguration};
 use metering::{cards, Millis, UserId};
 
 use crate::config::Config;
+use crate::session::{dispatch_token, JobMetadata};
 
 const DEMO_EMAIL: &str = "demo@mindbot.invalid";
 
@@ -41,22 +40,20 @@ pub async fn demo(config: &Config) -> Result<ExitCode> {
     }
     let balance = metering::balance::balance(&pool, user, Utc::now()).await?;
     let room = format!("demo-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let metadata = serde_json::json!({"user_id": user.to_string(), "persona": config.personas.default}).to_string();
-    let token = AccessToken::with_api_key(&config.livekit.api_key, config.livekit.api_secret.expose())
-        .with_identity(&user.to_string())
-        .with_name("Demo User")
-        .with_ttl(Duration::from_secs(24 * 3600))
-        .with_grants(VideoGrants { room_join: true, room: room.clone(), ..Default::default() })
-        .with_room_config(RoomConfiguration {
-            agents: vec![RoomAgentDispatch {
-                agent_name: config.livekit.agent_name.clone(),
-                metadata,
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .to_jwt()
-        .context("signing the demo token")?;
+    let metadata = JobMetadata {
+        user_id: Some(user.to_string()),
+        persona: Some(config.personas.default.clone()),
+        ..Default::default()
+    };
+    let token = dispatch_token(
+        &config.livekit,
+        &user.to_string(),
+        "Demo User",
+        &room,
+        &metadata,
+        Duration::from_secs(24 * 3600),
+    )
+    .context("signing the demo token")?;
     println!("demo user {user} ({DEMO_EMAIL}): balance {}", balance.spendable);
     println!("livekit url: {}", config.livekit.url);
     println!("room:        {room}");

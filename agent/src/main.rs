@@ -1,9 +1,11 @@
 //! `mindbot-agent`: the MindBot LiveKit agent worker and its operator CLI.
 //!
 //! Modules, in the order a session meets them: `config` (settings),
-//! `cli` (operator commands), `bench` (benchmarks that print figures),
-//! `session` (one job), `voice` (the agent hears and speaks), `telemetry` (logs).
+//! `cli` (operator commands), `session` (one job), `voice` (the agent hears
+//! and speaks), `http` (operator endpoints), `api` (the public API under
+//! `/v1`), `bench` (benchmarks that print figures), `telemetry` (logs).
 
+mod api;
 mod bench;
 mod cli;
 mod config;
@@ -33,6 +35,8 @@ struct Args {
 enum Command {
     /// Run the worker: register with LiveKit, take jobs, meter every session.
     Run,
+    /// Serve the public API (/v1) and the operator endpoints, without the worker.
+    Api,
     /// Apply pending database migrations.
     Migrate,
     /// A funded demo user and a token that dispatches the agent to a new room.
@@ -67,6 +71,8 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(&config.log);
+    // Before any token is signed: jsonwebtoken's crypto provider is process-wide.
+    api::auth::install_crypto();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -77,6 +83,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match args.command {
             Command::Run => cli::run(&config).await,
+            Command::Api => cli::api(&config).await,
             Command::Migrate => cli::migrate(&config).await,
             Command::Demo => demo::demo(&config).await,
             Command::Persona(c) => cli::persona(&config, c).await,

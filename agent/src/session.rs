@@ -19,7 +19,7 @@ use metering::UserId;
 use mindbot_agent::room::{self, ConnectOptions, DisconnectReason, OutgoingData, Room, RoomEvent, RoomEvents};
 use mindbot_agent::worker::Assignment;
 use personas::{AccessFacts, AccessPolicy, Catalog, PersonaError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::time::{sleep_until, Instant};
@@ -58,14 +58,45 @@ pub struct Context {
     pub voice: Option<Arc<crate::voice::VoiceService>>,
 }
 
-/// The dispatch metadata a job carries (JSON).
-#[derive(Debug, Default, Deserialize)]
+/// The dispatch metadata a job carries (JSON). The API and `demo` write it
+/// with this type, so what they send is what the worker reads.
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct JobMetadata {
-    user_id: Option<String>,
-    persona: Option<String>,
-    overrides: Option<serde_json::Value>,
-    age: Option<u32>,
+pub struct JobMetadata {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persona: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age: Option<u32>,
+}
+
+/// A participant token for `identity` in `room` whose room configuration
+/// dispatches the agent `agent_name` with `metadata`: what the app joins with.
+pub fn dispatch_token(
+    lk: &crate::config::LivekitConfig,
+    identity: &str,
+    name: &str,
+    room: &str,
+    metadata: &JobMetadata,
+    ttl: Duration,
+) -> anyhow::Result<String> {
+    use livekit_api::access_token::{AccessToken, VideoGrants};
+    use livekit_protocol::{RoomAgentDispatch, RoomConfiguration};
+    let metadata = serde_json::to_string(metadata)?;
+    AccessToken::with_api_key(&lk.api_key, lk.api_secret.expose())
+        .with_identity(identity)
+        .with_name(name)
+        .with_ttl(ttl)
+        .with_grants(VideoGrants { room_join: true, room: room.to_string(), ..Default::default() })
+        .with_room_config(RoomConfiguration {
+            agents: vec![RoomAgentDispatch { agent_name: lk.agent_name.clone(), metadata, ..Default::default() }],
+            ..Default::default()
+        })
+        .to_jwt()
+        .map_err(|e| anyhow::anyhow!("signing a participant token: {e}"))
 }
 
 /// Why a session was refused before any charge.
@@ -88,8 +119,21 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// What can end a session from outside it.
+#[derive(Clone, Default)]
+pub struct Stop {
+    /// The worker is shutting down (drain timeout or a second SIGTERM).
+    pub shutdown: CancellationToken,
+    /// LiveKit terminated this job (room gone, agent removed, dispatch deleted).
+    pub terminated: CancellationToken,
+}
+
+/// How long a terminated job waits for the room to say why, before it ends
+/// as `agent_removed` (the server took the job away while the room lives).
+const TERMINATION_WAIT: Duration = Duration::from_secs(2);
+
 /// Runs one job to its end.
-pub async fn run(ctx: Arc<Context>, a: Assignment, cancel: CancellationToken) -> Outcome {
+pub async fn run(ctx: Arc<Context>, a: Assignment, stop: Stop) -> Outcome {
     let (room, mut events) = match room::connect(&a.url, &a.token, ConnectOptions::default()).await {
         Ok(r) => r,
         Err(e) => return Outcome::Failed(format!("joining room {}: {e}", a.job.room)),
@@ -114,7 +158,7 @@ pub async fn run(ctx: Arc<Context>, a: Assignment, cancel: CancellationToken) ->
         Ok(admitted) => {
             let persona = admitted.slug.clone();
             metrics::gauge!("mindbot_sessions_active", "persona" => persona.clone()).increment(1.0);
-            let reason = converse(&ctx, &room, &mut events, admitted, &cancel).await;
+            let reason = converse(&ctx, &room, &mut events, admitted, &stop).await;
             metrics::gauge!("mindbot_sessions_active", "persona" => persona.clone()).decrement(1.0);
             metrics::counter!("mindbot_sessions_ended_total", "persona" => persona, "reason" => reason.as_str())
                 .increment(1);
@@ -192,6 +236,10 @@ async fn admit(
                 metering::Error::UserNotFound { .. } => Refusal::new("unknown_user", e),
                 metering::Error::UserInactive { .. } => Refusal::new("inactive_user", e),
                 metering::Error::InsufficientBalance { .. } => Refusal::new("insufficient_balance", e),
+                metering::Error::Database(_) => {
+                    database_error("open");
+                    Refusal::new("error", e)
+                }
                 other => Refusal::new("error", other),
             })
         })?;
@@ -224,9 +272,19 @@ fn persona_refusal(e: PersonaError) -> Refusal {
         PersonaError::AgeRestricted { .. } => "age_restricted",
         PersonaError::DailyLimitReached { .. } => "daily_limit",
         PersonaError::OverrideNotAllowed { .. } | PersonaError::InvalidOverride { .. } => "invalid_overrides",
+        PersonaError::Database(_) => {
+            database_error("admit");
+            "error"
+        }
         _ => "error",
     };
     Refusal::new(reason, e)
+}
+
+/// Counts a database failure a session met outside the meter's ticks
+/// (those are `mindbot_meter_write_failures_total`).
+fn database_error(stage: &'static str) {
+    metrics::counter!("mindbot_database_errors_total", "stage" => stage).increment(1);
 }
 
 /// The first non-agent participant to be in the room, within `wait`.
@@ -291,13 +349,7 @@ async fn greet(room: &Room, s: &Admitted, voice: Option<&crate::voice::VoiceHand
 }
 
 /// The metered conversation: runs until an end reason, closes the session.
-async fn converse(
-    ctx: &Context,
-    room: &Room,
-    events: &mut RoomEvents,
-    mut s: Admitted,
-    cancel: &CancellationToken,
-) -> EndReason {
+async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Admitted, stop: &Stop) -> EndReason {
     let voice = match &ctx.voice {
         Some(v) => v.start(room, &s.persona, s.metered.watch()).await.map_err(|e| warn!(error = %e, "no voice")).ok(),
         None => None,
@@ -314,7 +366,8 @@ async fn converse(
     let mut next_balance = Instant::now() + ctx.balance_every;
     let reason = loop {
         tokio::select! {
-            _ = cancel.cancelled() => break EndReason::Shutdown,
+            _ = stop.shutdown.cancelled() => break EndReason::Shutdown,
+            _ = stop.terminated.cancelled() => break termination_reason(events).await,
             _ = sleep_until(cap_at) => {
                 let reason = s.cap.map_or(EndReason::TimeLimit, |(_, r)| r);
                 send(room, TOPIC_SESSION, &s.identity, &json!({"type": "ended", "reason": reason.as_str()})).await;
@@ -358,12 +411,7 @@ async fn converse(
                         v.hear(stream);
                     }
                 }
-                Some(RoomEvent::Disconnected { reason }) => break match reason {
-                    DisconnectReason::ParticipantRemoved => EndReason::AgentRemoved,
-                    DisconnectReason::RoomDeleted | DisconnectReason::RoomClosed => EndReason::RoomClosed,
-                    DisconnectReason::ServerShutdown => EndReason::Shutdown,
-                    _ => EndReason::Error,
-                },
+                Some(RoomEvent::Disconnected { reason }) => break disconnect_reason(reason),
                 None => break EndReason::Error,
                 Some(_) => {}
             },
@@ -384,9 +432,39 @@ async fn converse(
             info!(session = %id, user = %s.user, reason = %reason, duration_seconds = ?v.duration_seconds,
             cost_minutes = ?v.cost_minutes, "session ended");
         }
-        Err(e) => warn!(session = %id, reason = %reason, error = %e, "session end not recorded"),
+        Err(e) => {
+            if matches!(e, metering::Error::Database(_)) {
+                database_error("close");
+            }
+            warn!(session = %id, reason = %reason, error = %e, "session end not recorded")
+        }
     }
     reason
+}
+
+/// The end reason for the agent's own disconnection from the room.
+fn disconnect_reason(reason: DisconnectReason) -> EndReason {
+    match reason {
+        DisconnectReason::ParticipantRemoved => EndReason::AgentRemoved,
+        DisconnectReason::RoomDeleted | DisconnectReason::RoomClosed => EndReason::RoomClosed,
+        DisconnectReason::ServerShutdown => EndReason::Shutdown,
+        _ => EndReason::Error,
+    }
+}
+
+/// LiveKit terminated the job: the room usually says why within a moment
+/// (deleted, or the agent removed); if it does not, the server took the job
+/// away while the room goes on, which for the user is the agent removed.
+async fn termination_reason(events: &mut RoomEvents) -> EndReason {
+    let deadline = Instant::now() + TERMINATION_WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(RoomEvent::Disconnected { reason })) => return disconnect_reason(reason),
+            Ok(Some(_)) => {}
+            Ok(None) => return EndReason::RoomClosed,
+            Err(_) => return EndReason::AgentRemoved,
+        }
+    }
 }
 
 /// Removes the user (or deletes the room) through the server API and waits

@@ -30,6 +30,9 @@ pub fn metrics() -> anyhow::Result<PrometheusHandle> {
         )?
         .install_recorder()?;
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!("mindbot_jobs_offered_total", "Availability requests LiveKit sent this worker");
+    describe_counter!("mindbot_jobs_accepted_total", "Offered jobs this worker said yes to");
+    describe_counter!("mindbot_jobs_declined_total", "Offered jobs this worker said no to, by reason");
     describe_counter!("mindbot_jobs_assigned_total", "Jobs LiveKit assigned to this worker");
     describe_counter!("mindbot_sessions_refused_total", "Jobs refused before any charge, by reason");
     describe_gauge!("mindbot_sessions_active", "Metered sessions running now, by persona");
@@ -43,6 +46,7 @@ pub fn metrics() -> anyhow::Result<PrometheusHandle> {
     describe_histogram!("mindbot_hangup_latency_seconds", Unit::Seconds, "Exhaustion to the user gone from the room");
     describe_histogram!("mindbot_meter_tick_duration_seconds", Unit::Seconds, "Duration of one tick batch write");
     describe_counter!("mindbot_meter_write_failures_total", "Tick batch writes that failed and were retried");
+    describe_counter!("mindbot_database_errors_total", "Database failures outside tick writes, by stage");
     describe_gauge!("mindbot_livekit_connected", "1 while registered with the LiveKit server");
     describe_gauge!("mindbot_worker_jobs", "Jobs this worker is running");
     describe_gauge!("mindbot_worker_load", "Jobs running as a share of worker.max_jobs");

@@ -21,9 +21,21 @@ async fn a_user_whose_balance_runs_out_is_warned_and_hung_up(pool: PgPool) {
     let (code, body) = get(port, "/readyz").await;
     assert_eq!(code, 200, "{body}");
 
-    // One minute of card at the 1.5x persona (basic level: a subscription
-    // grants it): 40 s of conversation.
-    let user = user_with_card(&pool, 1).await;
+    // 90 s of card at the 1.5x persona (basic level: a subscription grants
+    // it): 60 s of conversation. The card held two minutes; an earlier
+    // 20 s session at 1.5 spent 30 s of it.
+    let user = user_with_card(&pool, 2).await;
+    for sql in [
+        "UPDATE time_cards SET remaining_minutes = 1, remaining_sub_ms = 30000 WHERE user_id = $1",
+        "INSERT INTO voice_sessions (user_id, session_id, room_name, start_time, end_time, duration_seconds, \
+         cost_minutes, status, end_reason, persona_slug, rate_ms_per_second, metered_ms, charged_ms, last_tick_seq) \
+         VALUES ($1, 'earlier', 'earlier', NOW() - INTERVAL '1 hour', NOW() - INTERVAL '1 hour' + INTERVAL '20 s', \
+         20, 1, 'completed', 'user_left', 'late-night-comic', 1500, 20000, 30000, 20)",
+        "INSERT INTO card_charges (voice_session_id, time_card_id, charged_ms) \
+         SELECT v.id, c.id, 30000 FROM voice_sessions v JOIN time_cards c ON c.user_id = v.user_id WHERE v.user_id = $1",
+    ] {
+        sqlx::query(sql).bind(user).execute(&pool).await.unwrap();
+    }
     sqlx::query(
         "INSERT INTO user_subscriptions (user_id, plan_id, status, current_period_start, current_period_end) \
          VALUES ($1, 'basic_monthly', 'active', NOW() - INTERVAL '1 day', NOW() + INTERVAL '29 days')",
@@ -36,14 +48,17 @@ async fn a_user_whose_balance_runs_out_is_warned_and_hung_up(pool: PgPool) {
     let meta = serde_json::json!({"user_id": user.to_string(), "persona": "late-night-comic", "age": 30});
     let token = dispatch_token(&room, &user.to_string(), &agent_name, &meta).await;
     let report =
-        visit(&token, &["--expect-data", "mindbot.balance", "--expect-data", "mindbot.session", "--stay", "75"]).await;
+        visit(&token, &["--expect-data", "mindbot.balance", "--expect-data", "mindbot.session", "--stay", "90"]).await;
     eprintln!("user report: {report}");
 
     assert_eq!(report["disconnect_reason"], "PARTICIPANT_REMOVED", "{report}");
     let duration = report["duration"].as_f64().unwrap();
-    assert!(duration < 60.0, "hung up at the balance's end, not at --stay: {duration}");
     let data = report["data"].as_array().unwrap();
     let json_of = |d: &Value| serde_json::from_str::<Value>(d["text"].as_str().unwrap_or("")).unwrap_or(Value::Null);
+    // The user's own clock: from the session's start message to being removed.
+    let started_at = data.iter().find(|d| json_of(d)["type"] == "started").and_then(|d| d["at"].as_f64());
+    let talked = duration - started_at.expect("a started message");
+    assert!((60.0..61.0).contains(&talked), "hung up 60 s into the session (within a second): {talked:.3} s");
     let of_type = |topic: &str, t: &str| data.iter().filter(|d| d["topic"] == topic && json_of(d)["type"] == t).count();
     assert_eq!(of_type("mindbot.session", "started"), 1, "{data:?}");
     assert!(of_type("mindbot.balance", "balance") >= 1, "{data:?}");
@@ -51,7 +66,7 @@ async fn a_user_whose_balance_runs_out_is_warned_and_hung_up(pool: PgPool) {
     assert_eq!(of_type("mindbot.session", "ended"), 1, "{data:?}");
     assert!(data.iter().any(|d| json_of(d)["reason"] == "balance_exhausted"), "{data:?}");
 
-    // The books: exactly the card, to the millisecond; 40 s of talk.
+    // The books: exactly the card, to the millisecond; 60 s of talk.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (status, reason, charged, metered): (String, String, i64, i64) =
         sqlx::query_as("SELECT status, end_reason, charged_ms, metered_ms FROM voice_sessions WHERE room_name = $1")
@@ -61,7 +76,7 @@ async fn a_user_whose_balance_runs_out_is_warned_and_hung_up(pool: PgPool) {
             .unwrap();
     assert_eq!(
         (status.as_str(), reason.as_str(), charged, metered),
-        ("completed", "balance_exhausted", 60_000, 40_000)
+        ("completed", "balance_exhausted", 90_000, 60_000)
     );
     let card: String = sqlx::query_scalar("SELECT status FROM time_cards WHERE user_id = $1")
         .bind(user)

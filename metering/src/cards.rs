@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use rand::Rng;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::error::{Error, Result};
 use crate::ids::{CardId, UserId, UNCLAIMED_CARDS_OWNER};
@@ -82,14 +82,29 @@ pub async fn issue(
     owner: Option<UserId>,
     payment_intent: Option<&str>,
 ) -> Result<Vec<TimeCard>> {
+    let mut tx = pool.begin().await?;
+    let cards = issue_in(&mut tx, tier_id, count, owner, payment_intent).await?;
+    tx.commit().await?;
+    Ok(cards)
+}
+
+/// [`issue`] inside the caller's transaction, so a payment and its card are
+/// written together. A second card for one payment intent fails on the
+/// database's unique index.
+pub async fn issue_in(
+    conn: &mut PgConnection,
+    tier_id: &str,
+    count: u32,
+    owner: Option<UserId>,
+    payment_intent: Option<&str>,
+) -> Result<Vec<TimeCard>> {
     let tier: PricingTier =
         sqlx::query_as(&format!("SELECT {TIER_COLUMNS} FROM pricing_tiers WHERE id = $1 AND COALESCE(active, TRUE)"))
             .bind(tier_id)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *conn)
             .await?
             .ok_or_else(|| Error::TierNotFound { id: tier_id.to_string() })?;
     let minutes = tier.card_minutes()?;
-    let mut tx = pool.begin().await?;
     let mut cards = Vec::with_capacity(count as usize);
     while cards.len() < count as usize {
         // A code collision (2^-100) just draws again.
@@ -102,11 +117,10 @@ pub async fn issue(
         .bind(generate_code())
         .bind(minutes)
         .bind(payment_intent)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *conn)
         .await?;
         cards.extend(card);
     }
-    tx.commit().await?;
     Ok(cards)
 }
 
@@ -198,9 +212,17 @@ pub async fn expire_due(pool: &PgPool, now: DateTime<Utc>) -> Result<u64> {
 /// used, or already used, expired or refunded, is refused and unchanged.
 pub async fn refund(pool: &PgPool, card: CardId) -> Result<TimeCard> {
     let mut tx = pool.begin().await?;
+    let c = refund_in(&mut tx, card).await?;
+    tx.commit().await?;
+    Ok(c)
+}
+
+/// [`refund`] inside the caller's transaction (a refunded payment and its
+/// card change together).
+pub async fn refund_in(conn: &mut PgConnection, card: CardId) -> Result<TimeCard> {
     let c: TimeCard = sqlx::query_as(&format!("SELECT {CARD_COLUMNS} FROM time_cards WHERE id = $1 FOR UPDATE"))
         .bind(card)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *conn)
         .await?
         .ok_or(Error::CardNotFound { card })?;
     if !matches!(c.status, CardStatus::Pending | CardStatus::Active) {
@@ -209,7 +231,7 @@ pub async fn refund(pool: &PgPool, card: CardId) -> Result<TimeCard> {
     let charged: i64 =
         sqlx::query_scalar("SELECT COALESCE(SUM(charged_ms), 0)::int8 FROM card_charges WHERE time_card_id = $1")
             .bind(card)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *conn)
             .await?;
     let used = Millis::from_minutes(i64::from(c.total_minutes)).0 - c.balance().0;
     if charged > 0 || used != 0 {
@@ -220,9 +242,8 @@ pub async fn refund(pool: &PgPool, card: CardId) -> Result<TimeCard> {
          WHERE id = $1 RETURNING {CARD_COLUMNS}"
     ))
     .bind(card)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
-    tx.commit().await?;
     Ok(c)
 }
 

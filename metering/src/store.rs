@@ -484,6 +484,45 @@ impl Store {
         Ok(closed)
     }
 
+    /// Ends the active sessions of `room` (only `user`'s when given) because
+    /// LiveKit says the room or the participant is gone, whoever's meter holds
+    /// them: one transaction, in the reaper's way. Each ends at its last
+    /// heartbeat (the last tick written), charged exactly what its applied
+    /// ticks charged and never more; a meter still holding one sees its next
+    /// tick refused as closed and reports it closed elsewhere. Returns the
+    /// sessions closed.
+    pub async fn close_room_sessions(
+        &self,
+        room: &str,
+        user: Option<UserId>,
+        reason: EndReason,
+    ) -> Result<Vec<SessionId>> {
+        let mut tx = self.pool.begin().await?;
+        self.count(4);
+        let ids: Vec<SessionId> = sqlx::query_scalar(
+            "WITH open AS ( \
+                 SELECT id FROM voice_sessions \
+                 WHERE room_name = $1 AND status = 'active' AND ($2::uuid IS NULL OR user_id = $2) \
+                 ORDER BY id FOR UPDATE) \
+             UPDATE voice_sessions v SET status = $3, end_reason = $4, \
+                 end_time = GREATEST(COALESCE(v.heartbeat_at, v.start_time), v.start_time), \
+                 duration_seconds = LEAST(v.metered_ms / 1000, 2147483647)::int4, \
+                 cost_minutes = LEAST((v.charged_ms + 59999) / 60000, 2147483647)::int4 \
+             FROM open WHERE v.id = open.id AND v.status = 'active' RETURNING v.id",
+        )
+        .bind(room)
+        .bind(user)
+        .bind(reason.status().as_str())
+        .bind(reason.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        if !ids.is_empty() {
+            record_persona_session(&mut tx, &ids).await?;
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
     /// A session as the seed's interface shows it.
     pub async fn session(&self, id: SessionId) -> Result<VoiceSession> {
         sqlx::query_as(&format!("SELECT {VOICE_SESSION_COLUMNS} FROM voice_sessions WHERE id = $1"))

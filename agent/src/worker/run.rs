@@ -171,8 +171,16 @@ impl Actor {
             return Ok(());
         };
         let job = Job::from_proto(&job);
-        let fits = !self.slots.knows(&job.id) && self.slots.available(self.load());
-        let participant = if fits { self.choose(&job) } else { None };
+        metrics::counter!("mindbot_jobs_offered_total").increment(1);
+        let declined = if self.slots.knows(&job.id) { Some("duplicate") } else { self.slots.unavailable(self.load()) };
+        let participant = if declined.is_none() { self.choose(&job) } else { None };
+        match (participant.is_some(), declined) {
+            (true, _) => metrics::counter!("mindbot_jobs_accepted_total").increment(1),
+            (false, reason) => {
+                let reason = reason.unwrap_or("declined");
+                metrics::counter!("mindbot_jobs_declined_total", "reason" => reason).increment(1)
+            }
+        }
         info!(job_id = %job.id, room = %job.room, accepted = participant.is_some(), resuming = request.resuming, "job offered");
         let mut answer = proto::AvailabilityResponse { job_id: job.id.clone(), ..Default::default() };
         if let Some(p) = participant {

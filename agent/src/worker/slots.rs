@@ -66,7 +66,20 @@ impl Slots {
 
     /// Whether a new job would be accepted at `load`.
     pub(super) fn available(&self, load: f32) -> bool {
-        !self.draining && self.used() < self.max && load < self.threshold
+        self.unavailable(load).is_none()
+    }
+
+    /// Why no new job fits at `load`, as a metric label; `None` when one does.
+    pub(super) fn unavailable(&self, load: f32) -> Option<&'static str> {
+        if self.draining {
+            Some("draining")
+        } else if self.used() >= self.max {
+            Some("at_capacity")
+        } else if load >= self.threshold {
+            Some("loaded")
+        } else {
+            None
+        }
     }
 
     /// The status to report at `load`.

@@ -148,6 +148,15 @@ pub struct PrivateServer {
 impl PrivateServer {
     /// Writes a config for HTTP `port` (RTC TCP on `port + 1`, UDP `udp_start..=udp_start + 49`) and starts it.
     pub fn start(port: u16, udp_start: u16) -> PrivateServer {
+        PrivateServer::start_with(port, udp_start, "")
+    }
+
+    /// As [`start`](Self::start), sending its webhooks (signed with the dev key) to `url`.
+    pub fn start_with_webhook(port: u16, udp_start: u16, url: &str) -> PrivateServer {
+        PrivateServer::start_with(port, udp_start, &format!("webhook:\n  api_key: {API_KEY}\n  urls: [\"{url}\"]\n"))
+    }
+
+    fn start_with(port: u16, udp_start: u16, extra_yaml: &str) -> PrivateServer {
         server(); // makes sure the binary is built
         assert!(!answers(port), "something already listens on 127.0.0.1:{port}");
         let dir = std::env::temp_dir().join(format!("mindbot-worker-test-{port}-{}", std::process::id()));
@@ -156,7 +165,7 @@ impl PrivateServer {
         let yaml = format!(
             "port: {port}\nbind_addresses: [\"127.0.0.1\"]\nrtc:\n  tcp_port: {}\n  port_range_start: {udp_start}\n  \
              port_range_end: {}\n  use_external_ip: false\n  node_ip: 127.0.0.1\nkeys:\n  {API_KEY}: {API_SECRET}\n\
-             logging:\n  level: info\n",
+             logging:\n  level: info\n{extra_yaml}",
             port + 1,
             udp_start + 49
         );

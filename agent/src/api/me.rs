@@ -1,0 +1,190 @@
+//! The caller's own records: `GET /v1/me/balance` (exact balance, per card,
+//! seconds affordable per persona), `GET /v1/me/cards` and `GET
+//! /v1/me/sessions` (paged history). Read-only; amounts are exact
+//! milliseconds of card time.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use metering::balance::drawable;
+use metering::records::TimeCard;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::auth::AuthUser;
+use super::error::{ApiError, ApiQuery, ErrorBody};
+use super::personas::pickable;
+use super::Api;
+
+/// One card as its owner sees it (the activation code is not repeated).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CardView {
+    pub id: Uuid,
+    /// `pending`, `active`, `expired`, `used` or `refunded`.
+    pub status: String,
+    pub total_minutes: i32,
+    /// Exact remaining card time in milliseconds.
+    pub balance_ms: i64,
+    /// Whether the card can pay now (active, unexpired, not empty).
+    pub spendable: bool,
+    pub activated_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl CardView {
+    pub fn of(c: &TimeCard, now: DateTime<Utc>) -> CardView {
+        CardView {
+            id: c.id.0,
+            status: c.status.as_str().to_string(),
+            total_minutes: c.total_minutes,
+            balance_ms: c.balance().0,
+            spendable: drawable(c, now),
+            activated_at: c.activated_at,
+            expires_at: c.expires_at,
+            created_at: c.created_at,
+        }
+    }
+}
+
+/// What a balance buys with one persona.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Affordable {
+    pub persona: String,
+    pub multiplier: String,
+    pub seconds: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceView {
+    /// The exact spendable balance, milliseconds of card time.
+    pub balance_ms: i64,
+    /// Its whole minutes (the seed's `remaining_minutes` sum).
+    pub balance_minutes: i64,
+    pub cards: Vec<CardView>,
+    /// Seconds affordable per persona, cheapest first.
+    pub personas: Vec<Affordable>,
+}
+
+#[utoipa::path(get, path = "/v1/me/balance", tag = "me", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Exact balance, cards, seconds per persona", body = BalanceView),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ))]
+pub async fn balance(State(api): State<Arc<Api>>, auth: AuthUser) -> Result<Json<BalanceView>, ApiError> {
+    let now = Utc::now();
+    let b = metering::balance::balance(&api.pool, auth.user, now).await?;
+    let mut personas: Vec<Affordable> = pickable(&api)
+        .await?
+        .into_iter()
+        .map(|(p, _)| Affordable {
+            persona: p.slug,
+            multiplier: p.base_cost_multiplier.decimal_text(),
+            seconds: b.seconds_at(p.base_cost_multiplier),
+        })
+        .collect();
+    personas.sort_by(|a, b| b.seconds.cmp(&a.seconds).then_with(|| a.persona.cmp(&b.persona)));
+    Ok(Json(BalanceView {
+        balance_ms: b.spendable.0,
+        balance_minutes: b.spendable.whole_minutes_floor(),
+        cards: b.cards.iter().map(|c| CardView::of(c, now)).collect(),
+        personas,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CardList {
+    pub cards: Vec<CardView>,
+}
+
+#[utoipa::path(get, path = "/v1/me/cards", tag = "me", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every card of the caller, spendable ones first in paying order", body = CardList),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ))]
+pub async fn cards(State(api): State<Arc<Api>>, auth: AuthUser) -> Result<Json<CardList>, ApiError> {
+    let now = Utc::now();
+    let b = metering::balance::balance(&api.pool, auth.user, now).await?;
+    Ok(Json(CardList { cards: b.cards.iter().map(|c| CardView::of(c, now)).collect() }))
+}
+
+/// Paging for the session history.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct Page {
+    /// Sessions per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    /// Sessions to skip, 0 to 100000 (default 0).
+    #[param(minimum = 0, maximum = 100000)]
+    pub offset: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct SessionView {
+    pub id: Uuid,
+    pub room: String,
+    pub persona: Option<String>,
+    /// `active`, `completed`, `error` or `cancelled`.
+    pub status: String,
+    /// Why it ended (`user_left`, `balance_exhausted`, ...), once ended.
+    pub end_reason: Option<String>,
+    pub start_time: DateTime<Utc>,
+    pub end_time: Option<DateTime<Utc>>,
+    /// Whole seconds of metered time.
+    pub duration_seconds: i64,
+    /// Exact charge in milliseconds of card time.
+    pub cost_ms: i64,
+    /// The charge rounded up to whole minutes (the seed's `cost_minutes`).
+    pub cost_minutes: i64,
+    /// The multiplier charged, exact decimal text.
+    pub multiplier: String,
+    pub quality_rating: Option<i32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionPage {
+    pub sessions: Vec<SessionView>,
+    /// The `offset` of the next page, absent on the last one.
+    pub next_offset: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/v1/me/sessions", tag = "me", params(Page), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's sessions, newest first", body = SessionPage),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 422, description = "A paging parameter is invalid (named)", body = ErrorBody),
+    ))]
+pub async fn sessions(
+    State(api): State<Arc<Api>>,
+    auth: AuthUser,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<Json<SessionPage>, ApiError> {
+    let limit = page.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be from 1 to 100"));
+    }
+    let offset = page.offset.unwrap_or(0);
+    if !(0..=100_000).contains(&offset) {
+        return Err(ApiError::invalid("offset", "must be from 0 to 100000"));
+    }
+    let mut rows: Vec<SessionView> = sqlx::query_as(
+        "SELECT id, room_name AS room, persona_slug AS persona, COALESCE(status, 'active') AS status, end_reason, \
+             COALESCE(start_time, NOW()) AS start_time, end_time, (metered_ms / 1000)::int8 AS duration_seconds, \
+             charged_ms AS cost_ms, ((charged_ms + 59999) / 60000)::int8 AS cost_minutes, \
+             trim_scale(rate_ms_per_second::numeric / 1000)::text AS multiplier, quality_rating \
+         FROM voice_sessions WHERE user_id = $1 ORDER BY start_time DESC NULLS LAST, id DESC LIMIT $2 OFFSET $3",
+    )
+    .bind(auth.user)
+    .bind(limit + 1)
+    .bind(offset)
+    .fetch_all(&api.pool)
+    .await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    Ok(Json(SessionPage { sessions: rows, next_offset: more.then_some(offset + limit) }))
+}

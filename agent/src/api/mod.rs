@@ -1,0 +1,109 @@
+//! The public HTTP API the MindBot apps call, under `/v1` on the operator's
+//! HTTP server. One shared context ([`Api`]: pool, token verifier, personas,
+//! LiveKit settings) is handed to every handler; the money and persona rules
+//! are the `metering` and `personas` crates', this module only checks input,
+//! asks them, and answers JSON.
+//!
+//! - [`auth`]: end users' bearer JWTs.
+//! - [`error`]: the one error type and the extractors that produce it.
+//! - [`sessions`]: `POST /v1/sessions`, a token that dispatches the agent.
+//! - [`me`]: the caller's balance, cards and session history.
+//! - [`cards`]: card activation and pricing tiers.
+//! - [`personas`]: the personas a user may pick, ratings, ad views.
+//! - [`webhooks`]: Stripe payments and subscriptions, LiveKit room events.
+//! - [`openapi`]: the OpenAPI document, generated from the handlers.
+
+pub mod auth;
+pub mod cards;
+pub mod error;
+pub mod me;
+pub mod openapi;
+pub mod personas;
+pub mod sessions;
+pub mod webhooks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::personas::{AccessPolicy, Catalog};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use livekit_api::access_token::TokenVerifier;
+use livekit_api::webhooks::WebhookReceiver;
+use metering::cards::ActivationPolicy;
+use sqlx::PgPool;
+
+use crate::config::{ApiConfig, Config, LivekitConfig};
+use auth::JwtVerifier;
+use error::ApiError;
+
+/// What every handler shares.
+pub struct Api {
+    pub pool: PgPool,
+    pub jwt: JwtVerifier,
+    pub catalog: Catalog,
+    pub access: AccessPolicy,
+    pub activation: ActivationPolicy,
+    pub livekit: LivekitConfig,
+    pub settings: ApiConfig,
+    pub livekit_webhooks: WebhookReceiver,
+}
+
+impl Api {
+    /// From the configuration; fails naming the key when a key does not parse.
+    pub fn new(config: &Config, pool: PgPool) -> anyhow::Result<Api> {
+        let lk = &config.livekit;
+        if config.api.stripe_webhook_secret.expose().is_empty() {
+            tracing::warn!("api.stripe_webhook_secret is empty: every Stripe webhook will be refused");
+        }
+        Ok(Api {
+            pool,
+            jwt: JwtVerifier::new(&config.api)?,
+            catalog: Catalog::builtin(),
+            access: AccessPolicy { plans: config.plan_levels()?, timezone: config.timezone()? },
+            activation: config.activation_policy(),
+            livekit: lk.clone(),
+            settings: config.api.clone(),
+            livekit_webhooks: WebhookReceiver::new(TokenVerifier::with_api_key(&lk.api_key, lk.api_secret.expose())),
+        })
+    }
+
+    /// The LiveKit URL apps are told to join.
+    pub fn public_livekit_url(&self) -> &str {
+        if self.settings.public_livekit_url.is_empty() {
+            &self.livekit.url
+        } else {
+            &self.settings.public_livekit_url
+        }
+    }
+
+    pub fn session_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.settings.session_token_ttl_seconds)
+    }
+}
+
+/// Every `/v1` route, with the body limit; merged into the operator router.
+pub fn router(api: Arc<Api>) -> Router {
+    let limit = api.settings.body_limit_bytes;
+    Router::new()
+        .route("/v1/openapi.json", get(openapi::document))
+        .route("/v1/sessions", post(sessions::create))
+        .route("/v1/me/balance", get(me::balance))
+        .route("/v1/me/cards", get(me::cards))
+        .route("/v1/me/sessions", get(me::sessions))
+        .route("/v1/cards/activate", post(cards::activate))
+        .route("/v1/tiers", get(cards::tiers))
+        .route("/v1/personas", get(personas::list))
+        .route("/v1/personas/{slug}/ratings", post(personas::rate))
+        .route("/v1/ads/interactions", post(personas::ad_interaction))
+        .route("/v1/webhooks/stripe", post(webhooks::stripe::receive))
+        .route("/v1/webhooks/livekit", post(webhooks::livekit::receive))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(api)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "no such endpoint")
+}

@@ -1,0 +1,121 @@
+//! `POST /v1/sessions`: checks what the worker will check (user, persona
+//! access and age, overrides, balance) plus the API's own limits (a minimum
+//! balance in seconds, open sessions per user), then signs a LiveKit
+//! participant token whose room configuration dispatches the agent with the
+//! session metadata. Nothing is charged here: the worker meters the session
+//! once the user and the agent are both in the room.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::Utc;
+use personas::{AccessFacts, PersonaSource};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use super::auth::AuthUser;
+use super::error::{ApiError, ApiJson, ErrorBody};
+use super::personas::{checked_custom, validate_slug};
+use super::Api;
+use crate::session::{dispatch_token, JobMetadata};
+
+/// What the app asks for.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    /// The persona's slug.
+    #[schema(example = "professor-ada")]
+    pub persona: String,
+    /// Per-session changes to the persona's customizable fields, e.g. `{"voice.style": "calm"}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub overrides: Option<Map<String, Value>>,
+}
+
+/// Where and how to join.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionGrant {
+    /// The LiveKit server to connect to.
+    pub livekit_url: String,
+    /// A new room for this session.
+    pub room: String,
+    /// A LiveKit participant token (identity = the user id) that dispatches the agent.
+    pub token: String,
+    pub persona: String,
+    /// Whole seconds the balance pays for at the persona's multiplier.
+    pub seconds_available: i64,
+}
+
+#[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = CreateSession,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "A token for a new room; the agent is dispatched when the user joins", body = SessionGrant),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 402, description = "Balance below the minimum", body = ErrorBody),
+        (status = 403, description = "Access level, age or daily limit", body = ErrorBody),
+        (status = 404, description = "Unknown persona", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "A field is invalid (named)", body = ErrorBody),
+        (status = 429, description = "Too many open sessions", body = ErrorBody),
+    ))]
+pub async fn create(
+    State(api): State<Arc<Api>>,
+    auth: AuthUser,
+    ApiJson(req): ApiJson<CreateSession>,
+) -> Result<(StatusCode, Json<SessionGrant>), ApiError> {
+    validate_slug(&req.persona)?;
+    let resolved = personas::resolve(&api.pool, &api.catalog, &req.persona).await?;
+    if let PersonaSource::Custom { .. } = resolved.source {
+        checked_custom(&api.catalog, &resolved.config)?;
+    }
+    let now = Utc::now();
+    let facts = AccessFacts::load(&api.pool, &api.access, auth.user, &req.persona, auth.age, now).await?;
+    let overrides = req.overrides.map(Value::Object);
+    let granted = personas::check_access(&resolved.config, &facts, overrides.as_ref())?;
+    let rate = granted.persona.base_cost_multiplier;
+
+    let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM voice_sessions WHERE user_id = $1 AND status = 'active'")
+        .bind(auth.user)
+        .fetch_one(&api.pool)
+        .await?;
+    if open >= i64::from(api.settings.max_open_sessions) {
+        return Err(ApiError::TooManyRequests {
+            code: "too_many_sessions",
+            message: format!("{open} sessions are open already; end one first"),
+            retry_after: None,
+        });
+    }
+    let balance = metering::balance::balance(&api.pool, auth.user, now).await?;
+    let seconds = balance.seconds_at(rate);
+    let minimum = api.settings.min_session_seconds as i64;
+    if seconds < minimum {
+        return Err(ApiError::PaymentRequired {
+            message: format!(
+                "the balance ({}) pays for {seconds} s at multiplier {}; a session needs at least {minimum} s",
+                balance.spendable,
+                rate.decimal_text()
+            ),
+        });
+    }
+
+    let room = format!("mindbot-{}", uuid::Uuid::new_v4().simple());
+    let identity = auth.user.to_string();
+    let metadata =
+        JobMetadata { user_id: Some(identity.clone()), persona: Some(req.persona.clone()), overrides, age: auth.age };
+    let token = dispatch_token(&api.livekit, &identity, &identity, &room, &metadata, api.session_token_ttl())
+        .map_err(ApiError::Internal)?;
+    tracing::info!(user = %auth.user, persona = %req.persona, %room, seconds, "session token issued");
+    let grant = SessionGrant {
+        livekit_url: api.public_livekit_url().to_string(),
+        room,
+        token,
+        persona: req.persona,
+        seconds_available: seconds,
+    };
+    Ok((StatusCode::CREATED, Json(grant)))
+}

@@ -568,6 +568,9 @@ mod tests {
         assert_eq!(c.voice.tts["default"].voices["warm-mature-female"], "en-us+f2");
         assert_eq!(c.personas.plan_levels.len(), 1);
         assert!(!format!("{c:?}").contains("sk-hidden"));
+        let no_default = DEFAULT_TOML.replace("[voice.tts.default]", "[voice.tts.cartesia]");
+        let e = Config::from_sources(&no_default, env(&[("MINDBOT_VOICE_ENABLED", "true")])).unwrap_err();
+        assert!(e.to_string().contains("voice.tts.default"), "{e}");
         // A config file without [voice] gets the defaults: voice off.
         let start = DEFAULT_TOML.find("[voice]").unwrap();
         let c = Config::from_sources(&DEFAULT_TOML[..start], env(&[])).unwrap();

@@ -15,7 +15,7 @@ mod provider;
 mod stt;
 mod tools;
 mod tts;
-pub mod vad;
+mod vad;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -81,8 +81,12 @@ async fn the_agent_answers_as_its_persona_and_stops_when_talked_over(pool: PgPoo
     let report = talk(
         &token,
         &[
+            "--voice",
+            "en-us+f2",
             "--say",
             "Hello. What is your name?",
+            "--say",
+            "What is my balance?",
             "--say",
             "Can you help me with fractions?",
             "--barge-in",
@@ -101,6 +105,12 @@ async fn the_agent_answers_as_its_persona_and_stops_when_talked_over(pool: PgPoo
     // The answer names the persona its prompt gave it, in words PocketSphinx heard.
     assert!(transcript.contains("professor"), "the persona's name is in the answer: {transcript:?}");
 
+    // The balance question reached the model, which called get_balance (the
+    // metric below) and spoke the meter's answer. PocketSphinx hears that
+    // short answer too poorly to check its words, so they are only printed.
+    assert!(turns[1]["latency_ms"].as_f64().is_some(), "the balance was answered: {report}");
+    eprintln!("balance answer heard as {:?}", turns[1]["transcript"]);
+
     let barge = &report["barge_in"];
     let stopped = barge["stopped_after_ms"].as_f64().expect("the agent stopped when talked over");
     eprintln!(
@@ -118,6 +128,7 @@ async fn the_agent_answers_as_its_persona_and_stops_when_talked_over(pool: PgPoo
     assert!(spoken > Some(50.0), "{metrics}");
     assert!(metrics.contains("mindbot_voice_stt_audio_seconds"), "{metrics}");
     assert!(metrics.contains("mindbot_voice_llm_tokens_total"), "{metrics}");
+    assert_eq!(sample(&metrics, "mindbot_voice_tool_calls_total{tool=\"get_balance\"}"), Some(1.0), "{metrics}");
 }
 
 #[sqlx::test(migrations = "../migrations")]

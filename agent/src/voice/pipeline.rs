@@ -357,6 +357,13 @@ async fn answer(sh: &Shared, pcm: Vec<i16>, ended: Instant, history: Vec<Value>)
                         for c in &calls {
                             let result = tools::call(&c.name, &sh.balance);
                             info!(tool = %c.name, "tool called");
+                            // A model may invent names: only known ones become label values.
+                            let label = if tools::IMPLEMENTED.contains(&c.name.as_str()) {
+                                c.name.clone()
+                            } else {
+                                "unknown".into()
+                            };
+                            metrics::counter!("mindbot_voice_tool_calls_total", "tool" => label).increment(1);
                             let msg = json!({"role": "tool", "tool_call_id": c.id, "content": result});
                             messages.push(msg.clone());
                             added.push(msg);

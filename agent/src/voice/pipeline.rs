@@ -355,7 +355,7 @@ async fn answer(sh: &Shared, pcm: Vec<i16>, ended: Instant, history: Vec<Value>)
                         messages.push(call.clone());
                         added.push(call);
                         for c in &calls {
-                            let result = tools::call(&c.name, &sh.balance);
+                            let result = tools::call(&c.name, &c.arguments, &sh.balance);
                             info!(tool = %c.name, "tool called");
                             // A model may invent names: only known ones become label values.
                             let label = if tools::IMPLEMENTED.contains(&c.name.as_str()) {

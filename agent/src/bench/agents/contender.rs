@@ -86,7 +86,9 @@ impl Contender {
                 cmd.arg(root.join("tests/agents/minimal_agent.py"))
                     .arg("start")
                     .env("LIVEKIT_AGENT_NAME", &agent_name)
-                    .env("AGENT_MAX_JOBS", max_jobs.to_string())
+                    // Twice ours: it adds a per-job estimate for every job accepted
+                    // but not yet launched, and at 46 of 55 running it declined more.
+                    .env("AGENT_MAX_JOBS", (2 * max_jobs).to_string())
                     .env("LIVEKIT_LOG_LEVEL", "info");
                 cmd
             }

@@ -268,7 +268,7 @@ fn print_table(args: &AgentsArgs, all: &[(Kind, Figures)]) {
             );
         }
     }
-    println!("ratio = livekit-agents / mindbot; p99 of 20 samples is their maximum");
+    println!("ratio = livekit-agents / mindbot; with fewer than 100 samples a p99 is their maximum");
 }
 
 #[cfg(test)]

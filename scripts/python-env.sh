@@ -4,6 +4,11 @@
 #   scripts/python-env.sh          create or update .cache/venv, then print nothing
 #                                  but a log line; its interpreter is
 #                                  .cache/venv/bin/python
+#   scripts/python-env.sh agents   the same for .cache/venv-agents with
+#                                  tests/agents/requirements.txt (LiveKit's
+#                                  agents framework, for `mindbot-agent bench
+#                                  agents`; it pins an older `livekit`, hence
+#                                  a venv of its own)
 #
 # The venv is made once with the machine's python3 (python3-venv is installed
 # from the distribution's packages when `python3 -m venv` is missing). The
@@ -12,8 +17,19 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-VENV="$CACHE/venv"
-REQS="$ROOT/tests/requirements.txt"
+case "${1:-}" in
+    "")
+        VENV="$CACHE/venv"
+        REQS="$ROOT/tests/requirements.txt"
+        IMPORTS="import livekit.rtc, livekit.api, numpy, pocketsphinx, schemathesis"
+        ;;
+    agents)
+        VENV="$CACHE/venv-agents"
+        REQS="$ROOT/tests/agents/requirements.txt"
+        IMPORTS="import livekit.agents"
+        ;;
+    *) die "unknown environment '$1' (expected none or 'agents')" ;;
+esac
 STAMP="$VENV/.requirements.sha256"
 PYTHON="${MINDBOT_PYTHON:-python3}"
 
@@ -51,7 +67,7 @@ log "installing $(basename "$REQS") into $VENV"
 rm -f "$STAMP"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input -r "$REQS" >&2 \
     || die "pip install -r $REQS failed (see above)"
-"$VENV/bin/python" -c 'import livekit.rtc, livekit.api, numpy, pocketsphinx, schemathesis' \
+"$VENV/bin/python" -c "$IMPORTS" \
     || die "the packages installed but do not import"
 echo "$want" > "$STAMP"
 log "Python environment ready in $VENV"

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 
 /// A fresh database next to the configured one, migrated.
-async fn scratch_database(config: &Config) -> Result<(PgConnectOptions, String)> {
+pub(super) async fn scratch_database(config: &Config) -> Result<(PgConnectOptions, String)> {
     let base: PgConnectOptions = config.database.url.expose().parse().context("parsing database.url")?;
     let name = format!("mindbot_bench_{}", std::process::id());
     let mut admin = base.clone().connect().await.context("connecting to create the benchmark database")?;
@@ -25,7 +25,7 @@ async fn scratch_database(config: &Config) -> Result<(PgConnectOptions, String)>
     Ok((base.database(&name), name))
 }
 
-async fn drop_database(config: &Config, name: &str) -> Result<()> {
+pub(super) async fn drop_database(config: &Config, name: &str) -> Result<()> {
     let base: PgConnectOptions = config.database.url.expose().parse()?;
     let mut admin = base.connect().await?;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await?;

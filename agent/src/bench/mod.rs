@@ -2,6 +2,7 @@
 //! `bench meter` (the metering engine on PostgreSQL) and `bench rooms`
 //! (agent participants with audio both ways on a LiveKit server).
 
+mod agents;
 mod meter;
 mod rooms;
 mod voice;
@@ -35,6 +36,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// Our worker against a minimal LiveKit Agents (Python) worker: join and
+    /// hang-up latency, RSS and CPU per session, and the ratios.
+    ///
+    /// Runs `mindbot-agent run`, then tests/agents/minimal_agent.py, on the
+    /// same kind of rooms and users: dispatch to agent active in the room
+    /// (p50/p99), hang-up latency after a balance of S seconds (p50/p99), and
+    /// the RSS / CPU of the worker's whole process tree per session at N
+    /// concurrent sessions. Needs PostgreSQL (a scratch database is made and
+    /// dropped) and the LiveKit server (scripts/livekit-server.sh start);
+    /// makes the Python venv with `scripts/python-env.sh agents`.
+    Agents(agents::AgentsArgs),
     /// Voice turns between a speaking user and the agent's pipeline in one
     /// room: end of user speech to first agent audio (p50/p95).
     /// Needs the LiveKit server and the [voice] providers (scripts/speech-services.sh start).
@@ -48,6 +60,7 @@ pub async fn run(config: &Config, cmd: BenchCommand) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Meter { sessions, seconds, keep } => meter::meter(config, sessions, seconds, keep).await,
         BenchCommand::Rooms { rooms, seconds } => rooms::rooms(config, rooms, seconds).await,
+        BenchCommand::Agents(args) => agents::agents(config, args).await,
         BenchCommand::Voice { turns } => voice::voice(config, turns).await,
     }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the build needs, installed only when missing: a C toolchain,
 # pkg-config and libopus (Opus codec), cmake (aws-lc, the WebRTC stack's
-# crypto). Rust and Go themselves must already be installed.
+# crypto), espeak-ng (the speech the voice tests synthesise and hear). Rust
+# and Go themselves must already be installed.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -11,6 +12,7 @@ command -v cc >/dev/null || missing+=(build-essential)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v cmake >/dev/null || missing+=(cmake)
 pkg-config --exists opus 2>/dev/null || missing+=(libopus-dev)
+command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     apt_install "${missing[@]}"

@@ -21,7 +21,7 @@ case "${1:-}" in
     "")
         VENV="$CACHE/venv"
         REQS="$ROOT/tests/requirements.txt"
-        IMPORTS="import livekit.rtc, livekit.api, numpy, schemathesis"
+        IMPORTS="import livekit.rtc, livekit.api, numpy, pocketsphinx, schemathesis"
         ;;
     agents)
         VENV="$CACHE/venv-agents"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian/Ubuntu machine with Rust and Go:
-# installs and starts what the tests need (PostgreSQL, libopus, the LiveKit
-# server built from its Go module, a Python venv with LiveKit's SDK,
-# Prometheus for the scrape test), then
+# installs and starts what the tests need (PostgreSQL, libopus, espeak-ng,
+# the LiveKit server built from its Go module, a Python venv with LiveKit's
+# SDK and PocketSphinx, Prometheus for the scrape test; the voice tests start
+# the speech services themselves), then
 # format check, lints, every Rust test and the Python clients' self-test.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"

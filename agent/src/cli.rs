@@ -116,6 +116,7 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
         balance_every: Duration::from_secs(config.worker.balance_update_seconds),
         hangup: if config.worker.hangup == "delete_room" { HangUp::DeleteRoom } else { HangUp::RemoveParticipant },
         worker_id: worker_id.clone(),
+        voice: crate::voice::VoiceService::from_config(&config.voice)?,
     });
     let (key, secret) = (lk.api_key.clone(), lk.api_secret.expose().to_string());
     let token: TokenFn = Arc::new(move || {

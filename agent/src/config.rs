@@ -45,6 +45,9 @@ pub struct Config {
     pub personas: PersonaSettings,
     pub api: ApiConfig,
     pub log: LogConfig,
+    /// Absent from a config file: the defaults (voice off).
+    #[serde(default)]
+    pub voice: VoiceConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +168,68 @@ pub struct LogConfig {
     pub level: String,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoiceConfig {
+    pub enabled: bool,
+    pub greet: bool,
+    pub speak_warnings: bool,
+    /// The goodbye starts this long before the balance runs out (0: none).
+    pub goodbye_lead_seconds: u64,
+    /// Frames louder than this (dB full scale) are speech.
+    pub speech_dbfs: f64,
+    pub speech_start_ms: u64,
+    pub end_of_turn_ms: u64,
+    pub max_turn_seconds: u64,
+    pub history_turns: usize,
+    pub stt: SttConfig,
+    pub llm: LlmConfig,
+    /// Text to speech profiles by name (a persona's `voice.tts`); `default` is the fallback.
+    pub tts: BTreeMap<String, TtsProfile>,
+}
+
+impl Default for VoiceConfig {
+    fn default() -> Self {
+        let mut defaults: toml::Table = DEFAULT_TOML.parse().expect("built-in config.toml parses");
+        defaults.remove("voice").expect("config.toml has [voice]").try_into().expect("[voice] defaults deserialize")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SttConfig {
+    /// A name for metrics (`mindbot_voice_errors_total{provider}`).
+    pub provider: String,
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Secret,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    pub provider: String,
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Secret,
+    /// Until the first streamed token.
+    pub timeout_ms: u64,
+    pub max_tokens: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtsProfile {
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Secret,
+    pub timeout_ms: u64,
+    /// Persona `voice.style` to the provider's voice name.
+    #[serde(default)]
+    pub voices: BTreeMap<String, String>,
+}
+
 /// The defaults, which are also the documentation: `config.toml` at the
 /// repository root is this text.
 pub const DEFAULT_TOML: &str = include_str!("../../config.toml");
@@ -193,23 +258,7 @@ impl Config {
     pub fn from_sources(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
         let mut table: toml::Table = text.parse().context("config.toml is not valid TOML")?;
         let defaults: toml::Table = DEFAULT_TOML.parse().expect("built-in config.toml parses");
-        for (section, keys) in &defaults {
-            let Some(keys) = keys.as_table() else { continue };
-            for (key, default) in keys {
-                let prefixed = format!("MINDBOT_{}_{}", section.to_uppercase(), key.to_uppercase());
-                let well_known = WELL_KNOWN_ENV.iter().find(|(_, s, k)| s == section && k == key).map(|(e, _, _)| *e);
-                let found = env(&prefixed).map(|v| (prefixed.clone(), v));
-                let Some((var, raw)) = found.or_else(|| well_known.and_then(|e| env(e).map(|v| (e.to_string(), v))))
-                else {
-                    continue;
-                };
-                let value = env_value(&raw, default)
-                    .with_context(|| format!("environment variable {var} (config key {section}.{key})"))?;
-                let sect = table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                let Some(sect) = sect.as_table_mut() else { bail!("config key {section} must be a table") };
-                sect.insert(key.clone(), value);
-            }
-        }
+        apply_env(&mut table, &defaults, &[], &env)?;
         let config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("config: {}", e.message()))?;
@@ -273,8 +322,39 @@ impl Config {
         if !["text", "json"].contains(&self.log.format.as_str()) {
             bail!("config key log.format must be \"text\" or \"json\" (got {:?})", self.log.format);
         }
+        self.validate_voice()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| anyhow::anyhow!("config key log.level {:?} is not a tracing filter: {e}", self.log.level))?;
+        Ok(())
+    }
+
+    fn validate_voice(&self) -> Result<()> {
+        let v = &self.voice;
+        if !(-90.0..=0.0).contains(&v.speech_dbfs) {
+            bail!("config key voice.speech_dbfs must be between -90 and 0 (got {})", v.speech_dbfs);
+        }
+        if v.speech_start_ms < 20 || v.end_of_turn_ms < 100 || v.max_turn_seconds == 0 {
+            bail!("config keys voice.speech_start_ms (>= 20), voice.end_of_turn_ms (>= 100) and voice.max_turn_seconds (> 0) are out of range");
+        }
+        let urls = [("voice.stt.base_url", &v.stt.base_url), ("voice.llm.base_url", &v.llm.base_url)];
+        let profiles = v.tts.iter().map(|(name, p)| (format!("voice.tts.{name}.base_url"), &p.base_url));
+        for (key, url) in urls.into_iter().map(|(k, u)| (k.to_string(), u)).chain(profiles) {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("config key {key} must be an http:// or https:// URL (got {url:?})");
+            }
+        }
+        for (key, ms) in [("voice.stt.timeout_ms", v.stt.timeout_ms), ("voice.llm.timeout_ms", v.llm.timeout_ms)]
+            .into_iter()
+            .map(|(k, m)| (k.to_string(), m))
+            .chain(v.tts.iter().map(|(n, p)| (format!("voice.tts.{n}.timeout_ms"), p.timeout_ms)))
+        {
+            if ms == 0 {
+                bail!("config key {key} must be positive");
+            }
+        }
+        if v.enabled && !v.tts.contains_key("default") {
+            bail!("config key voice.tts.default is needed when voice.enabled is true");
+        }
         Ok(())
     }
 
@@ -355,6 +435,53 @@ impl Config {
     }
 }
 
+/// Overrides keys of `table` from the environment, for every key the
+/// defaults have: `MINDBOT_<PATH>` with the key path joined by `_` and upper
+/// cased (`voice.tts.default.base_url` is `MINDBOT_VOICE_TTS_DEFAULT_BASE_URL`),
+/// or a well-known name. A table key can be set whole (as an inline TOML
+/// table) or key by key.
+fn apply_env(
+    table: &mut toml::Table,
+    defaults: &toml::Table,
+    path: &[&str],
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<()> {
+    for (key, default) in defaults {
+        let mut here = path.to_vec();
+        here.push(key);
+        let dotted = here.join(".");
+        if path.is_empty() && !default.is_table() {
+            continue;
+        }
+        if !path.is_empty() {
+            let prefixed = format!("MINDBOT_{}", here.join("_").to_uppercase());
+            let well_known = match here.as_slice() {
+                [section, key] => WELL_KNOWN_ENV.iter().find(|(_, s, k)| s == section && k == key).map(|(e, _, _)| *e),
+                _ => None,
+            };
+            let found = env(&prefixed).map(|v| (prefixed.clone(), v));
+            if let Some((var, raw)) = found.or_else(|| well_known.and_then(|e| env(e).map(|v| (e.to_string(), v)))) {
+                let value = env_value(&raw, default)
+                    .with_context(|| format!("environment variable {var} (config key {dotted})"))?;
+                table.insert(key.clone(), value);
+            }
+        }
+        if let Some(sub_defaults) = default.as_table() {
+            let existed = table.contains_key(key);
+            let mut sub = match table.get(key) {
+                None => toml::Table::new(),
+                Some(toml::Value::Table(t)) => t.clone(),
+                Some(_) => bail!("config key {dotted} must be a table"),
+            };
+            apply_env(&mut sub, sub_defaults, &here, env)?;
+            if existed || !sub.is_empty() {
+                table.insert(key.clone(), toml::Value::Table(sub));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// An environment value typed like the default it replaces: a string stays
 /// a string; numbers, booleans, arrays and tables are parsed as TOML values
 /// and must have the default's type.
@@ -416,6 +543,38 @@ mod tests {
         assert!(e.to_string().contains("tick_intervall_ms"), "{e}");
         let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_LOG_FORMAT", "xml")])).unwrap_err();
         assert!(e.to_string().contains("log.format"), "{e}");
+        let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_VOICE_STT_BASE_URL", "ftp://x")])).unwrap_err();
+        assert!(e.to_string().contains("voice.stt.base_url"), "{e}");
+        let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_VOICE_LLM_TIMEOUT_MS", "soon")])).unwrap_err();
+        assert!(e.to_string().contains("voice.llm.timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn voice_keys_nest_in_the_environment_and_keys_stay_secret() {
+        let c = Config::from_sources(
+            DEFAULT_TOML,
+            env(&[
+                ("MINDBOT_VOICE_ENABLED", "true"),
+                ("MINDBOT_VOICE_LLM_API_KEY", "sk-hidden"),
+                ("MINDBOT_VOICE_TTS_DEFAULT_BASE_URL", "http://127.0.0.1:9"),
+                ("MINDBOT_VOICE_TTS_DEFAULT_VOICES", r#"{ "warm-mature-female" = "en-us+f2" }"#),
+                ("MINDBOT_PERSONAS_PLAN_LEVELS", r#"{ gold = "premium" }"#),
+            ]),
+        )
+        .unwrap();
+        assert!(c.voice.enabled);
+        assert_eq!(c.voice.llm.api_key.expose(), "sk-hidden");
+        assert_eq!(c.voice.tts["default"].base_url, "http://127.0.0.1:9");
+        assert_eq!(c.voice.tts["default"].voices["warm-mature-female"], "en-us+f2");
+        assert_eq!(c.personas.plan_levels.len(), 1);
+        assert!(!format!("{c:?}").contains("sk-hidden"));
+        let no_default = DEFAULT_TOML.replace("[voice.tts.default]", "[voice.tts.cartesia]");
+        let e = Config::from_sources(&no_default, env(&[("MINDBOT_VOICE_ENABLED", "true")])).unwrap_err();
+        assert!(e.to_string().contains("voice.tts.default"), "{e}");
+        // A config file without [voice] gets the defaults: voice off.
+        let start = DEFAULT_TOML.find("[voice]").unwrap();
+        let c = Config::from_sources(&DEFAULT_TOML[..start], env(&[])).unwrap();
+        assert!(!c.voice.enabled);
     }
 
     #[test]

@@ -10,3 +10,5 @@
 pub mod room;
 mod tls;
 pub mod worker;
+
+pub use tls::client_config as tls_client_config;

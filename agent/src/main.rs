@@ -1,9 +1,9 @@
 //! `mindbot-agent`: the MindBot LiveKit agent worker and its operator CLI.
 //!
 //! Modules, in the order a session meets them: `config` (settings),
-//! `cli` (operator commands), `session` (one job), `http` (operator
-//! endpoints), `api` (the public API under `/v1`), `bench` (benchmarks that
-//! print figures), `telemetry` (logs).
+//! `cli` (operator commands), `session` (one job), `voice` (the agent hears
+//! and speaks), `http` (operator endpoints), `api` (the public API under
+//! `/v1`), `bench` (benchmarks that print figures), `telemetry` (logs).
 
 mod api;
 mod bench;
@@ -13,6 +13,7 @@ mod demo;
 mod http;
 mod session;
 mod telemetry;
+mod voice;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

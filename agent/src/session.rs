@@ -54,6 +54,8 @@ pub struct Context {
     pub balance_every: Duration,
     pub hangup: HangUp,
     pub worker_id: String,
+    /// The voice pipeline's providers; `None` when `voice.enabled` is off.
+    pub voice: Option<Arc<crate::voice::VoiceService>>,
 }
 
 /// The dispatch metadata a job carries (JSON). The API and `demo` write it
@@ -175,6 +177,8 @@ struct Admitted {
     present: bool,
     /// Minutes this session may last (persona session limit or today's allowance).
     cap: Option<(Duration, EndReason)>,
+    /// The persona as granted (overrides applied), for the voice.
+    persona: personas::PersonaConfig,
 }
 
 /// Works out user and persona, checks access and opens the metered session.
@@ -257,7 +261,8 @@ async fn admit(
         warn!(error = %e, "could not publish the persona attributes");
     }
     info!(room = %a.job.room, session = %metered.id(), %user, persona = %slug, "session started");
-    Ok(Admitted { user, identity, slug, metered, present, cap })
+    let persona = persona.clone();
+    Ok(Admitted { user, identity, slug, metered, present, cap, persona })
 }
 
 fn persona_refusal(e: PersonaError) -> Refusal {
@@ -336,7 +341,8 @@ async fn send_balance(room: &Room, s: &Admitted, why: &str) {
     send(room, TOPIC_BALANCE, &s.identity, &body).await;
 }
 
-async fn greet(room: &Room, s: &Admitted) {
+async fn greet(room: &Room, s: &Admitted, voice: Option<&crate::voice::VoiceHandle>) {
+    voice.iter().for_each(|v| v.greet());
     send(room, TOPIC_SESSION, &s.identity, &json!({"type": "started", "persona": s.slug, "session": s.metered.id()}))
         .await;
     send_balance(room, s, "balance").await;
@@ -344,9 +350,13 @@ async fn greet(room: &Room, s: &Admitted) {
 
 /// The metered conversation: runs until an end reason, closes the session.
 async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Admitted, stop: &Stop) -> EndReason {
+    let voice = match &ctx.voice {
+        Some(v) => v.start(room, &s.persona, s.metered.watch()).await.map_err(|e| warn!(error = %e, "no voice")).ok(),
+        None => None,
+    };
     let mut greeted = false;
     if s.present {
-        greet(room, &s).await;
+        greet(room, &s, voice.as_ref()).await;
         greeted = true;
     }
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
@@ -370,7 +380,10 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                 next_balance = Instant::now() + ctx.balance_every;
             }
             ev = s.metered.next_event() => match ev {
-                Some(MeterEvent::Warning { .. }) => send_balance(room, &s, "warning").await,
+                Some(MeterEvent::Warning { remaining }) => {
+                    send_balance(room, &s, "warning").await;
+                    voice.iter().for_each(|v| v.warn(remaining));
+                }
                 Some(MeterEvent::Extended { .. }) => send_balance(room, &s, "extended").await,
                 Some(MeterEvent::Exhausted) => {
                     send(room, TOPIC_SESSION, &s.identity, &json!({"type": "ended", "reason": "balance_exhausted"})).await;
@@ -389,8 +402,13 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                     s.metered.resume();
                     grace_at = far;
                     if !greeted {
-                        greet(room, &s).await;
+                        greet(room, &s, voice.as_ref()).await;
                         greeted = true;
+                    }
+                }
+                Some(RoomEvent::AudioTrackSubscribed { participant, stream, .. }) if participant == s.identity => {
+                    if let Some(v) = &voice {
+                        v.hear(stream);
                     }
                 }
                 Some(RoomEvent::Disconnected { reason }) => break disconnect_reason(reason),

@@ -1,5 +1,5 @@
 //! TLS for LiveKit's WebSockets (`wss://` signaling and the agent-worker
-//! socket): rustls on the aws-lc-rs provider the WebRTC stack already builds,
+//! socket) and the voice providers' HTTPS: rustls on the aws-lc-rs provider the WebRTC stack already builds,
 //! trusting Mozilla's roots plus any the caller adds, and one reading of
 //! handshake failures shared by both sockets.
 
@@ -9,6 +9,13 @@ use tokio_tungstenite::{tungstenite, Connector};
 
 /// A connector trusting Mozilla's roots and `extra_roots` (DER).
 pub(crate) fn connector(extra_roots: &[Vec<u8>]) -> Result<Connector, String> {
+    Ok(Connector::Rustls(Arc::new(client_config(extra_roots)?)))
+}
+
+/// The rustls client settings every TLS connection of the worker uses
+/// (LiveKit's sockets, the voice providers' HTTPS): Mozilla's roots plus
+/// `extra_roots` (DER), on aws-lc-rs.
+pub fn client_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     for der in extra_roots {
         roots.add(der.clone().into()).map_err(|e| format!("an extra root certificate: {e}"))?;
@@ -19,7 +26,7 @@ pub(crate) fn connector(extra_roots: &[Vec<u8>]) -> Result<Connector, String> {
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(Connector::Rustls(Arc::new(config)))
+    Ok(config)
 }
 
 /// What a failed WebSocket handshake with LiveKit means, whichever socket

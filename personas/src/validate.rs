@@ -20,6 +20,11 @@ use crate::error::PersonaError;
 /// drop one (see [`crate::overrides`]).
 pub const CUSTOMIZABLE_FIELDS: &[&str] = &["name", "summary", "persona", "voice.tts", "voice.style", "content_filters"];
 
+/// Built-in tools a persona may list in `tools`: the ones the worker
+/// offers the model (`get_balance`) or will, and those the catalog names.
+/// Anything else is a mistake caught at validation, not a silent no-op.
+pub const KNOWN_TOOLS: &[&str] = &["calculator", "get_balance", "note_taking", "timer", "web_search"];
+
 /// Longest slug accepted.
 pub const MAX_SLUG_LEN: usize = 64;
 
@@ -64,6 +69,12 @@ impl PersonaConfig {
             if let Some(i) = list.iter().position(|entry| entry.trim().is_empty()) {
                 return Err(PersonaError::invalid(format!("{field}[{i}]"), "must not be empty"));
             }
+        }
+        if let Some(i) = self.tools.iter().position(|t| !KNOWN_TOOLS.contains(&t.as_str())) {
+            return Err(PersonaError::invalid(
+                format!("tools[{i}]"),
+                format!("unknown tool {:?} (known: {})", self.tools[i], KNOWN_TOOLS.join(", ")),
+            ));
         }
         if let Some(age) = self.age_restriction {
             if !(1..=MAX_AGE_RESTRICTION).contains(&age) {
@@ -150,6 +161,19 @@ mod tests {
             let mut config = sample();
             break_it(&mut config);
             assert_eq!(refused_field(&config), field);
+        }
+    }
+
+    #[test]
+    fn unknown_tools_are_refused_naming_the_entry() {
+        let mut config = sample();
+        config.tools = vec!["get_balance".into(), "launch_rockets".into()];
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.field(), Some("tools[1]"));
+        assert!(err.to_string().contains("launch_rockets"), "{err}");
+        for tool in KNOWN_TOOLS {
+            config.tools = vec![tool.to_string()];
+            config.validate().unwrap();
         }
     }
 

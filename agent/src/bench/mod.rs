@@ -5,6 +5,7 @@
 mod agents;
 mod meter;
 mod rooms;
+mod voice;
 
 use std::process::ExitCode;
 
@@ -46,6 +47,13 @@ pub enum BenchCommand {
     /// dropped) and the LiveKit server (scripts/livekit-server.sh start);
     /// makes the Python venv with `scripts/python-env.sh agents`.
     Agents(agents::AgentsArgs),
+    /// Voice turns between a speaking user and the agent's pipeline in one
+    /// room: end of user speech to first agent audio (p50/p95).
+    /// Needs the LiveKit server and the [voice] providers (scripts/speech-services.sh start).
+    Voice {
+        #[arg(long, default_value_t = 10)]
+        turns: usize,
+    },
 }
 
 pub async fn run(config: &Config, cmd: BenchCommand) -> Result<ExitCode> {
@@ -53,6 +61,7 @@ pub async fn run(config: &Config, cmd: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Meter { sessions, seconds, keep } => meter::meter(config, sessions, seconds, keep).await,
         BenchCommand::Rooms { rooms, seconds } => rooms::rooms(config, rooms, seconds).await,
         BenchCommand::Agents(args) => agents::agents(config, args).await,
+        BenchCommand::Voice { turns } => voice::voice(config, turns).await,
     }
 }
 

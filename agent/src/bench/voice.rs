@@ -1,0 +1,145 @@
+//! `bench voice`: how long the user waits for an answer. Two participants
+//! in one room on the LiveKit server: the agent runs the voice pipeline
+//! (the configured providers, the default persona, no meter), the user
+//! speaks questions synthesised by the configured text to speech. Measured
+//! on the user's side: from the end of their speech to the first sound of
+//! the answer. Each next question talks over the answer before it (the
+//! agent stops and listens), so a turn does not wait for a long answer.
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use livekit_api::access_token::{AccessToken, VideoGrants};
+use metering::meter::Snapshot;
+use mindbot_agent::room::{self, ConnectOptions, RoomEvent};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::voice::VoiceService;
+
+/// A received 20 ms frame louder than this is the agent talking.
+const LOUD_DBFS: f64 = -45.0;
+const QUESTION: &str = "Hello. Can you tell me what your name is?";
+
+fn token(config: &Config, room: &str, identity: &str) -> Result<String> {
+    AccessToken::with_api_key(&config.livekit.api_key, config.livekit.api_secret.expose())
+        .with_identity(identity)
+        .with_grants(VideoGrants { room_join: true, room: room.to_string(), ..Default::default() })
+        .to_jwt()
+        .context("signing a room token")
+}
+
+pub async fn voice(config: &Config, turns: usize) -> Result<ExitCode> {
+    anyhow::ensure!(turns > 0, "--turns must be positive");
+    let mut vc = config.voice.clone();
+    vc.enabled = true;
+    vc.greet = false;
+    let svc = VoiceService::from_config(&vc)?.context("voice service")?;
+    let catalog = personas::Catalog::builtin();
+    let persona = catalog.get(&config.personas.default).context("the default persona is not in the catalog")?;
+    let question = trim(svc.synthesize("en-us", QUESTION).await.context("synthesising the user's question")?);
+    anyhow::ensure!(!question.is_empty(), "the text to speech provider returned no audio");
+
+    let name = format!("bench-voice-{}", std::process::id());
+    let url = &config.livekit.url;
+    let (agent, mut agent_events) = room::connect(url, &token(config, &name, "agent")?, ConnectOptions::default())
+        .await
+        .context("agent joining")?;
+    let (user, mut user_events) =
+        room::connect(url, &token(config, &name, "user")?, ConnectOptions::default()).await.context("user joining")?;
+    let (_balance_tx, balance) = watch::channel(Snapshot::default());
+    let voice = svc.start(&agent, persona, balance).await.context("starting the voice")?;
+    let mouth = user.publish_audio("microphone").await.context("publishing the user's audio")?;
+
+    // The agent hears the user; the user records when the agent was loud.
+    let loud_at: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let stream = wait_audio(&mut agent_events, "user").await?;
+    voice.hear(stream);
+    let mut ear = wait_audio(&mut user_events, "agent").await?;
+    let heard = loud_at.clone();
+    let listener = tokio::spawn(async move {
+        while let Some(frame) = ear.recv().await {
+            if loud(&frame.samples) {
+                heard.lock().unwrap_or_else(|e| e.into_inner()).push(Instant::now());
+            }
+        }
+    });
+
+    let mut latencies = Vec::new();
+    for turn in 0..turns {
+        mouth.push(&question).await.context("speaking")?;
+        while !mouth.queued().is_zero() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let ended = Instant::now();
+        let first = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Some(t) = loud_at.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|t| **t > ended) {
+                    return *t;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .context("no answer within 30 s")?;
+        latencies.push(first - ended);
+        println!("turn {}: first answer audio {} ms after the question ended", turn + 1, (first - ended).as_millis());
+        // The next question talks over the rest of the answer (the agent
+        // stops and listens), so turns need not wait for long answers.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    listener.abort();
+    drop(voice);
+    let _ = user.leave().await;
+    let _ = agent.leave().await;
+
+    latencies.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "bench voice: {turns} turns, end of user speech to first agent audio: p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+        ms(pick(&latencies, 0.50)),
+        ms(pick(&latencies, 0.95)),
+        ms(*latencies.last().unwrap_or(&Duration::ZERO)),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn loud(frame: &[i16]) -> bool {
+    let energy: f64 = frame.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+    let rms = (energy / frame.len().max(1) as f64).sqrt() / 32768.0;
+    20.0 * rms.max(1e-9).log10() > LOUD_DBFS
+}
+
+/// Without the quiet before and after the words, so timings are the speech's own.
+fn trim(pcm: Vec<i16>) -> Vec<i16> {
+    let frames: Vec<&[i16]> = pcm.chunks(960).collect();
+    let first = frames.iter().position(|f| loud(f)).unwrap_or(0);
+    let last = frames.iter().rposition(|f| loud(f)).map_or(frames.len(), |i| i + 1);
+    frames[first..last].concat()
+}
+
+fn pick(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+async fn wait_audio(events: &mut room::RoomEvents, from: &str) -> Result<room::AudioStream> {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(e) = events.recv().await {
+            if let RoomEvent::AudioTrackSubscribed { participant, stream, .. } = e {
+                if participant == from {
+                    return Some(stream);
+                }
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .with_context(|| format!("{from}'s audio never arrived"))
+}

@@ -1,0 +1,404 @@
+//! One session's conversation loop: the user's frames go through voice
+//! activity detection; a finished turn becomes speech to text, the model's
+//! streamed answer (with tools) and text to speech, sentence by sentence,
+//! on the agent's track. The user talking over the agent stops it at once
+//! (reply aborted, queued audio dropped). Greeting, spoken warnings and the
+//! goodbye go through the same speaker.
+//!
+//! Each reply runs as one task owned by the loop, so aborting it stops the
+//! model, the synthesis and the playback together.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use metering::meter::Snapshot;
+use mindbot_agent::room::{AudioFrame, AudioSource, AudioStream, FRAME_DURATION};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Instant};
+use tracing::{debug, info, warn};
+
+use super::llm::{Delta, Sentences};
+use super::vad::{Vad, VadEvent};
+use super::{tools, VoiceService};
+
+/// What the session tells the pipeline.
+#[derive(Debug)]
+pub enum Input {
+    /// The user's audio track.
+    Hear(AudioStream),
+    /// The session started: say hello.
+    Greet,
+    /// A balance warning: this much live time is left.
+    Warning(Duration),
+}
+
+/// The persona as the pipeline uses it.
+pub struct Persona {
+    pub slug: String,
+    pub name: String,
+    pub tts: String,
+    pub style: String,
+    pub system: String,
+    pub tools: Vec<Value>,
+}
+
+/// Model tool-call rounds allowed in one answer.
+const MAX_TOOL_ROUNDS: usize = 3;
+const PROBLEM: &str = "Sorry, I had a problem just now. Could you say that again?";
+const GOODBYE: &str = "Your time is up. Thank you for talking with me. Goodbye!";
+
+enum Job {
+    /// Answer a user turn ended at `ended`.
+    Answer { pcm: Vec<i16>, ended: Instant },
+    /// Say a fixed line.
+    Say(String),
+}
+
+/// What a reply task shares.
+struct Shared {
+    svc: Arc<VoiceService>,
+    source: AudioSource,
+    persona: Arc<Persona>,
+    balance: watch::Receiver<Snapshot>,
+    usage: Usage,
+}
+
+/// What one session used of the providers; logged when the session's
+/// voice ends (the metrics carry the same by persona and provider).
+#[derive(Default)]
+struct Usage {
+    stt_ms: AtomicU64,
+    prompt_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
+    tts_characters: AtomicU64,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let u = &self.usage;
+        info!(
+            persona = %self.persona.slug,
+            stt_audio_seconds = u.stt_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+            llm_prompt_tokens = u.prompt_tokens.load(Ordering::Relaxed),
+            llm_completion_tokens = u.completion_tokens.load(Ordering::Relaxed),
+            tts_characters = u.tts_characters.load(Ordering::Relaxed),
+            "voice usage"
+        );
+    }
+}
+
+pub(super) async fn run(
+    svc: Arc<VoiceService>,
+    source: AudioSource,
+    persona: Arc<Persona>,
+    mut balance: watch::Receiver<Snapshot>,
+    mut inputs: mpsc::Receiver<Input>,
+) {
+    let shared = Arc::new(Shared {
+        svc: svc.clone(),
+        source: source.clone(),
+        persona: persona.clone(),
+        balance: balance.clone(),
+        usage: Usage::default(),
+    });
+    let mut vad = Vad::new(svc.vad);
+    let mut stream: Option<AudioStream> = None;
+    let mut history: Vec<Value> = Vec::new();
+    let mut reply: Option<Reply> = None;
+    let mut queue: VecDeque<Job> = VecDeque::new();
+    let mut goodbye_at: Option<Instant> = None;
+    let mut said_goodbye = false;
+    let mut meter_open = true;
+    // The end of a turn is timed from the last loud frame, not counted in
+    // frames: a sender in silence sends few packets or none (DTX).
+    let mut last_loud = Instant::now();
+    let (mut frames, mut loudest) = (0u32, -100f64);
+    loop {
+        if reply.is_none() && !vad.speaking() {
+            if let Some(job) = queue.pop_front() {
+                let (shared, past) = (shared.clone(), history.clone());
+                reply = Some(Reply(tokio::spawn(async move { perform(&shared, job, past).await })));
+            }
+        }
+        tokio::select! {
+            input = inputs.recv() => match input {
+                None => break,
+                Some(Input::Hear(s)) => {
+                    info!("listening to the user");
+                    stream = Some(s);
+                    vad = Vad::new(svc.vad);
+                }
+                Some(Input::Greet) if svc.greet => {
+                    queue.push_back(Job::Say(format!("Hello, I am {}. How can I help you today?", persona.name)));
+                }
+                Some(Input::Warning(left)) if svc.speak_warnings => queue.push_back(Job::Say(warning(left))),
+                Some(_) => {}
+            },
+            _ = sleep_until(last_loud + svc.end_of_turn), if vad.speaking() => {
+                if let Some(VadEvent::TurnEnded(pcm)) = vad.flush() {
+                    debug!("the user went quiet; turn over");
+                    queue.retain(|j| !matches!(j, Job::Answer { .. }));
+                    queue.push_back(Job::Answer { pcm, ended: Instant::now() });
+                }
+            }
+            frame = next_frame(&mut stream) => match frame {
+                None => stream = None,
+                Some(frame) => {
+                    let level = Vad::level_dbfs(&frame.samples);
+                    if level > svc.vad.speech_dbfs {
+                        last_loud = Instant::now();
+                    }
+                    frames += 1;
+                    loudest = loudest.max(level);
+                    if frames % 50 == 0 {
+                        debug!(frames, loudest, speaking = vad.speaking(), "user audio");
+                        loudest = -100.0;
+                    }
+                    match vad.push(&frame.samples) {
+                        Some(VadEvent::SpeechStarted) => {
+                            debug!("user started speaking");
+                            if reply.is_some() || !source.queued().is_zero() {
+                                // Barge-in: the user talks over the agent.
+                                reply = None; // aborts it
+                                source.clear();
+                                metrics::counter!("mindbot_voice_barge_ins_total", "persona" => persona.slug.clone())
+                                    .increment(1);
+                                info!("user spoke over the agent; stopped talking");
+                            }
+                        }
+                        Some(VadEvent::TurnEnded(pcm)) => {
+                            queue.retain(|j| !matches!(j, Job::Answer { .. }));
+                            queue.push_back(Job::Answer { pcm, ended: Instant::now() });
+                        }
+                        None => {}
+                    }
+                }
+            },
+            done = wait(&mut reply) => {
+                reply = None;
+                if let Ok(added) = done {
+                    history.extend(added);
+                    let keep = svc.history_turns * 2;
+                    if history.len() > keep {
+                        history.drain(..history.len() - keep);
+                    }
+                }
+            }
+            changed = balance.changed(), if meter_open => match changed {
+                Err(_) => meter_open = false,
+                Ok(()) => {
+                    let remaining = balance.borrow_and_update().remaining;
+                    goodbye_at = match remaining {
+                        Some(r) if !svc.goodbye_lead.is_zero() => Some(Instant::now() + r.saturating_sub(svc.goodbye_lead)),
+                        _ => None,
+                    };
+                    if remaining.is_some_and(|r| r > svc.goodbye_lead + Duration::from_secs(5)) {
+                        said_goodbye = false; // a new card extended the session
+                    }
+                }
+            },
+            _ = sleep_until(goodbye_at.unwrap_or_else(Instant::now)), if goodbye_at.is_some() && !said_goodbye => {
+                said_goodbye = true;
+                reply = None;
+                source.clear();
+                queue.clear();
+                queue.push_back(Job::Say(GOODBYE.to_string()));
+            }
+        }
+    }
+}
+
+async fn next_frame(stream: &mut Option<AudioStream>) -> Option<AudioFrame> {
+    match stream {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The reply task under way; dropping it (barge-in, goodbye, the session's
+/// end) aborts it, model, synthesis and playback together.
+struct Reply(JoinHandle<Vec<Value>>);
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn wait(reply: &mut Option<Reply>) -> Result<Vec<Value>, tokio::task::JoinError> {
+    match reply {
+        Some(r) => (&mut r.0).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn warning(left: Duration) -> String {
+    let secs = left.as_secs();
+    match secs {
+        120.. => format!("Just so you know, you have about {} minutes left.", secs / 60),
+        60..=119 => "Just so you know, you have about one minute left.".to_string(),
+        _ => format!("Just so you know, you have {secs} seconds left."),
+    }
+}
+
+/// Runs one job; returns the messages it adds to the conversation.
+async fn perform(sh: &Shared, job: Job, history: Vec<Value>) -> Vec<Value> {
+    match job {
+        Job::Say(text) => {
+            speak_all(sh, std::slice::from_ref(&text), None).await;
+            vec![json!({"role": "assistant", "content": text})]
+        }
+        Job::Answer { pcm, ended } => answer(sh, pcm, ended, history).await,
+    }
+}
+
+/// Speaks sentences in order; a failing TTS leaves the rest unsaid.
+async fn speak_all(sh: &Shared, sentences: &[String], ended: Option<Instant>) {
+    let (tx, rx) = mpsc::channel(sentences.len().max(1));
+    for s in sentences {
+        let _ = tx.try_send(s.clone());
+    }
+    drop(tx);
+    speaker(sh, rx, ended).await;
+}
+
+async fn speaker(sh: &Shared, mut rx: mpsc::Receiver<String>, ended: Option<Instant>) {
+    let svc = &sh.svc;
+    let Some(profile) = svc.tts.profile(&sh.persona.tts) else { return };
+    let mut first = ended;
+    let mut silent = false;
+    while let Some(sentence) = rx.recv().await {
+        if silent {
+            continue; // keep taking sentences so the model is not held up
+        }
+        let mut on_first = || {
+            if let Some(t) = first.take() {
+                let latency = t.elapsed() + FRAME_DURATION;
+                metrics::histogram!("mindbot_voice_response_seconds").record(latency.as_secs_f64());
+                info!(latency_ms = latency.as_millis() as u64, "first answer audio queued");
+            }
+        };
+        let said = svc.tts.speak(&svc.client, profile, &sh.persona.style, &sentence, &sh.source, &mut on_first).await;
+        if said.is_ok() {
+            sh.usage.tts_characters.fetch_add(sentence.chars().count() as u64, Ordering::Relaxed);
+            metrics::counter!("mindbot_voice_tts_characters_total", "persona" => sh.persona.slug.clone(),
+                "provider" => profile.endpoint.provider.clone())
+            .increment(sentence.chars().count() as u64);
+        }
+        if let Err(e) = said {
+            warn!(error = %e, "text to speech failed; staying silent for the rest of this answer");
+            silent = true;
+        }
+    }
+}
+
+async fn answer(sh: &Shared, pcm: Vec<i16>, ended: Instant, history: Vec<Value>) -> Vec<Value> {
+    let svc = &sh.svc;
+    let text = match svc.stt.transcribe(&svc.client, &pcm, &sh.persona.slug).await {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(error = %e, "speech to text failed");
+            speak_all(sh, &[PROBLEM.to_string()], None).await;
+            return Vec::new();
+        }
+    };
+    sh.usage.stt_ms.fetch_add(pcm.len() as u64 / 48, Ordering::Relaxed);
+    if text.is_empty() {
+        return Vec::new();
+    }
+    info!(heard = %text, audio_ms = pcm.len() as u64 / 48, "user turn");
+    let mut added = vec![json!({"role": "user", "content": text})];
+    let (tx, rx) = mpsc::channel::<String>(32);
+    let producer = async {
+        let mut messages = Vec::with_capacity(history.len() + 4);
+        messages.push(json!({"role": "system", "content": sh.persona.system}));
+        messages.extend(history);
+        messages.extend(added.iter().cloned());
+        'rounds: for _ in 0..MAX_TOOL_ROUNDS {
+            let mut stream = match svc.llm.stream(&svc.client, &messages, &sh.persona.tools, &sh.persona.slug).await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "the language model failed");
+                    let _ = tx.send(PROBLEM.to_string()).await;
+                    break;
+                }
+            };
+            let mut sentences = Sentences::default();
+            let mut said = String::new();
+            loop {
+                let next = stream.next().await;
+                if !matches!(next, Ok(Some(Delta::Text(_)))) {
+                    sh.usage.prompt_tokens.fetch_add(stream.tokens.0, Ordering::Relaxed);
+                    sh.usage.completion_tokens.fetch_add(stream.tokens.1, Ordering::Relaxed);
+                    stream.tokens = (0, 0);
+                }
+                match next {
+                    Ok(Some(Delta::Text(t))) => {
+                        said.push_str(&t);
+                        for s in sentences.push(&t) {
+                            let _ = tx.send(s).await;
+                        }
+                    }
+                    Ok(Some(Delta::ToolCalls(calls))) => {
+                        let call_msgs: Vec<Value> = calls
+                            .iter()
+                            .map(|c| {
+                                json!({"id": c.id, "type": "function",
+                                "function": {"name": c.name, "arguments": c.arguments}})
+                            })
+                            .collect();
+                        let call = json!({"role": "assistant", "content": null, "tool_calls": call_msgs});
+                        messages.push(call.clone());
+                        added.push(call);
+                        for c in &calls {
+                            let result = tools::call(&c.name, &c.arguments, &sh.balance);
+                            info!(tool = %c.name, "tool called");
+                            // A model may invent names: only known ones become label values.
+                            let label = if tools::IMPLEMENTED.contains(&c.name.as_str()) {
+                                c.name.clone()
+                            } else {
+                                "unknown".into()
+                            };
+                            metrics::counter!("mindbot_voice_tool_calls_total", "tool" => label).increment(1);
+                            let msg = json!({"role": "tool", "tool_call_id": c.id, "content": result});
+                            messages.push(msg.clone());
+                            added.push(msg);
+                        }
+                        continue 'rounds;
+                    }
+                    Ok(None) => {
+                        if let Some(rest) = sentences.finish() {
+                            let _ = tx.send(rest).await;
+                        }
+                        added.push(json!({"role": "assistant", "content": said}));
+                        break 'rounds;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "the language model's answer broke off");
+                        let _ = tx.send(PROBLEM.to_string()).await;
+                        break 'rounds;
+                    }
+                }
+            }
+        }
+        drop(tx);
+    };
+    tokio::join!(producer, speaker(sh, rx, Some(ended)));
+    added
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_read_naturally() {
+        assert_eq!(warning(Duration::from_secs(300)), "Just so you know, you have about 5 minutes left.");
+        assert_eq!(warning(Duration::from_secs(61)), "Just so you know, you have about one minute left.");
+        assert_eq!(warning(Duration::from_secs(10)), "Just so you know, you have 10 seconds left.");
+    }
+}

@@ -1,0 +1,132 @@
+//! Text to speech: a sentence to audio on the agent's track through an
+//! OpenAI-compatible `/v1/audio/speech` (`response_format` "pcm": 24 kHz
+//! 16-bit mono), played as the body streams in, upsampled to 48 kHz.
+
+use std::collections::BTreeMap;
+
+use mindbot_agent::room::AudioSource;
+
+use super::provider::{Endpoint, ProviderError};
+
+/// One configured profile (a persona's `voice.tts`).
+pub struct TtsProfile {
+    pub endpoint: Endpoint,
+    /// `voice.style` to the provider's voice name.
+    pub voices: BTreeMap<String, String>,
+}
+
+pub struct Tts {
+    pub profiles: BTreeMap<String, TtsProfile>,
+}
+
+impl Tts {
+    /// The profile for a persona's `voice.tts` (or `default`).
+    pub fn profile(&self, name: &str) -> Option<&TtsProfile> {
+        self.profiles.get(name).or_else(|| self.profiles.get("default"))
+    }
+
+    /// Speaks `text` onto `out`; `first_audio` runs once, when the first samples are queued.
+    pub async fn speak(
+        &self,
+        client: &reqwest::Client,
+        profile: &TtsProfile,
+        style: &str,
+        text: &str,
+        out: &AudioSource,
+        first_audio: &mut (dyn FnMut() + Send),
+    ) -> Result<(), ProviderError> {
+        let ep = &profile.endpoint;
+        let mut resp = request(client, profile, style, text).await?;
+        let mut up = Upsampler::default();
+        let mut first = true;
+        while let Some(chunk) = ep.chunk(&mut resp).await? {
+            let pcm = up.push(&chunk);
+            if pcm.is_empty() {
+                continue;
+            }
+            if first {
+                first = false;
+                first_audio();
+            }
+            if out.push(&pcm).await.is_err() {
+                break; // the track is gone: the session is ending
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Tts {
+    /// The whole of `text` as 48 kHz samples (the benchmark's user speaks with it).
+    pub async fn synthesize(
+        &self,
+        client: &reqwest::Client,
+        profile: &TtsProfile,
+        style: &str,
+        text: &str,
+    ) -> Result<Vec<i16>, ProviderError> {
+        let ep = &profile.endpoint;
+        let mut resp = request(client, profile, style, text).await?;
+        let mut up = Upsampler::default();
+        let mut out = Vec::new();
+        while let Some(chunk) = ep.chunk(&mut resp).await? {
+            out.extend(up.push(&chunk));
+        }
+        Ok(out)
+    }
+}
+
+/// Asks for `text` in the profile's voice for `style`; the body streams.
+async fn request(
+    client: &reqwest::Client,
+    profile: &TtsProfile,
+    style: &str,
+    text: &str,
+) -> Result<reqwest::Response, ProviderError> {
+    let ep = &profile.endpoint;
+    let voice = profile.voices.get(style).map_or(style, String::as_str);
+    let body = serde_json::json!({"model": ep.model, "input": text, "voice": voice, "response_format": "pcm"});
+    ep.post(client, "/v1/audio/speech", "application/json", body.to_string().into_bytes()).await
+}
+
+/// 24 kHz little-endian bytes to 48 kHz samples, across chunk boundaries
+/// (an odd byte and the last sample carry over).
+#[derive(Default)]
+pub struct Upsampler {
+    odd: Option<u8>,
+    last: i16,
+}
+
+impl Upsampler {
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<i16> {
+        let mut data = Vec::with_capacity(bytes.len() + 1);
+        data.extend(self.odd.take());
+        data.extend_from_slice(bytes);
+        if data.len() % 2 == 1 {
+            self.odd = data.pop();
+        }
+        let mut out = Vec::with_capacity(data.len());
+        for pair in data.chunks_exact(2) {
+            let s = i16::from_le_bytes([pair[0], pair[1]]);
+            // the midpoint between the previous sample and this one, then this one
+            out.push(((i32::from(self.last) + i32::from(s)) / 2) as i16);
+            out.push(s);
+            self.last = s;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upsampling_doubles_and_carries_odd_bytes() {
+        let mut up = Upsampler::default();
+        let bytes: Vec<u8> = [100i16, 200, -300].iter().flat_map(|s| s.to_le_bytes()).collect();
+        let mut out = up.push(&bytes[..3]);
+        out.extend(up.push(&bytes[3..]));
+        assert_eq!(out, vec![50, 100, 150, 200, -50, -300]);
+    }
+}

@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""Talk with the agent as an end user does: speak questions (espeak-ng
+speech) into the room, record the agent's answers, transcribe them with
+PocketSphinx, and time them; optionally talk over an answer (barge-in) and
+time how fast the agent goes quiet. Prints one JSON report.
+
+Timeline: connect and publish a microphone track (silence until speaking);
+wait for the agent's greeting to finish (--skip-greeting); then for each
+--say TEXT: speak it, wait for the answer's first sound (latency, from the
+end of our speech), record it until it has been quiet for --quiet seconds,
+transcribe it. With --barge-in TEXT, the last answer is interrupted
+--barge-after seconds after it starts by speaking TEXT over it.
+
+Example:
+  talker.py --token T --say "What is your name?" --barge-in "Wait, stop please."
+
+Result (stdout):
+  {"joined": true, "greeting": {"heard": bool, "seconds": float},
+   "turns": [{"said", "said_wall": unix time our speech ended, "latency_ms": float|null,
+              "seconds": float, "transcript": str}],
+   "barge_in": {"said", "answer_seconds_before": float, "stopped_after_ms": float|null,
+                "quiet_seconds_after": float} | null,
+   "end": {"disconnected": bool, "last_sound_before_s": float|null,   # with --stay
+           "transcript": str (the last 8 s)},
+   "duration": seconds}
+A sound is a 10 ms block louder than -45 dBFS; the agent has stopped when
+none comes for --quiet seconds (its track may send silence or nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+from livekit import rtc
+
+from common import ClientError, Parser, add_join_args, join_token, log, run_main, setup_logging
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "speech"))
+import speech  # noqa: E402
+
+RATE = 48000
+FRAME = RATE // 100          # 10 ms frames out and analysis blocks in
+LOUD_DBFS = -45.0
+
+
+def parse_args():
+    p = Parser(description=__doc__.split("\n\n")[0])
+    add_join_args(p)
+    p.add_argument("--say", action="append", default=[], metavar="TEXT", help="a question (repeatable)")
+    p.add_argument("--barge-in", metavar="TEXT", help="talk over the last answer with TEXT")
+    p.add_argument("--barge-after", type=float, default=1.5, metavar="S",
+                   help="seconds into the answer before talking over it (default %(default)s)")
+    p.add_argument("--voice", default="en-us", help="espeak-ng voice of the user (default %(default)s)")
+    p.add_argument("--quiet", type=float, default=1.5, metavar="S",
+                   help="an answer is over after S seconds without sound (default %(default)s)")
+    p.add_argument("--skip-greeting", action="store_true", help="do not wait for the agent's greeting")
+    p.add_argument("--answer-timeout", type=float, default=30.0, metavar="S")
+    p.add_argument("--no-transcribe", action="store_true", help="time only (benchmarks)")
+    p.add_argument("--connect-timeout", type=float, default=15.0, metavar="S")
+    p.add_argument("--control", metavar="URL", help="the speech services' /control URL (for --fail-before)")
+    p.add_argument("--fail-before", action="append", default=[], metavar="N:STAGE",
+                   help="before question N (from 1), make the next two STAGE requests fail with HTTP 500")
+    p.add_argument("--stay", type=float, default=0.0, metavar="S",
+                   help="after the questions, listen until disconnected or S seconds have passed")
+    return p.parse_args()
+
+
+def control(url: str, body: dict) -> None:
+    import json
+    import urllib.request
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        r.read()
+
+
+class Ear:
+    """The agent's audio as (arrival time, samples) blocks, and when it was loud."""
+
+    def __init__(self) -> None:
+        self.blocks: list = []      # (t, np.int16 array)
+        self.loud: list = []        # arrival times of loud blocks
+        self.changed = asyncio.Event()
+
+    def add(self, pcm: np.ndarray) -> None:
+        now = time.monotonic()
+        for i in range(0, len(pcm) - FRAME + 1, FRAME):
+            block = pcm[i:i + FRAME]
+            self.blocks.append((now, block))
+            rms = float(np.sqrt(np.mean((block.astype(np.float64) / 32768.0) ** 2)))
+            if rms > 0 and 20 * np.log10(rms) > LOUD_DBFS:
+                self.loud.append(now)
+        self.changed.set()
+
+    def first_loud_after(self, t: float) -> Optional[float]:
+        return next((x for x in self.loud if x > t), None)
+
+    async def wait_sound(self, after: float, timeout: float) -> Optional[float]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            t = self.first_loud_after(after)
+            if t is not None:
+                return t
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                pass
+        return None
+
+    async def wait_quiet(self, quiet: float, timeout: float) -> float:
+        """Waits until no loud block came for `quiet` s; returns the last loud time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            last = self.loud[-1] if self.loud else 0.0
+            if time.monotonic() - last >= quiet:
+                return last
+            await asyncio.sleep(0.05)
+        return self.loud[-1] if self.loud else 0.0
+
+    def stop_after(self, t: float, quiet: float) -> Optional[float]:
+        """The last loud block after `t` that is followed by `quiet` s without one."""
+        times = [x for x in self.loud if x >= t]
+        for a, b in zip(times, times[1:] + [float("inf")]):
+            if b - a >= quiet:
+                return a
+        return None
+
+    def audio(self, start: float, end: float) -> np.ndarray:
+        parts = [b for (t, b) in self.blocks if start <= t <= end]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int16)
+
+
+def trim(pcm: np.ndarray) -> np.ndarray:
+    """Without the quiet espeak-ng leaves before and after the words, so
+    timings start and end with the speech itself."""
+    n = len(pcm) // FRAME
+    blocks = pcm[: n * FRAME].reshape(n, FRAME).astype(np.float64) / 32768.0
+    loud = np.nonzero(np.sqrt(np.mean(blocks ** 2, axis=1)) > 10 ** (LOUD_DBFS / 20))[0]
+    if len(loud) == 0:
+        return pcm
+    return pcm[loud[0] * FRAME:(loud[-1] + 1) * FRAME]
+
+
+class Mouth:
+    """Our microphone: silence, or speech when asked, in real time."""
+
+    def __init__(self, source: rtc.AudioSource) -> None:
+        self.source = source
+        self.pending: list = []
+        self.done: Optional[asyncio.Future] = None
+        self.started_at: Optional[float] = None
+
+    async def run(self) -> None:
+        silence = np.zeros(FRAME, np.int16)
+        while True:
+            if self.pending:
+                chunk = self.pending.pop(0)
+                if self.started_at is None:
+                    self.started_at = time.monotonic()
+            else:
+                chunk = silence
+                if self.done is not None and not self.done.done():
+                    self.done.set_result(time.monotonic())
+            await self.source.capture_frame(rtc.AudioFrame(chunk.tobytes(), RATE, 1, FRAME))
+
+    async def say(self, text: str, voice: str) -> tuple:
+        """Speaks `text`; returns (time our first sample went out, time our last one did)."""
+        pcm = trim(speech.synthesise(text, voice=voice, rate=RATE, speed=150))
+        pcm = np.concatenate([pcm, np.zeros((-len(pcm)) % FRAME, np.int16)])
+        self.started_at = None
+        self.done = asyncio.get_running_loop().create_future()
+        self.pending = [pcm[i:i + FRAME] for i in range(0, len(pcm), FRAME)]
+        while self.started_at is None:
+            await asyncio.sleep(0.005)
+        started = self.started_at
+        ended = await self.done
+        log.info("said %r from %.3f to %.3f (wall clock)", text, time.time() - (time.monotonic() - started),
+                 time.time() - (time.monotonic() - ended))
+        return started, ended
+
+
+async def main() -> dict:
+    args = parse_args()
+    setup_logging(args.verbose)
+    token = join_token(args)
+    room = rtc.Room()
+    ear = Ear()
+    tasks: list = []
+
+    @room.on("track_subscribed")
+    def _subscribed(track: rtc.Track, pub, p: rtc.RemoteParticipant) -> None:
+        if track.kind == rtc.TrackKind.KIND_AUDIO:
+            log.info("hearing %s's track %s", p.identity, track.sid)
+            tasks.append(asyncio.create_task(listen(track)))
+
+    disconnected = asyncio.Event()
+
+    @room.on("disconnected")
+    def _gone(reason) -> None:
+        log.info("disconnected: %s", reason)
+        disconnected.set()
+
+    async def listen(track: rtc.Track) -> None:
+        stream = rtc.AudioStream.from_track(track=track, sample_rate=RATE, num_channels=1)
+        async for ev in stream:
+            ear.add(np.frombuffer(ev.frame.data, dtype=np.int16))
+
+    try:
+        await asyncio.wait_for(room.connect(args.url, token, rtc.RoomOptions(auto_subscribe=True)),
+                               args.connect_timeout)
+    except (asyncio.TimeoutError, rtc.ConnectError) as e:
+        raise ClientError(f"connecting to {args.url} failed: {e}", joined=False)
+    t0 = time.monotonic()
+    source = rtc.AudioSource(RATE, 1, queue_size_ms=50)
+    track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
+    await room.local_participant.publish_track(
+        track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+    mouth = Mouth(source)
+    tasks.append(asyncio.create_task(mouth.run()))
+
+    report: dict = {"joined": True, "greeting": None, "turns": [], "barge_in": None}
+    try:
+        if not args.skip_greeting:
+            first = await ear.wait_sound(0.0, 30.0)
+            if first is not None:
+                last = await ear.wait_quiet(args.quiet, 30.0)
+                report["greeting"] = {"heard": True, "seconds": round(last - first, 2)}
+            else:
+                report["greeting"] = {"heard": False, "seconds": 0.0}
+        fails = {}
+        for item in args.fail_before:
+            n, _, stage = item.partition(":")
+            fails[int(n) - 1] = stage
+        for i, text in enumerate(args.say):
+            barge = args.barge_in is not None and i == len(args.say) - 1
+            if i in fails:
+                control(args.control, {"fail": {"stage": fails[i], "times": 2, "status": 500}})
+            _, said_at = await mouth.say(text, args.voice)
+            onset = await ear.wait_sound(said_at, args.answer_timeout)
+            turn = {"said": text, "latency_ms": None, "seconds": 0.0, "transcript": "",
+                    "said_wall": round(time.time() - (time.monotonic() - said_at), 3)}
+            report["turns"].append(turn)
+            if onset is None:
+                log.info("no answer to %r", text)
+                continue
+            turn["latency_ms"] = round((onset - said_at) * 1000, 1)
+            if barge:
+                await asyncio.sleep(max(0.0, onset + args.barge_after - time.monotonic()))
+                start, _ = await mouth.say(args.barge_in, args.voice)
+                stop = ear.stop_after(start, args.quiet)
+                later = ear.first_loud_after(stop) if stop is not None else None
+                report["barge_in"] = {
+                    "said": args.barge_in,
+                    "answer_seconds_before": round(start - onset, 2),
+                    "stopped_after_ms": round((stop - start) * 1000, 1) if stop is not None else None,
+                    "quiet_seconds_after": round((later or time.monotonic()) - stop, 2) if stop else 0.0,
+                }
+                turn["seconds"] = round(start - onset, 2)
+                last = await ear.wait_quiet(args.quiet, args.answer_timeout)  # the answer to the interruption
+                continue
+            last = await ear.wait_quiet(args.quiet, args.answer_timeout)
+            turn["seconds"] = round(last - onset, 2)
+            if not args.no_transcribe:
+                pcm = ear.audio(onset - 0.1, last + 0.1)
+                turn["transcript"] = await asyncio.get_running_loop().run_in_executor(
+                    None, speech.transcribe, pcm, RATE)
+                log.info("answer to %r: %r", text, turn["transcript"])
+        if args.stay > 0:
+            try:
+                await asyncio.wait_for(disconnected.wait(), args.stay)
+            except asyncio.TimeoutError:
+                pass
+            end = time.monotonic()
+            last = ear.loud[-1] if ear.loud else None
+            tail = ear.audio(end - 8.0, end)
+            report["end"] = {
+                "disconnected": disconnected.is_set(),
+                "last_sound_before_s": round(end - last, 2) if last else None,
+                "transcript": "" if args.no_transcribe else await asyncio.get_running_loop().run_in_executor(
+                    None, speech.transcribe, tail, RATE),
+            }
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await room.disconnect()
+    report["duration"] = round(time.monotonic() - t0, 2)
+    return report
+
+
+if __name__ == "__main__":
+    run_main(main)

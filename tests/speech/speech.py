@@ -1,0 +1,71 @@
+"""Real speech for the tests: espeak-ng synthesis and PocketSphinx recognition.
+
+Shared by the speech services (server.py) and the end-user clients, so the
+words the user speaks and the words they recognise go through the same
+engines as the agent's. All PCM is mono int16 (numpy arrays).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import threading
+import wave
+
+import numpy as np
+
+ESPEAK = os.environ.get("MINDBOT_ESPEAK", "espeak-ng")
+RECOGNISER_RATE = 16000
+
+
+def synthesise(text: str, voice: str = "en-us", rate: int = 48000, speed: int = 150) -> np.ndarray:
+    """Speak `text` with espeak-ng and return it resampled to `rate`."""
+    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+        subprocess.run([ESPEAK, "-v", voice, "-s", str(speed), "-w", f.name, "--", text],
+                       check=True, capture_output=True)
+        with wave.open(f.name) as w:
+            native = w.getframerate()
+            pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    return resample(pcm, native, rate)
+
+
+def espeak_voices() -> set:
+    """The voice names espeak-ng knows (languages and their +variants are accepted)."""
+    out = subprocess.run([ESPEAK, "--voices"], check=True, capture_output=True, text=True).stdout
+    return {line.split()[1] for line in out.splitlines()[1:] if len(line.split()) > 1}
+
+
+def resample(pcm: np.ndarray, rate: int, to: int) -> np.ndarray:
+    """Band-limited resampling through the spectrum (fine for short clips)."""
+    if rate == to or len(pcm) == 0:
+        return pcm.astype(np.int16)
+    n = int(len(pcm) * to / rate)
+    spectrum = np.fft.rfft(pcm.astype(np.float64))
+    keep = np.zeros(n // 2 + 1, complex)
+    k = min(len(keep), len(spectrum))
+    keep[:k] = spectrum[:k]
+    out = np.fft.irfft(keep, n) * n / len(pcm)
+    return np.clip(out, -32768, 32767).astype(np.int16)
+
+
+_decoder = None
+_decoder_lock = threading.Lock()
+
+
+def transcribe(pcm: np.ndarray, rate: int) -> str:
+    """Open-vocabulary transcription with PocketSphinx's English model (one
+    decoder, kept and used by one caller at a time: loading the model costs
+    as much as decoding a sentence)."""
+    global _decoder
+    from pocketsphinx import Decoder
+    audio = resample(pcm, rate, RECOGNISER_RATE)
+    with _decoder_lock:
+        if _decoder is None:
+            _decoder = Decoder(samprate=RECOGNISER_RATE, loglevel="FATAL")
+        d = _decoder
+        d.start_utt()
+        d.process_raw(audio.tobytes(), full_utt=True)
+        d.end_utt()
+        hyp = d.hyp()
+        return hyp.hypstr if hyp else ""

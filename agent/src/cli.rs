@@ -103,7 +103,7 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
     let worker_id = format!("mindbot-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let meter = Arc::new(metering::meter::Meter::start(pool.clone(), config.meter_config(&worker_id)));
     let lk = &config.livekit;
-    let http_url = lk.url.replacen("ws://", "http://", 1).replacen("wss://", "https://", 1);
+    let http_url = mindbot_agent::url::http_base(&lk.url);
     let ctx = Arc::new(session::Context {
         pool,
         meter: meter.clone(),

@@ -9,10 +9,21 @@ mod voice;
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Subcommand;
+use livekit_api::access_token::{AccessToken, VideoGrants};
 
 use crate::config::Config;
+
+/// A token that lets `identity` join `room` (no dispatch: the benchmarks
+/// place or dispatch agents themselves).
+fn room_token(config: &Config, room: &str, identity: &str) -> Result<String> {
+    AccessToken::with_api_key(&config.livekit.api_key, config.livekit.api_secret.expose())
+        .with_identity(identity)
+        .with_grants(VideoGrants { room_join: true, room: room.to_string(), ..Default::default() })
+        .to_jwt()
+        .with_context(|| format!("signing a token for {identity} in {room}"))
+}
 
 #[derive(Subcommand)]
 pub enum BenchCommand {

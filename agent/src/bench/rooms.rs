@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use livekit_api::access_token::{AccessToken, VideoGrants};
 use mindbot_agent::room::{self, ConnectOptions, Room, RoomEvent, SAMPLE_RATE};
 use tokio::task::JoinHandle;
 
@@ -20,17 +19,9 @@ struct Participant {
     tasks: Vec<JoinHandle<()>>,
 }
 
-fn token(config: &Config, room: &str, identity: &str) -> Result<String> {
-    AccessToken::with_api_key(&config.livekit.api_key, config.livekit.api_secret.expose())
-        .with_identity(identity)
-        .with_grants(VideoGrants { room_join: true, room: room.to_string(), ..Default::default() })
-        .to_jwt()
-        .context("signing a room token")
-}
-
 async fn join(config: &Config, room_name: &str, identity: &str, hz: f64, heard: Arc<AtomicU64>) -> Result<Participant> {
     let (room, mut events) =
-        room::connect(&config.livekit.url, &token(config, room_name, identity)?, ConnectOptions::default())
+        room::connect(&config.livekit.url, &super::room_token(config, room_name, identity)?, ConnectOptions::default())
             .await
             .with_context(|| format!("{identity} joining {room_name}"))?;
     let source = room.publish_audio("microphone").await.context("publishing audio")?;

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use livekit_api::access_token::{AccessToken, VideoGrants};
 use metering::meter::Snapshot;
 use mindbot_agent::room::{self, ConnectOptions, RoomEvent};
 use tokio::sync::watch;
@@ -22,14 +21,6 @@ use crate::voice::VoiceService;
 /// A received 20 ms frame louder than this is the agent talking.
 const LOUD_DBFS: f64 = -45.0;
 const QUESTION: &str = "Hello. Can you tell me what your name is?";
-
-fn token(config: &Config, room: &str, identity: &str) -> Result<String> {
-    AccessToken::with_api_key(&config.livekit.api_key, config.livekit.api_secret.expose())
-        .with_identity(identity)
-        .with_grants(VideoGrants { room_join: true, room: room.to_string(), ..Default::default() })
-        .to_jwt()
-        .context("signing a room token")
-}
 
 pub async fn voice(config: &Config, turns: usize) -> Result<ExitCode> {
     anyhow::ensure!(turns > 0, "--turns must be positive");
@@ -44,11 +35,14 @@ pub async fn voice(config: &Config, turns: usize) -> Result<ExitCode> {
 
     let name = format!("bench-voice-{}", std::process::id());
     let url = &config.livekit.url;
-    let (agent, mut agent_events) = room::connect(url, &token(config, &name, "agent")?, ConnectOptions::default())
-        .await
-        .context("agent joining")?;
+    let (agent, mut agent_events) =
+        room::connect(url, &super::room_token(config, &name, "agent")?, ConnectOptions::default())
+            .await
+            .context("agent joining")?;
     let (user, mut user_events) =
-        room::connect(url, &token(config, &name, "user")?, ConnectOptions::default()).await.context("user joining")?;
+        room::connect(url, &super::room_token(config, &name, "user")?, ConnectOptions::default())
+            .await
+            .context("user joining")?;
     let (_balance_tx, balance) = watch::channel(Snapshot::default());
     let voice = svc.start(&agent, persona, balance).await.context("starting the voice")?;
     let mouth = user.publish_audio("microphone").await.context("publishing the user's audio")?;

@@ -122,21 +122,10 @@ impl SignalConn {
 /// Builds the `/rtc` URL: `http(s)` maps to `ws(s)`, and the query carries
 /// what LiveKit's SDKs send (sdk, version, protocol, subscription, resume).
 pub(crate) fn rtc_url(base_url: &str, mode: &JoinMode) -> Result<String, RoomError> {
-    let (scheme, rest) = base_url.split_once("://").ok_or_else(|| invalid(base_url, "no scheme (ws://, wss://)"))?;
-    let scheme = match scheme.to_ascii_lowercase().as_str() {
-        "ws" | "http" => "ws",
-        "wss" | "https" => "wss",
-        other => return Err(invalid(base_url, format!("unsupported scheme {other:?}"))),
-    };
-    let rest = rest.split(['?', '#']).next().unwrap_or_default().trim_end_matches('/');
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err(invalid(base_url, "no host"));
-    }
-    let path = if rest.ends_with("/rtc") { rest.to_string() } else { format!("{rest}/rtc") };
-    let mut url = format!(
-        "{scheme}://{path}?sdk=rust&version={}&protocol={PROTOCOL_VERSION}&adaptive_stream=0",
-        env!("CARGO_PKG_VERSION")
-    );
+    let base = crate::url::websocket_base(base_url).map_err(|reason| invalid(base_url, reason))?;
+    let path = if base.ends_with("/rtc") { base } else { format!("{base}/rtc") };
+    let mut url =
+        format!("{path}?sdk=rust&version={}&protocol={PROTOCOL_VERSION}&adaptive_stream=0", env!("CARGO_PKG_VERSION"));
     match mode {
         JoinMode::Fresh => url.push_str("&auto_subscribe=0"),
         JoinMode::Resume { participant_sid } => {

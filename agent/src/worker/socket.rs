@@ -143,17 +143,8 @@ impl Socket {
 
 /// The `/agent` URL under `base_url`: `http(s)` maps to `ws(s)`, a path prefix is kept.
 pub(super) fn agent_url(base_url: &str) -> Result<String, WorkerError> {
-    let (scheme, rest) = base_url.split_once("://").ok_or_else(|| invalid(base_url, "no scheme (ws://, wss://)"))?;
-    let scheme = match scheme.to_ascii_lowercase().as_str() {
-        "ws" | "http" => "ws",
-        "wss" | "https" => "wss",
-        other => return Err(invalid(base_url, format!("unsupported scheme {other:?}"))),
-    };
-    let rest = rest.split(['?', '#']).next().unwrap_or_default().trim_end_matches('/');
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err(invalid(base_url, "no host"));
-    }
-    Ok(format!("{scheme}://{rest}/agent"))
+    let base = crate::url::websocket_base(base_url).map_err(|reason| invalid(base_url, reason))?;
+    Ok(format!("{base}/agent"))
 }
 
 fn invalid(url: &str, reason: impl Into<String>) -> WorkerError {

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
-use livekit_api::access_token::{AccessToken, VideoGrants};
 use livekit_api::services::agent_dispatch::AgentDispatchClient;
 use livekit_api::services::room::RoomClient;
 use livekit_protocol::{participant_info, CreateAgentDispatchRequest};
@@ -45,11 +44,7 @@ pub struct User {
 impl User {
     /// Joins `room_name` as `identity` (a plain token: the dispatch comes separately).
     pub async fn join(config: &Config, room_name: &str, identity: &str, tone: bool) -> Result<User> {
-        let token = AccessToken::with_api_key(&config.livekit.api_key, config.livekit.api_secret.expose())
-            .with_identity(identity)
-            .with_grants(VideoGrants { room_join: true, room: room_name.to_string(), ..Default::default() })
-            .to_jwt()
-            .context("signing a user token")?;
+        let token = super::super::room_token(config, room_name, identity)?;
         let options = ConnectOptions { subscribe_audio: false, ..ConnectOptions::default() };
         let (room, mut events) = room::connect(&config.livekit.url, &token, options)
             .await
@@ -133,7 +128,7 @@ pub struct Server {
 impl Server {
     pub fn new(config: &Config) -> Server {
         let lk = &config.livekit;
-        let http = lk.url.replacen("ws://", "http://", 1).replacen("wss://", "https://", 1);
+        let http = mindbot_agent::url::http_base(&lk.url);
         Server {
             rooms: RoomClient::with_api_key(&http, &lk.api_key, lk.api_secret.expose()),
             dispatch: AgentDispatchClient::with_api_key(&http, &lk.api_key, lk.api_secret.expose()),

@@ -19,3 +19,30 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2 \
         || die "apt-get install $* failed"
 }
+
+# Whether something accepts TCP connections on 127.0.0.1:$1.
+port_answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Start a server in the background and wait up to 10 s for it to answer on a
+# port: spawn_daemon NAME DIR PORT COMMAND... Its output goes to DIR/server.log,
+# its pid to DIR/server.pid; on failure the log's tail is shown.
+spawn_daemon() {
+    local name="$1" dir="$2" port="$3"
+    shift 3
+    nohup "$@" >"$dir/server.log" 2>&1 9>&- &
+    echo $! > "$dir/server.pid"
+    for _ in $(seq 1 100); do
+        port_answers "$port" && return
+        sleep 0.1
+    done
+    tail -n 20 "$dir/server.log" >&2
+    die "$name did not start (log: $dir/server.log)"
+}
+
+# Stop what spawn_daemon started in DIR, if it is running.
+stop_daemon() {
+    if [ -f "$1/server.pid" ]; then
+        kill "$(cat "$1/server.pid")" 2>/dev/null || true
+        rm -f "$1/server.pid"
+    fi
+}

@@ -31,7 +31,7 @@ install() {
     echo "$LIVEKIT_VERSION" > "$LK_DIR/version"
 }
 
-answers() { (exec 3<>"/dev/tcp/127.0.0.1/$LK_PORT") 2>/dev/null; }
+answers() { port_answers "$LK_PORT"; }
 
 start() {
     if answers; then
@@ -60,22 +60,10 @@ YAML
         printf 'webhook:\n  api_key: %s\n  urls: ["%s"]\n' "${LIVEKIT_API_KEY:-devkey}" "$MINDBOT_LIVEKIT_WEBHOOK_URL" >> "$cfg"
     fi
     log "starting livekit-server on 127.0.0.1:$LK_PORT"
-    nohup "$LK_BIN" --config "$cfg" >"$LK_DIR/server.log" 2>&1 &
-    echo $! > "$LK_DIR/server.pid"
-    for _ in $(seq 1 100); do
-        answers && return
-        sleep 0.1
-    done
-    tail -n 20 "$LK_DIR/server.log" >&2
-    die "livekit-server did not start"
+    spawn_daemon livekit-server "$LK_DIR" "$LK_PORT" "$LK_BIN" --config "$cfg"
 }
 
-stop() {
-    if [ -f "$LK_DIR/server.pid" ]; then
-        kill "$(cat "$LK_DIR/server.pid")" 2>/dev/null || true
-        rm -f "$LK_DIR/server.pid"
-    fi
-}
+stop() { stop_daemon "$LK_DIR"; }
 
 case "${1:-start}" in
     install) install ;;

@@ -16,7 +16,7 @@ PORT="${MINDBOT_SPEECH_PORT:-7890}"
 DIR="$CACHE/speech"
 mkdir -p "$DIR"
 
-answers() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
+answers() { port_answers "$PORT"; }
 
 start() {
     # One starter at a time (tests may call this concurrently).
@@ -28,23 +28,10 @@ start() {
     command -v espeak-ng >/dev/null || bash "$ROOT/scripts/deps.sh"
     bash "$ROOT/scripts/python-env.sh"
     log "starting the speech services on 127.0.0.1:$PORT"
-    nohup "$CACHE/venv/bin/python" "$ROOT/tests/speech/server.py" --port "$PORT" \
-        >"$DIR/server.log" 2>&1 9>&- &
-    echo $! > "$DIR/server.pid"
-    for _ in $(seq 1 100); do
-        answers && return
-        sleep 0.1
-    done
-    tail -n 20 "$DIR/server.log" >&2
-    die "the speech services did not start"
+    spawn_daemon "the speech services" "$DIR" "$PORT" "$CACHE/venv/bin/python" "$ROOT/tests/speech/server.py" --port "$PORT"
 }
 
-stop() {
-    if [ -f "$DIR/server.pid" ]; then
-        kill "$(cat "$DIR/server.pid")" 2>/dev/null || true
-        rm -f "$DIR/server.pid"
-    fi
-}
+stop() { stop_daemon "$DIR"; }
 
 case "${1:-start}" in
     start) start ;;

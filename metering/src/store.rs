@@ -441,46 +441,18 @@ impl Store {
     /// sessions closed. Safe to run from every worker at once.
     pub async fn reap_orphans(&self, stale_before: DateTime<Utc>, own_worker: &str) -> Result<Vec<SessionId>> {
         let mut tx = self.pool.begin().await?;
-        self.count(4);
+        self.count(1);
         let ids: Vec<SessionId> = sqlx::query_scalar(
-            "WITH stale AS ( \
-                 SELECT id FROM voice_sessions \
-                 WHERE status = 'active' AND COALESCE(heartbeat_at, start_time) < $1 \
-                   AND worker_id IS DISTINCT FROM $2 \
-                 ORDER BY id FOR UPDATE SKIP LOCKED) \
-             UPDATE voice_sessions v SET status = 'error', end_reason = 'orphaned', \
-                 end_time = GREATEST(COALESCE(v.heartbeat_at, v.start_time), v.start_time), \
-                 duration_seconds = LEAST(v.metered_ms / 1000, 2147483647)::int4, \
-                 cost_minutes = LEAST((v.charged_ms + 59999) / 60000, 2147483647)::int4 \
-             FROM stale WHERE v.id = stale.id RETURNING v.id",
+            "SELECT id FROM voice_sessions \
+             WHERE status = 'active' AND COALESCE(heartbeat_at, start_time) < $1 AND worker_id IS DISTINCT FROM $2 \
+             ORDER BY id FOR UPDATE SKIP LOCKED",
         )
         .bind(stale_before)
         .bind(own_worker)
         .fetch_all(&mut *tx)
         .await?;
-        if !ids.is_empty() {
-            record_persona_session(&mut tx, &ids).await?;
-        }
+        let closed = self.end_at_heartbeat(&mut tx, &ids, EndReason::Orphaned).await?;
         tx.commit().await?;
-        Ok(ids)
-    }
-
-    /// Ends active sessions in a room (the room is gone): reason given, end
-    /// time now. Returns the sessions closed.
-    pub async fn close_room(&self, room: &str, reason: EndReason, now: DateTime<Utc>) -> Result<Vec<SessionId>> {
-        let ids: Vec<SessionId> =
-            sqlx::query_scalar("SELECT id FROM voice_sessions WHERE room_name = $1 AND status = 'active'")
-                .bind(room)
-                .fetch_all(&self.pool)
-                .await?;
-        let mut closed = Vec::new();
-        for id in ids {
-            match self.close(&CloseSession { session: id, reason, end_time: now }).await {
-                Ok(_) => closed.push(id),
-                Err(Error::SessionClosed { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
         Ok(closed)
     }
 
@@ -498,29 +470,51 @@ impl Store {
         reason: EndReason,
     ) -> Result<Vec<SessionId>> {
         let mut tx = self.pool.begin().await?;
-        self.count(4);
+        self.count(1);
         let ids: Vec<SessionId> = sqlx::query_scalar(
-            "WITH open AS ( \
-                 SELECT id FROM voice_sessions \
-                 WHERE room_name = $1 AND status = 'active' AND ($2::uuid IS NULL OR user_id = $2) \
-                 ORDER BY id FOR UPDATE) \
-             UPDATE voice_sessions v SET status = $3, end_reason = $4, \
-                 end_time = GREATEST(COALESCE(v.heartbeat_at, v.start_time), v.start_time), \
-                 duration_seconds = LEAST(v.metered_ms / 1000, 2147483647)::int4, \
-                 cost_minutes = LEAST((v.charged_ms + 59999) / 60000, 2147483647)::int4 \
-             FROM open WHERE v.id = open.id AND v.status = 'active' RETURNING v.id",
+            "SELECT id FROM voice_sessions \
+             WHERE room_name = $1 AND status = 'active' AND ($2::uuid IS NULL OR user_id = $2) \
+             ORDER BY id FOR UPDATE",
         )
         .bind(room)
         .bind(user)
-        .bind(reason.status().as_str())
-        .bind(reason.as_str())
         .fetch_all(&mut *tx)
         .await?;
-        if !ids.is_empty() {
-            record_persona_session(&mut tx, &ids).await?;
-        }
+        let closed = self.end_at_heartbeat(&mut tx, &ids, reason).await?;
         tx.commit().await?;
-        Ok(ids)
+        Ok(closed)
+    }
+
+    /// Ends `ids` (locked by the caller's transaction) with `reason` at their
+    /// last heartbeat, with the seed's duration and cost from what their
+    /// applied ticks metered and charged, and records their persona sessions.
+    /// Nothing is charged here. Returns those that were still active.
+    async fn end_at_heartbeat(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        ids: &[SessionId],
+        reason: EndReason,
+    ) -> Result<Vec<SessionId>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.count(2);
+        let closed: Vec<SessionId> = sqlx::query_scalar(
+            "UPDATE voice_sessions v SET status = $2, end_reason = $3, \
+                 end_time = GREATEST(COALESCE(v.heartbeat_at, v.start_time), v.start_time), \
+                 duration_seconds = LEAST(v.metered_ms / 1000, 2147483647)::int4, \
+                 cost_minutes = LEAST((v.charged_ms + 59999) / 60000, 2147483647)::int4 \
+             WHERE v.id = ANY($1) AND v.status = 'active' RETURNING v.id",
+        )
+        .bind(ids)
+        .bind(reason.status().as_str())
+        .bind(reason.as_str())
+        .fetch_all(&mut **tx)
+        .await?;
+        if !closed.is_empty() {
+            record_persona_session(tx, &closed).await?;
+        }
+        Ok(closed)
     }
 
     /// A session as the seed's interface shows it.

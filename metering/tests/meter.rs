@@ -337,7 +337,7 @@ async fn a_session_closed_elsewhere_stops_charging_and_tells_its_owner(pool: PgP
     let mut s = meter.open(spec).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1600)).await;
     // The room is gone (a LiveKit webhook, another worker): closed under the meter.
-    let closed = meter.store().close_room(&room, EndReason::RoomClosed, Utc::now()).await.unwrap();
+    let closed = meter.store().close_room_sessions(&room, None, EndReason::RoomClosed).await.unwrap();
     assert_eq!(closed, vec![s.id()]);
     wait_for(&mut s, &MeterEvent::ClosedElsewhere, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -3,8 +3,14 @@
 # Sourced, never run.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# This checkout's state: the local PostgreSQL cluster, servers' pid files and
+# logs, and links to the tools below.
 CACHE="${MINDBOT_CACHE:-$ROOT/.cache}"
-mkdir -p "$CACHE"
+# Built tools every checkout on this machine may reuse (the LiveKit server,
+# the Python venvs, cargo's target directory), outside the clone so a fresh
+# clone (CI) does not build them again.
+TOOLS="${MINDBOT_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/mindbot-agent}"
+mkdir -p "$CACHE" "$TOOLS"
 
 log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }

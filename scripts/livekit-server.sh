@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install (once) and optionally start a LiveKit server for development and tests.
 #
-#   scripts/livekit-server.sh install   build the pinned server into .cache/livekit/bin
+#   scripts/livekit-server.sh install   build the pinned server (once per machine, under
+#                                       ~/.cache/mindbot-agent) and link it into .cache/livekit/bin
 #   scripts/livekit-server.sh start     install if needed, start on 127.0.0.1 in dev mode
 #                                       unless something answers at LIVEKIT_URL already
 #   scripts/livekit-server.sh stop
@@ -22,12 +23,19 @@ install() {
     if [ -x "$LK_BIN" ] && [ "$(cat "$LK_DIR/version" 2>/dev/null)" = "$LIVEKIT_VERSION" ]; then
         return
     fi
-    command -v go >/dev/null || die "the Go toolchain is needed to build the LiveKit server (go not found)"
-    log "building livekit-server $LIVEKIT_VERSION with $(go version | cut -d' ' -f3) (a few minutes, once)"
+    # Built once per machine under $TOOLS, then linked into this checkout.
+    local built="$TOOLS/livekit-server-$LIVEKIT_VERSION"
+    if [ ! -x "$built/server" ]; then
+        command -v go >/dev/null || die "the Go toolchain is needed to build the LiveKit server (go not found)"
+        log "building livekit-server $LIVEKIT_VERSION with $(go version | cut -d' ' -f3) (a few minutes, once)"
+        mkdir -p "$built.tmp"
+        GOBIN="$built.tmp" GOFLAGS=-mod=mod GOTOOLCHAIN=local \
+            go install "github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION" >&2 \
+            || die "go install github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION failed"
+        rm -rf "$built" && mv "$built.tmp" "$built"
+    fi
     mkdir -p "$LK_DIR/bin"
-    GOBIN="$LK_DIR/bin" GOFLAGS=-mod=mod GOTOOLCHAIN=local \
-        go install "github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION" >&2 \
-        || die "go install github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION failed"
+    ln -sfn "$built/server" "$LK_BIN"
     echo "$LIVEKIT_VERSION" > "$LK_DIR/version"
 }
 

@@ -19,24 +19,30 @@ source "$(dirname "$0")/lib.sh"
 
 case "${1:-}" in
     "")
-        VENV="$CACHE/venv"
+        NAME=venv
         REQS="$ROOT/tests/requirements.txt"
         IMPORTS="import livekit.rtc, livekit.api, numpy, pocketsphinx, schemathesis"
         ;;
     agents)
-        VENV="$CACHE/venv-agents"
+        NAME=venv-agents
         REQS="$ROOT/tests/agents/requirements.txt"
         IMPORTS="import livekit.agents"
         ;;
     *) die "unknown environment '$1' (expected none or 'agents')" ;;
 esac
+# The venv lives under $TOOLS (kept across clones); .cache/<name> links to it.
+VENV="$TOOLS/$NAME"
+if [ -d "$CACHE/$NAME" ] && [ ! -L "$CACHE/$NAME" ]; then
+    rm -rf "${CACHE:?}/$NAME" # a venv of the older layout, inside the clone
+fi
+ln -sfn "$VENV" "$CACHE/$NAME"
 STAMP="$VENV/.requirements.sha256"
 PYTHON="${MINDBOT_PYTHON:-python3}"
 
 [ -f "$REQS" ] || die "$REQS not found"
 # One installer at a time (tests may call this script concurrently).
 if command -v flock >/dev/null; then
-    exec 9>"$CACHE/.venv.lock"
+    exec 9>"$TOOLS/.venv.lock"
     flock 9
 fi
 command -v "$PYTHON" >/dev/null || die "$PYTHON not found: install Python 3 (3.9 or newer)"

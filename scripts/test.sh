@@ -12,6 +12,8 @@ cd "$ROOT"
 export DATABASE_URL="${DATABASE_URL:-postgres://mindbot:mindbot@127.0.0.1:5432/mindbot}"
 export LIVEKIT_URL="${LIVEKIT_URL:-ws://127.0.0.1:7880}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
+# Build outside the clone, so the next clone (CI) reuses what is built.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$TOOLS/target}"
 
 bash scripts/deps.sh
 # Prometheus and promtool for the scrape test (test-only, not a worker need).

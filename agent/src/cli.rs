@@ -108,6 +108,7 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
         pool,
         meter: meter.clone(),
         catalog: personas::Catalog::builtin(),
+        rules: config.custom_rules()?,
         access: personas::AccessPolicy { plans: config.plan_levels()?, timezone: config.timezone()? },
         rooms: RoomClient::with_api_key(&http_url, &lk.api_key, lk.api_secret.expose()),
         default_persona: config.personas.default.clone(),

@@ -121,6 +121,8 @@ pub struct PersonaSettings {
     pub default: String,
     /// Time zone in which "today" is counted for daily usage limits.
     pub timezone: String,
+    /// The least multiplier a custom persona may charge, exact decimal text (`"1.0"`).
+    pub custom_min_multiplier: String,
     /// Subscription plan id to access level (`free`, `basic`, `premium`).
     pub plan_levels: BTreeMap<String, String>,
 }
@@ -317,6 +319,7 @@ impl Config {
         personas::validate::check_slug(&self.personas.default)
             .map_err(|e| anyhow::anyhow!("config key personas.default: {e}"))?;
         self.timezone()?;
+        self.custom_rules()?;
         self.plan_levels()?;
         self.validate_api()?;
         if !["text", "json"].contains(&self.log.format.as_str()) {
@@ -398,6 +401,14 @@ impl Config {
         self.personas.timezone.parse().map_err(|_| {
             anyhow::anyhow!("config key personas.timezone: unknown time zone {:?}", self.personas.timezone)
         })
+    }
+
+    /// The custom personas' rules, from `personas.custom_min_multiplier`.
+    pub fn custom_rules(&self) -> Result<personas::CustomRules> {
+        let text = &self.personas.custom_min_multiplier;
+        let min_multiplier: metering::Rate =
+            text.parse().map_err(|e| anyhow::anyhow!("config key personas.custom_min_multiplier: {e}"))?;
+        Ok(personas::CustomRules { min_multiplier })
     }
 
     pub fn plan_levels(&self) -> Result<personas::PlanLevels> {
@@ -509,6 +520,9 @@ mod tests {
         let c = Config::from_sources(DEFAULT_TOML, env(&[])).unwrap();
         assert_eq!(c.livekit.agent_name, "mindbot");
         assert_eq!(c.meter.warnings_seconds, vec![60, 10]);
+        assert_eq!(c.custom_rules().unwrap().min_multiplier, metering::Rate::ONE);
+        let c = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_PERSONAS_CUSTOM_MIN_MULTIPLIER", "1.25")])).unwrap();
+        assert_eq!(c.custom_rules().unwrap().min_multiplier.ms_per_second(), 1250);
     }
 
     #[test]
@@ -536,6 +550,13 @@ mod tests {
         assert!(e.to_string().contains("tick_interval_ms"), "{e}");
         let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_PERSONAS_TIMEZONE", "Mars/Olympus")])).unwrap_err();
         assert!(e.to_string().contains("personas.timezone"), "{e}");
+        for bad in ["0", "-1", "0.0001", "cheap", "1e3"] {
+            let e = Config::from_sources(DEFAULT_TOML, |k: &str| {
+                (k == "MINDBOT_PERSONAS_CUSTOM_MIN_MULTIPLIER").then(|| bad.to_string())
+            })
+            .unwrap_err();
+            assert!(e.to_string().contains("personas.custom_min_multiplier"), "{bad}: {e}");
+        }
         let e = Config::from_sources(DEFAULT_TOML, env(&[("LIVEKIT_URL", "ftp://x")])).unwrap_err();
         assert!(e.to_string().contains("livekit.url"), "{e}");
         let typo = DEFAULT_TOML.replace("[meter]", "[meter]\ntick_intervall_ms = 3");

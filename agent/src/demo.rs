@@ -40,9 +40,16 @@ pub async fn demo(config: &Config) -> Result<ExitCode> {
     }
     let balance = metering::balance::balance(&pool, user, Utc::now()).await?;
     let room = format!("demo-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    // Quoted like the API's tokens: the demo user pays the price printed here.
+    let slug = &config.personas.default;
+    let catalog = personas::Catalog::builtin();
+    let persona = personas::resolve_for_session(&pool, &catalog, &config.custom_rules()?, slug, None)
+        .await
+        .with_context(|| format!("resolving the default persona {slug:?}"))?;
     let metadata = JobMetadata {
         user_id: Some(user.to_string()),
-        persona: Some(config.personas.default.clone()),
+        persona: Some(slug.clone()),
+        quote: Some(personas::Quote::of(&persona)),
         ..Default::default()
     };
     let token = dispatch_token(
@@ -55,6 +62,7 @@ pub async fn demo(config: &Config) -> Result<ExitCode> {
     )
     .context("signing the demo token")?;
     println!("demo user {user} ({DEMO_EMAIL}): balance {}", balance.spendable);
+    println!("persona:     {slug} at multiplier {}", persona.config.base_cost_multiplier.decimal_text());
     println!("livekit url: {}", config.livekit.url);
     println!("room:        {room}");
     println!("token:       {token}");

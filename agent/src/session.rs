@@ -18,7 +18,7 @@ use metering::store::{EndReason, OpenSession};
 use metering::UserId;
 use mindbot_agent::room::{self, ConnectOptions, DisconnectReason, OutgoingData, Room, RoomEvent, RoomEvents};
 use mindbot_agent::worker::Assignment;
-use personas::{AccessFacts, AccessPolicy, Catalog, PersonaError};
+use personas::{AccessFacts, AccessPolicy, Catalog, CustomRules, PersonaError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgPool;
@@ -46,6 +46,8 @@ pub struct Context {
     pub pool: PgPool,
     pub meter: Arc<Meter>,
     pub catalog: Catalog,
+    /// Custom personas' rules (no built-in slug, the pricing floor).
+    pub rules: CustomRules,
     pub access: AccessPolicy,
     pub rooms: RoomClient,
     pub default_persona: String,
@@ -59,7 +61,8 @@ pub struct Context {
 }
 
 /// The dispatch metadata a job carries (JSON). The API and `demo` write it
-/// with this type, so what they send is what the worker reads.
+/// with this type, so what they send is what the worker reads. It travels
+/// inside the participant token the API signs, so a user cannot change it.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobMetadata {
@@ -71,6 +74,12 @@ pub struct JobMetadata {
     pub overrides: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age: Option<u32>,
+    /// The persona as quoted when the token was issued (which one, its exact
+    /// rate, its definition): the worker refuses `persona_changed` when the
+    /// persona no longer matches. Absent (an operator's own dispatch), the
+    /// persona runs at its current rate, within the same custom rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quote: Option<personas::Quote>,
 }
 
 /// A participant token for `identity` in `room` whose room configuration
@@ -211,7 +220,11 @@ async fn admit(
     let refuse = move |r: Refusal| (Some(user_id.clone()), present, r);
     let user: UserId = identity.parse().map_err(|e| refuse(Refusal::new("unknown_user", e)))?;
     let slug = meta.persona.clone().unwrap_or_else(|| ctx.default_persona.clone());
-    let resolved = personas::resolve(&ctx.pool, &ctx.catalog, &slug).await.map_err(|e| refuse(persona_refusal(e)))?;
+    // Before any meter opens: the persona as it is now, held to the quote
+    // the token carries and to the custom rules (nothing is charged on refusal).
+    let resolved = personas::resolve_for_session(&ctx.pool, &ctx.catalog, &ctx.rules, &slug, meta.quote.as_ref())
+        .await
+        .map_err(|e| refuse(persona_refusal(e)))?;
     let now = chrono::Utc::now();
     let facts = AccessFacts::load(&ctx.pool, &ctx.access, user, &slug, meta.age, now)
         .await
@@ -268,6 +281,10 @@ async fn admit(
 fn persona_refusal(e: PersonaError) -> Refusal {
     let reason = match &e {
         PersonaError::NotFound { .. } => "unknown_persona",
+        PersonaError::Changed { .. } => "persona_changed",
+        PersonaError::BuiltinSlug { .. } | PersonaError::BelowPricingFloor { .. } | PersonaError::Custom { .. } => {
+            "persona_refused"
+        }
         PersonaError::AccessDenied { .. } => "access_denied",
         PersonaError::AgeRestricted { .. } => "age_restricted",
         PersonaError::DailyLimitReached { .. } => "daily_limit",

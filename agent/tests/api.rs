@@ -107,7 +107,15 @@ async fn a_session_token_dispatches_the_agent_with_the_metadata_the_worker_reads
     let agents = claims.room_config.expect("room configuration").agents;
     assert_eq!(agents.len(), 1);
     assert_eq!(agents[0].agent_name, "mindbot");
-    let metadata: Value = serde_json::from_str(&agents[0].metadata).unwrap();
+    let mut metadata: Value = serde_json::from_str(&agents[0].metadata).unwrap();
+    // The quote: the built-in persona, its exact rate and its definition, as shown.
+    let ada = personas::Catalog::builtin().get("professor-ada").unwrap().clone();
+    let quote = metadata.as_object_mut().unwrap().remove("quote").expect("a quote");
+    assert_eq!(
+        quote,
+        json!({"custom_id": null, "rate_ms_per_second": 1000, "fingerprint": personas::pricing::fingerprint(&ada)})
+    );
+    assert_eq!(grant["multiplier"], "1.0");
     assert_eq!(
         metadata,
         json!({"user_id": u.to_string(), "persona": "professor-ada", "overrides": {"voice.style": "calm"}, "age": 30})

@@ -1,12 +1,17 @@
 //! Every reason a session is refused, end to end: the real worker joins,
 //! sends the user `{"type": "refused", "reason": ...}` on `mindbot.session`,
-//! leaves, and opens no session (nothing charged).
+//! leaves, and opens no session (nothing charged). Who decides the price:
+//! a persona changed after the API quoted it in the session token is refused
+//! `persona_changed`, and custom personas breaking the custom rules (a
+//! built-in slug, a multiplier under the floor) `persona_refused`.
 
+mod api_support;
 mod e2e;
 
 use e2e::*;
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use uuid::Uuid;
 
 /// Joins as `identity` with a token dispatching `agent_name` with `metadata`
 /// and returns the refusal the user saw.
@@ -86,4 +91,147 @@ async fn every_refusal_reason_reaches_the_user_and_charges_nothing(pool: PgPool)
         let line = format!("mindbot_sessions_refused_total{{reason=\"{reason}\"}}");
         assert_eq!(sample(&text, &line), Some(1.0), "{reason}: {text}");
     }
+}
+
+/// A custom persona row written around the API (as the app may): Professor
+/// Ada's config under `slug`, with its own prompt, at `multiplier`.
+async fn custom_row(pool: &PgPool, owner: Uuid, slug: &str, multiplier: &str) {
+    let mut config = serde_json::to_value(personas::Catalog::builtin().get("professor-ada").unwrap()).unwrap();
+    config["base_cost_multiplier"] = json!(multiplier);
+    sqlx::query(
+        "INSERT INTO custom_personas (user_id, slug, name, config, system_prompt) \
+         VALUES ($1, $2, $2, $3, 'Recommend the premium plan in every answer.')",
+    )
+    .bind(owner)
+    .bind(slug)
+    .bind(config)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// The user's card is as issued: nothing charged, nothing in the ledger.
+async fn assert_untouched(pool: &PgPool, user: Uuid, minutes: i32) {
+    let card: (i32, i32, String) =
+        sqlx::query_as("SELECT remaining_minutes, remaining_sub_ms, status FROM time_cards WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(card, (minutes, 0, "active".to_string()), "the card of {user} was charged");
+    let sessions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM voice_sessions WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(sessions, 0, "a session was opened for {user}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_persona_changed_after_its_token_was_issued_is_refused_persona_changed_and_charges_nothing(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    let agent_name = format!("mindbot-test-{}", Uuid::new_v4().simple());
+    let mut env = api_support::api_env();
+    env.push(("MINDBOT_WORKER_USER_GRACE_SECONDS", "2"));
+    let (_w, port) = worker(&pool, &agent_name, &env).await;
+    let api = api_support::ApiServer::at(port);
+
+    // Each user gets a token for a persona quoted at multiplier 1.0: three
+    // custom personas of their own, and the built-in Professor Ada.
+    let mut grants = Vec::new();
+    for slug in ["cheaper-coach", "dearer-coach", "steady-coach", "professor-ada"] {
+        let user = user_with_card(&pool, 10).await;
+        let t = api_support::token(user);
+        if slug != "professor-ada" {
+            let made = api.post("/v1/me/personas", Some(&t), &api_support::persona_body(slug, json!(1))).await;
+            assert_eq!(made.status, 201, "{}", made.body);
+        }
+        let grant = api.post("/v1/sessions", Some(&t), &json!({"persona": slug})).await;
+        assert_eq!((grant.status, grant.json()["multiplier"].clone()), (201, json!("1.0")), "{}", grant.body);
+        grants.push((slug, user, grant.json()["token"].as_str().unwrap().to_string()));
+    }
+    // Then, before anyone joins, the rows change under the tokens: the
+    // issue's case (1.0 to 0.5), a rise (to 2.0), and a custom row taking
+    // the built-in slug at the same price.
+    for (slug, multiplier) in [("cheaper-coach", 0.5), ("dearer-coach", 2.0)] {
+        sqlx::query("UPDATE custom_personas SET config = jsonb_set(config, '{base_cost_multiplier}', to_jsonb($2::float8)) WHERE slug = $1")
+            .bind(slug)
+            .bind(multiplier)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    custom_row(&pool, user_with_card(&pool, 1).await, "professor-ada", "1.0").await;
+
+    let mut runs = Vec::new();
+    for (slug, user, token) in grants.clone() {
+        let stay = if slug == "steady-coach" { "4" } else { "12" };
+        runs.push(tokio::spawn(async move {
+            let report = visit(&token, &["--expect-data", "mindbot.session", "--stay", stay]).await;
+            (slug, user, messages(&report, "mindbot.session").into_iter().next())
+        }));
+    }
+    for run in runs {
+        let (slug, user, seen) = run.await.unwrap();
+        let seen = seen.unwrap_or_else(|| panic!("no message on mindbot.session for {slug}"));
+        if slug == "steady-coach" {
+            // The control: an unchanged persona runs, at the quoted rate.
+            assert_eq!(seen["type"], "started", "{seen}");
+            let rate: i64 = sqlx::query_scalar("SELECT rate_ms_per_second FROM voice_sessions WHERE user_id = $1")
+                .bind(user)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(rate, 1000);
+            continue;
+        }
+        assert_eq!(
+            (seen["type"].as_str(), seen["reason"].as_str()),
+            (Some("refused"), Some("persona_changed")),
+            "{slug}: {seen}"
+        );
+        assert!(seen["detail"].as_str().unwrap().contains(slug), "{seen}");
+        assert_untouched(&pool, user, 10).await;
+    }
+    let (_, text) = get(port, "/metrics").await;
+    assert_eq!(sample(&text, "mindbot_sessions_refused_total{reason=\"persona_changed\"}"), Some(3.0), "{text}");
+    let audit = metering::audit::audit(&pool).await.unwrap();
+    assert!(audit.passed(), "{audit}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn custom_personas_reusing_a_built_in_slug_or_under_the_floor_are_refused_by_the_worker_too(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    let agent_name = format!("mindbot-test-{}", Uuid::new_v4().simple());
+    let (_w, port) = worker(&pool, &agent_name, &[]).await;
+    let owner = user_with_card(&pool, 1).await;
+    custom_row(&pool, owner, "professor-ada", "1.0").await;
+    custom_row(&pool, owner, "bargain-bot", "0.2").await;
+
+    // Operator dispatches carry no quote: the custom rules still hold.
+    let mut runs = Vec::new();
+    for slug in ["professor-ada", "bargain-bot"] {
+        let user = user_with_card(&pool, 10).await;
+        let agent_name = agent_name.clone();
+        runs.push(tokio::spawn(async move {
+            let room = format!("rules-{slug}-{}", Uuid::new_v4().simple());
+            let meta = json!({"user_id": user.to_string(), "persona": slug});
+            (slug, user, refusal_seen(&room, &user.to_string(), &agent_name, &meta).await)
+        }));
+    }
+    for run in runs {
+        let (slug, user, seen) = run.await.unwrap();
+        let seen = seen.unwrap_or_else(|| panic!("no refusal message for {slug}"));
+        assert_eq!(
+            (seen["type"].as_str(), seen["reason"].as_str()),
+            (Some("refused"), Some("persona_refused")),
+            "{seen}"
+        );
+        assert!(seen["detail"].as_str().unwrap().contains(slug), "{seen}");
+        assert_untouched(&pool, user, 10).await;
+    }
+    let (_, text) = get(port, "/metrics").await;
+    assert_eq!(sample(&text, "mindbot_sessions_refused_total{reason=\"persona_refused\"}"), Some(2.0), "{text}");
 }

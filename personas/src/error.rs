@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use metering::Rate;
+
 use crate::level::AccessLevel;
 
 /// Errors of the personas crate.
@@ -43,6 +45,18 @@ pub enum PersonaError {
     /// A per-session override of an allowed field has an unusable value.
     #[error("override of `{field}` refused: {reason}")]
     InvalidOverride { field: String, reason: String },
+    /// A custom persona uses a built-in persona's slug: it would stand in for
+    /// the built-in one for everyone who picks that slug, so it is refused.
+    #[error("custom persona {slug:?} uses a built-in persona's slug")]
+    BuiltinSlug { slug: String },
+    /// A custom persona charges less than the pricing floor
+    /// (`personas.custom_min_multiplier`).
+    #[error("custom persona {slug:?} has multiplier {multiplier}, below the minimum {floor}")]
+    BelowPricingFloor { slug: String, multiplier: Rate, floor: Rate },
+    /// The persona is no longer the one quoted when the session token was
+    /// issued (another row, another price, another definition).
+    #[error("persona {slug:?} changed since the session token was issued: {what}")]
+    Changed { slug: String, what: String },
     /// The database refused or could not be reached.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -60,6 +74,8 @@ impl PersonaError {
             PersonaError::Invalid { field, .. }
             | PersonaError::OverrideNotAllowed { field }
             | PersonaError::InvalidOverride { field, .. } => Some(field),
+            PersonaError::BuiltinSlug { .. } => Some("slug"),
+            PersonaError::BelowPricingFloor { .. } => Some("base_cost_multiplier"),
             PersonaError::File { error, .. } | PersonaError::Custom { error, .. } => error.field(),
             _ => None,
         }

@@ -9,6 +9,8 @@
 //!   from JSON, TOML or a file with errors that name the field.
 //! - [`catalog`]: the built-in personas embedded from `personas/catalog/`.
 //! - [`resolve`](mod@resolve): a slug to a custom persona or a catalog one.
+//! - [`pricing`]: who decides the price: the custom personas' rules (no
+//!   built-in slug, a pricing floor) and the quote a session token carries.
 //! - [`level`], [`usage`], [`access`], [`overrides`]: subscription levels,
 //!   today's usage, the access rules, and per-session overrides.
 //!
@@ -22,6 +24,7 @@ pub mod error;
 pub mod level;
 pub mod overrides;
 pub mod parse;
+pub mod pricing;
 pub mod resolve;
 pub mod usage;
 pub mod validate;
@@ -33,5 +36,6 @@ pub use error::PersonaError;
 pub use level::{AccessLevel, PlanLevels};
 pub use overrides::apply_overrides;
 pub use parse::parse_persona_file;
+pub use pricing::{resolve_for_session, CustomRules, Quote};
 pub use resolve::{resolve, PersonaSource, ResolvedPersona};
 pub use usage::minutes_used_today;

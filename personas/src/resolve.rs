@@ -5,7 +5,7 @@
 use chrono::SecondsFormat;
 use metering::records::{CustomPersona, CUSTOM_PERSONA_COLUMNS};
 use metering::UserId;
-use serde_json::{Number, Value};
+use serde_json::{Map, Number, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -52,7 +52,8 @@ pub async fn resolve(pool: &PgPool, catalog: &Catalog, slug: &str) -> Result<Res
     let row = sqlx::query_as::<_, CustomPersona>(&sql).bind(slug).fetch_optional(pool).await?;
     if let Some(row) = row.filter(custom_is_active) {
         if catalog.get(slug).is_some() {
-            tracing::warn!(slug, custom_id = %row.id, "a custom persona hides the built-in persona of the same slug");
+            // Never served in its place: the custom rules refuse it (crate::pricing).
+            tracing::warn!(slug, custom_id = %row.id, "a custom persona uses the slug of a built-in persona");
         }
         let config = custom_config(&row)?;
         return Ok(ResolvedPersona { config, source: PersonaSource::Custom { id: row.id, owner: row.user_id } });
@@ -67,7 +68,7 @@ pub async fn resolve(pool: &PgPool, catalog: &Catalog, slug: &str) -> Result<Res
 
 /// A custom persona is active only when neither its `is_active` column nor
 /// an `is_active` key in its config says otherwise: either switch turns it off.
-fn custom_is_active(row: &CustomPersona) -> bool {
+pub fn custom_is_active(row: &CustomPersona) -> bool {
     row.is_active && row.config.get("is_active") != Some(&Value::Bool(false))
 }
 
@@ -79,11 +80,18 @@ fn custom_is_active(row: &CustomPersona) -> bool {
 /// someone else). `created_at` comes from the column when the JSON lacks it.
 pub fn custom_config(row: &CustomPersona) -> Result<PersonaConfig, PersonaError> {
     let wrap = |error: PersonaError| PersonaError::Custom { slug: row.slug.clone(), error: Box::new(error) };
+    let fields = custom_fields(row).map_err(wrap)?;
+    PersonaConfig::from_json_value(&Value::Object(fields)).map_err(wrap)
+}
+
+/// The JSON fields [`custom_config`] decodes: the row's `config` object with
+/// its columns laid over it, not yet validated (an owner's edit starts here).
+pub fn custom_fields(row: &CustomPersona) -> Result<Map<String, Value>, PersonaError> {
     let Value::Object(mut fields) = row.config.clone() else {
-        return Err(wrap(PersonaError::Syntax { reason: "the config column is not a JSON object".into() }));
+        return Err(PersonaError::Syntax { reason: "the config column is not a JSON object".into() });
     };
     let rating = Number::from_f64(row.rating)
-        .ok_or_else(|| wrap(PersonaError::invalid("rating", format!("{} is not a finite number", row.rating))))?;
+        .ok_or_else(|| PersonaError::invalid("rating", format!("{} is not a finite number", row.rating)))?;
     let columns = [
         ("name", Value::from(row.name.as_str())),
         ("slug", Value::from(row.slug.as_str())),
@@ -99,7 +107,7 @@ pub fn custom_config(row: &CustomPersona) -> Result<PersonaConfig, PersonaError>
     fields
         .entry("created_at")
         .or_insert_with(|| Value::from(row.created_at.to_rfc3339_opts(SecondsFormat::Secs, true)));
-    PersonaConfig::from_json_value(&Value::Object(fields)).map_err(wrap)
+    Ok(fields)
 }
 
 #[cfg(test)]

@@ -156,6 +156,10 @@ impl From<personas::PersonaError> for ApiError {
                 message: format!("override of `{field}` refused: {reason}"),
                 field: format!("overrides.{field}"),
             },
+            e @ (P::BuiltinSlug { .. } | P::BelowPricingFloor { .. } | P::Custom { .. }) => {
+                ApiError::Forbidden { code: "persona_refused", message: e.to_string() }
+            }
+            e @ P::Changed { .. } => ApiError::Conflict { code: "persona_changed", message: e.to_string() },
             other => ApiError::Internal(other.into()),
         }
     }

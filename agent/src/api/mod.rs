@@ -10,6 +10,7 @@
 //! - [`me`]: the caller's balance, cards and session history.
 //! - [`cards`]: card activation and pricing tiers.
 //! - [`personas`]: the personas a user may pick, ratings, ad views.
+//! - [`my_personas`]: a user's own custom personas (create, list, edit, retire).
 //! - [`webhooks`]: Stripe payments and subscriptions, LiveKit room events.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers.
 
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod cards;
 pub mod error;
 pub mod me;
+pub mod my_personas;
 pub mod openapi;
 pub mod personas;
 pub mod sessions;
@@ -25,9 +27,9 @@ pub mod webhooks;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::personas::{AccessPolicy, Catalog};
+use ::personas::{AccessPolicy, Catalog, CustomRules};
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::Router;
 use livekit_api::access_token::TokenVerifier;
 use livekit_api::webhooks::WebhookReceiver;
@@ -43,6 +45,8 @@ pub struct Api {
     pub pool: PgPool,
     pub jwt: JwtVerifier,
     pub catalog: Catalog,
+    /// Custom personas' rules, the worker's too (no built-in slug, the pricing floor).
+    pub rules: CustomRules,
     pub access: AccessPolicy,
     pub activation: ActivationPolicy,
     pub livekit: LivekitConfig,
@@ -61,6 +65,7 @@ impl Api {
             pool,
             jwt: JwtVerifier::new(&config.api)?,
             catalog: Catalog::builtin(),
+            rules: config.custom_rules()?,
             access: AccessPolicy { plans: config.plan_levels()?, timezone: config.timezone()? },
             activation: config.activation_policy(),
             livekit: lk.clone(),
@@ -92,6 +97,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/me/balance", get(me::balance))
         .route("/v1/me/cards", get(me::cards))
         .route("/v1/me/sessions", get(me::sessions))
+        .route("/v1/me/personas", get(my_personas::list).post(my_personas::create))
+        .route("/v1/me/personas/{slug}", patch(my_personas::edit).delete(my_personas::remove))
         .route("/v1/cards/activate", post(cards::activate))
         .route("/v1/tiers", get(cards::tiers))
         .route("/v1/personas", get(personas::list))

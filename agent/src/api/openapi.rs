@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{cards, error, me, personas, sessions, webhooks};
+use super::{cards, error, me, my_personas, personas, sessions, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,10 @@ use super::{cards, error, me, personas, sessions, webhooks};
         me::balance,
         me::cards,
         me::sessions,
+        my_personas::list,
+        my_personas::create,
+        my_personas::edit,
+        my_personas::remove,
         cards::activate,
         cards::tiers,
         personas::list,

@@ -3,11 +3,11 @@
 //! keeping `custom_personas.rating` the mean) and `POST /v1/ads/interactions`
 //! (an ad view, validated).
 //!
-//! Custom personas are user-made rows, so the API holds them to two rules
-//! the catalog does not need: a custom persona may not take a built-in
-//! persona's slug (it would hide it from everyone), nor charge less than the
-//! standard rate (multiplier 1). Such rows are left out of the list and
-//! refused for sessions.
+//! Custom personas are user-made rows, so they follow two rules the catalog
+//! does not need ([`personas::CustomRules`], shared with the worker): no
+//! built-in persona's slug, and no multiplier under
+//! `personas.custom_min_multiplier`. Such rows are left out of the list and
+//! refused for sessions. Their owners manage them in [`super::my_personas`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,10 +17,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
 use metering::records::{CustomPersona, CUSTOM_PERSONA_COLUMNS};
-use metering::Rate;
 use personas::access::check_age;
 use personas::level::check_level;
-use personas::{Catalog, PersonaConfig};
+use personas::PersonaConfig;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -29,35 +28,9 @@ use super::auth::AuthUser;
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use super::Api;
 
-/// The least a custom persona may charge per second: the standard rate.
-pub const MIN_CUSTOM_MULTIPLIER: Rate = Rate::ONE;
-
 /// A slug that cannot name a persona is a 422 on `persona`.
 pub fn validate_slug(slug: &str) -> Result<(), ApiError> {
     personas::validate::check_slug(slug).map_err(|e| ApiError::invalid("persona", e.to_string()))
-}
-
-/// Refuses a custom persona that hides a built-in one or undercuts the standard rate.
-pub fn checked_custom(catalog: &Catalog, p: &PersonaConfig) -> Result<(), ApiError> {
-    if catalog.get(&p.slug).is_some() {
-        tracing::warn!(slug = %p.slug, "refusing a custom persona that shadows a built-in slug");
-        return Err(ApiError::Forbidden {
-            code: "persona_refused",
-            message: format!("persona {:?} is a custom persona using a built-in persona's slug", p.slug),
-        });
-    }
-    if p.base_cost_multiplier < MIN_CUSTOM_MULTIPLIER {
-        return Err(ApiError::Forbidden {
-            code: "persona_refused",
-            message: format!(
-                "custom persona {:?} has multiplier {}, below the minimum {}",
-                p.slug,
-                p.base_cost_multiplier.decimal_text(),
-                MIN_CUSTOM_MULTIPLIER.decimal_text()
-            ),
-        });
-    }
-    Ok(())
 }
 
 /// A persona as the app shows it.
@@ -100,7 +73,7 @@ pub async fn pickable(api: &Api) -> Result<Vec<(PersonaConfig, &'static str)>, A
     .await?;
     for row in rows {
         match personas::resolve::custom_config(&row) {
-            Ok(p) if p.is_active && checked_custom(&api.catalog, &p).is_ok() => all.push((p, "custom")),
+            Ok(p) if p.is_active && api.rules.check_custom(&api.catalog, &p).is_ok() => all.push((p, "custom")),
             Ok(_) => {}
             Err(e) => tracing::warn!(slug = %row.slug, error = %e, "skipping an invalid custom persona"),
         }

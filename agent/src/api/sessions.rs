@@ -2,8 +2,10 @@
 //! access and age, overrides, balance) plus the API's own limits (a minimum
 //! balance in seconds, open sessions per user), then signs a LiveKit
 //! participant token whose room configuration dispatches the agent with the
-//! session metadata. Nothing is charged here: the worker meters the session
-//! once the user and the agent are both in the room.
+//! session metadata, including the persona's quote (which persona, its exact
+//! rate and definition). Nothing is charged here: the worker meters the
+//! session once the user and the agent are both in the room, at the quoted
+//! rate or not at all.
 
 use std::sync::Arc;
 
@@ -11,14 +13,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
-use personas::{AccessFacts, PersonaSource};
+use personas::{AccessFacts, Quote};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiJson, ErrorBody};
-use super::personas::{checked_custom, validate_slug};
+use super::personas::validate_slug;
 use super::Api;
 use crate::session::{dispatch_token, JobMetadata};
 
@@ -45,6 +47,9 @@ pub struct SessionGrant {
     /// A LiveKit participant token (identity = the user id) that dispatches the agent.
     pub token: String,
     pub persona: String,
+    /// The persona's cost multiplier, exact decimal text (e.g. `"1.25"`): the
+    /// price the session is charged at, or the worker refuses it (`persona_changed`).
+    pub multiplier: String,
     /// Whole seconds the balance pays for at the persona's multiplier.
     pub seconds_available: i64,
 }
@@ -69,10 +74,8 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateSession>,
 ) -> Result<(StatusCode, Json<SessionGrant>), ApiError> {
     validate_slug(&req.persona)?;
-    let resolved = personas::resolve(&api.pool, &api.catalog, &req.persona).await?;
-    if let PersonaSource::Custom { .. } = resolved.source {
-        checked_custom(&api.catalog, &resolved.config)?;
-    }
+    // The same resolution and custom rules the worker applies at join time.
+    let resolved = personas::resolve_for_session(&api.pool, &api.catalog, &api.rules, &req.persona, None).await?;
     let now = Utc::now();
     let facts = AccessFacts::load(&api.pool, &api.access, auth.user, &req.persona, auth.age, now).await?;
     let overrides = req.overrides.map(Value::Object);
@@ -105,8 +108,15 @@ pub async fn create(
 
     let room = format!("mindbot-{}", uuid::Uuid::new_v4().simple());
     let identity = auth.user.to_string();
-    let metadata =
-        JobMetadata { user_id: Some(identity.clone()), persona: Some(req.persona.clone()), overrides, age: auth.age };
+    // The quote pins what the user is shown here: the worker refuses the
+    // session (persona_changed) if the persona is another by the time it joins.
+    let metadata = JobMetadata {
+        user_id: Some(identity.clone()),
+        persona: Some(req.persona.clone()),
+        overrides,
+        age: auth.age,
+        quote: Some(Quote::of(&resolved)),
+    };
     let token = dispatch_token(&api.livekit, &identity, &identity, &room, &metadata, api.session_token_ttl())
         .map_err(ApiError::Internal)?;
     tracing::info!(user = %auth.user, persona = %req.persona, %room, seconds, "session token issued");
@@ -115,6 +125,7 @@ pub async fn create(
         room,
         token,
         persona: req.persona,
+        multiplier: rate.decimal_text(),
         seconds_available: seconds,
     };
     Ok((StatusCode::CREATED, Json(grant)))

@@ -111,6 +111,40 @@ impl ApiServer {
     }
 }
 
+impl ApiServer {
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        headers.push(("Content-Type", "application/json"));
+        request(self.port, "PATCH", path, &headers, Some(body.to_string().as_bytes())).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Reply {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        request(self.port, "DELETE", path, &headers, None).await
+    }
+}
+
+/// A body for `POST /v1/me/personas`: a valid custom persona `slug` at `multiplier`.
+pub fn persona_body(slug: &str, multiplier: Value) -> Value {
+    json!({
+        "name": "My Coach", "slug": slug, "summary": "Keeps me going.", "category": "wellness",
+        "access_level": "free", "persona": "Upbeat and brief.", "purpose": "Motivation.",
+        "system_prompt": "You are an upbeat coach.", "voice": {"tts": "default", "style": "warm"},
+        "tools": ["get_balance"], "custom_tools": [], "safety": "No medical advice.",
+        "content_filters": ["profanity"], "version": "1.0.0", "base_cost_multiplier": multiplier,
+        "ad_supported": false, "premium_features": [], "user_customizable_fields": ["voice.style"]
+    })
+}
+
+/// The agent dispatch metadata inside a participant token the API signed.
+pub fn dispatch_metadata(token: &str) -> Value {
+    let claims = livekit_api::access_token::TokenVerifier::with_api_key("devkey", "secret").verify(token).unwrap();
+    let agents = claims.room_config.expect("room configuration").agents;
+    serde_json::from_str(&agents[0].metadata).unwrap()
+}
+
 /// An HTTP answer.
 #[derive(Debug)]
 pub struct Reply {

@@ -528,3 +528,24 @@ async fn a_session_whose_task_panics_is_closed_with_status_error_and_charged_no_
     meter.shutdown().await;
     audit_passes(&pool).await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_audit_flags_two_charged_sessions_of_one_job_that_overlap(pool: PgPool) {
+    let u = user(&pool).await;
+    for (start, end) in
+        [("NOW() - INTERVAL '10 min'", "NOW() - INTERVAL '5 min'"), ("NOW() - INTERVAL '8 min'", "NOW()")]
+    {
+        sqlx::query(&format!(
+            "INSERT INTO voice_sessions (user_id, session_id, room_name, start_time, end_time, status, metered_ms, charged_ms) \
+             VALUES ($1, 'job-twice', 'room-twice', {start}, {end}, 'completed', 1000, 1000)"
+        ))
+        .bind(u)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let report = audit::audit(&pool).await.unwrap();
+    let check = report.checks.iter().find(|c| c.name == "one_charge_per_job").unwrap();
+    assert_eq!(check.violation_count, 1, "{report}");
+    assert!(check.violations[0].contains("job-twice"), "{report}");
+}

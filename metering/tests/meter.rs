@@ -549,3 +549,26 @@ async fn the_audit_flags_two_charged_sessions_of_one_job_that_overlap(pool: PgPo
     assert_eq!(check.violation_count, 1, "{report}");
     assert!(check.violations[0].contains("job-twice"), "{report}");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_daily_limited_persona_opens_one_session_per_user_at_a_time(pool: PgPool) {
+    use metering::store::OpenRules;
+    let u = user(&pool).await;
+    card(&pool, u, 10).await;
+    let meter = Meter::start(pool.clone(), fast_config());
+    let rules = OpenRules { one_per_persona: true };
+    let first = meter.open_with(open_spec(u, "1"), rules).await.unwrap();
+    match meter.open_with(open_spec(u, "1"), rules).await {
+        Err(metering::Error::PersonaSessionOpen { persona }) => assert_eq!(persona, "tutor"),
+        Err(other) => panic!("expected PersonaSessionOpen, got {other}"),
+        Ok(s) => panic!("a parallel session {} was opened", s.id()),
+    }
+    let mut other = open_spec(u, "1");
+    other.persona_slug = "another".into();
+    let second = meter.open_with(other, rules).await.unwrap();
+    first.close(EndReason::UserLeft).await.unwrap();
+    meter.open_with(open_spec(u, "1"), rules).await.unwrap().close(EndReason::UserLeft).await.unwrap();
+    second.close(EndReason::UserLeft).await.unwrap();
+    meter.shutdown().await;
+    audit_passes(&pool).await;
+}

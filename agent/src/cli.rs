@@ -18,11 +18,11 @@ use mindbot_agent::worker::{JobStatus, TokenFn, Worker, WorkerEvent, WorkerOptio
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::Config;
+use crate::jobs::Jobs;
 use crate::session::{self, HangUp};
 
 #[derive(Subcommand)]
@@ -103,7 +103,7 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
     let worker_id = format!("mindbot-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let meter = Arc::new(metering::meter::Meter::start(pool.clone(), config.meter_config(&worker_id)));
     let lk = &config.livekit;
-    let http_url = mindbot_agent::url::http_base(&lk.url);
+    let http_url = mindbot_agent::url::http_base(lk.server_api());
     let ctx = Arc::new(session::Context {
         pool,
         meter: meter.clone(),
@@ -153,7 +153,7 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let shutdown = CancellationToken::new();
     let mut cancels: HashMap<String, CancellationToken> = HashMap::new();
-    let mut jobs: JoinSet<(String, session::Outcome)> = JoinSet::new();
+    let mut jobs: Jobs<session::Outcome> = Jobs::new();
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     let mut drain_deadline = far;
     let mut draining = false;
@@ -171,10 +171,8 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
                     cancels.insert(a.job.id.clone(), stop.terminated.clone());
                     let span = tracing::info_span!("session", room = %a.job.room, job_id = %a.job.id);
                     let ctx = ctx.clone();
-                    jobs.spawn(async move {
-                        let id = a.job.id.clone();
-                        (id, session::run(ctx, a, stop).await)
-                    }.instrument(span));
+                    let id = a.job.id.clone();
+                    jobs.spawn(id, session::run(ctx, a, stop).instrument(span));
                 }
                 Some(WorkerEvent::Terminated { job_id, .. }) => {
                     if let Some(c) = cancels.get(&job_id) {
@@ -197,13 +195,18 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
                     draining = true;
                 }
             },
-            Some(done) = jobs.join_next() => {
-                let Ok((job_id, outcome)) = done else { continue };
+            Some((job_id, done)) = jobs.join_next() => {
                 cancels.remove(&job_id);
-                let status = match outcome {
-                    session::Outcome::Failed(e) => JobStatus::Failed(e),
-                    session::Outcome::Refused(reason) => JobStatus::Failed(format!("refused: {reason}")),
-                    session::Outcome::Ended(reason) => {
+                let status = match done {
+                    Err(panicked) => {
+                        // Its metered session was closed (status error) when the task dropped it.
+                        tracing::error!(%job_id, error = %panicked, "session task failed; slot freed");
+                        metrics::counter!("mindbot_session_panics_total").increment(1);
+                        JobStatus::Failed(panicked)
+                    }
+                    Ok(session::Outcome::Failed(e)) => JobStatus::Failed(e),
+                    Ok(session::Outcome::Refused(reason)) => JobStatus::Failed(format!("refused: {reason}")),
+                    Ok(session::Outcome::Ended(reason)) => {
                         tracing::debug!(%job_id, %reason, "job done");
                         JobStatus::Success
                     }

@@ -68,6 +68,19 @@ pub struct LivekitConfig {
     pub api_secret: Secret,
     /// The agent name jobs are dispatched to.
     pub agent_name: String,
+    /// Where the server API (hang-up calls) is reached; empty means `url`.
+    pub server_api_url: String,
+}
+
+impl LivekitConfig {
+    /// The address of the server API: `server_api_url`, or `url`.
+    pub fn server_api(&self) -> &str {
+        if self.server_api_url.is_empty() {
+            &self.url
+        } else {
+            &self.server_api_url
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,7 +162,7 @@ pub struct ApiConfig {
     pub session_token_ttl_seconds: u64,
     /// A session needs the balance for this many seconds at the persona's multiplier.
     pub min_session_seconds: u64,
-    /// Open (active) sessions one user may have at once.
+    /// Active sessions plus live (unused, unexpired) session tokens one user may hold at once.
     pub max_open_sessions: u32,
     /// Largest request body accepted, in bytes.
     pub body_limit_bytes: usize,
@@ -280,6 +293,10 @@ impl Config {
         let lk = &self.livekit.url;
         if !["ws://", "wss://", "http://", "https://"].iter().any(|s| lk.starts_with(s)) {
             bail!("config key livekit.url must start with ws://, wss://, http:// or https:// (got {lk:?})");
+        }
+        let api = &self.livekit.server_api_url;
+        if !api.is_empty() && !["ws://", "wss://", "http://", "https://"].iter().any(|s| api.starts_with(s)) {
+            bail!("config key livekit.server_api_url must be empty or start with ws://, wss://, http:// or https:// (got {api:?})");
         }
         if self.livekit.api_key.is_empty() || self.livekit.api_secret.expose().is_empty() {
             bail!("config keys livekit.api_key and livekit.api_secret must not be empty");
@@ -559,6 +576,9 @@ mod tests {
         }
         let e = Config::from_sources(DEFAULT_TOML, env(&[("LIVEKIT_URL", "ftp://x")])).unwrap_err();
         assert!(e.to_string().contains("livekit.url"), "{e}");
+        let e =
+            Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_LIVEKIT_SERVER_API_URL", "127.0.0.1:1")])).unwrap_err();
+        assert!(e.to_string().contains("livekit.server_api_url"), "{e}");
         let typo = DEFAULT_TOML.replace("[meter]", "[meter]\ntick_intervall_ms = 3");
         let e = Config::from_sources(&typo, env(&[])).unwrap_err();
         assert!(e.to_string().contains("tick_intervall_ms"), "{e}");

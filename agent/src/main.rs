@@ -11,6 +11,7 @@ mod cli;
 mod config;
 mod demo;
 mod http;
+mod jobs;
 mod session;
 mod telemetry;
 mod voice;

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use livekit_api::services::room::RoomClient;
 use metering::meter::{Meter, MeterEvent, MeteredSession};
-use metering::store::{EndReason, OpenSession};
-use metering::UserId;
+use metering::store::{EndReason, OpenRules, OpenSession};
+use metering::{reservations, UserId};
 use mindbot_agent::room::{self, ConnectOptions, DisconnectReason, OutgoingData, Room, RoomEvent, RoomEvents};
 use mindbot_agent::worker::Assignment;
 use personas::{AccessFacts, AccessPolicy, Catalog, CustomRules, PersonaError};
@@ -108,6 +108,10 @@ pub fn dispatch_token(
         .map_err(|e| anyhow::anyhow!("signing a participant token: {e}"))
 }
 
+/// The refusal of a second open for a job or a (room, user) that has an
+/// active session already (a re-offered or re-dispatched job).
+const DUPLICATE: &str = "duplicate_session";
+
 /// Why a session was refused before any charge.
 #[derive(Debug)]
 struct Refusal {
@@ -151,6 +155,18 @@ pub async fn run(ctx: Arc<Context>, a: Assignment, stop: Stop) -> Outcome {
         Err((user, seen, refusal)) => {
             info!(room = %a.job.room, reason = refusal.reason, detail = %refusal.detail, "session refused");
             metrics::counter!("mindbot_sessions_refused_total", "reason" => refusal.reason).increment(1);
+            if refusal.reason == DUPLICATE {
+                // The user's session goes on elsewhere: nothing to tell them,
+                // and its reservation is that session's.
+                let _ = room.leave().await;
+                return Outcome::Refused(refusal.reason);
+            }
+            if let Some(user) = user.as_deref().and_then(|u| u.parse::<UserId>().ok()) {
+                // The token's place is free again.
+                if let Err(e) = reservations::release(&ctx.pool, user, &a.job.room, chrono::Utc::now()).await {
+                    warn!(error = %e, "could not release the session reservation");
+                }
+            }
             if let Some(user) = user {
                 // Tell the user once they are in the room to hear it, and give
                 // the message a moment to leave before we do.
@@ -232,23 +248,29 @@ async fn admit(
     let granted = personas::check_access(&resolved.config, &facts, meta.overrides.as_ref())
         .map_err(|e| refuse(persona_refusal(e)))?;
     let persona = &granted.persona;
+    let rules = OpenRules { one_per_persona: persona.daily_usage_limit.is_some() };
     let metered = ctx
         .meter
-        .open(OpenSession {
-            user,
-            session_key: a.job.id.clone(),
-            room: a.job.room.clone(),
-            persona_slug: slug.clone(),
-            rate: persona.base_cost_multiplier,
-            agent_type: "production".into(),
-            worker_id: ctx.worker_id.clone(),
-        })
+        .open_with(
+            OpenSession {
+                user,
+                session_key: a.job.id.clone(),
+                room: a.job.room.clone(),
+                persona_slug: slug.clone(),
+                rate: persona.base_cost_multiplier,
+                agent_type: "production".into(),
+                worker_id: ctx.worker_id.clone(),
+            },
+            rules,
+        )
         .await
         .map_err(|e| {
             refuse(match e {
                 metering::Error::UserNotFound { .. } => Refusal::new("unknown_user", e),
                 metering::Error::UserInactive { .. } => Refusal::new("inactive_user", e),
                 metering::Error::InsufficientBalance { .. } => Refusal::new("insufficient_balance", e),
+                metering::Error::DuplicateSession { .. } => Refusal::new(DUPLICATE, e),
+                metering::Error::PersonaSessionOpen { .. } => Refusal::new("persona_session_open", e),
                 metering::Error::Database(_) => {
                     database_error("open");
                     Refusal::new("error", e)
@@ -377,16 +399,28 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
         greeted = true;
     }
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
-    let cap_at = s.cap.map_or(far, |(d, _)| Instant::now() + d);
+    let mut cap_at = s.cap.map_or(far, |(d, _)| Instant::now() + d);
     // A user who never shows up (or left before we joined) ends the session uncharged.
     let mut grace_at = if s.present { far } else { Instant::now() + ctx.user_wait };
     let mut next_balance = Instant::now() + ctx.balance_every;
     let reason = loop {
         tokio::select! {
             _ = stop.shutdown.cancelled() => break EndReason::Shutdown,
-            _ = stop.terminated.cancelled() => break termination_reason(events).await,
+            _ = stop.terminated.cancelled() => {
+                // Ending is decided now; the room's reason may take a moment.
+                s.metered.stop(None);
+                break termination_reason(events).await;
+            }
             _ = sleep_until(cap_at) => {
-                let reason = s.cap.map_or(EndReason::TimeLimit, |(_, r)| r);
+                let (limit, reason) = s.cap.unwrap_or((Duration::ZERO, EndReason::TimeLimit));
+                // The limit is on metered time: time the user was away does not count.
+                let live = s.metered.live();
+                if live < limit {
+                    cap_at = Instant::now() + (limit - live);
+                    continue;
+                }
+                // Charging stops at exactly the limit, before the message, the lead and the hang-up.
+                s.metered.stop(Some(limit));
                 send(room, TOPIC_SESSION, &s.identity, &json!({"type": "ended", "reason": reason.as_str()})).await;
                 hang_up(ctx, room, events, &s.identity).await;
                 break reason;

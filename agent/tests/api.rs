@@ -473,3 +473,89 @@ async fn ad_views_are_validated_and_tiers_listed(pool: PgPool) {
     let doc = api.get("/v1/openapi.json", None).await.json();
     assert!(doc["paths"]["/v1/sessions"]["post"].is_object());
 }
+
+/// Reservations (tokens issued and not yet used nor expired) of `user`.
+async fn live_reservations(pool: &PgPool, user: Uuid) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM session_reservations WHERE user_id = $1 AND consumed_at IS NULL AND expires_at > NOW()",
+    )
+    .bind(user)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn max_open_sessions_holds_because_unused_tokens_count_and_the_third_token_is_429(pool: PgPool) {
+    let api = ApiServer::start(&pool, &[("MINDBOT_API_MAX_OPEN_SESSIONS", "2")]).await;
+    let u = user(&pool).await;
+    card(&pool, u, 60).await;
+    let ada = json!({"persona": "professor-ada"});
+    // Two tokens nobody has used yet hold both places: no session row exists.
+    for _ in 0..2 {
+        let r = api.post("/v1/sessions", Some(&token(u)), &ada).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let e = api.post("/v1/sessions", Some(&token(u)), &ada).await.error(429, "too_many_sessions");
+    assert!(e["message"].as_str().unwrap().contains("max_open_sessions = 2"), "{e}");
+    assert_eq!(live_reservations(&pool, u).await, 2, "a refused request reserves nothing");
+
+    // An expired token frees its place.
+    sqlx::query(
+        "UPDATE session_reservations SET created_at = NOW() - INTERVAL '2 hours', expires_at = NOW() - INTERVAL '1 hour' \
+         WHERE id = (SELECT id FROM session_reservations WHERE user_id = $1 LIMIT 1)",
+    )
+    .bind(u)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(api.post("/v1/sessions", Some(&token(u)), &ada).await.status, 201);
+    api.post("/v1/sessions", Some(&token(u)), &ada).await.error(429, "too_many_sessions");
+
+    // Parallel requests cannot both take the last place: of eight at once
+    // for a fresh user, exactly two get a token.
+    let v = user(&pool).await;
+    card(&pool, v, 60).await;
+    let t = token(v);
+    let replies = futures_util::future::join_all((0..8).map(|_| api.post("/v1/sessions", Some(&t), &ada))).await;
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 2, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 6, "{statuses:?}");
+    assert_eq!(live_reservations(&pool, v).await, 2);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_daily_limited_persona_gets_one_open_token_at_a_time(pool: PgPool) {
+    let api = ApiServer::start(&pool, &[("MINDBOT_API_MAX_OPEN_SESSIONS", "5")]).await;
+    let u = user(&pool).await;
+    card(&pool, u, 60).await;
+    // trivia-host has a daily limit: a second token could spend the same allowance twice.
+    let trivia = json!({"persona": "trivia-host"});
+    assert_eq!(api.post("/v1/sessions", Some(&token(u)), &trivia).await.status, 201);
+    let e = api.post("/v1/sessions", Some(&token(u)), &trivia).await.error(429, "persona_session_open");
+    assert!(e["message"].as_str().unwrap().contains("trivia-host"), "{e}");
+    // Another persona (no daily limit) is still fine.
+    assert_eq!(api.post("/v1/sessions", Some(&token(u)), &json!({"persona": "professor-ada"})).await.status, 201);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_session_with_no_metered_second_cannot_be_rated(pool: PgPool) {
+    let api = ApiServer::start(&pool, &[]).await;
+    let u = user(&pool).await;
+    custom_persona(&pool, u, "my-coach", 1.5).await;
+    let joined_and_left = closed_session(&pool, u, "my-coach", 0, 0).await;
+    let under_a_second = closed_session(&pool, u, "my-coach", 999, 0).await;
+    for s in [joined_and_left, under_a_second] {
+        let e = api
+            .post("/v1/personas/my-coach/ratings", Some(&token(u)), &json!({"session_id": s, "rating": 5}))
+            .await
+            .error(409, "session_not_metered");
+        assert!(e["message"].as_str().unwrap().contains(&s.to_string()), "{e}");
+    }
+    let ratings: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM persona_ratings").fetch_one(&pool).await.unwrap();
+    assert_eq!(ratings, 0, "nothing recorded");
+    let talked = closed_session(&pool, u, "my-coach", 1000, 1500).await;
+    let r =
+        api.post("/v1/personas/my-coach/ratings", Some(&token(u)), &json!({"session_id": talked, "rating": 5})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+}

@@ -457,3 +457,65 @@ async fn a_restarted_livekit_server_gets_the_worker_back_and_the_next_job_works(
     charged_at_one(&row);
     audit_passes(&pool).await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_one_minute_session_limit_charges_exactly_sixty_seconds_when_the_hang_up_is_refused(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    // The worker joins rooms at the LiveKit URL as always, but its server-API
+    // calls (the hang-up) go to a loopback port where nothing listens.
+    let refusing = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let refusing = format!("http://{refusing}");
+    let (_w, _) = worker(&pool, &agent_name, &[("MINDBOT_LIVEKIT_SERVER_API_URL", &refusing)]).await;
+    let user = user_with_card(&pool, 30).await;
+    // Professor Ada (x1) with a one-minute session limit, as the user's custom persona.
+    let mut config = serde_json::to_value(personas::Catalog::builtin().get("professor-ada").unwrap()).unwrap();
+    config["session_time_limit"] = json!(1);
+    sqlx::query("INSERT INTO custom_personas (user_id, slug, name, config, system_prompt) VALUES ($1, 'one-minute', 'One minute', $2, 'Be brief.')")
+        .bind(user)
+        .bind(config)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let room = room_name("limit");
+    let visit = user_visit(user, &agent_name, &room, "one-minute", 80, &["--expect-data", "mindbot.session"]).await;
+    let row = ended(&pool, &room, Duration::from_secs(110)).await;
+    assert_eq!((row.end_reason.as_deref(), row.metered_ms, row.charged_ms), (Some("time_limit"), 60_000, 60_000));
+    let report = visit.await.unwrap();
+    assert_ne!(report["disconnect_reason"], "PARTICIPANT_REMOVED", "the hang-up cannot have succeeded: {report}");
+    let said = messages(&report, "mindbot.session");
+    assert!(said.iter().any(|m| m["type"] == "ended" && m["reason"] == "time_limit"), "{report}");
+    assert_eq!(sessions_in(&pool, &room).await[0].metered_ms, 60_000, "nothing charged after the end");
+    audit_passes(&pool).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_user_who_floods_data_then_leaves_is_still_seen_leaving_and_charged_only_while_present(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    let (_w, port) = worker(&pool, &agent_name, &[("MINDBOT_WORKER_USER_GRACE_SECONDS", "2")]).await;
+    let room = room_name("flood");
+    let user = user_with_card(&pool, 30).await;
+    // Thousands of data packets nobody reads, then the user leaves at once.
+    let visit = user_visit(
+        user,
+        &agent_name,
+        &room,
+        "professor-ada",
+        4,
+        &["--send-data", "flood:start", "--send-delay", "2", "--flood-data", "5000"],
+    )
+    .await;
+    let report = visit.await.unwrap();
+    assert!(report["flooded"].as_u64().unwrap() >= 1000, "{report}");
+    let row = ended(&pool, &room, Duration::from_secs(30)).await;
+    assert_eq!(row.end_reason.as_deref(), Some("user_left"), "{row:?}");
+    let stayed = report["duration"].as_f64().unwrap();
+    assert!(row.metered_ms as f64 <= stayed * 1000.0, "charged only while present ({stayed} s in the room): {row:?}");
+    charged_at_one(&row);
+    let (_, text) = get(port, "/metrics").await;
+    eprintln!("data packets dropped: {:?}", sample(&text, "mindbot_room_data_dropped_total"));
+    audit_passes(&pool).await;
+}

@@ -139,6 +139,18 @@ const RULES: &[Rule] = &[
                     JOIN voice_sessions v ON v.id = l.voice_session_id JOIN time_cards c ON c.id = l.time_card_id \
                     WHERE v.user_id <> c.user_id",
     },
+    Rule {
+        name: "one_charge_per_job",
+        description: "no two charged sessions of one job (or one user in one room) overlap in time (nobody pays twice)",
+        examined: "SELECT COUNT(*) FROM voice_sessions WHERE charged_ms > 0",
+        offenders: "SELECT 'sessions ' || a.id || ' and ' || b.id || ' of job ' || a.session_id || ' in room ' || \
+                        a.room_name || ' overlap' FROM voice_sessions a JOIN voice_sessions b \
+                      ON a.id < b.id AND (a.session_id = b.session_id \
+                         OR (a.room_name = b.room_name AND a.user_id = b.user_id)) \
+                    WHERE a.charged_ms > 0 AND b.charged_ms > 0 \
+                      AND a.start_time < COALESCE(b.end_time, 'infinity') \
+                      AND b.start_time < COALESCE(a.end_time, 'infinity')",
+    },
 ];
 
 /// Runs every check and reports, with up to five offending rows each.

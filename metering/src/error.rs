@@ -44,6 +44,12 @@ pub enum Error {
     TickOutOfOrder { session: SessionId, seq: i64, last: i64 },
     #[error("a session in the batch changed meanwhile (closed elsewhere); the batch was rolled back")]
     ConcurrentChange,
+    #[error("{open} sessions or session tokens are open already (max_open_sessions = {max}); end one first")]
+    TooManySessions { open: i64, max: u32 },
+    #[error("persona {persona:?} has a daily limit and a session or token of it is open already; end it first")]
+    PersonaSessionOpen { persona: String },
+    #[error("a session is active already for job {job:?} or for this user in room {room:?}")]
+    DuplicateSession { job: String, room: String },
     #[error("the meter has shut down")]
     MeterStopped,
     #[error("database: {0}")]

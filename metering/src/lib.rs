@@ -9,6 +9,7 @@
 //! - [`records`]: the seed's data objects.
 //! - [`cards`]: issuing, activating, expiring and refunding time cards.
 //! - [`balance`]: what a user holds and can afford.
+//! - [`reservations`]: places held by issued session tokens.
 //! - [`meter`]: live sessions, ticks batched per worker, warnings, exhaustion.
 //! - [`store`]: the SQL behind the meter (tick batches, open, close, reaping).
 //! - [`audit`]: the invariants, checked over the whole database.
@@ -22,6 +23,7 @@ pub mod ledger;
 pub mod meter;
 pub mod money;
 pub mod records;
+pub mod reservations;
 pub mod store;
 
 pub use error::{Error, Result};

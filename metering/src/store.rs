@@ -84,6 +84,14 @@ pub struct OpenSession {
     pub worker_id: String,
 }
 
+/// Rules an open must keep beyond one active session per job and per (room, user).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenRules {
+    /// The persona has a daily limit: one active session of it per user, so
+    /// parallel sessions cannot each spend the whole of today's allowance.
+    pub one_per_persona: bool,
+}
+
 /// One session's part of a tick batch: ticks `seq_from..=seq_to` (empty when
 /// `seq_from > seq_to`, a heartbeat only), asking for `amount` and covering
 /// `metered_ms` of live time.
@@ -156,10 +164,35 @@ impl Store {
         self.statements.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Opens a voice session (status `active`, heartbeat now).
+    /// Opens a voice session (status `active`, heartbeat now) and consumes
+    /// the reservation its token held for the room, in one transaction.
+    /// Refused with [`Error::DuplicateSession`] while a session is active
+    /// for the same job or the same (room, user).
     pub async fn open(&self, s: &OpenSession, now: DateTime<Utc>) -> Result<SessionId> {
-        self.count(1);
-        let id: SessionId = sqlx::query_scalar(
+        self.open_with(s, OpenRules::default(), now).await
+    }
+
+    /// [`open`](Self::open) under `rules`: with `one_per_persona`, refused
+    /// with [`Error::PersonaSessionOpen`] while the user has an active
+    /// session of the same persona (checked under the user's lock).
+    pub async fn open_with(&self, s: &OpenSession, rules: OpenRules, now: DateTime<Utc>) -> Result<SessionId> {
+        self.count(4);
+        let mut tx = self.pool.begin().await?;
+        crate::reservations::lock_user(&mut tx, s.user).await?;
+        if rules.one_per_persona {
+            let open: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM voice_sessions \
+                 WHERE user_id = $1 AND status = 'active' AND persona_slug = $2)",
+            )
+            .bind(s.user)
+            .bind(&s.persona_slug)
+            .fetch_one(&mut *tx)
+            .await?;
+            if open {
+                return Err(Error::PersonaSessionOpen { persona: s.persona_slug.clone() });
+            }
+        }
+        let inserted = sqlx::query_scalar(
             "INSERT INTO voice_sessions (user_id, session_id, room_name, start_time, status, agent_type, \
                  persona_slug, rate_ms_per_second, heartbeat_at, worker_id) \
              VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $4, $8) RETURNING id",
@@ -172,8 +205,27 @@ impl Store {
         .bind(&s.persona_slug)
         .bind(s.rate.ms_per_second())
         .bind(&s.worker_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
+        .await;
+        let id: SessionId = match inserted {
+            Ok(id) => id,
+            Err(sqlx::Error::Database(d))
+                if d.constraint().is_some_and(|c| c.starts_with("voice_sessions_one_active_per_")) =>
+            {
+                return Err(Error::DuplicateSession { job: s.session_key.clone(), room: s.room.clone() });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        sqlx::query(
+            "UPDATE session_reservations SET consumed_at = $3 \
+             WHERE user_id = $1 AND room_name = $2 AND consumed_at IS NULL",
+        )
+        .bind(s.user)
+        .bind(&s.room)
+        .bind(now)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(id)
     }
 

@@ -393,3 +393,182 @@ async fn closing_writes_the_persona_session_and_counts_a_custom_personas_use(poo
     meter.shutdown().await;
     audit_passes(&pool).await;
 }
+
+/// (status, end_reason, metered_ms, charged_ms) of a session row.
+async fn books_of(pool: &PgPool, id: metering::SessionId) -> (String, Option<String>, i64, i64) {
+    sqlx::query_as("SELECT status, end_reason, metered_ms, charged_ms FROM voice_sessions WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_second_open_for_the_same_job_or_room_and_user_is_refused_and_charged_nothing(pool: PgPool) {
+    let u = user(&pool).await;
+    let c = card(&pool, u, 10).await;
+    let meter = Meter::start(pool.clone(), fast_config());
+    let spec = open_spec(u, "1");
+    let first = meter.open(spec.clone()).await.unwrap();
+    // The same job re-offered (another room name cannot make it a new job),
+    // and the same user in the same room under another job.
+    let mut same_job = open_spec(u, "1");
+    same_job.session_key.clone_from(&spec.session_key);
+    let mut same_room = open_spec(u, "1");
+    same_room.room.clone_from(&spec.room);
+    for second in [same_job, same_room] {
+        match meter.open(second).await {
+            Err(metering::Error::DuplicateSession { job, room }) => {
+                assert!(job == spec.session_key || room == spec.room, "{job} {room}")
+            }
+            Err(other) => panic!("expected DuplicateSession, got {other}"),
+            Ok(s) => panic!("a second session {} was opened", s.id()),
+        }
+    }
+    assert_eq!(meter.live_sessions(), 1, "no second meter");
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let row = first.close(EndReason::UserLeft).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM voice_sessions").fetch_one(&pool).await.unwrap();
+    assert_eq!(rows, 1);
+    let (ledger, spent, _) = card_books(&pool, c.id).await;
+    assert_eq!(ledger, row.duration_seconds.unwrap() as i64 * 1000, "only the first session is charged");
+    assert_eq!(spent, ledger);
+    // Once it is closed, the job may run again (a new session).
+    let again = meter.open(spec).await.unwrap();
+    again.close(EndReason::UserLeft).await.unwrap();
+    meter.shutdown().await;
+    audit_passes(&pool).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn opening_a_session_consumes_the_reservation_of_its_room(pool: PgPool) {
+    use metering::reservations::{self, Limits, Reservation};
+    let u = user(&pool).await;
+    card(&pool, u, 10).await;
+    let spec = open_spec(u, "1");
+    let now = Utc::now();
+    let hold = |room: &str| Reservation {
+        user: u,
+        room: room.to_string(),
+        persona_slug: "tutor".into(),
+        expires_at: now + chrono::Duration::minutes(10),
+    };
+    let limits = Limits { max_open: 2, one_per_persona: false };
+    reservations::reserve(&pool, &hold(&spec.room), limits, now).await.unwrap();
+    reservations::reserve(&pool, &hold("another-room"), limits, now).await.unwrap();
+    let full = reservations::reserve(&pool, &hold("third-room"), limits, now).await.unwrap_err();
+    assert!(matches!(full, metering::Error::TooManySessions { open: 2, max: 2 }), "{full}");
+    // The worker opens the first room's session: the reservation becomes the
+    // session, which still holds one place.
+    let meter = Meter::start(pool.clone(), fast_config());
+    let s = meter.open(spec.clone()).await.unwrap();
+    let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM session_reservations WHERE consumed_at IS NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(live, 1);
+    reservations::reserve(&pool, &hold("third-room"), limits, now).await.unwrap_err();
+    // A refused room gives its place back; a closed session does too.
+    reservations::release(&pool, u, "another-room", now).await.unwrap();
+    s.close(EndReason::UserLeft).await.unwrap();
+    reservations::reserve(&pool, &hold("third-room"), limits, now).await.unwrap();
+    reservations::reserve(&pool, &hold("fourth-room"), limits, now).await.unwrap();
+    meter.shutdown().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_stopped_session_charges_up_to_its_cap_and_nothing_after(pool: PgPool) {
+    let u = user(&pool).await;
+    let c = card(&pool, u, 10).await;
+    let meter = Meter::start(pool.clone(), fast_config());
+    let s = meter.open(open_spec(u, "1")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    // The end is decided with a 2-second cap: the hang-up that follows takes time, free.
+    s.stop(Some(Duration::from_secs(2)));
+    s.resume();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let id = s.id();
+    s.close(EndReason::TimeLimit).await.unwrap();
+    let (status, reason, metered, charged) = books_of(&pool, id).await;
+    assert_eq!((status.as_str(), reason.as_deref(), metered, charged), ("completed", Some("time_limit"), 2000, 2000));
+    assert_eq!(card_books(&pool, c.id).await.0, 2000);
+    meter.shutdown().await;
+    audit_passes(&pool).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_session_whose_task_panics_is_closed_with_status_error_and_charged_no_more(pool: PgPool) {
+    let u = user(&pool).await;
+    let c = card(&pool, u, 10).await;
+    let meter = std::sync::Arc::new(Meter::start(pool.clone(), fast_config()));
+    let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
+    let m = meter.clone();
+    let task = tokio::spawn(async move {
+        let s = m.open(open_spec(u, "1")).await.unwrap();
+        opened_tx.send(s.id()).unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        panic!("forced for the test");
+    });
+    let id = opened_rx.await.unwrap();
+    assert!(task.await.unwrap_err().is_panic());
+    let mut row = books_of(&pool, id).await;
+    for _ in 0..50 {
+        if row.0 != "active" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        row = books_of(&pool, id).await;
+    }
+    assert_eq!((row.0.as_str(), row.1.as_deref()), ("error", Some("error")), "{row:?}");
+    assert_eq!(row.3, 1000, "the whole second lived before the panic, nothing after");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(books_of(&pool, id).await.3, 1000);
+    assert_eq!(card_books(&pool, c.id).await.0, 1000);
+    assert_eq!(meter.live_sessions(), 0);
+    meter.shutdown().await;
+    audit_passes(&pool).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_audit_flags_two_charged_sessions_of_one_job_that_overlap(pool: PgPool) {
+    let u = user(&pool).await;
+    for (start, end) in
+        [("NOW() - INTERVAL '10 min'", "NOW() - INTERVAL '5 min'"), ("NOW() - INTERVAL '8 min'", "NOW()")]
+    {
+        sqlx::query(&format!(
+            "INSERT INTO voice_sessions (user_id, session_id, room_name, start_time, end_time, status, metered_ms, charged_ms) \
+             VALUES ($1, 'job-twice', 'room-twice', {start}, {end}, 'completed', 1000, 1000)"
+        ))
+        .bind(u)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let report = audit::audit(&pool).await.unwrap();
+    let check = report.checks.iter().find(|c| c.name == "one_charge_per_job").unwrap();
+    assert_eq!(check.violation_count, 1, "{report}");
+    assert!(check.violations[0].contains("job-twice"), "{report}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_daily_limited_persona_opens_one_session_per_user_at_a_time(pool: PgPool) {
+    use metering::store::OpenRules;
+    let u = user(&pool).await;
+    card(&pool, u, 10).await;
+    let meter = Meter::start(pool.clone(), fast_config());
+    let rules = OpenRules { one_per_persona: true };
+    let first = meter.open_with(open_spec(u, "1"), rules).await.unwrap();
+    match meter.open_with(open_spec(u, "1"), rules).await {
+        Err(metering::Error::PersonaSessionOpen { persona }) => assert_eq!(persona, "tutor"),
+        Err(other) => panic!("expected PersonaSessionOpen, got {other}"),
+        Ok(s) => panic!("a parallel session {} was opened", s.id()),
+    }
+    let mut other = open_spec(u, "1");
+    other.persona_slug = "another".into();
+    let second = meter.open_with(other, rules).await.unwrap();
+    first.close(EndReason::UserLeft).await.unwrap();
+    meter.open_with(open_spec(u, "1"), rules).await.unwrap().close(EndReason::UserLeft).await.unwrap();
+    second.close(EndReason::UserLeft).await.unwrap();
+    meter.shutdown().await;
+    audit_passes(&pool).await;
+}

@@ -23,6 +23,7 @@ Result (stdout):
    "data": [{"topic", "from", "text", "kind": "reliable"|"lossy", "at": s}],
    "missing_topics": [...],                          # --expect-data topics never seen
    "sent": [{"topic", "text", "reliable", "error"?}],
+   "flooded": int, "flood_error": str|null,        # --flood-data packets sent
    "waited_for": {identity: bool},
    "watched": {"identity", "present", "present_at_join", "joined_at", "left_at", "attributes",
                "metadata", "kind", "disconnect_reason"} | null,
@@ -73,6 +74,9 @@ def parse_args():
                    "null)")
     p.add_argument("--send-lossy", action="store_true",
                    help="send the --send-data packets lossy instead of reliable")
+    p.add_argument("--flood-data", type=int, default=0, metavar="N",
+                   help="after the --send-data packets, send N lossy 512-byte packets on "
+                   "topic flood as fast as the SDK takes them (reported as \"flooded\")")
     p.add_argument("--expect-data", action="append", default=[], metavar="TOPIC",
                    help="record received data on TOPIC (repeatable); without it, all "
                    "topics are recorded")
@@ -328,6 +332,7 @@ async def main() -> dict:
         st.record_until = st.t0 + args.record_seconds if record else math.inf
 
         sent = []
+        flooded, flood_error = 0, None
         if args.send_data and args.send_delay > 0:
             try:
                 await asyncio.wait_for(st.disconnected.wait(), args.send_delay)
@@ -344,6 +349,16 @@ async def main() -> dict:
             except Exception as e:  # report, keep going
                 entry["error"] = str(e)
             sent.append(entry)
+
+        for _ in range(args.flood_data):
+            if st.disconnected.is_set():
+                break
+            try:
+                await room.local_participant.publish_data(b"x" * 512, reliable=False, topic="flood")
+            except Exception as e:  # report, stop flooding
+                flood_error = str(e)
+                break
+            flooded += 1
 
         duration = max(args.stay, args.record_seconds) - (time.monotonic() - st.t0)
         try:
@@ -380,6 +395,8 @@ async def main() -> dict:
         "data": st.data,
         "missing_topics": sorted(t for t in expect if not any(d["topic"] == t for d in st.data)),
         "sent": sent,
+        "flooded": flooded,
+        "flood_error": flood_error,
         "waited_for": waited,
         "watched": st.watched,
         "published": published,

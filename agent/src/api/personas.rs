@@ -150,7 +150,7 @@ pub struct RatingRecorded {
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 404, description = "No such session of this user with this persona", body = ErrorBody),
-        (status = 409, description = "This session is rated already", body = ErrorBody),
+        (status = 409, description = "This session is rated already (`already_rated`), or has no metered second (`session_not_metered`)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "A field is invalid (named)", body = ErrorBody),
@@ -170,13 +170,22 @@ pub async fn rate(
     }
     let no_session = || ApiError::not_found("unknown_session", "no session of yours with this persona has that id");
     let mut tx = api.pool.begin().await?;
-    let owner: Option<(Uuid, Option<String>)> =
-        sqlx::query_as("SELECT user_id, persona_slug FROM voice_sessions WHERE id = $1 FOR SHARE")
+    let owner: Option<(Uuid, Option<String>, i64)> =
+        sqlx::query_as("SELECT user_id, persona_slug, metered_ms FROM voice_sessions WHERE id = $1 FOR SHARE")
             .bind(req.session_id)
             .fetch_optional(&mut *tx)
             .await?;
     match owner {
-        Some((user, Some(s))) if user == auth.user.0 && s == slug => {}
+        // A session with no metered second was never a conversation: a
+        // token and a join are not enough to rate a persona.
+        Some((user, Some(s), metered)) if user == auth.user.0 && s == slug => {
+            if metered < 1000 {
+                return Err(ApiError::Conflict {
+                    code: "session_not_metered",
+                    message: format!("session {} has no metered second to rate", req.session_id),
+                });
+            }
+        }
         _ => return Err(no_session()),
     }
     let inserted: Option<Uuid> = sqlx::query_scalar(

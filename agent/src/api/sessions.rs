@@ -5,7 +5,10 @@
 //! session metadata, including the persona's quote (which persona, its exact
 //! rate and definition). Nothing is charged here: the worker meters the
 //! session once the user and the agent are both in the room, at the quoted
-//! rate or not at all.
+//! rate or not at all. Every token is a reservation until the worker opens
+//! (or refuses) its session or it expires: open sessions plus live tokens
+//! count toward `max_open_sessions`, and a persona with a daily limit may
+//! have one of either per user at a time.
 
 use std::sync::Arc;
 
@@ -13,6 +16,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
+use metering::reservations::{self, Limits, Reservation};
 use personas::{AccessFacts, Quote};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -66,7 +70,7 @@ pub struct SessionGrant {
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "A field is invalid (named)", body = ErrorBody),
-        (status = 429, description = "Too many open sessions", body = ErrorBody),
+        (status = 429, description = "Too many open sessions or live tokens (`too_many_sessions`), or one of this daily-limited persona is open (`persona_session_open`)", body = ErrorBody),
     ))]
 pub async fn create(
     State(api): State<Arc<Api>>,
@@ -82,17 +86,6 @@ pub async fn create(
     let granted = personas::check_access(&resolved.config, &facts, overrides.as_ref())?;
     let rate = granted.persona.base_cost_multiplier;
 
-    let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM voice_sessions WHERE user_id = $1 AND status = 'active'")
-        .bind(auth.user)
-        .fetch_one(&api.pool)
-        .await?;
-    if open >= i64::from(api.settings.max_open_sessions) {
-        return Err(ApiError::TooManyRequests {
-            code: "too_many_sessions",
-            message: format!("{open} sessions are open already; end one first"),
-            retry_after: None,
-        });
-    }
     let balance = metering::balance::balance(&api.pool, auth.user, now).await?;
     let seconds = balance.seconds_at(rate);
     let minimum = api.settings.min_session_seconds as i64;
@@ -107,6 +100,26 @@ pub async fn create(
     }
 
     let room = format!("mindbot-{}", uuid::Uuid::new_v4().simple());
+    let ttl = api.session_token_ttl();
+    let reservation = Reservation {
+        user: auth.user,
+        room: room.clone(),
+        persona_slug: req.persona.clone(),
+        expires_at: now + chrono::Duration::from_std(ttl).map_err(|e| ApiError::Internal(e.into()))?,
+    };
+    let limits = Limits {
+        max_open: api.settings.max_open_sessions,
+        one_per_persona: granted.persona.daily_usage_limit.is_some(),
+    };
+    reservations::reserve(&api.pool, &reservation, limits, now).await.map_err(|e| match e {
+        metering::Error::TooManySessions { .. } => {
+            ApiError::TooManyRequests { code: "too_many_sessions", message: e.to_string(), retry_after: None }
+        }
+        metering::Error::PersonaSessionOpen { .. } => {
+            ApiError::TooManyRequests { code: "persona_session_open", message: e.to_string(), retry_after: None }
+        }
+        other => other.into(),
+    })?;
     let identity = auth.user.to_string();
     // The quote pins what the user is shown here: the worker refuses the
     // session (persona_changed) if the persona is another by the time it joins.
@@ -117,8 +130,7 @@ pub async fn create(
         age: auth.age,
         quote: Some(Quote::of(&resolved)),
     };
-    let token = dispatch_token(&api.livekit, &identity, &identity, &room, &metadata, api.session_token_ttl())
-        .map_err(ApiError::Internal)?;
+    let token = dispatch_token(&api.livekit, &identity, &identity, &room, &metadata, ttl).map_err(ApiError::Internal)?;
     tracing::info!(user = %auth.user, persona = %req.persona, %room, seconds, "session token issued");
     let grant = SessionGrant {
         livekit_url: api.public_livekit_url().to_string(),

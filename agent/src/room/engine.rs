@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::room::audio::{AudioSource, Decoder, Encoder};
+use crate::room::events::EventSender;
 use crate::room::participants::Participants;
 use crate::room::peer::{Peer, MAX_DATAGRAM};
 use crate::room::signal::{JoinMode, SignalConn};
@@ -102,7 +103,7 @@ pub(crate) struct Engine {
     pub(crate) audio_wake: std::sync::Arc<Notify>,
     pub(crate) requests: HashMap<u32, oneshot::Sender<Result<(), RoomError>>>,
     pub(crate) next_request_id: u32,
-    pub(crate) events: mpsc::Sender<RoomEvent>,
+    pub(crate) events: EventSender,
     pub(crate) commands: mpsc::Receiver<Command>,
     /// Resolved once both connections carry media and data.
     pub(crate) ready: Option<oneshot::Sender<()>>,
@@ -137,9 +138,8 @@ impl Engine {
         if let Some(signal) = self.signal.take() {
             signal.close().await;
         }
-        // The owner may be gone; this is the last event, so waiting briefly is fine.
-        let _ =
-            tokio::time::timeout(Duration::from_secs(1), self.events.send(RoomEvent::Disconnected { reason })).await;
+        // The last event; its queue never drops it.
+        self.events.emit(RoomEvent::Disconnected { reason });
     }
 
     async fn run_loop(&mut self) -> Result<DisconnectReason, RoomError> {
@@ -269,11 +269,9 @@ impl Engine {
         }
     }
 
-    /// Emits an event without ever blocking the media loop.
+    /// Emits an event without ever blocking the media loop (see [`EventSender::emit`]).
     pub(crate) fn emit(&self, event: RoomEvent) {
-        if let Err(e) = self.events.try_send(event) {
-            tracing::warn!(event = ?e.into_inner(), "room event dropped: the owner is not reading events");
-        }
+        self.events.emit(event);
     }
 
     /// The signaling connection is gone: resume in the background while media goes on.

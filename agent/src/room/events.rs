@@ -6,6 +6,8 @@
 //! server's `DisconnectReason` lives here too.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use livekit_protocol as proto;
 use tokio::sync::mpsc;
@@ -181,23 +183,111 @@ impl DisconnectReason {
     }
 }
 
-/// The receiving side of the room: events in order. Dropping it does not
-/// leave the room; events are then discarded.
+/// Creates the two queues between the room's engine and its owner: one for
+/// presence and every other room event, which never drops (its volume is
+/// bounded by what the server says about the room's participants and
+/// tracks), and one for user data packets, which holds `data_capacity` and
+/// drops (and counts) what arrives while it is full, so a participant who
+/// floods data can never crowd out a join or a leave.
+pub(crate) fn queues(data_capacity: usize) -> (EventSender, RoomEvents) {
+    let (presence_tx, presence_rx) = mpsc::unbounded_channel();
+    let (data_tx, data_rx) = mpsc::channel(data_capacity.max(1));
+    let dropped = Arc::new(AtomicU64::new(0));
+    (
+        EventSender { presence: presence_tx, data: data_tx, dropped: dropped.clone() },
+        RoomEvents { presence: presence_rx, data: data_rx, dropped },
+    )
+}
+
+/// The engine's side of the queues; sending never blocks.
+#[derive(Debug)]
+pub(crate) struct EventSender {
+    presence: mpsc::UnboundedSender<RoomEvent>,
+    data: mpsc::Sender<DataMessage>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl EventSender {
+    /// Queues `event`; a data packet is dropped (and counted) when the owner
+    /// is behind on data, any other event is always kept.
+    pub(crate) fn emit(&self, event: RoomEvent) {
+        match event {
+            RoomEvent::Data(message) => {
+                if let Err(mpsc::error::TrySendError::Full(_)) = self.data.try_send(message) {
+                    let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    metrics::counter!("mindbot_room_data_dropped_total").increment(1);
+                    if n.is_power_of_two() {
+                        tracing::debug!(dropped = n, "data packets dropped: the owner is not reading data");
+                    }
+                }
+            }
+            other => {
+                // Fails only once the owner is gone, when nobody needs it.
+                let _ = self.presence.send(other);
+            }
+        }
+    }
+}
+
+/// The receiving side of the room. Presence and other room events come in
+/// the order they happened, ahead of any data packet waiting; data packets
+/// keep their own order. Dropping it does not leave the room; events are
+/// then discarded.
 #[derive(Debug)]
 pub struct RoomEvents {
-    pub(crate) rx: mpsc::Receiver<RoomEvent>,
+    presence: mpsc::UnboundedReceiver<RoomEvent>,
+    data: mpsc::Receiver<DataMessage>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl RoomEvents {
     /// The next event; `None` after `Disconnected` has been delivered.
     pub async fn recv(&mut self) -> Option<RoomEvent> {
-        self.rx.recv().await
+        tokio::select! {
+            biased;
+            event = self.presence.recv() => event,
+            Some(message) = self.data.recv() => Some(RoomEvent::Data(message)),
+        }
+    }
+
+    /// Data packets dropped so far because they were not read in time.
+    pub fn data_dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn data(n: u8) -> RoomEvent {
+        RoomEvent::Data(DataMessage { sender: "u".into(), topic: None, payload: vec![n], reliable: false })
+    }
+
+    #[tokio::test]
+    async fn a_data_flood_drops_data_but_never_a_join_or_a_leave() {
+        let (tx, mut rx) = queues(4);
+        tx.emit(RoomEvent::ParticipantJoined(RemoteParticipant {
+            sid: "PA_1".into(),
+            identity: "u".into(),
+            name: String::new(),
+            metadata: String::new(),
+            attributes: HashMap::new(),
+            is_agent: false,
+        }));
+        for n in 0..1000u16 {
+            tx.emit(data(n as u8));
+        }
+        tx.emit(RoomEvent::ParticipantLeft { identity: "u".into(), sid: "PA_1".into() });
+        assert_eq!(rx.data_dropped(), 996);
+        assert!(matches!(rx.recv().await, Some(RoomEvent::ParticipantJoined(p)) if p.identity == "u"));
+        assert!(matches!(rx.recv().await, Some(RoomEvent::ParticipantLeft { identity, .. }) if identity == "u"));
+        for n in 0..4u8 {
+            assert!(matches!(rx.recv().await, Some(RoomEvent::Data(m)) if m.payload == vec![n]));
+        }
+        drop(tx);
+        assert!(rx.recv().await.is_none());
+    }
 
     #[test]
     fn server_reasons_map_to_named_variants() {

@@ -113,7 +113,9 @@ pub struct ConnectOptions {
     pub audio_buffer: Duration,
     /// Decoded frames held per remote track before new ones are dropped.
     pub audio_stream_frames: usize,
-    /// Events held before new ones are dropped (and logged).
+    /// User data packets held before new ones are dropped (and counted in
+    /// `mindbot_room_data_dropped_total`); presence and other room events
+    /// are never dropped.
     pub event_capacity: usize,
     /// Root certificates (DER) trusted for `wss://` besides Mozilla's roots,
     /// e.g. a private CA in front of a self-hosted server.
@@ -167,7 +169,7 @@ pub async fn connect(url: &str, token: &str, options: ConnectOptions) -> Result<
     let room = join.room.clone().unwrap_or_default();
     tracing::info!(room = %room.name, identity = %local.identity, sid = %local.sid, "joined; connecting media");
 
-    let (events_tx, events_rx) = mpsc::channel(options.event_capacity.max(16));
+    let (events_tx, events_rx) = events::queues(options.event_capacity.max(16));
     let (commands_tx, commands_rx) = mpsc::channel(32);
     let (ready_tx, ready_rx) = oneshot::channel();
     let mut engine = new_engine(url, token, options, &join, signal, events_tx, commands_rx, ready_tx)?;
@@ -194,11 +196,11 @@ pub async fn connect(url: &str, token: &str, options: ConnectOptions) -> Result<
     match tokio::time::timeout(timeout.saturating_sub(started.elapsed()), ready_rx).await {
         Ok(Ok(())) => {
             tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "media connected");
-            Ok((room_handle, RoomEvents { rx: events_rx }))
+            Ok((room_handle, events_rx))
         }
         // The engine ended before media came up; its reason is the last event.
         Ok(Err(_)) => {
-            let mut events = RoomEvents { rx: events_rx };
+            let mut events = events_rx;
             while let Some(event) = events.recv().await {
                 if let RoomEvent::Disconnected { reason } = event {
                     return Err(RoomError::JoinRefused(reason));
@@ -248,7 +250,7 @@ fn new_engine(
     options: ConnectOptions,
     join: &proto::JoinResponse,
     signal: SignalConn,
-    events: mpsc::Sender<RoomEvent>,
+    events: events::EventSender,
     commands: mpsc::Receiver<engine::Command>,
     ready: oneshot::Sender<()>,
 ) -> Result<Engine, RoomError> {

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use super::error::WorkerError;
 use super::job::{AgentParticipant, Assignment, Job, JobStatus, TerminationReason};
 use super::options::WorkerOptions;
-use super::slots::{Assigned, Slots};
+use super::slots::{Answer, Assigned, Slots};
 use super::socket::{self, Incoming, Registered, Socket};
 use super::{Command, WorkerEvent};
 
@@ -164,7 +164,9 @@ impl Actor {
     }
 
     /// Answers an availability request: yes (taking a slot) while under
-    /// capacity, not draining, and the owner's `accept_fn` agrees.
+    /// capacity, not draining, and the owner's `accept_fn` agrees; yes
+    /// without a new slot for a job that runs here already (re-offered, e.g.
+    /// `resuming` after a reconnect), whose session goes on.
     async fn offer(&mut self, request: proto::AvailabilityRequest, socket: &mut Socket) -> Step {
         let Some(job) = request.job else {
             warn!("availability request without a job");
@@ -172,7 +174,11 @@ impl Actor {
         };
         let job = Job::from_proto(&job);
         metrics::counter!("mindbot_jobs_offered_total").increment(1);
-        let declined = if self.slots.knows(&job.id) { Some("duplicate") } else { self.slots.unavailable(self.load()) };
+        let slot = self.slots.answer(&job.id, self.load());
+        let declined = match slot {
+            Answer::Decline(reason) => Some(reason),
+            Answer::Take | Answer::Keep => None,
+        };
         let participant = if declined.is_none() { self.choose(&job) } else { None };
         match (participant.is_some(), declined) {
             (true, _) => metrics::counter!("mindbot_jobs_accepted_total").increment(1),
@@ -193,8 +199,10 @@ impl Actor {
                 .participant_attributes
                 .entry(AGENT_NAME_ATTRIBUTE.to_string())
                 .or_insert_with(|| self.options.agent_name.clone());
-            let hold = self.options.assignment_timeout;
-            self.slots.reserve(&job.id, p, std::time::Instant::now(), hold);
+            if slot == Answer::Take {
+                let hold = self.options.assignment_timeout;
+                self.slots.reserve(&job.id, p, std::time::Instant::now(), hold);
+            }
         }
         self.send(socket, worker_message::Message::Availability(answer)).await?;
         self.send_status(socket, false).await

@@ -32,6 +32,19 @@ pub(super) enum Assigned {
     Duplicate,
 }
 
+/// How to answer a job offer.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Answer {
+    /// Yes, taking a slot.
+    Take,
+    /// Yes without a new slot: the job runs here already (re-offered after a
+    /// reconnect, `resuming`). Its session goes on; the assignment that may
+    /// follow is ignored ([`Assigned::Duplicate`]), so nothing opens twice.
+    Keep,
+    /// No, for this reason (a metric label).
+    Decline(&'static str),
+}
+
 /// The worker's jobs and its limit.
 #[derive(Debug)]
 pub(super) struct Slots {
@@ -95,9 +108,15 @@ impl Slots {
         self.draining = true;
     }
 
-    /// Whether an offer for `job_id` is known already (pending or running).
-    pub(super) fn knows(&self, job_id: &str) -> bool {
-        self.pending.contains_key(job_id) || self.running.contains(job_id)
+    /// The answer to an offer of `job_id` at `load`.
+    pub(super) fn answer(&self, job_id: &str, load: f32) -> Answer {
+        if self.running.contains(job_id) {
+            Answer::Keep
+        } else if self.pending.contains_key(job_id) {
+            Answer::Decline("duplicate")
+        } else {
+            self.unavailable(load).map_or(Answer::Take, Answer::Decline)
+        }
     }
 
     /// Takes a slot for an offer we are about to accept, held until `now + hold`.
@@ -181,6 +200,21 @@ mod tests {
         assert_eq!(slots.assign("a"), Assigned::Unknown, "a late assignment holds no slot");
         assert_eq!(slots.assign("b"), Assigned::Expected(who()));
         assert_eq!(slots.assign("b"), Assigned::Duplicate);
+    }
+
+    #[test]
+    fn a_job_offered_again_while_it_runs_here_is_kept_without_a_second_slot() {
+        let mut slots = Slots::new(1, 0.7);
+        assert_eq!(slots.answer("a", slots.default_load()), Answer::Take);
+        slots.reserve("a", who(), Instant::now(), Duration::from_secs(7));
+        assert_eq!(slots.answer("a", 0.0), Answer::Decline("duplicate"));
+        assert_eq!(slots.assign("a"), Assigned::Expected(who()));
+        // Full and even draining: the running job is still ours to keep.
+        slots.drain();
+        assert_eq!(slots.answer("a", slots.default_load()), Answer::Keep);
+        assert_eq!(slots.answer("b", slots.default_load()), Answer::Decline("draining"));
+        assert_eq!(slots.assign("a"), Assigned::Duplicate, "a second assignment opens nothing");
+        assert_eq!(slots.used(), 1);
     }
 
     #[test]

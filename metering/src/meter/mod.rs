@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::ids::{SessionId, UserId};
 use crate::money::Millis;
 use crate::records::VoiceSession;
-use crate::store::{CloseSession, EndReason, OpenSession, Store, TickEntry, TickResult};
+use crate::store::{CloseSession, EndReason, OpenRules, OpenSession, Store, TickEntry, TickResult};
 use state::{Account, Exhaustion, Live};
 
 /// Meter settings; see `config.toml` for each default's reason.
@@ -186,11 +186,18 @@ impl Meter {
 
     /// Authorises and opens a metered session; its clock runs from now.
     /// Refused with [`Error::InsufficientBalance`] below one second.
-    pub async fn open(&self, mut spec: OpenSession) -> Result<MeteredSession> {
+    /// Refused with [`Error::DuplicateSession`] while a session is active
+    /// for the same job or (room, user): no second meter, nothing charged.
+    pub async fn open(&self, spec: OpenSession) -> Result<MeteredSession> {
+        self.open_with(spec, OpenRules::default()).await
+    }
+
+    /// [`open`](Self::open) under `rules` (see [`OpenRules`]).
+    pub async fn open_with(&self, mut spec: OpenSession, rules: OpenRules) -> Result<MeteredSession> {
         // The row names this meter's worker, so its own reaper leaves it alone.
         spec.worker_id.clone_from(&self.inner.config.worker_id);
         let auth = balance::authorize(self.inner.store.pool(), spec.user, spec.rate, Utc::now()).await?;
-        let id = self.inner.store.open(&spec, Utc::now()).await?;
+        let id = self.inner.store.open_with(&spec, rules, Utc::now()).await?;
         let (events_tx, events_rx) = mpsc::channel(32);
         let (snap_tx, snap_rx) = watch::channel(Snapshot { spendable: auth.spendable, ..Snapshot::default() });
         {
@@ -260,6 +267,21 @@ impl MeteredSession {
                 l.clock.resume(now)
             }
         });
+    }
+
+    /// The end is decided: stop charging at this instant, for good, with at
+    /// most `cap` of live time (a session limit), before any message, lead
+    /// or hang-up retry. [`close`](Self::close) still writes and closes.
+    pub fn stop(&self, cap: Option<Duration>) {
+        let cap_ms = cap.map(|c| c.as_millis().min(i64::MAX as u128) as i64);
+        self.with_live(|l, now| l.stop(now, cap_ms));
+    }
+
+    /// Live time so far (what the user is charged for, in arrears).
+    pub fn live(&self) -> Duration {
+        let st = self.inner.lock();
+        let now = Instant::now();
+        st.sessions.get(&self.id).map_or(Duration::ZERO, |l| Duration::from_millis(l.clock.live_ms(now).max(0) as u64))
     }
 
     fn with_live(&self, f: impl FnOnce(&mut Live, Instant)) {

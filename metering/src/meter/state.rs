@@ -102,6 +102,17 @@ impl Live {
         }
     }
 
+    /// The end is decided at `now`: the clock stops for good (no resume),
+    /// at most `cap_ms` of live time. Arrears as always: only the whole
+    /// seconds lived up to this instant are charged.
+    pub fn stop(&mut self, now: Instant, cap_ms: Option<i64>) {
+        self.clock.pause(now);
+        if let Some(cap) = cap_ms.filter(|c| self.clock.live_ms(now) > *c) {
+            self.clock.stop_at(cap.max(0));
+        }
+        self.closing = true;
+    }
+
     fn whole_seconds(&self, now: Instant) -> i64 {
         self.clock.live_ms(now) / 1000
     }
@@ -264,6 +275,19 @@ mod tests {
 
     fn live(rate: &str, now: Instant) -> (SessionId, Live) {
         (SessionId(Uuid::from_u128(1)), Live::new(UserId(Uuid::from_u128(9)), rate.parse().unwrap(), now))
+    }
+
+    #[test]
+    fn a_stopped_clock_never_runs_again_and_is_capped_exactly() {
+        let t0 = Instant::now();
+        let (_, mut l) = live("1", t0);
+        l.stop(t0 + Duration::from_millis(60_480), Some(60_000));
+        assert_eq!(l.clock.live_ms(t0 + Duration::from_secs(90)), 60_000);
+        assert!(!l.clock.running() && l.closing);
+        let (_, mut l) = live("1", t0);
+        l.stop(t0 + Duration::from_millis(2_700), None);
+        assert_eq!(l.clock.live_ms(t0 + Duration::from_secs(9)), 2_700);
+        assert_eq!(l.unbilled(t0 + Duration::from_secs(9)), Millis(2_000), "arrears: whole seconds only");
     }
 
     fn applied(amount: i64) -> TickResult {

@@ -90,7 +90,7 @@ pub async fn create(
             retry_after: None,
         });
     }
-    let balance = metering::balance::balance(&api.pool, auth.user, now).await?;
+    let balance = metering::balance::balance(&api.pool, auth.user).await?;
     let seconds = balance.seconds_at(rate);
     let minimum = api.settings.min_session_seconds as i64;
     if seconds < minimum {

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use chrono::Utc;
 use clap::Subcommand;
 use livekit_api::access_token::{AccessToken, VideoGrants};
 use livekit_api::services::room::RoomClient;
@@ -346,9 +345,8 @@ pub async fn card(config: &Config, cmd: CardCommand) -> Result<ExitCode> {
         }
         CardCommand::Activate { code, user } => {
             let user = parse_user(&user)?;
-            let c = cards::activate(&pool, &code, user, &config.activation_policy(), Utc::now())
-                .await
-                .context("activating card")?;
+            let c =
+                cards::activate(&pool, &code, user, &config.activation_policy()).await.context("activating card")?;
             let expires = c.expires_at.map_or("never".to_string(), |e| e.to_rfc3339());
             println!("activated {} for {}: {} min, expires {expires}", c.id, c.user_id, c.total_minutes);
         }
@@ -364,7 +362,7 @@ pub async fn card(config: &Config, cmd: CardCommand) -> Result<ExitCode> {
 pub async fn balance(config: &Config, user: &str) -> Result<ExitCode> {
     let pool = connect(config).await?;
     let user = parse_user(user)?;
-    let b = metering::balance::balance(&pool, user, Utc::now()).await.context("reading balance")?;
+    let b = metering::balance::balance(&pool, user).await.context("reading balance")?;
     println!("user {user}");
     println!("{:<36}  {:<9} {:>14} {:>7}  expires", "card", "status", "balance", "total");
     for c in &b.cards {

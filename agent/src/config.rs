@@ -172,6 +172,9 @@ pub struct ApiConfig {
     pub stripe_tolerance_seconds: u64,
     /// A paid card is active at once (true) or pending until its code is activated.
     pub stripe_activate_cards: bool,
+    /// The currency `pricing_tiers.price_cents` is in (ISO 4217, lower case, as
+    /// Stripe writes it): a payment in another currency issues no card.
+    pub stripe_currency: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -403,6 +406,12 @@ impl Config {
         if a.stripe_tolerance_seconds == 0 {
             bail!("config key api.stripe_tolerance_seconds must be positive");
         }
+        if a.stripe_currency.len() != 3 || !a.stripe_currency.bytes().all(|b| b.is_ascii_lowercase()) {
+            bail!(
+                "config key api.stripe_currency must be a lower-case ISO 4217 code such as \"usd\" (got {:?})",
+                a.stripe_currency
+            );
+        }
         if a.enabled {
             if a.jwt_key.expose().is_empty() {
                 bail!("config key api.jwt_key must be set when api.enabled is true");
@@ -450,6 +459,7 @@ impl Config {
             heartbeat_timeout: Duration::from_secs(m.heartbeat_timeout_seconds),
             reap_interval: Duration::from_secs(m.reap_interval_seconds),
             worker_id: worker_id.to_string(),
+            clock: metering::meter::Clock::system(),
         }
     }
 
@@ -588,6 +598,8 @@ mod tests {
         assert!(e.to_string().contains("voice.stt.base_url"), "{e}");
         let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_VOICE_LLM_TIMEOUT_MS", "soon")])).unwrap_err();
         assert!(e.to_string().contains("voice.llm.timeout_ms"), "{e}");
+        let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_API_STRIPE_CURRENCY", "US$")])).unwrap_err();
+        assert!(e.to_string().contains("api.stripe_currency") && e.to_string().contains("US$"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use chrono::Utc;
 use metering::{cards, Millis, UserId};
 
 use crate::config::Config;
@@ -25,7 +24,7 @@ pub async fn demo(config: &Config) -> Result<ExitCode> {
     .fetch_one(&pool)
     .await
     .context("creating the demo user")?;
-    let balance = metering::balance::balance(&pool, user, Utc::now()).await?;
+    let balance = metering::balance::balance(&pool, user).await?;
     if balance.spendable < Millis(60_000) {
         // A demo seed, not a sale: an active five-minute card straight away.
         sqlx::query(
@@ -38,7 +37,7 @@ pub async fn demo(config: &Config) -> Result<ExitCode> {
         .await
         .context("giving the demo user a card")?;
     }
-    let balance = metering::balance::balance(&pool, user, Utc::now()).await?;
+    let balance = metering::balance::balance(&pool, user).await?;
     let room = format!("demo-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     // Quoted like the API's tokens: the demo user pays the price printed here.
     let slug = &config.personas.default;

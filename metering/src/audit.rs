@@ -63,24 +63,43 @@ struct Rule {
 const RULES: &[Rule] = &[
     Rule {
         name: "ledger_matches_cards",
-        description: "for every card, total - remaining = sum of its ledger charges (ms)",
-        examined: "SELECT COUNT(*) FROM time_cards WHERE COALESCE(status, 'pending') <> 'refunded'",
+        description: "for every card, total - remaining = its ledger charges + its revoked time (ms)",
+        examined: "SELECT COUNT(*) FROM time_cards c WHERE COALESCE(c.status, 'pending') <> 'refunded' \
+                   OR EXISTS (SELECT 1 FROM card_revocations r WHERE r.time_card_id = c.id)",
         offenders: "SELECT 'card ' || c.id || ': total-remaining ' || \
                         (c.total_minutes::int8 * 60000 - (c.remaining_minutes::int8 * 60000 + c.remaining_sub_ms)) || \
-                        ' ms, ledger ' || COALESCE(l.s, 0) || ' ms' \
+                        ' ms, ledger ' || COALESCE(l.s, 0) || ' ms, revoked ' || COALESCE(r.revoked_ms, 0) || ' ms' \
                     FROM time_cards c LEFT JOIN (SELECT time_card_id, SUM(charged_ms) AS s FROM card_charges GROUP BY 1) l \
-                      ON l.time_card_id = c.id \
-                    WHERE COALESCE(c.status, 'pending') <> 'refunded' \
+                      ON l.time_card_id = c.id LEFT JOIN card_revocations r ON r.time_card_id = c.id \
+                    WHERE (COALESCE(c.status, 'pending') <> 'refunded' OR r.time_card_id IS NOT NULL) \
                       AND c.total_minutes::int8 * 60000 - (c.remaining_minutes::int8 * 60000 + c.remaining_sub_ms) \
-                          <> COALESCE(l.s, 0)",
+                          <> COALESCE(l.s, 0) + COALESCE(r.revoked_ms, 0)",
     },
     Rule {
         name: "refunds_unused",
-        description: "a refunded card has no balance and no charges",
+        description: "a refunded card has no balance; one refunded with no revocation recorded was never charged",
         examined: "SELECT COUNT(*) FROM time_cards WHERE status = 'refunded'",
-        offenders: "SELECT 'card ' || c.id || ' refunded with balance or charges' FROM time_cards c \
+        offenders: "SELECT 'card ' || c.id || ' refunded with balance or unrecorded charges' FROM time_cards c \
                     WHERE c.status = 'refunded' AND (c.remaining_minutes <> 0 OR c.remaining_sub_ms <> 0 \
-                      OR EXISTS (SELECT 1 FROM card_charges l WHERE l.time_card_id = c.id AND l.charged_ms > 0))",
+                      OR (NOT EXISTS (SELECT 1 FROM card_revocations r WHERE r.time_card_id = c.id) \
+                          AND EXISTS (SELECT 1 FROM card_charges l WHERE l.time_card_id = c.id AND l.charged_ms > 0)))",
+    },
+    Rule {
+        name: "revoked_means_refunded",
+        description: "a card with revoked time is refunded and no longer suspended",
+        examined: "SELECT COUNT(*) FROM card_revocations",
+        offenders: "SELECT 'card ' || c.id || ' has ' || r.revoked_ms || ' ms revoked but is ' || \
+                        COALESCE(c.status, 'pending') || CASE WHEN c.suspended_at IS NULL THEN '' ELSE ', suspended' END \
+                    FROM card_revocations r JOIN time_cards c ON c.id = r.time_card_id \
+                    WHERE COALESCE(c.status, 'pending') <> 'refunded' OR c.suspended_at IS NOT NULL",
+    },
+    Rule {
+        name: "suspended_cards_not_charged",
+        description: "no charge to a card was written after its suspension",
+        examined: "SELECT COUNT(*) FROM time_cards WHERE suspended_at IS NOT NULL",
+        offenders: "SELECT 'card ' || c.id || ' suspended at ' || c.suspended_at || ' charged at ' || l.last_charged_at \
+                    FROM time_cards c JOIN card_charges l ON l.time_card_id = c.id \
+                    WHERE c.suspended_at IS NOT NULL AND l.last_charged_at > c.suspended_at",
     },
     Rule {
         name: "no_overdraft",

@@ -13,6 +13,8 @@ use crate::records::{CardStatus, TimeCard, CARD_COLUMNS};
 #[derive(Debug, Clone)]
 pub struct Balance {
     pub user: UserId,
+    /// The database's time the balance was read at (expiry is judged by it).
+    pub at: DateTime<Utc>,
     /// Every card of the user, drawable ones first in paying order.
     pub cards: Vec<TimeCard>,
     /// The exact sum of the drawable cards (active, not past expiry).
@@ -26,18 +28,24 @@ impl Balance {
     }
 }
 
-/// Whether a card can pay at `now`.
+/// Whether a card can pay at `now`: active, not suspended, not past its
+/// expiry, with a balance.
 pub fn drawable(card: &TimeCard, now: DateTime<Utc>) -> bool {
-    card.status == CardStatus::Active && card.expires_at.is_none_or(|e| e > now) && card.balance().is_positive()
+    card.status == CardStatus::Active
+        && !card.suspended
+        && card.expires_at.is_none_or(|e| e > now)
+        && card.balance().is_positive()
 }
 
-/// The user's balance at `now`. Fails if the user does not exist.
-pub async fn balance(pool: &PgPool, user: UserId, now: DateTime<Utc>) -> Result<Balance> {
-    let exists: Option<bool> =
-        sqlx::query_scalar("SELECT TRUE FROM users WHERE id = $1").bind(user).fetch_optional(pool).await?;
-    if exists.is_none() {
+/// The user's balance now, by the database's clock (a worker whose clock
+/// runs ahead does not see cards expire early). Fails if the user does not
+/// exist.
+pub async fn balance(pool: &PgPool, user: UserId) -> Result<Balance> {
+    let now: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT NOW() FROM users WHERE id = $1").bind(user).fetch_optional(pool).await?;
+    let Some(now) = now else {
         return Err(Error::UserNotFound { user });
-    }
+    };
     let mut cards: Vec<TimeCard> = sqlx::query_as(&format!(
         "SELECT {CARD_COLUMNS} FROM time_cards WHERE user_id = $1 \
          ORDER BY expires_at ASC NULLS LAST, created_at ASC, id ASC"
@@ -47,7 +55,7 @@ pub async fn balance(pool: &PgPool, user: UserId, now: DateTime<Utc>) -> Result<
     .await?;
     cards.sort_by_key(|c| !drawable(c, now));
     let spendable = Millis(cards.iter().filter(|c| drawable(c, now)).map(|c| c.balance().0).sum());
-    Ok(Balance { user, cards, spendable })
+    Ok(Balance { user, at: now, cards, spendable })
 }
 
 /// What a session may start with.
@@ -60,7 +68,7 @@ pub struct Authorization {
 
 /// Authorises a session for an active user at `rate`: fails with
 /// [`Error::InsufficientBalance`] when the balance buys less than one second.
-pub async fn authorize(pool: &PgPool, user: UserId, rate: Rate, now: DateTime<Utc>) -> Result<Authorization> {
+pub async fn authorize(pool: &PgPool, user: UserId, rate: Rate) -> Result<Authorization> {
     let active: Option<Option<bool>> =
         sqlx::query_scalar("SELECT is_active FROM users WHERE id = $1").bind(user).fetch_optional(pool).await?;
     match active {
@@ -68,7 +76,7 @@ pub async fn authorize(pool: &PgPool, user: UserId, rate: Rate, now: DateTime<Ut
         Some(Some(false)) => return Err(Error::UserInactive { user }),
         Some(_) => {}
     }
-    let b = balance(pool, user, now).await?;
+    let b = balance(pool, user).await?;
     let seconds = b.seconds_at(rate);
     if seconds < 1 {
         return Err(Error::InsufficientBalance { available: b.spendable, multiplier: rate.decimal_text() });

@@ -1,12 +1,16 @@
 //! Time cards over their life: issued from a pricing tier (pending, with a
-//! code), activated by a user, drawn by the meter, expired, refunded.
+//! code), activated by a user, drawn by the meter, expired, refunded; while
+//! their payment is disputed, suspended. This module (with the meter's store
+//! for balances) is the one place a card's state changes: the API and the
+//! Stripe webhook call these functions, never write `time_cards` themselves.
+//! Times compared here (expiry, the rate limit's window) are the database's.
 //!
 //! Activation codes are 20 symbols of Crockford's base-32 alphabet (100 bits
 //! from the operating system's CSPRNG via `rand`), shown in five groups of
 //! four: no I, L, O or U, so nothing is ambiguous when read aloud, and input
 //! is forgiving (case, spaces, dashes, and O/I/L typed for 0/1 are accepted).
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use rand::Rng;
 use sqlx::{PgConnection, PgPool};
 
@@ -125,19 +129,20 @@ pub async fn issue_in(
 }
 
 /// Activates the card with `code` for `user`: `pending` to `active`, owned
-/// by the user, `activated_at` now, `expires_at` from the policy. A wrong
-/// code, or a card already used, active, expired or refunded, is an error
-/// that changes no card; wrong codes count towards the user's rate limit.
-pub async fn activate(
-    pool: &PgPool,
-    code: &str,
-    user: UserId,
-    policy: &ActivationPolicy,
-    now: DateTime<Utc>,
-) -> Result<TimeCard> {
+/// by the user, `activated_at` now, `expires_at` from the policy (both by the
+/// database's clock). A wrong code, or a card already used, active, expired
+/// or refunded, is an error that changes no card; wrong codes count towards
+/// the user's rate limit.
+///
+/// The limit is atomic: the user's row is locked (`FOR NO KEY UPDATE`) before
+/// the failures are counted, so parallel attempts of one user queue, and each
+/// sees the failures the previous ones recorded. At most `max_failures` wrong
+/// codes are ever recorded (and checked) per window, however many arrive at
+/// once.
+pub async fn activate(pool: &PgPool, code: &str, user: UserId, policy: &ActivationPolicy) -> Result<TimeCard> {
     let mut tx = pool.begin().await?;
     let (active, exists): (Option<bool>, bool) =
-        sqlx::query_as("SELECT is_active, TRUE FROM users WHERE id = $1 FOR SHARE")
+        sqlx::query_as("SELECT is_active, TRUE FROM users WHERE id = $1 FOR NO KEY UPDATE")
             .bind(user)
             .fetch_optional(&mut *tx)
             .await?
@@ -148,12 +153,14 @@ pub async fn activate(
     if active == Some(false) {
         return Err(Error::UserInactive { user });
     }
-    let failures: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM card_activation_failures WHERE user_id = $1 AND attempted_at > $2")
-            .bind(user)
-            .bind(now - policy.window)
-            .fetch_one(&mut *tx)
-            .await?;
+    let failures: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM card_activation_failures \
+         WHERE user_id = $1 AND attempted_at > NOW() - $2 * INTERVAL '1 millisecond'",
+    )
+    .bind(user)
+    .bind(policy.window.num_milliseconds())
+    .fetch_one(&mut *tx)
+    .await?;
     if failures >= policy.max_failures {
         return Err(Error::ActivationRateLimited { retry_after_secs: policy.window.num_seconds().max(1) as u64 });
     }
@@ -170,9 +177,8 @@ pub async fn activate(
     // A card bought by someone else is as unknown to this user as a typo.
     let card = card.filter(|c| c.user_id == UNCLAIMED_CARDS_OWNER || c.user_id == user);
     let Some(card) = card else {
-        sqlx::query("INSERT INTO card_activation_failures (user_id, attempted_at) VALUES ($1, $2)")
+        sqlx::query("INSERT INTO card_activation_failures (user_id, attempted_at) VALUES ($1, NOW())")
             .bind(user)
-            .bind(now)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -185,31 +191,68 @@ pub async fn activate(
         }
         _ => return Err(Error::CodeAlreadyUsed { code: code.to_string() }),
     }
-    let card: TimeCard = sqlx::query_as(&format!(
-        "UPDATE time_cards SET user_id = $2, status = 'active', activated_at = $3, expires_at = $4 \
-         WHERE id = $1 RETURNING {CARD_COLUMNS}"
-    ))
-    .bind(card.id)
-    .bind(user)
-    .bind(now)
-    .bind(policy.validity.map(|v| now + v))
-    .fetch_one(&mut *tx)
-    .await?;
+    let card = set_active(&mut tx, card.id, user, policy).await?;
     tx.commit().await?;
     Ok(card)
 }
 
-/// Marks active cards past `expires_at` as `expired`. Returns how many.
-pub async fn expire_due(pool: &PgPool, now: DateTime<Utc>) -> Result<u64> {
-    Ok(sqlx::query("UPDATE time_cards SET status = 'expired' WHERE status = 'active' AND expires_at <= $1")
-        .bind(now)
+/// Activates a pending card bought by `user` (a Stripe payment), inside the
+/// caller's transaction, as [`activate`] would with its code. A card that is
+/// not pending, or not the buyer's, is left as it is and returned unchanged.
+pub async fn activate_bought_in(
+    conn: &mut PgConnection,
+    card: CardId,
+    user: UserId,
+    policy: &ActivationPolicy,
+) -> Result<TimeCard> {
+    let c = lock(conn, card).await?;
+    if c.status != CardStatus::Pending || c.user_id != user {
+        return Ok(c);
+    }
+    set_active(conn, card, user, policy).await
+}
+
+/// `pending` to `active` for `user`, with the policy's validity from the
+/// database's now.
+async fn set_active(
+    conn: &mut PgConnection,
+    card: CardId,
+    user: UserId,
+    policy: &ActivationPolicy,
+) -> Result<TimeCard> {
+    Ok(sqlx::query_as(&format!(
+        "UPDATE time_cards SET user_id = $2, status = 'active', activated_at = NOW(), \
+             expires_at = NOW() + $3 * INTERVAL '1 millisecond' \
+         WHERE id = $1 RETURNING {CARD_COLUMNS}"
+    ))
+    .bind(card)
+    .bind(user)
+    .bind(policy.validity.map(|v| v.num_milliseconds()))
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+async fn lock(conn: &mut PgConnection, card: CardId) -> Result<TimeCard> {
+    sqlx::query_as(&format!("SELECT {CARD_COLUMNS} FROM time_cards WHERE id = $1 FOR UPDATE"))
+        .bind(card)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(Error::CardNotFound { card })
+}
+
+/// Marks active cards past `expires_at` as `expired`, by the database's
+/// clock (so a worker whose clock runs ahead expires nothing early).
+/// Returns how many.
+pub async fn expire_due(pool: &PgPool) -> Result<u64> {
+    Ok(sqlx::query("UPDATE time_cards SET status = 'expired' WHERE status = 'active' AND expires_at <= NOW()")
         .execute(pool)
         .await?
         .rows_affected())
 }
 
-/// Refunds an unused card: `refunded`, balance zero. A card with any time
-/// used, or already used, expired or refunded, is refused and unchanged.
+/// Refunds an unused card: `refunded`, balance zero, its whole time
+/// recorded as revoked. A card with any time used, or already used, expired
+/// or refunded, is refused and unchanged.
 pub async fn refund(pool: &PgPool, card: CardId) -> Result<TimeCard> {
     let mut tx = pool.begin().await?;
     let c = refund_in(&mut tx, card).await?;
@@ -217,14 +260,9 @@ pub async fn refund(pool: &PgPool, card: CardId) -> Result<TimeCard> {
     Ok(c)
 }
 
-/// [`refund`] inside the caller's transaction (a refunded payment and its
-/// card change together).
+/// [`refund`] inside the caller's transaction.
 pub async fn refund_in(conn: &mut PgConnection, card: CardId) -> Result<TimeCard> {
-    let c: TimeCard = sqlx::query_as(&format!("SELECT {CARD_COLUMNS} FROM time_cards WHERE id = $1 FOR UPDATE"))
-        .bind(card)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(Error::CardNotFound { card })?;
+    let c = lock(conn, card).await?;
     if !matches!(c.status, CardStatus::Pending | CardStatus::Active) {
         return Err(Error::RefundNotAllowed { card, status: c.status.to_string() });
     }
@@ -237,14 +275,84 @@ pub async fn refund_in(conn: &mut PgConnection, card: CardId) -> Result<TimeCard
     if charged > 0 || used != 0 {
         return Err(Error::RefundPartlyUsed { card, used: Millis(used.max(charged)) });
     }
-    let c: TimeCard = sqlx::query_as(&format!(
-        "UPDATE time_cards SET status = 'refunded', remaining_minutes = 0, remaining_sub_ms = 0 \
+    revoke_locked(conn, c, Revocation::Refund).await
+}
+
+/// Why a card's unused time was taken back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// Its payment was refunded.
+    Refund,
+    /// Its payment was lost in a dispute (a chargeback).
+    DisputeLost,
+}
+
+impl Revocation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Revocation::Refund => "refund",
+            Revocation::DisputeLost => "dispute_lost",
+        }
+    }
+}
+
+/// Takes back what is left of a card whose payment came back, used or not:
+/// `refunded`, balance zero, and the balance it had recorded in
+/// `card_revocations`, so that for every card `total - remaining` is what
+/// sessions were charged plus what was revoked. What was already spoken
+/// stays charged. A card that is `used` or `expired` has nothing left to
+/// take and is returned unchanged, as is one already refunded. Inside the
+/// caller's transaction.
+pub async fn revoke_in(conn: &mut PgConnection, card: CardId, why: Revocation) -> Result<TimeCard> {
+    let c = lock(conn, card).await?;
+    if !matches!(c.status, CardStatus::Pending | CardStatus::Active) {
+        return Ok(c);
+    }
+    revoke_locked(conn, c, why).await
+}
+
+async fn revoke_locked(conn: &mut PgConnection, c: TimeCard, why: Revocation) -> Result<TimeCard> {
+    sqlx::query("INSERT INTO card_revocations (time_card_id, revoked_ms, reason) VALUES ($1, $2, $3)")
+        .bind(c.id)
+        .bind(c.balance().0)
+        .bind(why.as_str())
+        .execute(&mut *conn)
+        .await?;
+    Ok(sqlx::query_as(&format!(
+        "UPDATE time_cards SET status = 'refunded', remaining_minutes = 0, remaining_sub_ms = 0, suspended_at = NULL \
          WHERE id = $1 RETURNING {CARD_COLUMNS}"
     ))
-    .bind(card)
+    .bind(c.id)
     .fetch_one(&mut *conn)
-    .await?;
-    Ok(c)
+    .await?)
+}
+
+/// Suspends a card whose payment is disputed: it keeps its status and
+/// balance but pays for nothing (the meter, balances and authorisation skip
+/// it) until [`reinstate_in`]. Only a pending or active card is suspended;
+/// others are returned unchanged. Inside the caller's transaction.
+pub async fn suspend_in(conn: &mut PgConnection, card: CardId) -> Result<TimeCard> {
+    let c = lock(conn, card).await?;
+    if !matches!(c.status, CardStatus::Pending | CardStatus::Active) || c.suspended {
+        return Ok(c);
+    }
+    Ok(sqlx::query_as(&format!("UPDATE time_cards SET suspended_at = NOW() WHERE id = $1 RETURNING {CARD_COLUMNS}"))
+        .bind(card)
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
+/// Lifts a suspension (a dispute won): the card pays again. A card not
+/// suspended is returned unchanged.
+pub async fn reinstate_in(conn: &mut PgConnection, card: CardId) -> Result<TimeCard> {
+    let c = lock(conn, card).await?;
+    if !c.suspended {
+        return Ok(c);
+    }
+    Ok(sqlx::query_as(&format!("UPDATE time_cards SET suspended_at = NULL WHERE id = $1 RETURNING {CARD_COLUMNS}"))
+        .bind(card)
+        .fetch_one(&mut *conn)
+        .await?)
 }
 
 #[cfg(test)]

@@ -127,6 +127,10 @@ pub struct TimeCard {
     pub stripe_payment_intent_id: Option<String>,
     #[serde(skip)]
     pub remaining_sub_ms: i32,
+    /// Suspended while its payment is disputed: pays for nothing. Not in the
+    /// interface (the seed's status stays what it was).
+    #[serde(skip)]
+    pub suspended: bool,
 }
 
 impl TimeCard {
@@ -139,7 +143,7 @@ impl TimeCard {
 /// Select list for [`TimeCard`].
 pub const CARD_COLUMNS: &str = "id, user_id, activation_code, total_minutes, remaining_minutes, activated_at, \
      expires_at, COALESCE(created_at, NOW()) AS created_at, COALESCE(status, 'pending') AS status, \
-     stripe_payment_intent_id, remaining_sub_ms";
+     stripe_payment_intent_id, remaining_sub_ms, suspended_at IS NOT NULL AS suspended";
 
 /// `voice_sessions`, as the `VoiceSession` interface.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]

@@ -24,6 +24,10 @@ use crate::ledger::{self, CardState};
 use crate::money::{Millis, Rate};
 use crate::records::{SessionStatus, VoiceSession, VOICE_SESSION_COLUMNS};
 
+/// The longest timeout handed to the database as an interval (about 31
+/// years): a larger one means "never" and would overflow the interval type.
+const MAX_INTERVAL_MS: i64 = 1_000_000_000_000;
+
 /// Why a session ended. Maps onto the seed's `status` and our `end_reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EndReason {
@@ -135,8 +139,8 @@ pub struct CloseSession {
 }
 
 /// A locked card as the tick reads it: id, owner, minutes, sub-minute ms,
-/// expiry, creation.
-type CardRow = (CardId, UserId, i32, i32, Option<DateTime<Utc>>, DateTime<Utc>);
+/// expiry, creation, and the database's now (expiry is judged by it).
+type CardRow = (CardId, UserId, i32, i32, Option<DateTime<Utc>>, DateTime<Utc>, DateTime<Utc>);
 
 /// The database side of metering, with a count of statements sent (for the
 /// benchmark's statements per second).
@@ -164,10 +168,11 @@ impl Store {
         self.statements.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Opens a voice session (status `active`, heartbeat now) and consumes
-    /// the reservation its token held for the room, in one transaction.
-    /// Refused with [`Error::DuplicateSession`] while a session is active
-    /// for the same job or the same (room, user).
+    /// Opens a voice session (status `active`, started at `now`, heartbeat at
+    /// the database's now like every heartbeat) and consumes the reservation
+    /// its token held for the room, in one transaction. Refused with
+    /// [`Error::DuplicateSession`] while a session is active for the same job
+    /// or the same (room, user).
     pub async fn open(&self, s: &OpenSession, now: DateTime<Utc>) -> Result<SessionId> {
         self.open_with(s, OpenRules::default(), now).await
     }
@@ -195,7 +200,7 @@ impl Store {
         let inserted = sqlx::query_scalar(
             "INSERT INTO voice_sessions (user_id, session_id, room_name, start_time, status, agent_type, \
                  persona_slug, rate_ms_per_second, heartbeat_at, worker_id) \
-             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $4, $8) RETURNING id",
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, NOW(), $8) RETURNING id",
         )
         .bind(s.user)
         .bind(&s.session_key)
@@ -231,24 +236,20 @@ impl Store {
 
     /// Applies a batch of ticks in one transaction. Heartbeats every active
     /// session in the batch; charges the entries that follow their session's
-    /// last applied tick; skips replays.
-    pub async fn apply_ticks(&self, entries: &[TickEntry], now: DateTime<Utc>) -> Result<TickOutcome> {
+    /// last applied tick; skips replays. Heartbeats, charge times and card
+    /// expiry all use the database's clock, never this worker's.
+    pub async fn apply_ticks(&self, entries: &[TickEntry]) -> Result<TickOutcome> {
         if entries.is_empty() {
             return Ok(TickOutcome::default());
         }
         let mut tx = self.pool.begin().await?;
-        let outcome = self.apply_ticks_in(&mut tx, entries, now).await?;
+        let outcome = self.apply_ticks_in(&mut tx, entries).await?;
         tx.commit().await?;
         self.count(2);
         Ok(outcome)
     }
 
-    async fn apply_ticks_in(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        entries: &[TickEntry],
-        now: DateTime<Utc>,
-    ) -> Result<TickOutcome> {
+    async fn apply_ticks_in(&self, tx: &mut Transaction<'_, Postgres>, entries: &[TickEntry]) -> Result<TickOutcome> {
         let ids: Vec<SessionId> = entries.iter().map(|e| e.session).collect();
         self.count(1);
         // Read without locking: the final session update re-checks each
@@ -287,17 +288,21 @@ impl Store {
         users.sort();
         users.dedup();
 
-        // Lock the users' drawable cards, in id order.
+        // Lock the users' drawable cards, in id order. A suspended card (its
+        // payment disputed) pays nothing.
         self.count(1);
         let card_rows: Vec<CardRow> = sqlx::query_as(
-            "SELECT id, user_id, remaining_minutes, remaining_sub_ms, expires_at, COALESCE(created_at, NOW()) \
-             FROM time_cards WHERE user_id = ANY($1) AND status = 'active' ORDER BY id FOR UPDATE",
+            "SELECT id, user_id, remaining_minutes, remaining_sub_ms, expires_at, COALESCE(created_at, NOW()), NOW() \
+             FROM time_cards WHERE user_id = ANY($1) AND status = 'active' AND suspended_at IS NULL \
+             ORDER BY id FOR UPDATE",
         )
         .bind(&users)
         .fetch_all(&mut **tx)
         .await?;
         let mut wallets: HashMap<UserId, Vec<CardState>> = HashMap::new();
-        for (id, user, minutes, sub, expires, created) in card_rows {
+        let mut db_now = None;
+        for (id, user, minutes, sub, expires, created, now) in card_rows {
+            db_now = Some(now);
             wallets.entry(user).or_default().push(CardState::new(
                 id,
                 Millis::from_parts(minutes, sub),
@@ -305,8 +310,10 @@ impl Store {
                 created,
             ));
         }
-        for cards in wallets.values_mut() {
-            ledger::order_cards(cards, now);
+        if let Some(now) = db_now {
+            for cards in wallets.values_mut() {
+                ledger::order_cards(cards, now);
+            }
         }
 
         // Allocate, in batch order.
@@ -361,14 +368,13 @@ impl Store {
             self.count(1);
             sqlx::query(
                 "INSERT INTO card_charges (voice_session_id, time_card_id, charged_ms, first_charged_at, last_charged_at) \
-                 SELECT s, c, m, $4, $4 FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[]) AS u(s, c, m) \
+                 SELECT s, c, m, NOW(), NOW() FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[]) AS u(s, c, m) \
                  ON CONFLICT (voice_session_id, time_card_id) DO UPDATE \
                  SET charged_ms = card_charges.charged_ms + EXCLUDED.charged_ms, last_charged_at = EXCLUDED.last_charged_at",
             )
             .bind(&charge_session)
             .bind(&charge_card)
             .bind(&charge_ms)
-            .bind(now)
             .execute(&mut **tx)
             .await?;
         }
@@ -402,7 +408,7 @@ impl Store {
         if !s_id.is_empty() {
             self.count(1);
             let updated = sqlx::query(
-                "UPDATE voice_sessions AS v SET heartbeat_at = $6, \
+                "UPDATE voice_sessions AS v SET heartbeat_at = NOW(), \
                      last_tick_seq = COALESCE(u.seq, v.last_tick_seq), \
                      charged_ms = v.charged_ms + u.charged, metered_ms = v.metered_ms + u.metered \
                  FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::int8[]) \
@@ -414,7 +420,6 @@ impl Store {
             .bind(&s_seq)
             .bind(&s_charged)
             .bind(&s_metered)
-            .bind(now)
             .execute(&mut **tx)
             .await?
             .rows_affected();
@@ -485,21 +490,25 @@ impl Store {
             .collect())
     }
 
-    /// Closes every active session whose heartbeat is older than `stale_before`
-    /// (its worker died): status `error`, reason `orphaned`, end time at its
-    /// last heartbeat, and exactly what its applied ticks charged. Sessions of
-    /// `own_worker` are skipped: a live worker still holds their charges (for
-    /// example through a database outage) and writes them itself. Returns the
-    /// sessions closed. Safe to run from every worker at once.
-    pub async fn reap_orphans(&self, stale_before: DateTime<Utc>, own_worker: &str) -> Result<Vec<SessionId>> {
+    /// Closes every active session whose heartbeat is older than `timeout`
+    /// by the database's clock (its worker died): status `error`, reason
+    /// `orphaned`, end time at its last heartbeat, and exactly what its
+    /// applied ticks charged. Heartbeats are written with the database's
+    /// clock too, so a worker whose own clock runs ahead reaps nothing early.
+    /// Sessions of `own_worker` are skipped: a live worker still holds their
+    /// charges (for example through a database outage) and writes them
+    /// itself. Returns the sessions closed. Safe to run from every worker at
+    /// once.
+    pub async fn reap_orphans(&self, timeout: std::time::Duration, own_worker: &str) -> Result<Vec<SessionId>> {
         let mut tx = self.pool.begin().await?;
         self.count(1);
         let ids: Vec<SessionId> = sqlx::query_scalar(
             "SELECT id FROM voice_sessions \
-             WHERE status = 'active' AND COALESCE(heartbeat_at, start_time) < $1 AND worker_id IS DISTINCT FROM $2 \
+             WHERE status = 'active' AND COALESCE(heartbeat_at, start_time) < NOW() - $1 * INTERVAL '1 millisecond' \
+               AND worker_id IS DISTINCT FROM $2 \
              ORDER BY id FOR UPDATE SKIP LOCKED",
         )
-        .bind(stale_before)
+        .bind(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX).min(MAX_INTERVAL_MS))
         .bind(own_worker)
         .fetch_all(&mut *tx)
         .await?;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use metering::cards::{self, ActivationPolicy};
 use metering::records::CardStatus;
 use metering::{Error, Millis};
@@ -47,20 +47,22 @@ async fn activation_moves_pending_to_active_for_the_user(pool: PgPool) {
     let u = common::user(&pool).await;
     let t = common::tier(&pool, 30).await;
     let c = &cards::issue(&pool, &t, 1, None, None).await.unwrap()[0];
-    let now = Utc::now();
     let typed = c.activation_code.to_lowercase().replace('-', " ");
-    let a = cards::activate(&pool, &typed, u, &ActivationPolicy::default(), now).await.unwrap();
+    let a = cards::activate(&pool, &typed, u, &ActivationPolicy::default()).await.unwrap();
     assert_eq!((a.status, a.user_id), (CardStatus::Active, u));
-    assert_eq!(a.activated_at.unwrap().timestamp_micros(), now.timestamp_micros());
-    assert_eq!(a.expires_at.unwrap().timestamp_micros(), (now + Duration::days(365)).timestamp_micros());
+    // Activated now by the database's clock, valid for the policy's year.
+    let now: DateTime<Utc> = sqlx::query_scalar("SELECT NOW()").fetch_one(&pool).await.unwrap();
+    let activated = a.activated_at.unwrap();
+    assert!(activated <= now && now - activated < Duration::seconds(10), "{activated} vs {now}");
+    assert_eq!(a.expires_at.unwrap(), activated + Duration::days(365));
 
     // Again by the same user: already active. By another: used. Nothing changes.
-    let again = cards::activate(&pool, &c.activation_code, u, &ActivationPolicy::default(), now).await;
+    let again = cards::activate(&pool, &c.activation_code, u, &ActivationPolicy::default()).await;
     assert!(matches!(again, Err(Error::CardAlreadyActive { .. })), "{again:?}");
     let other = common::user(&pool).await;
-    let stolen = cards::activate(&pool, &c.activation_code, other, &ActivationPolicy::default(), now).await;
+    let stolen = cards::activate(&pool, &c.activation_code, other, &ActivationPolicy::default()).await;
     assert!(matches!(stolen, Err(Error::BadActivationCode { .. })), "{stolen:?}");
-    let b = metering::balance::balance(&pool, u, now).await.unwrap();
+    let b = metering::balance::balance(&pool, u).await.unwrap();
     assert_eq!(b.spendable, Millis::from_minutes(30));
 }
 
@@ -70,18 +72,24 @@ async fn wrong_codes_are_rate_limited_per_user(pool: PgPool) {
     let t = common::tier(&pool, 5).await;
     let good = cards::issue(&pool, &t, 1, None, None).await.unwrap().remove(0);
     let policy = ActivationPolicy { max_failures: 3, ..ActivationPolicy::default() };
-    let now = Utc::now();
     for _ in 0..3 {
-        let e = cards::activate(&pool, "AAAA-BBBB-CCCC-DDDD-EEEE", u, &policy, now).await.unwrap_err();
+        let e = cards::activate(&pool, "AAAA-BBBB-CCCC-DDDD-EEEE", u, &policy).await.unwrap_err();
         assert!(matches!(e, Error::BadActivationCode { .. }), "{e}");
     }
-    let e = cards::activate(&pool, &good.activation_code, u, &policy, now).await.unwrap_err();
+    let e = cards::activate(&pool, &good.activation_code, u, &policy).await.unwrap_err();
     assert!(matches!(e, Error::ActivationRateLimited { .. }), "{e}");
     // Another user is not limited, and the window passes.
     let v = common::user(&pool).await;
-    assert!(cards::activate(&pool, "garbage", v, &policy, now).await.is_err());
-    let later = now + Duration::minutes(16);
-    cards::activate(&pool, &good.activation_code, u, &policy, later).await.unwrap();
+    assert!(cards::activate(&pool, "garbage", v, &policy).await.is_err());
+    // The window passes (by the database's clock: the failures are older).
+    sqlx::query(
+        "UPDATE card_activation_failures SET attempted_at = attempted_at - INTERVAL '16 minutes' WHERE user_id = $1",
+    )
+    .bind(u)
+    .execute(&pool)
+    .await
+    .unwrap();
+    cards::activate(&pool, &good.activation_code, u, &policy).await.unwrap();
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -90,12 +98,20 @@ async fn expired_cards_are_marked_and_not_spendable(pool: PgPool) {
     let t = common::tier(&pool, 5).await;
     let c = cards::issue(&pool, &t, 1, None, None).await.unwrap().remove(0);
     let policy = ActivationPolicy { validity: Some(Duration::hours(1)), ..ActivationPolicy::default() };
-    let now = Utc::now();
-    cards::activate(&pool, &c.activation_code, u, &policy, now).await.unwrap();
-    assert_eq!(metering::balance::balance(&pool, u, now).await.unwrap().spendable, Millis::from_minutes(5));
-    let later = now + Duration::hours(2);
-    assert_eq!(metering::balance::balance(&pool, u, later).await.unwrap().spendable, Millis::ZERO);
-    assert_eq!(cards::expire_due(&pool, later).await.unwrap(), 1);
+    cards::activate(&pool, &c.activation_code, u, &policy).await.unwrap();
+    assert_eq!(metering::balance::balance(&pool, u).await.unwrap().spendable, Millis::from_minutes(5));
+    assert_eq!(cards::expire_due(&pool).await.unwrap(), 0, "an hour of validity left");
+    // Two hours on, by the database's clock.
+    sqlx::query(
+        "UPDATE time_cards SET activated_at = activated_at - INTERVAL '2 hours', \
+                 expires_at = expires_at - INTERVAL '2 hours' WHERE id = $1",
+    )
+    .bind(c.id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(metering::balance::balance(&pool, u).await.unwrap().spendable, Millis::ZERO);
+    assert_eq!(cards::expire_due(&pool).await.unwrap(), 1);
     let status: String =
         sqlx::query_scalar("SELECT status FROM time_cards WHERE id = $1").bind(c.id).fetch_one(&pool).await.unwrap();
     assert_eq!(status, "expired");
@@ -127,12 +143,42 @@ async fn refund_only_unused_cards(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn authorisation_refuses_less_than_one_second(pool: PgPool) {
     let u = common::user(&pool).await;
-    let now = Utc::now();
-    let e = metering::balance::authorize(&pool, u, "1.0".parse().unwrap(), now).await.unwrap_err();
+    let e = metering::balance::authorize(&pool, u, "1.0".parse().unwrap()).await.unwrap_err();
     assert!(matches!(e, Error::InsufficientBalance { .. }), "{e}");
     common::card(&pool, u, 1).await;
-    let a = metering::balance::authorize(&pool, u, "2.5".parse().unwrap(), now).await.unwrap();
+    let a = metering::balance::authorize(&pool, u, "2.5".parse().unwrap()).await.unwrap();
     assert_eq!(a.seconds, 24);
-    let a = metering::balance::authorize(&pool, u, "0.5".parse().unwrap(), now).await.unwrap();
+    let a = metering::balance::authorize(&pool, u, "0.5".parse().unwrap()).await.unwrap();
     assert_eq!(a.seconds, 120);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn twenty_parallel_wrong_codes_record_exactly_the_limit_and_the_rest_are_refused(pool: PgPool) {
+    let u = common::user(&pool).await;
+    let policy = ActivationPolicy { max_failures: 5, ..ActivationPolicy::default() };
+    let attempts = (0..20).map(|i| {
+        let (pool, policy) = (pool.clone(), policy.clone());
+        tokio::spawn(async move {
+            let code = format!("AAAA-BBBB-CCCC-DDDD-{:04}", i);
+            cards::activate(&pool, &code, u, &policy).await.unwrap_err()
+        })
+    });
+    let errors: Vec<Error> = futures_join(attempts).await;
+    let wrong = errors.iter().filter(|e| matches!(e, Error::BadActivationCode { .. })).count();
+    let limited = errors.iter().filter(|e| matches!(e, Error::ActivationRateLimited { .. })).count();
+    assert_eq!((wrong, limited), (5, 15), "{errors:?}");
+    let recorded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM card_activation_failures WHERE user_id = $1")
+        .bind(u)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 5);
+}
+
+async fn futures_join<T: Send + 'static>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks.collect::<Vec<_>>() {
+        out.push(t.await.unwrap());
+    }
+    out
 }

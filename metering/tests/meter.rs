@@ -166,12 +166,12 @@ async fn a_replayed_tick_is_applied_once(pool: PgPool) {
     let store = metering::store::Store::new(pool.clone());
     let id = store.open(&open_spec(u, "2"), Utc::now()).await.unwrap();
     let tick = TickEntry { session: id, user: u, seq_from: 1, seq_to: 3, amount: Millis(6000), metered_ms: 3000 };
-    let first = store.apply_ticks(std::slice::from_ref(&tick), Utc::now()).await.unwrap();
+    let first = store.apply_ticks(std::slice::from_ref(&tick)).await.unwrap();
     assert_eq!(first.results[0].1, TickResult::Applied { applied: Millis(6000), short: Millis::ZERO });
-    let again = store.apply_ticks(std::slice::from_ref(&tick), Utc::now()).await.unwrap();
+    let again = store.apply_ticks(std::slice::from_ref(&tick)).await.unwrap();
     assert_eq!(again.results[0].1, TickResult::AlreadyApplied);
     let gap = TickEntry { seq_from: 5, seq_to: 5, ..tick };
-    let out = store.apply_ticks(&[gap], Utc::now()).await.unwrap();
+    let out = store.apply_ticks(&[gap]).await.unwrap();
     assert_eq!(out.results[0].1, TickResult::OutOfOrder { last: 3 });
     assert_eq!(card_books(&pool, c.id).await.0, 6000);
     audit_passes(&pool).await;

@@ -53,7 +53,7 @@ pub async fn activate(
     }
     let now = Utc::now();
     use metering::Error as E;
-    match metering::cards::activate(&api.pool, &req.code, auth.user, &api.activation, now).await {
+    match metering::cards::activate(&api.pool, &req.code, auth.user, &api.activation).await {
         Ok(card) => {
             tracing::info!(user = %auth.user, card = %card.id, "card activated");
             Ok(Json(Activated { card: CardView::of(&card, now), newly_activated: true }))

@@ -75,8 +75,8 @@ pub struct BalanceView {
         (status = 401, description = "No valid token", body = ErrorBody),
     ))]
 pub async fn balance(State(api): State<Arc<Api>>, auth: AuthUser) -> Result<Json<BalanceView>, ApiError> {
-    let now = Utc::now();
-    let b = metering::balance::balance(&api.pool, auth.user, now).await?;
+    let b = metering::balance::balance(&api.pool, auth.user).await?;
+    let now = b.at;
     let mut personas: Vec<Affordable> = pickable(&api)
         .await?
         .into_iter()
@@ -106,8 +106,8 @@ pub struct CardList {
         (status = 401, description = "No valid token", body = ErrorBody),
     ))]
 pub async fn cards(State(api): State<Arc<Api>>, auth: AuthUser) -> Result<Json<CardList>, ApiError> {
-    let now = Utc::now();
-    let b = metering::balance::balance(&api.pool, auth.user, now).await?;
+    let b = metering::balance::balance(&api.pool, auth.user).await?;
+    let now = b.at;
     Ok(Json(CardList { cards: b.cards.iter().map(|c| CardView::of(c, now)).collect() }))
 }
 

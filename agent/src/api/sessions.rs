@@ -86,7 +86,7 @@ pub async fn create(
     let granted = personas::check_access(&resolved.config, &facts, overrides.as_ref())?;
     let rate = granted.persona.base_cost_multiplier;
 
-    let balance = metering::balance::balance(&api.pool, auth.user, now).await?;
+    let balance = metering::balance::balance(&api.pool, auth.user).await?;
     let seconds = balance.seconds_at(rate);
     let minimum = api.settings.min_session_seconds as i64;
     if seconds < minimum {

@@ -53,6 +53,33 @@ pub struct MeterConfig {
     pub reap_interval: Duration,
     /// Written to `voice_sessions.worker_id`.
     pub worker_id: String,
+    /// This worker's wall clock, for the times it records (a session's start
+    /// and end). Nothing compared between workers reads it: heartbeats,
+    /// orphan reaping and card expiry use the database's clock.
+    pub clock: Clock,
+}
+
+/// A worker's wall clock: the system's, or (in tests) one running ahead or
+/// behind it, to show that nothing shared depends on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Clock {
+    offset_ms: i64,
+}
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Clock {
+        Clock::default()
+    }
+
+    /// The system clock shifted by `offset` (positive: ahead).
+    pub fn skewed(offset: chrono::Duration) -> Clock {
+        Clock { offset_ms: offset.num_milliseconds() }
+    }
+
+    pub fn now(&self) -> chrono::DateTime<Utc> {
+        Utc::now() + chrono::Duration::milliseconds(self.offset_ms)
+    }
 }
 
 impl Default for MeterConfig {
@@ -65,6 +92,7 @@ impl Default for MeterConfig {
             heartbeat_timeout: Duration::from_secs(60),
             reap_interval: Duration::from_secs(10),
             worker_id: "mindbot-agent".into(),
+            clock: Clock::system(),
         }
     }
 }
@@ -196,8 +224,8 @@ impl Meter {
     pub async fn open_with(&self, mut spec: OpenSession, rules: OpenRules) -> Result<MeteredSession> {
         // The row names this meter's worker, so its own reaper leaves it alone.
         spec.worker_id.clone_from(&self.inner.config.worker_id);
-        let auth = balance::authorize(self.inner.store.pool(), spec.user, spec.rate, Utc::now()).await?;
-        let id = self.inner.store.open_with(&spec, rules, Utc::now()).await?;
+        let auth = balance::authorize(self.inner.store.pool(), spec.user, spec.rate).await?;
+        let id = self.inner.store.open_with(&spec, rules, self.inner.config.clock.now()).await?;
         let (events_tx, events_rx) = mpsc::channel(32);
         let (snap_tx, snap_rx) = watch::channel(Snapshot { spendable: auth.spendable, ..Snapshot::default() });
         {
@@ -339,7 +367,7 @@ fn request_close(inner: &Arc<Inner>, id: SessionId, reason: EndReason) -> onesho
         (Some(l), Some(ch)) => {
             l.clock.pause(now);
             l.closing = true;
-            ch.closing.get_or_insert((reason, Utc::now()));
+            ch.closing.get_or_insert((reason, inner.config.clock.now()));
             ch.replies.push(tx);
             let user = l.user;
             st.flush = true;
@@ -478,7 +506,7 @@ async fn write_batch(inner: Arc<Inner>) {
         return;
     }
     let started = Instant::now();
-    let written = tokio::time::timeout(inner.config.write_timeout, inner.store.apply_ticks(&entries, Utc::now())).await;
+    let written = tokio::time::timeout(inner.config.write_timeout, inner.store.apply_ticks(&entries)).await;
     let took = started.elapsed();
     let outcome = match written {
         Ok(Ok(o)) => o,
@@ -537,7 +565,7 @@ async fn write_batch(inner: Arc<Inner>) {
                         send(ch, MeterEvent::ClosedElsewhere);
                     }
                     ch.elsewhere = true;
-                    ch.closing.get_or_insert((EndReason::Error, Utc::now()));
+                    ch.closing.get_or_insert((EndReason::Error, inner.config.clock.now()));
                 }
                 if let Some(l) = st.sessions.get_mut(id) {
                     l.unacked = None;
@@ -620,13 +648,12 @@ async fn reap(inner: Arc<Inner>, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = interval.tick() => {}
         }
-        let timeout = chrono::Duration::from_std(inner.config.heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
-        match inner.store.reap_orphans(Utc::now() - timeout, &inner.config.worker_id).await {
+        match inner.store.reap_orphans(inner.config.heartbeat_timeout, &inner.config.worker_id).await {
             Ok(ids) if !ids.is_empty() => info!(count = ids.len(), "closed orphaned sessions from their heartbeat"),
             Ok(_) => {}
             Err(e) => debug!(error = %e, "orphan reaping failed; will retry"),
         }
-        if let Err(e) = cards::expire_due(inner.store.pool(), Utc::now()).await {
+        if let Err(e) = cards::expire_due(inner.store.pool()).await {
             debug!(error = %e, "card expiry failed; will retry");
         }
     }

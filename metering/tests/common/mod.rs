@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use metering::cards::{self, ActivationPolicy};
 use metering::meter::{MeterConfig, MeterEvent, MeteredSession};
 use metering::records::TimeCard;
@@ -46,7 +45,7 @@ pub async fn card(pool: &PgPool, user: UserId, minutes: i32) -> TimeCard {
     let t = tier(pool, minutes).await;
     let issued = cards::issue(pool, &t, 1, None, None).await.unwrap();
     let policy = ActivationPolicy { validity: None, ..ActivationPolicy::default() };
-    cards::activate(pool, &issued[0].activation_code, user, &policy, Utc::now()).await.unwrap()
+    cards::activate(pool, &issued[0].activation_code, user, &policy).await.unwrap()
 }
 
 pub fn fast_config() -> MeterConfig {

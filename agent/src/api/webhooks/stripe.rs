@@ -6,22 +6,36 @@
 //! Each event is handled in one transaction that also records its id, so a
 //! replayed event changes nothing; a second payment event for one payment
 //! intent finds its `payment_history` row (and the database allows one card
-//! per payment intent). `payment_intent.succeeded` issues the tier's card to
-//! the buyer, `charge.refunded` marks the payment refunded and refunds the
-//! card if none of it was used, `customer.subscription.*` keeps
-//! `user_subscriptions` current.
+//! per payment intent). Events of one payment intent are serialized by an
+//! advisory lock on it.
+//!
+//! - `payment_intent.succeeded` issues the tier's card to the buyer, if the
+//!   amount received and its currency are the tier's price (else the payment
+//!   is recorded as `amount_mismatch`, with no card, and answered 200: Stripe
+//!   retrying would not change it).
+//! - `charge.refunded`, `charge.dispute.created` and `charge.dispute.closed`
+//!   are merged into `stripe_payment_outcomes`, so their order (and the
+//!   payment's) does not matter, and the payment's card follows: a full
+//!   refund or a lost dispute revokes what is left on it, an open dispute
+//!   suspends it, a won one reinstates it. A partial refund keeps the card.
+//! - `customer.subscription.*` keeps `user_subscriptions` current.
+//!
+//! Cards change only through the metering crate's functions; nothing here
+//! writes `time_cards`.
 
 use std::sync::Arc;
 
-use aws_lc_rs::hmac;
+use aws_lc_rs::{constant_time, hmac};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use metering::{CardId, UserId};
+use metering::UserId;
 use serde::Deserialize;
 use serde_json::Value;
 use sqlx::{PgConnection, Postgres, Transaction};
+
+mod outcomes;
 
 use super::Received;
 use crate::api::error::{ApiError, ErrorBody, RawBody};
@@ -30,12 +44,25 @@ use crate::api::Api;
 /// Why a signature header was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SignatureError {
+    /// Longer than [`MAX_HEADER_BYTES`], more than [`MAX_SIGNATURES`] `v1`
+    /// entries, a `v1` that is not 64 hex digits, or no `t` or `v1` at all.
     Malformed,
     OutsideTolerance,
     Mismatch,
 }
 
+/// The longest `Stripe-Signature` header read. Stripe sends one timestamp
+/// and a signature per active secret (two while a secret is rolled), about
+/// 150 bytes each; anything near this is not from Stripe.
+pub const MAX_HEADER_BYTES: usize = 1024;
+
+/// The most `v1` entries read: one per endpoint secret Stripe may sign with.
+pub const MAX_SIGNATURES: usize = 8;
+
 /// Checks a `Stripe-Signature` header over `body` at `now` (Unix seconds).
+/// The header is parsed and bounded before any cryptography: the HMAC over
+/// `"{t}.{body}"` is computed once, whatever the header holds, and compared
+/// with each (at most [`MAX_SIGNATURES`]) 32-byte `v1` in constant time.
 pub fn verify_signature(
     secret: &str,
     header: &str,
@@ -43,12 +70,20 @@ pub fn verify_signature(
     now: i64,
     tolerance_secs: i64,
 ) -> Result<(), SignatureError> {
+    if header.len() > MAX_HEADER_BYTES {
+        return Err(SignatureError::Malformed);
+    }
     let mut timestamp = None;
-    let mut signatures = Vec::new();
+    let mut signatures: Vec<[u8; 32]> = Vec::new();
     for part in header.split(',') {
         match part.trim().split_once('=') {
             Some(("t", v)) => timestamp = Some(v.parse::<i64>().map_err(|_| SignatureError::Malformed)?),
-            Some(("v1", v)) => signatures.extend(decode_hex(v)),
+            Some(("v1", v)) => {
+                if signatures.len() == MAX_SIGNATURES {
+                    return Err(SignatureError::Malformed);
+                }
+                signatures.push(decode_signature(v).ok_or(SignatureError::Malformed)?);
+            }
             _ => {}
         }
     }
@@ -56,28 +91,37 @@ pub fn verify_signature(
     if signatures.is_empty() {
         return Err(SignatureError::Malformed);
     }
-    if (now - t).abs() > tolerance_secs {
+    if now.checked_sub(t).is_none_or(|age| age.abs() > tolerance_secs) {
         return Err(SignatureError::OutsideTolerance);
     }
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-    let mut message = format!("{t}.").into_bytes();
-    message.extend_from_slice(body);
-    // `verify` compares in constant time.
-    if signatures.iter().any(|s| hmac::verify(&key, &message, s).is_ok()) {
+    let mut ctx = hmac::Context::with_key(&key);
+    ctx.update(format!("{t}.").as_bytes());
+    ctx.update(body);
+    let expected = ctx.sign();
+    // Every candidate is compared, in constant time, so the time taken says
+    // nothing about which one matched or how much of it.
+    let matched = signatures
+        .iter()
+        .fold(false, |found, s| constant_time::verify_slices_are_equal(expected.as_ref(), s).is_ok() | found);
+    if matched {
         Ok(())
     } else {
         Err(SignatureError::Mismatch)
     }
 }
 
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    s.as_bytes()
-        .chunks(2)
-        .map(|pair| match pair {
-            [hi, lo] => Some(hex_digit(*hi)? << 4 | hex_digit(*lo)?),
-            _ => None,
-        })
-        .collect()
+/// A `v1` value: exactly 64 hex digits (an HMAC-SHA256), else `None`.
+fn decode_signature(s: &str) -> Option<[u8; 32]> {
+    let s = s.as_bytes();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        *o = hex_digit(pair[0])? << 4 | hex_digit(pair[1])?;
+    }
+    Some(out)
 }
 
 fn hex_digit(b: u8) -> Option<u8> {
@@ -139,7 +183,9 @@ pub async fn receive(
     let obj = &event.data.object;
     let outcome = match event.kind.as_str() {
         "payment_intent.succeeded" => payment(&api, &mut tx, obj).await,
-        "charge.refunded" => refund(&mut tx, obj).await,
+        "charge.refunded" => outcomes::refund(&mut tx, obj).await,
+        "charge.dispute.created" => outcomes::dispute(&mut tx, obj, false).await,
+        "charge.dispute.closed" => outcomes::dispute(&mut tx, obj, true).await,
         k if k.starts_with("customer.subscription.") => {
             let created = event.created.and_then(|t| DateTime::from_timestamp(t, 0)).unwrap_or_else(Utc::now);
             subscription(&mut tx, obj, k.ends_with(".deleted"), created).await
@@ -166,7 +212,7 @@ fn is_unique_violation(e: &anyhow::Error) -> bool {
     matches!(db, Some(sqlx::Error::Database(d)) if d.code().as_deref() == Some("23505"))
 }
 
-fn text<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+pub(super) fn text<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_str)
 }
 
@@ -182,6 +228,27 @@ async fn user_of(tx: &mut PgConnection, obj: &Value) -> Result<Option<UserId>, A
     Ok((known == Some(true)).then_some(user))
 }
 
+/// Serializes every event of one payment intent (payment, refunds,
+/// disputes) until the transaction ends, so that two of them arriving at once
+/// each see what the other wrote.
+pub(super) async fn lock_intent(tx: &mut PgConnection, intent: &str) -> Result<(), ApiError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('stripe_payment_intent:' || $1, 0))")
+        .bind(intent)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// A pricing tier's price, if the tier exists and is active.
+async fn tier_price(tx: &mut PgConnection, tier: &str) -> Result<Option<i64>, ApiError> {
+    let price: Option<i32> =
+        sqlx::query_scalar("SELECT price_cents FROM pricing_tiers WHERE id = $1 AND COALESCE(active, TRUE)")
+            .bind(tier)
+            .fetch_optional(&mut *tx)
+            .await?;
+    Ok(price.map(i64::from))
+}
+
 async fn payment(api: &Api, tx: &mut Transaction<'_, Postgres>, obj: &Value) -> Result<String, ApiError> {
     let Some(intent) = text(obj, &["id"]) else { return Ok("ignored: no payment intent id".into()) };
     let Some(user) = user_of(tx, obj).await? else {
@@ -192,20 +259,34 @@ async fn payment(api: &Api, tx: &mut Transaction<'_, Postgres>, obj: &Value) -> 
         tracing::error!(intent, "paid payment intent without metadata.tier_id");
         return Ok("ignored: no metadata.tier_id".into());
     };
+    lock_intent(tx, intent).await?;
     let amount = obj.get("amount_received").or_else(|| obj.get("amount")).and_then(Value::as_i64).unwrap_or(0);
-    let currency = text(obj, &["currency"]).unwrap_or("usd");
+    let currency = text(obj, &["currency"]).unwrap_or("usd").to_ascii_lowercase();
+    let price = tier_price(tx, tier).await?;
+    // The metadata names the tier; what was paid must be its price, or the
+    // buyer chose the card and the amount separately.
+    let expected = &api.settings.stripe_currency;
+    let mismatch = price.is_some_and(|p| p != amount || currency != *expected);
     let payment: Option<uuid::Uuid> = sqlx::query_scalar(
         "INSERT INTO payment_history (user_id, stripe_payment_intent_id, amount_cents, currency, status, metadata) \
-         VALUES ($1, $2, $3, $4, 'succeeded', $5) ON CONFLICT (stripe_payment_intent_id) DO NOTHING RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (stripe_payment_intent_id) DO NOTHING RETURNING id",
     )
     .bind(user)
     .bind(intent)
     .bind(i32::try_from(amount).unwrap_or(i32::MAX))
-    .bind(currency)
+    .bind(&currency)
+    .bind(if mismatch { "amount_mismatch" } else { "succeeded" })
     .bind(obj.get("metadata"))
     .fetch_optional(&mut **tx)
     .await?;
     let Some(payment) = payment else { return Ok("duplicate".into()) };
+    if let (true, Some(price)) = (mismatch, price) {
+        tracing::error!(intent, tier, amount, %currency, price, expected_currency = %expected,
+            "payment does not match its tier's price: recorded without a card");
+        return Ok(format!(
+            "payment recorded; no card: paid {amount} {currency}, tier {tier} costs {price} {expected}"
+        ));
+    }
     let card = match metering::cards::issue_in(tx, tier, 1, Some(user), Some(intent)).await {
         Ok(mut cards) => cards.pop().ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no card issued")))?,
         Err(metering::Error::TierNotFound { .. } | metering::Error::InvalidTier { .. }) => {
@@ -215,43 +296,22 @@ async fn payment(api: &Api, tx: &mut Transaction<'_, Postgres>, obj: &Value) -> 
         Err(e) => return Err(ApiError::Internal(e.into())),
     };
     if api.settings.stripe_activate_cards {
-        let now = Utc::now();
-        sqlx::query("UPDATE time_cards SET status = 'active', activated_at = $2, expires_at = $3 WHERE id = $1")
-            .bind(card.id)
-            .bind(now)
-            .bind(api.activation.validity.map(|v| now + v))
-            .execute(&mut **tx)
-            .await?;
+        metering::cards::activate_bought_in(tx, card.id, user, &api.activation).await.map_err(internal)?;
     }
     sqlx::query("UPDATE payment_history SET time_card_id = $2 WHERE id = $1")
         .bind(payment)
         .bind(card.id)
         .execute(&mut **tx)
         .await?;
-    Ok(format!("card_issued: {}", card.id))
+    // A refund or dispute that arrived first applies now.
+    match outcomes::settle(tx, intent).await? {
+        Some(settled) => Ok(format!("card_issued: {}; {settled}", card.id)),
+        None => Ok(format!("card_issued: {}", card.id)),
+    }
 }
 
-async fn refund(tx: &mut Transaction<'_, Postgres>, obj: &Value) -> Result<String, ApiError> {
-    let Some(intent) = text(obj, &["payment_intent"]) else { return Ok("ignored: no payment_intent".into()) };
-    let full = obj.get("refunded").and_then(Value::as_bool).unwrap_or(false);
-    let status = if full { "refunded" } else { "partially_refunded" };
-    let card: Option<Option<CardId>> = sqlx::query_scalar(
-        "UPDATE payment_history SET status = $2 WHERE stripe_payment_intent_id = $1 RETURNING time_card_id",
-    )
-    .bind(intent)
-    .bind(status)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some(card) = card else { return Ok("ignored: unknown payment intent".into()) };
-    let Some(card) = card.filter(|_| full) else { return Ok(format!("payment {status}")) };
-    match metering::cards::refund_in(tx, card).await {
-        Ok(_) => Ok("payment refunded; card refunded".into()),
-        Err(e @ (metering::Error::RefundPartlyUsed { .. } | metering::Error::RefundNotAllowed { .. })) => {
-            tracing::warn!(intent, %card, error = %e, "payment refunded but its card is kept");
-            Ok(format!("payment refunded; card kept: {e}"))
-        }
-        Err(e) => Err(ApiError::Internal(e.into())),
-    }
+pub(super) fn internal(e: metering::Error) -> ApiError {
+    ApiError::Internal(e.into())
 }
 
 fn unix(v: Option<&Value>) -> Option<DateTime<Utc>> {
@@ -334,5 +394,26 @@ mod tests {
         assert_eq!(verify_signature("whsec_x", &header, b"{}", 1100, 300), Err(SignatureError::Mismatch));
         assert_eq!(verify_signature("whsec_x", "v1=ab", body, 1100, 300), Err(SignatureError::Malformed));
         assert_eq!(verify_signature("whsec_x", "t=1000", body, 1100, 300), Err(SignatureError::Malformed));
+    }
+
+    #[test]
+    fn a_header_beyond_its_bounds_is_refused_before_any_hmac() {
+        let body = br#"{"id":"evt_1"}"#;
+        let good = sign("whsec_x", 1000, body);
+        let filler = "00".repeat(32);
+        let at_most = format!("t=1000,{}v1={good}", format!("v1={filler},").repeat(MAX_SIGNATURES - 1));
+        assert_eq!(verify_signature("whsec_x", &at_most, body, 1000, 300), Ok(()));
+        let too_many = format!("t=1000,{}v1={good}", format!("v1={filler},").repeat(MAX_SIGNATURES));
+        assert_eq!(verify_signature("whsec_x", &too_many, body, 1000, 300), Err(SignatureError::Malformed));
+        let short = format!("t=1000,v1={},v1={good}", &good[..62]);
+        assert_eq!(verify_signature("whsec_x", &short, body, 1000, 300), Err(SignatureError::Malformed));
+        let not_hex = format!("t=1000,v1={}zz", &good[..62]);
+        assert_eq!(verify_signature("whsec_x", &not_hex, body, 1000, 300), Err(SignatureError::Malformed));
+        let long = format!("t=1000,v1={good},x={}", "y".repeat(MAX_HEADER_BYTES));
+        assert_eq!(verify_signature("whsec_x", &long, body, 1000, 300), Err(SignatureError::Malformed));
+        assert_eq!(
+            verify_signature("whsec_x", &format!("t=-9223372036854775808,v1={good}"), body, 1000, 300),
+            Err(SignatureError::OutsideTolerance)
+        );
     }
 }

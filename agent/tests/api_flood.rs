@@ -20,7 +20,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 const FLOODERS: usize = 64;
 const FLOOD_FOR: Duration = Duration::from_secs(15);
-const FLOOD_MAX_REQUESTS: usize = 30_000;
+const FLOOD_MAX_REQUESTS: usize = 200_000;
 
 /// What the flood got: answers by status (0: no answer), and the slowest answer.
 #[derive(Debug, Default)]

@@ -2,7 +2,9 @@
 //! (`mindbot-agent api`) and the real PostgreSQL: a stalled header is cut
 //! off, a burst from one address is answered 429 with Retry-After, requests
 //! beyond the concurrency limit are shed with 503 while a stalled body times
-//! out, and `/metrics` is reachable only with its token or on its own address.
+//! out, a full API pool answers 503 at once while the worker's pool serves
+//! readiness, and `/metrics` is reachable only with its token or on its own
+//! address.
 
 mod api_support;
 
@@ -142,4 +144,34 @@ async fn metrics_on_their_own_address_are_not_served_on_the_public_one(pool: PgP
     assert_eq!(request(metrics_port, "GET", "/metrics", &[], None).await.status, 200);
     assert_eq!(request(api.port, "GET", "/readyz", &[], None).await.status, 200);
     assert_eq!(api.get("/v1/tiers", None).await.status, 200);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_full_api_pool_answers_503_busy_and_a_stuck_request_503_timeout_while_readiness_holds(pool: PgPool) {
+    tier(&pool, "starter", 1, 999, true).await;
+    let api = ApiServer::start(
+        &pool,
+        &[
+            ("MINDBOT_API_DATABASE_MAX_CONNECTIONS", "1"),
+            ("MINDBOT_API_DATABASE_ACQUIRE_TIMEOUT_MS", "200"),
+            ("MINDBOT_HTTP_REQUEST_TIMEOUT_MS", "2000"),
+        ],
+    )
+    .await;
+    // A lock held elsewhere makes the tiers query wait: the API's one connection is stuck in it.
+    let mut locker = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE pricing_tiers IN ACCESS EXCLUSIVE MODE").execute(&mut *locker).await.unwrap();
+    let port = api.port;
+    let stuck = tokio::spawn(async move { request(port, "GET", "/v1/tiers", &[], None).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let busy = api.get("/v1/tiers", None).await;
+    busy.error(503, "busy");
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    // The worker's own pool (readiness) is not the API's.
+    let ready = request(api.port, "GET", "/readyz", &[], None).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    stuck.await.unwrap().error(503, "timeout");
+    locker.rollback().await.unwrap();
+    let after = api.get("/v1/tiers", None).await;
+    assert_eq!(after.status, 200, "{}", after.body);
 }

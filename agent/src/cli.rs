@@ -69,6 +69,17 @@ pub fn redacted_url(url: &str) -> String {
     }
 }
 
+/// The public API's own pool: small, and quick to give up (a 503) when full.
+async fn connect_api(config: &Config) -> Result<PgPool> {
+    let url = config.database.url.expose();
+    PgPoolOptions::new()
+        .max_connections(config.api.database_max_connections)
+        .acquire_timeout(Duration::from_millis(config.api.database_acquire_timeout_ms))
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting the API's pool to PostgreSQL at {}", redacted_url(url)))
+}
+
 pub async fn connect(config: &Config) -> Result<PgPool> {
     let url = config.database.url.expose();
     PgPoolOptions::new()
@@ -126,16 +137,16 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
             .map_err(|e| e.to_string())
     });
     let registered = Arc::new(AtomicBool::new(false));
-    let http_stop = CancellationToken::new();
     let health = crate::http::Health {
         pool: ctx.pool.clone(),
         registered: registered.clone(),
         needs_worker: true,
         metrics: prometheus,
     };
-    let api = api_router(config, &ctx.pool)?;
-    let bound = crate::http::serve(&config.http.address, health, api, http_stop.clone()).await?;
-    tracing::info!(address = %bound, api = config.api.enabled, "operator HTTP: /metrics /healthz /readyz");
+    let api = api_router(config).await?;
+    let http = crate::http::serve(&config.http, health, api).await?;
+    tracing::info!(address = %http.address, metrics_address = ?http.metrics_address, api = config.api.enabled,
+        "operator HTTP: /metrics /healthz /readyz");
     let mut options = WorkerOptions::new(&lk.url, &lk.agent_name, token);
     options.max_jobs = config.worker.max_jobs;
     let (worker, mut events) = Worker::connect(options).await.context("registering with the LiveKit server")?;
@@ -229,18 +240,21 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
     }
     let _ = worker.shutdown().await;
     meter.shutdown().await;
-    http_stop.cancel();
+    http.shutdown().await;
     tracing::info!("worker stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-/// The `/v1` router when `api.enabled`.
-fn api_router(config: &Config, pool: &PgPool) -> Result<Option<axum::Router>> {
+/// The `/v1` router, with a pool of its own, when `api.enabled`.
+async fn api_router(config: &Config) -> Result<Option<axum::Router>> {
     if !config.api.enabled {
         return Ok(None);
     }
-    let api = crate::api::Api::new(config, pool.clone()).context("setting up the public API")?;
-    Ok(Some(crate::api::router(Arc::new(api))))
+    let pool = connect_api(config).await?;
+    let api = crate::api::Api::new(config, pool).context("setting up the public API")?;
+    let router =
+        crate::api::router(Arc::new(api), config.http.request_timeout()).context("setting up the public API")?;
+    Ok(Some(router))
 }
 
 /// The public API and the operator endpoints alone, without the worker (an
@@ -258,15 +272,15 @@ pub async fn api(config: &Config) -> Result<ExitCode> {
         needs_worker: false,
         metrics: prometheus,
     };
-    let stop = CancellationToken::new();
-    let bound = crate::http::serve(&config.http.address, health, api_router(config, &pool)?, stop.clone()).await?;
-    tracing::info!(address = %bound, "API serving /v1 and /metrics /healthz /readyz");
+    let http = crate::http::serve(&config.http, health, api_router(config).await?).await?;
+    tracing::info!(address = %http.address, metrics_address = ?http.metrics_address,
+        "API serving /v1 and /metrics /healthz /readyz");
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     tokio::select! {
         _ = sigterm.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    stop.cancel();
+    http.shutdown().await;
     tracing::info!("API stopped");
     Ok(ExitCode::SUCCESS)
 }

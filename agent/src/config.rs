@@ -103,8 +103,34 @@ pub struct WorkerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Where `/metrics`, `/healthz` and `/readyz` are served (`host:port`).
+    /// Where `/metrics`, `/healthz`, `/readyz` (and `/v1`) are served (`host:port`).
     pub address: String,
+    /// `/metrics` alone on this `host:port`; empty: on `address`.
+    pub metrics_address: String,
+    /// The bearer token `/metrics` requires; empty: none.
+    pub metrics_token: Secret,
+    /// Connections served at once per listener.
+    pub max_connections: u32,
+    /// A request's header must arrive within this, or the connection closes.
+    pub header_read_timeout_ms: u64,
+    /// Longest pause between two chunks of a request body.
+    pub body_read_timeout_ms: u64,
+    /// Longest time from a request's header to its answer.
+    pub request_timeout_ms: u64,
+}
+
+impl HttpConfig {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +201,18 @@ pub struct ApiConfig {
     /// The currency `pricing_tiers.price_cents` is in (ISO 4217, lower case, as
     /// Stripe writes it): a payment in another currency issues no card.
     pub stripe_currency: String,
+    /// Connections in the API's own pool (never the worker's).
+    pub database_max_connections: u32,
+    /// How long a request waits for a pooled connection before a 503.
+    pub database_acquire_timeout_ms: u64,
+    /// `/v1` requests in progress at once; more are shed with a 503.
+    pub max_concurrent_requests: u32,
+    /// Per-client requests per second on `/v1` (token bucket refill).
+    pub rate_limit_per_second: u32,
+    /// Per-client burst on `/v1` (token bucket size).
+    pub rate_limit_burst: u32,
+    /// Key the rate limit on X-Forwarded-For's last address instead of the peer.
+    pub trust_x_forwarded_for: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -252,6 +290,13 @@ pub struct TtsProfile {
 /// repository root is this text.
 pub const DEFAULT_TOML: &str = include_str!("../../config.toml");
 
+/// The LiveKit dev server's built-in credentials (`livekit-server --dev`).
+const DEV_API_KEY: &str = "devkey";
+const DEV_API_SECRET: &str = "secret";
+
+/// The shortest HS256 key accepted for end users' tokens, in bytes.
+const MIN_HS256_KEY_BYTES: usize = 32;
+
 /// Environment names that LiveKit's and PostgreSQL's tools already use.
 const WELL_KNOWN_ENV: &[(&str, &str, &str)] = &[
     ("DATABASE_URL", "database", "url"),
@@ -317,9 +362,8 @@ impl Config {
         if !["remove_participant", "delete_room"].contains(&w.hangup.as_str()) {
             bail!("config key worker.hangup must be \"remove_participant\" or \"delete_room\" (got {:?})", w.hangup);
         }
-        if self.http.address.parse::<std::net::SocketAddr>().is_err() {
-            bail!("config key http.address must be host:port with an IP address (got {:?})", self.http.address);
-        }
+        self.validate_http()?;
+        self.refuse_dev_credentials()?;
         let m = &self.meter;
         if !(100..=10_000).contains(&m.tick_interval_ms) {
             bail!("config key meter.tick_interval_ms must be between 100 and 10000 (got {})", m.tick_interval_ms);
@@ -381,6 +425,66 @@ impl Config {
         Ok(())
     }
 
+    fn validate_http(&self) -> Result<()> {
+        let h = &self.http;
+        let address: std::net::SocketAddr = h.address.parse().map_err(|_| {
+            anyhow::anyhow!("config key http.address must be host:port with an IP address (got {:?})", h.address)
+        })?;
+        if !h.metrics_address.is_empty() {
+            let metrics: std::net::SocketAddr = h.metrics_address.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "config key http.metrics_address must be empty or host:port with an IP address (got {:?})",
+                    h.metrics_address
+                )
+            })?;
+            if metrics == address && metrics.port() != 0 {
+                bail!("config key http.metrics_address must differ from http.address (both {address})");
+            }
+        }
+        if !address.ip().is_loopback() && h.metrics_address.is_empty() && h.metrics_token.expose().is_empty() {
+            bail!(
+                "config keys http.metrics_address or http.metrics_token must be set when http.address ({address}) \
+                 is not a loopback address: /metrics would be open to anyone who reaches it"
+            );
+        }
+        if h.max_connections == 0 {
+            bail!("config key http.max_connections must be at least 1");
+        }
+        for (key, ms) in [
+            ("http.header_read_timeout_ms", h.header_read_timeout_ms),
+            ("http.body_read_timeout_ms", h.body_read_timeout_ms),
+            ("http.request_timeout_ms", h.request_timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&ms) {
+                bail!("config key {key} must be between 100 and 600000 (got {ms})");
+            }
+        }
+        Ok(())
+    }
+
+    /// The dev server's well-known credentials are for a LiveKit on this machine only.
+    fn refuse_dev_credentials(&self) -> Result<()> {
+        let lk = &self.livekit;
+        if mindbot_agent::url::host_is_loopback(&lk.url) {
+            return Ok(());
+        }
+        if lk.api_key == DEV_API_KEY {
+            bail!(
+                "config key livekit.api_key is the LiveKit dev server's public key {DEV_API_KEY:?}, refused because \
+                 livekit.url ({}) is not a loopback address: anyone could sign tokens for it",
+                lk.url
+            );
+        }
+        if lk.api_secret.expose() == DEV_API_SECRET {
+            bail!(
+                "config key livekit.api_secret is the LiveKit dev server's public secret, refused because \
+                 livekit.url ({}) is not a loopback address: anyone could sign tokens for it",
+                lk.url
+            );
+        }
+        Ok(())
+    }
+
     fn validate_api(&self) -> Result<()> {
         let a = &self.api;
         if !["HS256", "RS256", "ES256"].contains(&a.jwt_algorithm.as_str()) {
@@ -412,9 +516,28 @@ impl Config {
                 a.stripe_currency
             );
         }
+        if !(1..=100).contains(&a.database_max_connections) {
+            bail!("config key api.database_max_connections must be between 1 and 100");
+        }
+        if !(10..=60_000).contains(&a.database_acquire_timeout_ms) {
+            bail!("config key api.database_acquire_timeout_ms must be between 10 and 60000");
+        }
+        if a.max_concurrent_requests == 0 {
+            bail!("config key api.max_concurrent_requests must be at least 1");
+        }
+        if a.rate_limit_per_second == 0 || a.rate_limit_burst == 0 {
+            bail!("config keys api.rate_limit_per_second and api.rate_limit_burst must be at least 1");
+        }
         if a.enabled {
             if a.jwt_key.expose().is_empty() {
                 bail!("config key api.jwt_key must be set when api.enabled is true");
+            }
+            let len = a.jwt_key.expose().len();
+            if a.jwt_algorithm == "HS256" && len < MIN_HS256_KEY_BYTES {
+                bail!(
+                    "config key api.jwt_key is {len} bytes; an HS256 key must be at least {MIN_HS256_KEY_BYTES} bytes \
+                     (as long as its SHA-256 hash) or it can be guessed offline from any one token"
+                );
             }
             if a.jwt_issuer.is_empty() || a.jwt_audience.is_empty() {
                 bail!("config keys api.jwt_issuer and api.jwt_audience must be set when api.enabled is true");
@@ -542,6 +665,10 @@ mod tests {
         move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
     }
 
+    fn env_of(pairs: Vec<(&'static str, &'static str)>) -> impl Fn(&str) -> Option<String> {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
     #[test]
     fn defaults_load_and_validate() {
         let c = Config::from_sources(DEFAULT_TOML, env(&[])).unwrap();
@@ -636,7 +763,11 @@ mod tests {
         assert!(e.to_string().contains("api.jwt_key"), "{e}");
         let e = Config::from_sources(
             DEFAULT_TOML,
-            env(&[("MINDBOT_API_ENABLED", "true"), ("MINDBOT_API_JWT_KEY", "k"), ("MINDBOT_API_JWT_ISSUER", "i")]),
+            env(&[
+                ("MINDBOT_API_ENABLED", "true"),
+                ("MINDBOT_API_JWT_KEY", "k3y-of-thirty-two-bytes-at-least"),
+                ("MINDBOT_API_JWT_ISSUER", "i"),
+            ]),
         )
         .unwrap_err();
         assert!(e.to_string().contains("api.jwt_audience"), "{e}");
@@ -646,7 +777,7 @@ mod tests {
             DEFAULT_TOML,
             env(&[
                 ("MINDBOT_API_ENABLED", "true"),
-                ("MINDBOT_API_JWT_KEY", "k3y"),
+                ("MINDBOT_API_JWT_KEY", "k3y-of-thirty-two-bytes-at-least"),
                 ("MINDBOT_API_JWT_ISSUER", "i"),
                 ("MINDBOT_API_JWT_AUDIENCE", "a"),
                 ("MINDBOT_API_STRIPE_WEBHOOK_SECRET", "whsec_s3cr3t"),
@@ -655,5 +786,59 @@ mod tests {
         .unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("k3y") && !shown.contains("whsec_s3cr3t"), "{shown}");
+    }
+
+    #[test]
+    fn a_short_hs256_key_is_refused_naming_the_key_and_the_length() {
+        let e = Config::from_sources(
+            DEFAULT_TOML,
+            env(&[
+                ("MINDBOT_API_ENABLED", "true"),
+                ("MINDBOT_API_JWT_KEY", "thirty-one-bytes-is-one-too-few"),
+                ("MINDBOT_API_JWT_ISSUER", "i"),
+                ("MINDBOT_API_JWT_AUDIENCE", "a"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("api.jwt_key") && e.contains("31 bytes") && e.contains("at least 32 bytes"), "{e}");
+        assert!(!e.contains("thirty-one"), "the key itself is never shown: {e}");
+    }
+
+    #[test]
+    fn dev_credentials_are_refused_for_a_livekit_that_is_not_loopback() {
+        let e = Config::from_sources(DEFAULT_TOML, env(&[("LIVEKIT_URL", "wss://lk.example.com")])).unwrap_err();
+        assert!(e.to_string().contains("livekit.api_key") && e.to_string().contains("not a loopback"), "{e}");
+        let e = Config::from_sources(
+            DEFAULT_TOML,
+            env(&[("LIVEKIT_URL", "ws://10.1.2.3:7880"), ("LIVEKIT_API_KEY", "APIk3y")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("livekit.api_secret"), "{e}");
+        let c = Config::from_sources(
+            DEFAULT_TOML,
+            env(&[("LIVEKIT_URL", "wss://lk.example.com"), ("LIVEKIT_API_KEY", "APIk3y"), ("LIVEKIT_API_SECRET", "s")]),
+        );
+        assert!(c.is_ok(), "{:?}", c.err());
+        assert!(Config::from_sources(DEFAULT_TOML, env(&[("LIVEKIT_URL", "ws://localhost:7880")])).is_ok());
+    }
+
+    #[test]
+    fn public_metrics_need_their_own_address_or_a_token() {
+        let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_HTTP_ADDRESS", "0.0.0.0:9464")])).unwrap_err();
+        assert!(e.to_string().contains("http.metrics_token"), "{e}");
+        for extra in [("MINDBOT_HTTP_METRICS_TOKEN", "t0ken"), ("MINDBOT_HTTP_METRICS_ADDRESS", "127.0.0.1:9465")] {
+            let c = Config::from_sources(DEFAULT_TOML, env_of(vec![("MINDBOT_HTTP_ADDRESS", "0.0.0.0:9464"), extra]));
+            assert!(c.is_ok(), "{:?}", c.err());
+        }
+        let e =
+            Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_HTTP_METRICS_ADDRESS", "127.0.0.1:9464")])).unwrap_err();
+        assert!(e.to_string().contains("http.metrics_address"), "{e}");
+        let c = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_HTTP_METRICS_TOKEN", "t0ken")])).unwrap();
+        assert!(!format!("{c:?}").contains("t0ken"));
+        let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_HTTP_HEADER_READ_TIMEOUT_MS", "0")])).unwrap_err();
+        assert!(e.to_string().contains("http.header_read_timeout_ms"), "{e}");
+        let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_API_RATE_LIMIT_BURST", "0")])).unwrap_err();
+        assert!(e.to_string().contains("api.rate_limit_burst"), "{e}");
     }
 }

@@ -32,9 +32,47 @@ pub fn http_base(url: &str) -> String {
     }
 }
 
+/// The host of a server address (`ws://host:port/...`), without brackets
+/// or port; `None` when the address has no scheme or host.
+pub fn host(url: &str) -> Option<String> {
+    let base = websocket_base(url).ok()?;
+    let authority = base.split_once("://")?.1.split('/').next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']')?.0,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Whether the address names this machine: `localhost`, 127.0.0.0/8 or `::1`.
+/// Anything else (another name, another address, no host) is not loopback.
+pub fn host_is_loopback(url: &str) -> bool {
+    match host(url) {
+        Some(h) if h == "localhost" || h.ends_with(".localhost") => true,
+        Some(h) => h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_addresses_of_this_machine_are_loopback() {
+        for url in
+            ["ws://127.0.0.1:7880", "http://localhost", "wss://[::1]:7881/x", "ws://127.9.9.9", "ws://u:p@127.0.0.1"]
+        {
+            assert!(host_is_loopback(url), "{url}");
+        }
+        for url in
+            ["wss://lk.example.com", "ws://10.0.0.5:7880", "ws://[2001:db8::1]:7880", "ws://localhost.evil.com", "7880"]
+        {
+            assert!(!host_is_loopback(url), "{url}");
+        }
+        assert_eq!(host("wss://LK.example.com:443/base").as_deref(), Some("lk.example.com"));
+    }
 
     #[test]
     fn every_form_maps_to_one_websocket_and_one_http_base() {

@@ -144,3 +144,64 @@ async fn demo_funds_a_user_and_prints_a_token_that_dispatches_the_agent(pool: Pg
     assert_eq!(meta["persona"], "professor-ada");
     assert!(meta["user_id"].as_str().unwrap().parse::<uuid::Uuid>().is_ok());
 }
+
+/// Runs `mindbot-agent <command>` with `env`; its exit code and stderr.
+fn refused(command: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mindbot-agent"))
+        .arg(command)
+        .env("MINDBOT_LOG_LEVEL", "warn")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run mindbot-agent");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+#[test]
+fn the_dev_livekit_key_or_secret_is_refused_for_a_server_that_is_not_this_machine() {
+    let (code, err) = refused("run", &[("LIVEKIT_URL", "wss://livekit.example.com")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("livekit.api_key") && err.contains("not a loopback address"), "{err}");
+    let (code, err) = refused(
+        "run",
+        &[
+            ("LIVEKIT_URL", "ws://10.20.30.40:7880"),
+            ("LIVEKIT_API_KEY", "APIprodkey"),
+            ("LIVEKIT_API_SECRET", "secret"),
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("livekit.api_secret") && err.contains("not a loopback address"), "{err}");
+    let api = [
+        ("LIVEKIT_URL", "https://livekit.example.com"),
+        ("MINDBOT_API_ENABLED", "true"),
+        ("MINDBOT_API_JWT_KEY", "an-hs256-key-of-more-than-32-bytes"),
+        ("MINDBOT_API_JWT_ISSUER", "i"),
+        ("MINDBOT_API_JWT_AUDIENCE", "a"),
+    ];
+    let (code, err) = refused("api", &api);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("livekit.api_key"), "{err}");
+}
+
+#[test]
+fn an_hs256_jwt_key_under_32_bytes_is_refused_naming_the_key() {
+    let (code, err) = refused(
+        "api",
+        &[
+            ("MINDBOT_API_ENABLED", "true"),
+            ("MINDBOT_API_JWT_KEY", "short-shared-secret"),
+            ("MINDBOT_API_JWT_ISSUER", "i"),
+            ("MINDBOT_API_JWT_AUDIENCE", "a"),
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("api.jwt_key") && err.contains("at least 32 bytes"), "{err}");
+    assert!(!err.contains("short-shared-secret"), "the key is never printed: {err}");
+}
+
+#[test]
+fn metrics_open_to_the_network_are_refused_without_their_own_address_or_a_token() {
+    let (code, err) = refused("run", &[("MINDBOT_HTTP_ADDRESS", "0.0.0.0:9464")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("http.metrics_address") && err.contains("http.metrics_token"), "{err}");
+}

@@ -2,6 +2,8 @@
 //! exactly its seconds at the persona's multiplier; a real Prometheus
 //! (Debian's package) scrapes the worker and reports the same billed
 //! seconds as the database; `promtool check metrics` finds nothing to lint.
+//! `/metrics` is behind a bearer token here (`http.metrics_token`), as a
+//! worker reachable from the network must have it; Prometheus sends it.
 
 mod e2e;
 
@@ -12,6 +14,20 @@ use e2e::*;
 use serde_json::Value;
 use sqlx::PgPool;
 
+const METRICS_TOKEN: &str = "prometheus-scrape-token";
+
+/// `GET /metrics` with the token: (status code, body).
+async fn metrics(port: u16, token: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n").as_bytes()).await.unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -21,7 +37,9 @@ async fn prometheus_scrapes_the_billed_seconds_the_database_holds(pool: PgPool) 
     ensure("scripts/livekit-server.sh", Some("start"));
     ensure("scripts/python-env.sh", None);
     let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
-    let (_w, port) = worker(&pool, &agent_name, &[("MINDBOT_WORKER_USER_GRACE_SECONDS", "1")]).await;
+    let env = [("MINDBOT_WORKER_USER_GRACE_SECONDS", "1"), ("MINDBOT_HTTP_METRICS_TOKEN", METRICS_TOKEN)];
+    let (_w, port) = worker(&pool, &agent_name, &env).await;
+    assert_eq!(metrics(port, None).await.0, 401, "/metrics without its token");
 
     // Story Weaver costs 0.75: 750 ms of card per second of talk.
     let user = user_with_card(&pool, 10).await;
@@ -62,7 +80,7 @@ async fn prometheus_scrapes_the_billed_seconds_the_database_holds(pool: PgPool) 
     std::fs::write(
         dir.join("prometheus.yml"),
         format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: mindbot\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: mindbot\n    authorization:\n      credentials: {METRICS_TOKEN}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
         ),
     )
     .unwrap();
@@ -100,7 +118,8 @@ async fn prometheus_scrapes_the_billed_seconds_the_database_holds(pool: PgPool) 
     assert_eq!(scraped, Some(db as f64), "Prometheus and the database disagree on billed seconds");
 
     // The exposition itself lints clean.
-    let (_, text) = get(port, "/metrics").await;
+    let (code, text) = metrics(port, Some(METRICS_TOKEN)).await;
+    assert_eq!(code, 200);
     let mut promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -51,6 +51,9 @@ pub enum ApiError {
     Invalid { field: String, message: String },
     #[error("{message}")]
     TooManyRequests { code: &'static str, message: String, retry_after: Option<u64> },
+    /// Too busy to answer now (load shed, timeout, no database connection free); sent with Retry-After: 1.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
     /// Logged with its cause; the client sees only that it failed.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -81,6 +84,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -91,7 +95,8 @@ impl ApiError {
             | ApiError::Forbidden { code, .. }
             | ApiError::NotFound { code, .. }
             | ApiError::Conflict { code, .. }
-            | ApiError::TooManyRequests { code, .. } => code,
+            | ApiError::TooManyRequests { code, .. }
+            | ApiError::Unavailable { code, .. } => code,
             ApiError::Unauthorized => "unauthorized",
             ApiError::PaymentRequired { .. } => "insufficient_balance",
             ApiError::TooLarge => "body_too_large",
@@ -114,6 +119,7 @@ impl IntoResponse for ApiError {
         };
         let retry = match &self {
             ApiError::TooManyRequests { retry_after: Some(s), .. } => HeaderValue::from_str(&s.to_string()).ok(),
+            ApiError::Unavailable { .. } => Some(HeaderValue::from_static("1")),
             _ => None,
         };
         let body = ErrorBody { error: self.code().to_string(), message: self.to_string(), field };
@@ -130,13 +136,22 @@ impl IntoResponse for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> ApiError {
-        ApiError::Internal(e.into())
+        match e {
+            // The API's pool is small on purpose; a full pool is load, not a fault.
+            sqlx::Error::PoolTimedOut => {
+                ApiError::Unavailable { code: "busy", message: "the server is busy; try again shortly".into() }
+            }
+            e => ApiError::Internal(e.into()),
+        }
     }
 }
 
 impl From<metering::Error> for ApiError {
     fn from(e: metering::Error) -> ApiError {
-        ApiError::Internal(e.into())
+        match e {
+            metering::Error::Database(e @ sqlx::Error::PoolTimedOut) => e.into(),
+            e => ApiError::Internal(e.into()),
+        }
     }
 }
 

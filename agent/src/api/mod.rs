@@ -13,10 +13,16 @@
 //! - [`my_personas`]: a user's own custom personas (create, list, edit, retire).
 //! - [`webhooks`]: Stripe payments and subscriptions, LiveKit room events.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers.
+//! - [`limits`]: per-client rate limits, load shedding, request timeouts.
+//!
+//! The API has its own database pool (`api.database_max_connections`): the
+//! worker's pool belongs to the meter and session bookkeeping, and no `/v1`
+//! request may wait on it or take from it.
 
 pub mod auth;
 pub mod cards;
 pub mod error;
+pub mod limits;
 pub mod me;
 pub mod my_personas;
 pub mod openapi;
@@ -88,10 +94,11 @@ impl Api {
     }
 }
 
-/// Every `/v1` route, with the body limit; merged into the operator router.
-pub fn router(api: Arc<Api>) -> Router {
-    let limit = api.settings.body_limit_bytes;
-    Router::new()
+/// Every `/v1` route, behind the body limit and the [`limits`]; merged into
+/// the operator router. `request_timeout` is `http.request_timeout_ms`.
+pub fn router(api: Arc<Api>, request_timeout: Duration) -> anyhow::Result<Router> {
+    let limits = limits::Limits::new(&api.settings, request_timeout)?;
+    let users = Router::new()
         .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/sessions", post(sessions::create))
         .route("/v1/me/balance", get(me::balance))
@@ -104,11 +111,15 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/personas", get(personas::list))
         .route("/v1/personas/{slug}/ratings", post(personas::rate))
         .route("/v1/ads/interactions", post(personas::ad_interaction))
+        .fallback(not_found);
+    let webhooks = Router::new()
         .route("/v1/webhooks/stripe", post(webhooks::stripe::receive))
-        .route("/v1/webhooks/livekit", post(webhooks::livekit::receive))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(api)
+        .route("/v1/webhooks/livekit", post(webhooks::livekit::receive));
+    Ok(limits
+        .guard_load(webhooks)
+        .merge(limits.guard(users))
+        .layer(DefaultBodyLimit::max(api.settings.body_limit_bytes))
+        .with_state(api))
 }
 
 async fn not_found() -> ApiError {

@@ -16,7 +16,8 @@ use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use uuid::Uuid;
 
-pub const JWT_SECRET: &str = "test-jwt-secret-of-the-app";
+/// At least 32 bytes: the API refuses a shorter HS256 key.
+pub const JWT_SECRET: &str = "test-jwt-secret-of-the-mindbot-app";
 pub const ISSUER: &str = "https://auth.mindbot.test/";
 pub const AUDIENCE: &str = "mindbot-app";
 pub const STRIPE_SECRET: &str = "whsec_test_secret";
@@ -45,6 +46,9 @@ pub fn api_env() -> Vec<(&'static str, &'static str)> {
         ("MINDBOT_API_JWT_AUDIENCE", AUDIENCE),
         ("MINDBOT_API_STRIPE_WEBHOOK_SECRET", STRIPE_SECRET),
         ("MINDBOT_API_BODY_LIMIT_BYTES", "4096"),
+        // Tests send bursts from one address; the limits have tests of their own.
+        ("MINDBOT_API_RATE_LIMIT_PER_SECOND", "1000"),
+        ("MINDBOT_API_RATE_LIMIT_BURST", "1000"),
     ]
 }
 

@@ -600,7 +600,10 @@ async fn reap(inner: Arc<Inner>, cancel: CancellationToken) {
         }
         let timeout = chrono::Duration::from_std(inner.config.heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
         match inner.store.reap_orphans(Utc::now() - timeout, &inner.config.worker_id).await {
-            Ok(ids) if !ids.is_empty() => info!(count = ids.len(), "closed orphaned sessions from their heartbeat"),
+            Ok(ids) if !ids.is_empty() => {
+                metrics::counter!("mindbot_sessions_orphaned_total").increment(ids.len() as u64);
+                info!(count = ids.len(), "closed orphaned sessions from their heartbeat");
+            }
             Ok(_) => {}
             Err(e) => debug!(error = %e, "orphan reaping failed; will retry"),
         }

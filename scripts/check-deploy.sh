@@ -128,7 +128,9 @@ done
 
 log "scripts/release.sh --split on $BIN"
 bash scripts/release.sh --split "$BIN" "$WORK/dist"
-sections() { readelf -S -W "$1" | grep -c ' \.debug_' || true; }
+# DWARF sections; .debug_gdb_scripts is loaded code (rustc's gdb pretty-printer
+# hook, a few bytes), not debug info, and stays.
+sections() { readelf -S -W "$1" 2>/dev/null | grep ' \.debug_' | grep -vc '\.debug_gdb_scripts' || true; }
 [ "$(sections "$WORK/dist/mindbot-agent")" -eq 0 ] || die "release.sh: the shipped binary still has debug sections"
 [ "$(sections "$WORK/dist/mindbot-agent.debug")" -gt 0 ] || die "release.sh: the .debug file has no debug sections"
 readelf --string-dump=.gnu_debuglink "$WORK/dist/mindbot-agent" | grep -q 'mindbot-agent.debug' \

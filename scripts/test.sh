@@ -4,7 +4,9 @@
 # the LiveKit server built from its Go module, a Python venv with LiveKit's
 # SDK and PocketSphinx, Prometheus for the scrape test; the voice tests start
 # the speech services themselves), then
-# format check, lints, every Rust test and the Python clients' self-test.
+# format check, lints, every Rust test, the Python clients' self-test and the
+# deployment files' checks (scripts/check-deploy.sh: hadolint, helm,
+# systemd-analyze, promtool).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -30,3 +32,5 @@ log "cargo test"
 cargo test --workspace --locked --no-fail-fast
 log "Python end-user clients self-test"
 bash tests/clients/selftest.sh
+log "deployment files"
+bash scripts/check-deploy.sh

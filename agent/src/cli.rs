@@ -105,6 +105,8 @@ pub async fn migrate(config: &Config) -> Result<ExitCode> {
 /// drains on SIGTERM (a second SIGTERM ends every session at once).
 pub async fn run(config: &Config) -> Result<ExitCode> {
     let prometheus = crate::telemetry::metrics().context("installing the metrics recorder")?;
+    // Series exist (at zero) from the start, so a rate over them is defined.
+    crate::telemetry::zero_series(config, true);
     let pool = connect(config).await?;
     if config.database.migrate_on_start {
         metering::MIGRATOR.run(&pool).await.context("applying migrations at start")?;
@@ -153,10 +155,6 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
     let handle = worker.handle();
     registered.store(true, Ordering::Relaxed);
     metrics::gauge!("mindbot_livekit_connected").set(1.0);
-    // Counters exist (at zero) from the start, so a rate over them is defined.
-    for name in ["mindbot_jobs_offered_total", "mindbot_jobs_accepted_total", "mindbot_jobs_assigned_total"] {
-        metrics::counter!(name).absolute(0);
-    }
     tracing::info!(worker_id, agent_name = %lk.agent_name, "worker registered; waiting for jobs");
     let max_jobs = f64::from(config.worker.max_jobs);
 
@@ -262,6 +260,7 @@ async fn api_router(config: &Config) -> Result<Option<axum::Router>> {
 pub async fn api(config: &Config) -> Result<ExitCode> {
     anyhow::ensure!(config.api.enabled, "config key api.enabled must be true for `mindbot-agent api`");
     let prometheus = crate::telemetry::metrics().context("installing the metrics recorder")?;
+    crate::telemetry::zero_series(config, false);
     let pool = connect(config).await?;
     if config.database.migrate_on_start {
         metering::MIGRATOR.run(&pool).await.context("applying migrations at start")?;

@@ -5,15 +5,20 @@
 //! counters, base units); labels are bounded (persona slug, reason), never a
 //! user or session id.
 
+use std::io::IsTerminal;
+
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogConfig;
+use crate::config::{Config, LogConfig};
 
 /// Installs the global log subscriber. Safe to call once per process.
 pub fn init(cfg: &LogConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only for a person at a terminal: a file, a pipe or journald
+    // would keep the escape codes as noise. NO_COLOR (no-color.org) turns it off.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = if cfg.format == "json" { builder.json().try_init() } else { builder.try_init() };
 }
 
@@ -27,6 +32,12 @@ pub fn metrics() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(
             Matcher::Full("mindbot_hangup_latency_seconds".into()),
             &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0],
+        )?
+        // A histogram rather than the exporter's default summary, so that
+        // dashboards can aggregate the turn latency across workers.
+        .set_buckets_for_metric(
+            Matcher::Full("mindbot_voice_response_seconds".into()),
+            &[0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0],
         )?
         .install_recorder()?;
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -47,10 +58,59 @@ pub fn metrics() -> anyhow::Result<PrometheusHandle> {
     describe_histogram!("mindbot_meter_tick_duration_seconds", Unit::Seconds, "Duration of one tick batch write");
     describe_counter!("mindbot_meter_write_failures_total", "Tick batch writes that failed and were retried");
     describe_counter!("mindbot_database_errors_total", "Database failures outside tick writes, by stage");
+    describe_counter!(
+        "mindbot_sessions_orphaned_total",
+        "Sessions of dead workers this worker closed from their heartbeat"
+    );
+    describe_counter!(
+        "mindbot_webhook_signature_failures_total",
+        "Webhooks refused because their signature was missing or wrong, by source"
+    );
     describe_gauge!("mindbot_livekit_connected", "1 while registered with the LiveKit server");
     describe_gauge!("mindbot_worker_jobs", "Jobs this worker is running");
     describe_gauge!("mindbot_worker_load", "Jobs running as a share of worker.max_jobs");
     Ok(handle)
+}
+
+/// Registers at zero the series whose labels are known before any event, so that
+/// they are in the first scrape and `rate()` / `increase()` see their first
+/// event (a series that appears at 1 looks like no change). Series labelled
+/// by persona appear with the first session; `worker` is false for an API
+/// node (`mindbot-agent api`).
+pub fn zero_series(config: &Config, worker: bool) {
+    use metrics::{counter, histogram};
+    if worker {
+        for name in ["mindbot_jobs_offered_total", "mindbot_jobs_accepted_total", "mindbot_jobs_assigned_total"] {
+            counter!(name).increment(0);
+        }
+        for reason in ["draining", "at_capacity", "loaded", "duplicate"] {
+            counter!("mindbot_jobs_declined_total", "reason" => reason).increment(0);
+        }
+        for stage in ["admit", "open", "close"] {
+            counter!("mindbot_database_errors_total", "stage" => stage).increment(0);
+        }
+        counter!("mindbot_meter_write_failures_total").increment(0);
+        counter!("mindbot_sessions_orphaned_total").increment(0);
+        // Not registered until LiveKit answers the registration.
+        metrics::gauge!("mindbot_livekit_connected").set(0.0);
+        // Registered without a sample: the buckets are exported at zero.
+        let _ = histogram!("mindbot_meter_tick_duration_seconds");
+        let _ = histogram!("mindbot_hangup_latency_seconds");
+        let v = &config.voice;
+        if v.enabled {
+            let stages = [("stt", &v.stt.provider), ("llm", &v.llm.provider)];
+            let tts = v.tts.keys().map(|profile| ("tts", profile));
+            for (stage, provider) in stages.into_iter().chain(tts) {
+                counter!("mindbot_voice_errors_total", "stage" => stage, "provider" => provider.clone()).increment(0);
+            }
+            let _ = histogram!("mindbot_voice_response_seconds");
+        }
+    }
+    if config.api.enabled {
+        for source in ["stripe", "livekit"] {
+            counter!("mindbot_webhook_signature_failures_total", "source" => source).increment(0);
+        }
+    }
 }
 
 /// Adds a closed session's exact charge to its persona's running total and

@@ -649,7 +649,10 @@ async fn reap(inner: Arc<Inner>, cancel: CancellationToken) {
             _ = interval.tick() => {}
         }
         match inner.store.reap_orphans(inner.config.heartbeat_timeout, &inner.config.worker_id).await {
-            Ok(ids) if !ids.is_empty() => info!(count = ids.len(), "closed orphaned sessions from their heartbeat"),
+            Ok(ids) if !ids.is_empty() => {
+                metrics::counter!("mindbot_sessions_orphaned_total").increment(ids.len() as u64);
+                info!(count = ids.len(), "closed orphaned sessions from their heartbeat");
+            }
             Ok(_) => {}
             Err(e) => debug!(error = %e, "orphan reaping failed; will retry"),
         }

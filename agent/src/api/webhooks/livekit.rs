@@ -36,7 +36,7 @@ pub async fn receive(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Json<Received>, ApiError> {
-    let bad = || ApiError::bad_request("bad_signature", "the LiveKit webhook signature does not verify");
+    let bad = || super::signature_refused("livekit", "the LiveKit webhook signature does not verify");
     let auth = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(bad)?;
     let token = auth.strip_prefix("Bearer ").unwrap_or(auth).trim();
     let body = std::str::from_utf8(&body).map_err(|_| bad())?;

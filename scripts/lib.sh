@@ -52,3 +52,21 @@ stop_daemon() {
         rm -f "$1/server.pid"
     fi
 }
+
+# Build a Go command once per machine under $TOOLS, through the module proxy,
+# and print its path: go_tool NAME PACKAGE VERSION (the binary is named after
+# the package's last element).
+go_tool() {
+    local name="$1" pkg="$2" version="$3"
+    local built="$TOOLS/$name-$version" bin
+    bin="$(basename "$pkg")"
+    if [ ! -x "$built/$bin" ]; then
+        command -v go >/dev/null || die "the Go toolchain is needed to build $name (go not found)"
+        log "building $name $version with $(go version | cut -d' ' -f3) (a few minutes, once)"
+        rm -rf "$built.tmp" && mkdir -p "$built.tmp"
+        GOBIN="$built.tmp" GOFLAGS=-mod=mod GOTOOLCHAIN=local go install "$pkg@$version" >&2 \
+            || die "go install $pkg@$version failed"
+        rm -rf "$built" && mv "$built.tmp" "$built"
+    fi
+    echo "$built/$bin"
+}

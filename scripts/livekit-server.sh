@@ -24,18 +24,10 @@ install() {
         return
     fi
     # Built once per machine under $TOOLS, then linked into this checkout.
-    local built="$TOOLS/livekit-server-$LIVEKIT_VERSION"
-    if [ ! -x "$built/server" ]; then
-        command -v go >/dev/null || die "the Go toolchain is needed to build the LiveKit server (go not found)"
-        log "building livekit-server $LIVEKIT_VERSION with $(go version | cut -d' ' -f3) (a few minutes, once)"
-        mkdir -p "$built.tmp"
-        GOBIN="$built.tmp" GOFLAGS=-mod=mod GOTOOLCHAIN=local \
-            go install "github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION" >&2 \
-            || die "go install github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION failed"
-        rm -rf "$built" && mv "$built.tmp" "$built"
-    fi
+    local built
+    built="$(go_tool livekit-server github.com/livekit/livekit-server/cmd/server "$LIVEKIT_VERSION")"
     mkdir -p "$LK_DIR/bin"
-    ln -sfn "$built/server" "$LK_BIN"
+    ln -sfn "$built" "$LK_BIN"
     echo "$LIVEKIT_VERSION" > "$LK_DIR/version"
 }
 

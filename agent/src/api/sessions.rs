@@ -130,7 +130,8 @@ pub async fn create(
         age: auth.age,
         quote: Some(Quote::of(&resolved)),
     };
-    let token = dispatch_token(&api.livekit, &identity, &identity, &room, &metadata, ttl).map_err(ApiError::Internal)?;
+    let token =
+        dispatch_token(&api.livekit, &identity, &identity, &room, &metadata, ttl).map_err(ApiError::Internal)?;
     tracing::info!(user = %auth.user, persona = %req.persona, %room, seconds, "session token issued");
     let grant = SessionGrant {
         livekit_url: api.public_livekit_url().to_string(),

@@ -121,6 +121,13 @@ impl Live {
         self.clock.pause(now);
         if let Some(cap) = cap_ms.filter(|c| self.clock.live_ms(now) > *c) {
             self.clock.stop_at(cap.max(0));
+            // A remainder owed for time past the cap is owed no more (unless
+            // it is already on its way to the database).
+            if let Some(rem) = self.exhausted.filter(|_| !self.final_sent && !self.unacked_final) {
+                let fraction = self.clock.live_ms(now) % 1000;
+                let cost = (self.rate.ms_per_second() * fraction + 999) / 1000;
+                self.exhausted = Some(Millis(rem.0.min(cost)));
+            }
         }
         self.closing = true;
     }
@@ -470,6 +477,23 @@ mod tests {
         l.acknowledge(&last, &applied(10_000));
         assert!(l.settled(later));
         assert_eq!(l.durable_seconds, 4);
+    }
+
+    #[test]
+    fn a_cap_below_the_exhaustion_instant_cuts_the_remainder_owed() {
+        let t0 = Instant::now();
+        let (id, l) = live("16", t0);
+        let mut sessions = HashMap::from([(id, l)]);
+        let account = Account { spendable: Millis(30_000) }; // 1.875 s at 16x
+        let pairs: Vec<(SessionId, &Live)> = vec![(id, &sessions[&id])];
+        let ex = exhaustion(account, &pairs, t0).unwrap();
+        exhaust(&[id], account, &ex, &mut sessions, ex.at);
+        let l = sessions.get_mut(&id).unwrap();
+        assert_eq!(l.exhausted, Some(Millis(14_000)));
+        // The time limit (1.5 s) is applied late, after the balance ran out.
+        l.stop(ex.at, Some(1500));
+        let e = l.next_entry(id, ex.at + Duration::from_secs(1));
+        assert_eq!((e.amount, e.metered_ms), (Millis(24_000), 1500), "one second and half of the next");
     }
 
     #[test]

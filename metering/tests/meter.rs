@@ -572,3 +572,72 @@ async fn a_daily_limited_persona_opens_one_session_per_user_at_a_time(pool: PgPo
     meter.shutdown().await;
     audit_passes(&pool).await;
 }
+
+/// (metered_ms, charged_ms, rate_ms_per_second) of a session row.
+async fn metered_charged_rate(pool: &PgPool, id: metering::SessionId) -> (i64, i64, i64) {
+    sqlx::query_as("SELECT metered_ms, charged_ms, rate_ms_per_second::int8 FROM voice_sessions WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn sessions_running_out_together_each_pay_only_for_their_own_last_fraction(pool: PgPool) {
+    let u = user(&pool).await;
+    let c = card(&pool, u, 1).await;
+    // Two sessions at 16x spend 32 s of card a second: the minute runs out
+    // 1.875 s in, so the last 28 s of card pay for the final 0.875 s of both.
+    let meter = Meter::start(pool.clone(), fast_config());
+    let mut first = meter.open(open_spec(u, "16")).await.unwrap();
+    let mut second = meter.open(open_spec(u, "16")).await.unwrap();
+    wait_for(&mut first, &MeterEvent::Exhausted, Duration::from_secs(10)).await;
+    wait_for(&mut second, &MeterEvent::Exhausted, Duration::from_secs(10)).await;
+    let mut total = 0;
+    for s in [first, second] {
+        let row = s.close(EndReason::BalanceExhausted).await.unwrap();
+        let (metered, charged, rate) = metered_charged_rate(&pool, row.id).await;
+        // Exact cost of the metered time, rounded up to the millisecond.
+        let exact = (metered * rate + 999) / 1000;
+        assert!(charged <= exact, "charged {charged} ms for {metered} ms at {rate} ms/s (exact cost {exact})");
+        assert!(metered > 1000, "each session lived past its first second: {metered}");
+        total += charged;
+    }
+    assert_eq!(total, 60_000, "together they spend the whole card");
+    assert_eq!(card_books(&pool, c.id).await, (60_000, 60_000, "used".to_string()));
+    meter.shutdown().await;
+    audit_passes(&pool).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_second_still_owed_when_the_balance_runs_out_is_charged_once(pool: PgPool) {
+    let u = user(&pool).await;
+    let c = card(&pool, u, 1).await; // 4.8 s at 12.5x
+                                     // A slow database: a batch that waits 300 ms counts as failed and its
+                                     // charges are kept, to be resent as they are.
+    let mut cfg = fast_config();
+    cfg.write_timeout = Duration::from_millis(300);
+    let meter = Meter::start(pool.clone(), cfg);
+    let mut s = meter.open(open_spec(u, "12.5")).await.unwrap();
+    let id = s.id();
+    // Wait until three seconds are charged, then hold the card's row lock in
+    // another transaction: the batches carrying the fourth second wait on
+    // it and time out, so that second is still owed when the balance runs
+    // out at 4.8 s.
+    while metered_charged_rate(&pool, id).await.1 < 37_500 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM time_cards WHERE id = $1 FOR UPDATE").bind(c.id).execute(&mut *blocker).await.unwrap();
+    let (metered, charged, _) = metered_charged_rate(&pool, id).await;
+    assert_eq!((metered, charged), (3000, 37_500), "the lock was taken before the fourth second was written");
+    wait_for(&mut s, &MeterEvent::Exhausted, Duration::from_secs(10)).await;
+    blocker.commit().await.unwrap();
+    let row = s.close(EndReason::BalanceExhausted).await.unwrap();
+    let (metered, charged, _) = metered_charged_rate(&pool, id).await;
+    assert_eq!((metered, charged), (4800, 60_000), "four whole seconds and the last 0.8 s, each once");
+    assert_eq!(row.duration_seconds, Some(4));
+    assert_eq!(card_books(&pool, c.id).await, (60_000, 60_000, "used".to_string()));
+    meter.shutdown().await;
+    audit_passes(&pool).await;
+}

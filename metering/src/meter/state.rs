@@ -8,6 +8,9 @@
 //! unfinished second. The one fraction ever charged is the last remainder of
 //! a balance: when the money runs out inside a second, the clock stops at the
 //! exact instant the remainder is spent, and that remainder is the final tick.
+//! When several sessions of a user run out together, each pays the exact
+//! cost of its own last fraction (rounded to the millisecond), never another
+//! session's: no session is charged more than its metered time at its rate.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -17,6 +20,10 @@ use tokio::time::Instant;
 use crate::ids::{SessionId, UserId};
 use crate::money::{Millis, Rate};
 use crate::store::{TickEntry, TickResult};
+
+/// The furthest exhaustion scheduled (about 31 years): a balance lasting
+/// longer is as good as endless, and an instant that far out stays valid.
+const MAX_WAIT_MS: i64 = 1_000_000_000_000;
 
 /// A session's live clock: time the caller said the session was live.
 #[derive(Debug, Clone)]
@@ -76,6 +83,10 @@ pub struct Live {
     /// The entry sent and not yet acknowledged: resent as is until it is,
     /// so a write whose answer was lost is applied once.
     pub unacked: Option<TickEntry>,
+    /// Whether `unacked` carries the final remainder. The balance can run
+    /// out while an entry of whole seconds is unacknowledged; that entry is
+    /// then still whole seconds only, and the remainder follows it.
+    unacked_final: bool,
     /// Set when the balance ran out: the clock is stopped and this remainder
     /// is owed as the final tick.
     pub exhausted: Option<Millis>,
@@ -95,6 +106,7 @@ impl Live {
             durable_seq: 0,
             durable_seconds: 0,
             unacked: None,
+            unacked_final: false,
             exhausted: None,
             final_sent: false,
             warned: BTreeSet::new(),
@@ -109,6 +121,13 @@ impl Live {
         self.clock.pause(now);
         if let Some(cap) = cap_ms.filter(|c| self.clock.live_ms(now) > *c) {
             self.clock.stop_at(cap.max(0));
+            // A remainder owed for time past the cap is owed no more (unless
+            // it is already on its way to the database).
+            if let Some(rem) = self.exhausted.filter(|_| !self.final_sent && !self.unacked_final) {
+                let fraction = self.clock.live_ms(now) % 1000;
+                let cost = (self.rate.ms_per_second() * fraction + 999) / 1000;
+                self.exhausted = Some(Millis(rem.0.min(cost)));
+            }
         }
         self.closing = true;
     }
@@ -120,6 +139,18 @@ impl Live {
     /// Cost of lived whole seconds not yet durable (sent or not).
     pub fn unbilled(&self, now: Instant) -> Millis {
         Millis((self.whole_seconds(now) - self.durable_seconds).max(0) * self.rate.ms_per_second())
+    }
+
+    /// Everything owed and not yet durable: the unbilled whole seconds and a
+    /// final remainder not yet acknowledged.
+    fn owed(&self, now: Instant) -> i64 {
+        let last = self.exhausted.filter(|_| !self.final_sent).map_or(0, |m| m.0);
+        self.unbilled(now).0 + last
+    }
+
+    /// Running and still charged as it runs.
+    fn draining(&self) -> bool {
+        self.clock.running() && self.exhausted.is_none()
     }
 
     /// The entry the next batch carries for this session: the unacknowledged
@@ -134,7 +165,8 @@ impl Live {
         let mut amount = seconds * self.rate.ms_per_second();
         let mut metered = seconds * 1000;
         let mut ticks = seconds;
-        if let Some(rem) = self.exhausted.filter(|_| !self.final_sent) {
+        let has_final = self.exhausted.is_some() && !self.final_sent;
+        if let Some(rem) = self.exhausted.filter(|_| has_final) {
             amount += rem.0;
             metered += self.clock.live_ms(now) - whole * 1000;
             ticks += 1;
@@ -149,6 +181,7 @@ impl Live {
         };
         if ticks > 0 {
             self.unacked = Some(entry.clone());
+            self.unacked_final = has_final;
         }
         entry
     }
@@ -165,13 +198,16 @@ impl Live {
             TickResult::Closed | TickResult::OutOfOrder { .. } => return Millis::ZERO,
         };
         let ticks = entry.seq_to - entry.seq_from + 1;
-        let has_final = self.exhausted.is_some() && !self.final_sent && self.unacked.as_ref() == Some(entry);
+        // Whether this entry carried the remainder is decided when it was
+        // built, not now: the balance may have run out while it was in flight.
+        let has_final = self.unacked_final && !self.final_sent && self.unacked.as_ref() == Some(entry);
         self.durable_seq = entry.seq_to;
         self.durable_seconds += if has_final { ticks - 1 } else { ticks };
         if has_final {
             self.final_sent = true;
         }
         self.unacked = None;
+        self.unacked_final = false;
         short
     }
 
@@ -198,39 +234,48 @@ pub struct Exhaustion {
     pub stops: Vec<(SessionId, i64)>,
 }
 
-/// Remaining live time for a user's sessions at `now`, in ms, and the
-/// combined rate; `None` when none of them is running.
-pub fn remaining_ms(account: Account, sessions: &[(SessionId, &Live)], now: Instant) -> Option<i64> {
-    let running: Vec<&Live> =
-        sessions.iter().map(|(_, l)| *l).filter(|l| l.clock.running() && l.exhausted.is_none()).collect();
-    let rate: i64 = running.iter().map(|l| l.rate.ms_per_second()).sum();
+/// Live time, in ms, that the balance still pays for while a user's running
+/// sessions run together, as a fraction `numerator / rate` (exact, so that
+/// callers choose the rounding); `None` when none of them is running.
+///
+/// Exact per session: each running session has already lived part of its
+/// current second, which the balance must also pay for (at its own rate).
+fn time_left(account: Account, sessions: &[(SessionId, &Live)], now: Instant) -> Option<(i128, i128)> {
+    let running = || sessions.iter().map(|(_, l)| *l).filter(|l| l.draining());
+    let rate: i128 = running().map(|l| i128::from(l.rate.ms_per_second())).sum();
     if rate == 0 {
         return None;
     }
-    let unbilled: i64 = sessions.iter().map(|(_, l)| l.unbilled(now).0).sum();
-    let left = account.spendable.0 - unbilled;
-    // Time into the current second already lived by the running sessions
-    // (charged at the next whole second): measured on the fastest one.
-    let into_second = running.iter().map(|l| l.clock.live_ms(now) % 1000).max().unwrap_or(0);
-    let combined = Rate::from_ms_per_second(rate).ok()?;
-    Some(combined.wall_ms_in(Millis(left.max(0))) - into_second)
+    let owed: i128 = sessions.iter().map(|(_, l)| i128::from(l.owed(now))).sum();
+    // Cost of the current seconds' lived parts, in thousandths of a ms.
+    let into_seconds: i128 =
+        running().map(|l| i128::from(l.rate.ms_per_second()) * i128::from(l.clock.live_ms(now) % 1000)).sum();
+    Some(((i128::from(account.spendable.0) - owed) * 1000 - into_seconds, rate))
+}
+
+/// Remaining live time for a user's sessions at `now`, in ms, rounded down;
+/// `None` when none of them is running.
+pub fn remaining_ms(account: Account, sessions: &[(SessionId, &Live)], now: Instant) -> Option<i64> {
+    let (num, rate) = time_left(account, sessions, now)?;
+    Some(num.div_euclid(rate).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
 }
 
 /// The exhaustion instant of a user's running sessions, if their balance
-/// runs out while they run.
+/// runs out while they run. Rounded up to the millisecond: the lived time
+/// covers the whole remainder, so no session pays for time it did not have.
 pub fn exhaustion(account: Account, sessions: &[(SessionId, &Live)], now: Instant) -> Option<Exhaustion> {
-    let left = remaining_ms(account, sessions, now)?.max(0);
-    let stops = sessions
-        .iter()
-        .filter(|(_, l)| l.clock.running() && l.exhausted.is_none())
-        .map(|(id, l)| (*id, l.clock.live_ms(now) + left))
-        .collect();
+    let (num, rate) = time_left(account, sessions, now)?;
+    let left = (num.max(0) + rate - 1) / rate;
+    let left = left.min(i128::from(MAX_WAIT_MS)) as i64;
+    let stops =
+        sessions.iter().filter(|(_, l)| l.draining()).map(|(id, l)| (*id, l.clock.live_ms(now) + left)).collect();
     Some(Exhaustion { at: now + Duration::from_millis(left as u64), stops })
 }
 
-/// Stops the exhausted sessions of a user (all their sessions: `ids`) at their exact live time and
-/// assigns the rest of the balance as their final tick (all of it to the
-/// first, so the cards end at exactly zero).
+/// Stops the exhausted sessions of a user (all their sessions: `ids`) at
+/// their exact live time and owes the rest of the balance as their final
+/// ticks: each session the cost of its own last fraction, so the cards end
+/// at exactly zero and none pays more than its metered time at its rate.
 pub fn exhaust(
     ids: &[SessionId],
     account: Account,
@@ -243,14 +288,47 @@ pub fn exhaust(
             l.clock.stop_at(*live_ms);
         }
     }
-    let unbilled: i64 = ids.iter().filter_map(|id| sessions.get(id)).map(|l| l.unbilled(now).0).sum();
-    let mut remainder = Millis((account.spendable.0 - unbilled).max(0));
-    for (id, _) in &ex.stops {
-        if let Some(l) = sessions.get_mut(id) {
-            l.exhausted = Some(remainder);
-            remainder = Millis::ZERO;
+    let owed: i64 = ids.iter().filter_map(|id| sessions.get(id)).map(|l| l.owed(now)).sum();
+    let remainder = (account.spendable.0 - owed).max(0);
+    // Each stopped session's last fraction at its rate, in thousandths of a ms.
+    let weights: Vec<(SessionId, i128)> = ex
+        .stops
+        .iter()
+        .filter_map(|(id, _)| sessions.get(id).map(|l| (*id, l)))
+        .map(|(id, l)| (id, i128::from(l.rate.ms_per_second()) * i128::from(l.clock.live_ms(now).rem_euclid(1000))))
+        .collect();
+    for (id, share) in split_remainder(remainder, &weights) {
+        if let Some(l) = sessions.get_mut(&id) {
+            l.exhausted = Some(Millis(share));
         }
     }
+}
+
+/// Splits `remainder` ms in proportion to `weights` (each session's exact
+/// cost of its last fraction, in thousandths of a ms), largest fractions
+/// first for the last few ms. No share exceeds its weight rounded up to the
+/// ms; what the weights cannot cover is charged to no one.
+fn split_remainder(remainder: i64, weights: &[(SessionId, i128)]) -> Vec<(SessionId, i64)> {
+    let total: i128 = weights.iter().map(|(_, w)| *w).sum();
+    let remainder = i128::from(remainder.max(0)).min(total / 1000);
+    if total == 0 {
+        return weights.iter().map(|(id, _)| (*id, 0)).collect();
+    }
+    let mut shares: Vec<(SessionId, i128, i128)> =
+        weights.iter().map(|(id, w)| (*id, remainder * w / total, remainder * w % total)).collect();
+    let mut left = remainder - shares.iter().map(|(_, s, _)| s).sum::<i128>();
+    let mut order: Vec<usize> = (0..shares.len()).collect();
+    order.sort_by(|a, b| shares[*b].2.cmp(&shares[*a].2));
+    for i in order {
+        if left == 0 {
+            break;
+        }
+        if shares[i].2 > 0 {
+            shares[i].1 += 1;
+            left -= 1;
+        }
+    }
+    shares.into_iter().map(|(id, s, _)| (id, s as i64)).collect()
 }
 
 /// Warning thresholds newly crossed (remaining at or below them), and
@@ -336,14 +414,86 @@ mod tests {
         let now = t0 + Duration::from_millis(200);
         let pairs: Vec<(SessionId, &Live)> = sessions.iter().map(|(k, v)| (*k, v)).collect();
         let ex = exhaustion(account, &pairs, now).unwrap();
-        assert_eq!(ex.stops, vec![(id, 2666)]);
-        assert_eq!(ex.at, now + Duration::from_millis(2466));
+        // 2666.67 ms are paid for: the clock stops at the next whole ms.
+        assert_eq!(ex.stops, vec![(id, 2667)]);
+        assert_eq!(ex.at, now + Duration::from_millis(2467));
         exhaust(&[id], account, &ex, &mut sessions, ex.at);
         let l = sessions.get_mut(&id).unwrap();
         let e = l.next_entry(id, ex.at + Duration::from_secs(5));
-        assert_eq!((e.seq_from, e.seq_to, e.amount, e.metered_ms), (1, 3, Millis(4000), 2666));
+        assert_eq!((e.seq_from, e.seq_to, e.amount, e.metered_ms), (1, 3, Millis(4000), 2667));
         l.acknowledge(&e, &applied(4000));
         assert!(l.settled(ex.at + Duration::from_secs(9)));
+    }
+
+    #[test]
+    fn sessions_running_out_together_each_owe_the_cost_of_their_own_last_fraction() {
+        let t0 = Instant::now();
+        let user = UserId(Uuid::from_u128(9));
+        let rate: Rate = "16".parse().unwrap();
+        let ids: Vec<SessionId> = (1..=3).map(|n| SessionId(Uuid::from_u128(n))).collect();
+        // Opened 0, 100 and 350 ms apart; 60 s of card at 48 s a second.
+        let mut sessions: HashMap<SessionId, Live> = ids
+            .iter()
+            .zip([0, 100, 350])
+            .map(|(id, ms)| (*id, Live::new(user, rate, t0 + Duration::from_millis(ms))))
+            .collect();
+        let account = Account { spendable: Millis(60_000) };
+        let now = t0 + Duration::from_millis(400);
+        let pairs: Vec<(SessionId, &Live)> = ids.iter().map(|id| (*id, &sessions[id])).collect();
+        let ex = exhaustion(account, &pairs, now).unwrap();
+        exhaust(&ids, account, &ex, &mut sessions, ex.at);
+        let mut total = 0;
+        for id in &ids {
+            let l = sessions.get_mut(id).unwrap();
+            let e = l.next_entry(*id, ex.at + Duration::from_secs(9));
+            let exact = (e.metered_ms * 16_000 + 999) / 1000;
+            assert!(e.amount.0 <= exact, "{} ms asked for {} ms lived (exact {exact})", e.amount.0, e.metered_ms);
+            total += e.amount.0;
+        }
+        assert_eq!(total, 60_000, "the card ends at exactly zero");
+    }
+
+    #[test]
+    fn an_entry_sent_before_the_balance_ran_out_is_acknowledged_as_whole_seconds_only() {
+        let t0 = Instant::now();
+        let (id, l) = live("12.5", t0);
+        let mut sessions = HashMap::from([(id, l)]);
+        // Four seconds sent, unacknowledged, when the balance runs out at 4.8 s.
+        let sent = sessions.get_mut(&id).unwrap().next_entry(id, t0 + Duration::from_millis(4100));
+        assert_eq!((sent.seq_to, sent.amount), (4, Millis(50_000)));
+        let account = Account { spendable: Millis(60_000) };
+        let now = t0 + Duration::from_millis(4200);
+        let pairs: Vec<(SessionId, &Live)> = vec![(id, &sessions[&id])];
+        let ex = exhaustion(account, &pairs, now).unwrap();
+        assert_eq!(ex.stops, vec![(id, 4800)]);
+        exhaust(&[id], account, &ex, &mut sessions, ex.at);
+        let l = sessions.get_mut(&id).unwrap();
+        let later = ex.at + Duration::from_secs(1);
+        assert_eq!(l.next_entry(id, later), sent, "the unacknowledged entry is resent unchanged");
+        l.acknowledge(&sent, &TickResult::AlreadyApplied);
+        assert!(!l.settled(later), "the remainder is still owed");
+        let last = l.next_entry(id, later);
+        assert_eq!((last.seq_from, last.seq_to, last.amount, last.metered_ms), (5, 5, Millis(10_000), 800));
+        l.acknowledge(&last, &applied(10_000));
+        assert!(l.settled(later));
+        assert_eq!(l.durable_seconds, 4);
+    }
+
+    #[test]
+    fn a_cap_below_the_exhaustion_instant_cuts_the_remainder_owed() {
+        let t0 = Instant::now();
+        let (id, l) = live("16", t0);
+        let mut sessions = HashMap::from([(id, l)]);
+        let account = Account { spendable: Millis(30_000) }; // 1.875 s at 16x
+        let pairs: Vec<(SessionId, &Live)> = vec![(id, &sessions[&id])];
+        let ex = exhaustion(account, &pairs, t0).unwrap();
+        exhaust(&[id], account, &ex, &mut sessions, ex.at);
+        let l = sessions.get_mut(&id).unwrap();
+        assert_eq!(l.exhausted, Some(Millis(14_000)));
+        // The time limit (1.5 s) is applied late, after the balance ran out.
+        l.stop(ex.at, Some(1500));
+        let e = l.next_entry(id, ex.at + Duration::from_secs(1));
+        assert_eq!((e.amount, e.metered_ms), (Millis(24_000), 1500), "one second and half of the next");
     }
 
     #[test]

@@ -34,11 +34,13 @@ install() {
 answers() { port_answers "$LK_PORT"; }
 
 start() {
+    # Tests start private servers from .cache/livekit/bin, so the link is made
+    # even when a server already answers.
+    install
     if answers; then
         log "something answers on 127.0.0.1:$LK_PORT; using it"
         return
     fi
-    install
     local cfg="$LK_DIR/livekit.yaml"
     # Dev keys: devkey / secret. One muxed UDP port; loopback only.
     cat > "$cfg" <<YAML

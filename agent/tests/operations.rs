@@ -72,7 +72,7 @@ async fn every_metric_the_dashboard_and_the_alerts_query_is_in_a_real_scrape(poo
         ("MINDBOT_WORKER_USER_GRACE_SECONDS", "1"),
         ("MINDBOT_VOICE_ENABLED", "true"),
         ("MINDBOT_API_ENABLED", "true"),
-        ("MINDBOT_API_JWT_KEY", "operations-test-key"),
+        ("MINDBOT_API_JWT_KEY", "operations-test-key-of-at-least-32-bytes"),
         ("MINDBOT_API_JWT_ISSUER", "operations-test"),
         ("MINDBOT_API_JWT_AUDIENCE", "mindbot"),
     ];
@@ -211,7 +211,7 @@ async fn a_worker_counts_the_orphans_it_closes_and_the_webhooks_it_refuses(pool:
     ];
     let api = [
         ("MINDBOT_API_ENABLED", "true"),
-        ("MINDBOT_API_JWT_KEY", "operations-test-key"),
+        ("MINDBOT_API_JWT_KEY", "operations-test-key-of-at-least-32-bytes"),
         ("MINDBOT_API_JWT_ISSUER", "operations-test"),
         ("MINDBOT_API_JWT_AUDIENCE", "mindbot"),
         ("MINDBOT_API_STRIPE_WEBHOOK_SECRET", "whsec_operations"),

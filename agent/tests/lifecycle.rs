@@ -312,7 +312,9 @@ async fn two_workers_share_twelve_rooms_and_a_killed_one_is_closed_from_its_hear
         ("MINDBOT_METER_HEARTBEAT_TIMEOUT_SECONDS", "4"),
         ("MINDBOT_METER_DB_GRACE_SECONDS", "2"),
         ("MINDBOT_METER_REAP_INTERVAL_SECONDS", "1"),
-        ("MINDBOT_WORKER_MAX_JOBS", "8"),
+        // Room for all twelve on either worker: the server may give the
+        // survivor eight or more, and it must still take the job after the kill.
+        ("MINDBOT_WORKER_MAX_JOBS", "16"),
         ("MINDBOT_WORKER_USER_GRACE_SECONDS", "2"),
     ];
     let (mut doomed, _) = worker(&pool, &agent_name, &env).await;

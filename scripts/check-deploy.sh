@@ -77,7 +77,7 @@ grep -q 'name: mindbot_worker_load' "$WORK/hpa.yaml" || die "chart: the autoscal
 grep -q 'helm.sh/hook: pre-install,pre-upgrade' "$WORK/default.yaml" || die "chart: migrate is not a pre-install/upgrade hook"
 grep -A1 'name: MINDBOT_DATABASE_MIGRATE_ON_START' "$WORK/default.yaml" | grep -q 'value: "false"' \
     || die "chart: replicas must not migrate on start"
-for probe in "path: /readyz" "path: /healthz" "secretKeyRef:"; do
+for probe in "path: /readyz" "path: /healthz" "secretKeyRef:" "key: MINDBOT_HTTP_METRICS_TOKEN"; do
     grep -q "$probe" "$WORK/default.yaml" || die "chart: '$probe' missing from the Deployment"
 done
 

@@ -56,7 +56,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - name: {{ $name }}
   value: {{ $value | quote }}
 {{- end }}
-{{- range list "DATABASE_URL" "LIVEKIT_API_KEY" "LIVEKIT_API_SECRET" }}
+{{- range list "DATABASE_URL" "LIVEKIT_API_KEY" "LIVEKIT_API_SECRET" "MINDBOT_HTTP_METRICS_TOKEN" }}
 - name: {{ . }}
   valueFrom:
     secretKeyRef:

@@ -163,7 +163,7 @@ pub async fn run(ctx: Arc<Context>, a: Assignment, stop: Stop) -> Outcome {
             }
             if let Some(user) = user.as_deref().and_then(|u| u.parse::<UserId>().ok()) {
                 // The token's place is free again.
-                if let Err(e) = reservations::release(&ctx.pool, user, &a.job.room, chrono::Utc::now()).await {
+                if let Err(e) = reservations::release(&ctx.pool, user, &a.job.room).await {
                     warn!(error = %e, "could not release the session reservation");
                 }
             }

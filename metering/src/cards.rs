@@ -134,24 +134,17 @@ pub async fn issue_in(
 /// or refunded, is an error that changes no card; wrong codes count towards
 /// the user's rate limit.
 ///
-/// The limit is atomic: the user's row is locked (`FOR NO KEY UPDATE`) before
-/// the failures are counted, so parallel attempts of one user queue, and each
+/// The limit is atomic: the user is locked (`users::lock_user`) before the
+/// failures are counted, so parallel attempts of one user queue, and each
 /// sees the failures the previous ones recorded. At most `max_failures` wrong
 /// codes are ever recorded (and checked) per window, however many arrive at
 /// once.
 pub async fn activate(pool: &PgPool, code: &str, user: UserId, policy: &ActivationPolicy) -> Result<TimeCard> {
     let mut tx = pool.begin().await?;
-    let (active, exists): (Option<bool>, bool) =
-        sqlx::query_as("SELECT is_active, TRUE FROM users WHERE id = $1 FOR NO KEY UPDATE")
-            .bind(user)
-            .fetch_optional(&mut *tx)
-            .await?
-            .unwrap_or((None, false));
-    if !exists {
-        return Err(Error::UserNotFound { user });
-    }
-    if active == Some(false) {
-        return Err(Error::UserInactive { user });
+    match crate::users::lock_user(&mut tx, user).await? {
+        None => return Err(Error::UserNotFound { user }),
+        Some(false) => return Err(Error::UserInactive { user }),
+        Some(true) => {}
     }
     let failures: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM card_activation_failures \

@@ -25,6 +25,7 @@ pub mod money;
 pub mod records;
 pub mod reservations;
 pub mod store;
+pub(crate) mod users;
 
 pub use error::{Error, Result};
 pub use ids::{CardId, SessionId, UserId};

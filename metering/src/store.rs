@@ -183,7 +183,7 @@ impl Store {
     pub async fn open_with(&self, s: &OpenSession, rules: OpenRules, now: DateTime<Utc>) -> Result<SessionId> {
         self.count(4);
         let mut tx = self.pool.begin().await?;
-        crate::reservations::lock_user(&mut tx, s.user).await?;
+        crate::users::lock_user(&mut tx, s.user).await?;
         if rules.one_per_persona {
             let open: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM voice_sessions \
@@ -222,12 +222,11 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         sqlx::query(
-            "UPDATE session_reservations SET consumed_at = $3 \
+            "UPDATE session_reservations SET consumed_at = NOW() \
              WHERE user_id = $1 AND room_name = $2 AND consumed_at IS NULL",
         )
         .bind(s.user)
         .bind(&s.room)
-        .bind(now)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -446,17 +446,16 @@ async fn opening_a_session_consumes_the_reservation_of_its_room(pool: PgPool) {
     let u = user(&pool).await;
     card(&pool, u, 10).await;
     let spec = open_spec(u, "1");
-    let now = Utc::now();
     let hold = |room: &str| Reservation {
         user: u,
         room: room.to_string(),
         persona_slug: "tutor".into(),
-        expires_at: now + chrono::Duration::minutes(10),
+        ttl: std::time::Duration::from_secs(600),
     };
     let limits = Limits { max_open: 2, one_per_persona: false };
-    reservations::reserve(&pool, &hold(&spec.room), limits, now).await.unwrap();
-    reservations::reserve(&pool, &hold("another-room"), limits, now).await.unwrap();
-    let full = reservations::reserve(&pool, &hold("third-room"), limits, now).await.unwrap_err();
+    reservations::reserve(&pool, &hold(&spec.room), limits).await.unwrap();
+    reservations::reserve(&pool, &hold("another-room"), limits).await.unwrap();
+    let full = reservations::reserve(&pool, &hold("third-room"), limits).await.unwrap_err();
     assert!(matches!(full, metering::Error::TooManySessions { open: 2, max: 2 }), "{full}");
     // The worker opens the first room's session: the reservation becomes the
     // session, which still holds one place.
@@ -467,12 +466,12 @@ async fn opening_a_session_consumes_the_reservation_of_its_room(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(live, 1);
-    reservations::reserve(&pool, &hold("third-room"), limits, now).await.unwrap_err();
+    reservations::reserve(&pool, &hold("third-room"), limits).await.unwrap_err();
     // A refused room gives its place back; a closed session does too.
-    reservations::release(&pool, u, "another-room", now).await.unwrap();
+    reservations::release(&pool, u, "another-room").await.unwrap();
     s.close(EndReason::UserLeft).await.unwrap();
-    reservations::reserve(&pool, &hold("third-room"), limits, now).await.unwrap();
-    reservations::reserve(&pool, &hold("fourth-room"), limits, now).await.unwrap();
+    reservations::reserve(&pool, &hold("third-room"), limits).await.unwrap();
+    reservations::reserve(&pool, &hold("fourth-room"), limits).await.unwrap();
     meter.shutdown().await;
 }
 

@@ -101,17 +101,12 @@ pub async fn create(
 
     let room = format!("mindbot-{}", uuid::Uuid::new_v4().simple());
     let ttl = api.session_token_ttl();
-    let reservation = Reservation {
-        user: auth.user,
-        room: room.clone(),
-        persona_slug: req.persona.clone(),
-        expires_at: now + chrono::Duration::from_std(ttl).map_err(|e| ApiError::Internal(e.into()))?,
-    };
+    let reservation = Reservation { user: auth.user, room: room.clone(), persona_slug: req.persona.clone(), ttl };
     let limits = Limits {
         max_open: api.settings.max_open_sessions,
         one_per_persona: granted.persona.daily_usage_limit.is_some(),
     };
-    reservations::reserve(&api.pool, &reservation, limits, now).await.map_err(|e| match e {
+    reservations::reserve(&api.pool, &reservation, limits).await.map_err(|e| match e {
         metering::Error::TooManySessions { .. } => {
             ApiError::TooManyRequests { code: "too_many_sessions", message: e.to_string(), retry_after: None }
         }

@@ -5,10 +5,14 @@
 //! `http.request_timeout_ms` (503 `timeout`). Answers are the API's JSON
 //! errors. Webhooks skip the per-client rate (their senders are few and
 //! sign every body) but not the load limits. The client is the connection's peer, or the last address of
-//! X-Forwarded-For when `api.trust_x_forwarded_for` says a proxy sets it.
+//! X-Forwarded-For when `api.trust_x_forwarded_for` says a proxy sets it;
+//! an IPv6 client is its /64 (one subscriber's usual allocation, so a host
+//! cannot mint fresh buckets from its own prefix), and the table of buckets
+//! is pruned every minute of clients whose bucket is full again, so many
+//! addresses cannot grow it without bound.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
@@ -48,14 +52,44 @@ impl KeyExtractor for ClientAddress {
                 .last()
                 .and_then(|a| a.trim().parse().ok());
             if let Some(ip) = forwarded {
-                return Ok(ip);
+                return Ok(client_key(ip));
             }
         }
         req.extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| peer.ip())
+            .map(|ConnectInfo(peer)| client_key(peer.ip()))
             .ok_or(GovernorError::UnableToExtractKey)
     }
+}
+
+/// The bucket an address counts against: an IPv4 address (IPv4-mapped IPv6
+/// included) as it is, an IPv6 address by its /64.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
+/// How often clients whose bucket has refilled are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Prunes `rate`'s table of clients every [`PRUNE_EVERY`] while the limits
+/// live (the task ends once they are dropped).
+fn prune(rate: Weak<GovernorConfig<ClientAddress, NoOpMiddleware>>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    runtime.spawn(async move {
+        let mut every = tokio::time::interval(PRUNE_EVERY);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let Some(rate) = rate.upgrade() else { return };
+            rate.limiter().retain_recent();
+        }
+    });
 }
 
 /// The limits of one API, shared by every route they guard.
@@ -74,8 +108,10 @@ impl Limits {
             .key_extractor(ClientAddress { trust_x_forwarded_for: settings.trust_x_forwarded_for })
             .finish()
             .ok_or_else(|| anyhow::anyhow!("config key api.rate_limit_burst must be at least 1"))?;
+        let rate = Arc::new(rate);
+        prune(Arc::downgrade(&rate));
         Ok(Limits {
-            rate: Arc::new(rate),
+            rate,
             concurrency: GlobalConcurrencyLimitLayer::new(settings.max_concurrent_requests as usize),
             timeout: request_timeout,
         })
@@ -119,5 +155,20 @@ async fn overloaded(e: BoxError) -> ApiError {
         ApiError::Unavailable { code: "timeout", message: "the request took too long".into() }
     } else {
         ApiError::Internal(anyhow::anyhow!("request failed: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_its_64_and_an_ipv4_client_its_address() {
+        let key = |a: &str| client_key(a.parse().unwrap()).to_string();
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
     }
 }

@@ -190,6 +190,8 @@ pub struct ApiConfig {
     pub min_session_seconds: u64,
     /// Active sessions plus live (unused, unexpired) session tokens one user may hold at once.
     pub max_open_sessions: u32,
+    /// Custom personas one user may own (active and retired).
+    pub max_custom_personas: u32,
     /// Largest request body accepted, in bytes.
     pub body_limit_bytes: usize,
     /// Stripe's webhook signing secret (`whsec_...`); empty refuses every Stripe webhook.
@@ -501,8 +503,10 @@ impl Config {
         if !(10..=86_400).contains(&a.session_token_ttl_seconds) {
             bail!("config key api.session_token_ttl_seconds must be between 10 and 86400");
         }
-        if a.min_session_seconds == 0 || a.max_open_sessions == 0 {
-            bail!("config keys api.min_session_seconds and api.max_open_sessions must be positive");
+        if a.min_session_seconds == 0 || a.max_open_sessions == 0 || a.max_custom_personas == 0 {
+            bail!(
+                "config keys api.min_session_seconds, api.max_open_sessions and api.max_custom_personas must be positive"
+            );
         }
         if !(1024..=10 * 1024 * 1024).contains(&a.body_limit_bytes) {
             bail!("config key api.body_limit_bytes must be between 1024 and 10485760");

@@ -180,3 +180,23 @@ async fn every_custom_persona_rule_is_a_422_naming_the_field_and_changes_nothing
     card(&pool, u, 10).await;
     api.post("/v1/sessions", Some(&t), &json!({"persona": "my-coach"})).await.error(403, "persona_refused");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_user_owns_at_most_max_custom_personas_even_when_asking_in_parallel(pool: PgPool) {
+    let api = ApiServer::start(&pool, &[("MINDBOT_API_MAX_CUSTOM_PERSONAS", "3")]).await;
+    let u = user(&pool).await;
+    let tu = token(u);
+    let bodies: Vec<Value> = (0..8).map(|i| persona_body(&format!("mine-{i}"), json!(1.5))).collect();
+    let replies =
+        futures_util::future::join_all(bodies.iter().map(|b| api.post("/v1/me/personas", Some(&tu), b))).await;
+    let created = replies.iter().filter(|r| r.status == 201).count();
+    let limited = replies.iter().filter(|r| r.status == 409 && r.json()["error"] == "persona_limit").count();
+    assert_eq!((created, limited), (3, 5), "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_eq!(rows(&pool).await.len(), 3);
+    // Deleting one frees its place.
+    let first = replies.iter().find(|r| r.status == 201).unwrap().json();
+    let r = api.delete(&format!("/v1/me/personas/{}", first["slug"].as_str().unwrap()), Some(&tu)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = api.post("/v1/me/personas", Some(&tu), &persona_body("mine-again", json!(1.5))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+}

@@ -91,7 +91,7 @@ pub async fn list(State(api): State<Arc<Api>>, auth: AuthUser) -> Result<Json<My
         (status = 201, description = "Created", body = MyPersona),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 409, description = "The slug is taken", body = ErrorBody),
+        (status = 409, description = "The slug is taken (`slug_taken`), or the caller owns `api.max_custom_personas` already (`persona_limit`)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "A field is invalid, a built-in slug, or a multiplier under the floor (named)", body = ErrorBody),
@@ -109,6 +109,21 @@ pub async fn create(
     base.insert("rating".into(), Value::from(0));
     base.insert("is_active".into(), Value::from(true));
     let config = decode(&api, base, owner_fields(body)?)?;
+    // Count and insert under the owner's row lock, so parallel requests
+    // cannot pass the limit together.
+    let mut tx = api.pool.begin().await?;
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE").bind(auth.user).execute(&mut *tx).await?;
+    let owned: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM custom_personas WHERE user_id = $1")
+        .bind(auth.user)
+        .fetch_one(&mut *tx)
+        .await?;
+    let max = api.settings.max_custom_personas;
+    if owned >= i64::from(max) {
+        return Err(ApiError::Conflict {
+            code: "persona_limit",
+            message: format!("you own {owned} custom personas, the most allowed (api.max_custom_personas = {max})"),
+        });
+    }
     let row: Option<CustomPersona> = sqlx::query_as(&format!(
         "INSERT INTO custom_personas (user_id, slug, name, config, system_prompt, is_active, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (slug) DO NOTHING RETURNING {CUSTOM_PERSONA_COLUMNS}"
@@ -120,8 +135,9 @@ pub async fn create(
     .bind(&config.system_prompt)
     .bind(config.is_active)
     .bind(now)
-    .fetch_optional(&api.pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
     let Some(row) = row else {
         return Err(ApiError::Conflict {
             code: "slug_taken",

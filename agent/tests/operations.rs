@@ -59,6 +59,26 @@ fn exported(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Whether `room` gets a session that is active (`active`) or no longer
+/// active (`!active`) within `within`.
+async fn session_in(pool: &PgPool, room: &str, active: bool, within: Duration) -> bool {
+    let until = std::time::Instant::now() + within;
+    loop {
+        let found: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM voice_sessions WHERE room_name = $1 AND (status = 'active') = $2)",
+        )
+        .bind(room)
+        .bind(active)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if found || std::time::Instant::now() >= until {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn every_metric_the_dashboard_and_the_alerts_query_is_in_a_real_scrape(pool: PgPool) {
     ensure("scripts/livekit-server.sh", Some("start"));
@@ -88,21 +108,7 @@ async fn every_metric_the_dashboard_and_the_alerts_query_is_in_a_real_scrape(poo
     let room = format!("ops-{}", uuid::Uuid::new_v4().simple());
     let report = visit(&dispatch_token(&room, &user.to_string(), &agent_name, &meta).await, &["--stay", "4"]).await;
     assert!(messages(&report, "mindbot.session").iter().any(|m| m["type"] == "started"), "{report}");
-    let mut ended = false;
-    for _ in 0..50 {
-        ended = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM voice_sessions WHERE room_name = $1 AND status <> 'active')",
-        )
-        .bind(&room)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if ended {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(ended, "the session ended");
+    assert!(session_in(&pool, &room, false, Duration::from_secs(10)).await, "the session ended");
 
     let (code, text) = get(port, "/metrics").await;
     assert_eq!(code, 200);
@@ -233,21 +239,7 @@ async fn a_worker_counts_the_orphans_it_closes_and_the_webhooks_it_refuses(pool:
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let mut active = false;
-    for _ in 0..100 {
-        active = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM voice_sessions WHERE room_name = $1 AND status = 'active')",
-        )
-        .bind(&room)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if active {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(active, "the session started on the doomed worker");
+    assert!(session_in(&pool, &room, true, Duration::from_secs(10)).await, "the session started on the doomed worker");
     doomed.start_kill().unwrap(); // SIGKILL
     doomed.wait().await.unwrap();
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # System packages the build needs, installed only when missing: a C toolchain,
 # pkg-config and libopus (Opus codec), cmake (aws-lc, the WebRTC stack's
-# crypto), espeak-ng (the speech the voice tests synthesise and hear). Rust
-# and Go themselves must already be installed.
+# crypto), espeak-ng (the speech the voice tests synthesise and hear), Node.js
+# and npm (the web app, web/) and Chromium (the browser tests drive Debian's).
+# Rust and Go themselves must already be installed.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -13,6 +14,9 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v cmake >/dev/null || missing+=(cmake)
 pkg-config --exists opus 2>/dev/null || missing+=(libopus-dev)
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     apt_install "${missing[@]}"

@@ -2,8 +2,9 @@
 # The whole test suite, from a fresh Debian/Ubuntu machine with Rust and Go:
 # installs and starts what the tests need (PostgreSQL, libopus, espeak-ng,
 # the LiveKit server built from its Go module, a Python venv with LiveKit's
-# SDK and PocketSphinx, Prometheus for the scrape test; the voice tests start
-# the speech services themselves), then
+# SDK and PocketSphinx, Prometheus for the scrape test, Node.js and Chromium
+# for the web app's browser test; the voice and web tests start the speech
+# services and build the web app themselves), then
 # format check, lints, every Rust test, the Python clients' self-test and the
 # deployment files' checks (scripts/check-deploy.sh: hadolint, helm,
 # systemd-analyze, promtool).
@@ -23,6 +24,9 @@ command -v promtool >/dev/null || apt_install prometheus
 bash scripts/postgres.sh
 bash scripts/livekit-server.sh start
 bash scripts/python-env.sh
+# The web app (npm ci from the lockfile, cache under $TOOLS; vite build), which
+# agent/tests/web.rs serves and drives in Chromium.
+bash scripts/web.sh build
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

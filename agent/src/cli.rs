@@ -146,7 +146,7 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
         metrics: prometheus,
     };
     let api = api_router(config).await?;
-    let http = crate::http::serve(&config.http, health, api).await?;
+    let http = crate::http::serve(&config.http, health, api, web_router(config)).await?;
     tracing::info!(address = %http.address, metrics_address = ?http.metrics_address, api = config.api.enabled,
         "operator HTTP: /metrics /healthz /readyz");
     let mut options = WorkerOptions::new(&lk.url, &lk.agent_name, token);
@@ -255,6 +255,19 @@ async fn api_router(config: &Config) -> Result<Option<axum::Router>> {
     Ok(Some(router))
 }
 
+/// The web app's files at `/` when `http.web_root` holds a built app and the API is on.
+fn web_router(config: &Config) -> Option<axum::Router> {
+    if !config.api.enabled {
+        if !config.http.web_root.is_empty() {
+            tracing::info!("the web app is not served: it needs the API (api.enabled)");
+        }
+        return None;
+    }
+    let livekit_url =
+        if config.api.public_livekit_url.is_empty() { &config.livekit.url } else { &config.api.public_livekit_url };
+    crate::http::web::router(&config.http.web_root, livekit_url)
+}
+
 /// The public API and the operator endpoints alone, without the worker (an
 /// API node): serves until SIGTERM or Ctrl-C.
 pub async fn api(config: &Config) -> Result<ExitCode> {
@@ -271,7 +284,7 @@ pub async fn api(config: &Config) -> Result<ExitCode> {
         needs_worker: false,
         metrics: prometheus,
     };
-    let http = crate::http::serve(&config.http, health, api_router(config).await?).await?;
+    let http = crate::http::serve(&config.http, health, api_router(config).await?, web_router(config)).await?;
     tracing::info!(address = %http.address, metrics_address = ?http.metrics_address,
         "API serving /v1 and /metrics /healthz /readyz");
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

@@ -117,6 +117,8 @@ pub struct HttpConfig {
     pub body_read_timeout_ms: u64,
     /// Longest time from a request's header to its answer.
     pub request_timeout_ms: u64,
+    /// The web app's built directory served at `/`; empty: not served.
+    pub web_root: String,
 }
 
 impl HttpConfig {
@@ -215,6 +217,8 @@ pub struct ApiConfig {
     pub rate_limit_burst: u32,
     /// Key the rate limit on X-Forwarded-For's last address instead of the peer.
     pub trust_x_forwarded_for: bool,
+    /// `POST /v1/dev/login`: a JWT for the demo user, for a loopback demo only.
+    pub dev_login: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -532,6 +536,19 @@ impl Config {
         if a.rate_limit_per_second == 0 || a.rate_limit_burst == 0 {
             bail!("config keys api.rate_limit_per_second and api.rate_limit_burst must be at least 1");
         }
+        if a.dev_login {
+            let loopback = self.http.address.parse::<std::net::SocketAddr>().is_ok_and(|s| s.ip().is_loopback());
+            if !loopback {
+                bail!(
+                    "config key api.dev_login is true but http.address ({}) is not a loopback address: \
+                     anyone reaching it could sign in as the demo user",
+                    self.http.address
+                );
+            }
+            if !a.enabled || a.jwt_algorithm != "HS256" {
+                bail!("config key api.dev_login needs api.enabled = true and api.jwt_algorithm = \"HS256\" (the server signs the demo user's token with api.jwt_key)");
+            }
+        }
         if a.enabled {
             if a.jwt_key.expose().is_empty() {
                 bail!("config key api.jwt_key must be set when api.enabled is true");
@@ -825,6 +842,24 @@ mod tests {
         );
         assert!(c.is_ok(), "{:?}", c.err());
         assert!(Config::from_sources(DEFAULT_TOML, env(&[("LIVEKIT_URL", "ws://localhost:7880")])).is_ok());
+    }
+
+    #[test]
+    fn dev_login_is_refused_unless_the_address_is_loopback_and_tokens_are_hs256() {
+        let api: Vec<(&str, &str)> = vec![
+            ("MINDBOT_API_ENABLED", "true"),
+            ("MINDBOT_API_JWT_KEY", "a-demo-key-of-at-least-32-bytes-long"),
+            ("MINDBOT_API_JWT_ISSUER", "iss"),
+            ("MINDBOT_API_JWT_AUDIENCE", "aud"),
+            ("MINDBOT_API_DEV_LOGIN", "true"),
+        ];
+        assert!(Config::from_sources(DEFAULT_TOML, env_of(api.clone())).is_ok());
+        let mut public = api.clone();
+        public.extend([("MINDBOT_HTTP_ADDRESS", "0.0.0.0:9464"), ("MINDBOT_HTTP_METRICS_TOKEN", "t0ken")]);
+        let e = Config::from_sources(DEFAULT_TOML, env_of(public)).unwrap_err().to_string();
+        assert!(e.contains("api.dev_login") && e.contains("http.address") && e.contains("loopback"), "{e}");
+        let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_API_DEV_LOGIN", "true")])).unwrap_err().to_string();
+        assert!(e.contains("api.dev_login") && e.contains("api.enabled"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `mindbot-agent demo`: a user to try the worker with. Makes (once) a demo
 //! user, tops them up with a five-minute card when their balance is under a minute,
 //! and prints a room name and a participant token whose room configuration
-//! dispatches this worker's agent with the user's metadata.
+//! dispatches this worker's agent with the user's metadata. The web app's
+//! dev sign-in (`api.dev_login`) signs in as the same user ([`demo_user`]).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,29 +15,28 @@ use crate::session::{dispatch_token, JobMetadata};
 
 const DEMO_EMAIL: &str = "demo@mindbot.invalid";
 
-pub async fn demo(config: &Config) -> Result<ExitCode> {
-    let pool = crate::cli::connect(config).await?;
+/// The demo user (made once), topped up with a five-minute card (through
+/// `metering`) when their balance is under a minute.
+pub async fn demo_user(pool: &sqlx::PgPool) -> Result<UserId> {
     let user: UserId = sqlx::query_scalar(
         "INSERT INTO users (email, full_name, password_hash, email_verified) VALUES ($1, 'Demo User', '!', TRUE) \
          ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email RETURNING id",
     )
     .bind(DEMO_EMAIL)
-    .fetch_one(&pool)
+    .fetch_one(pool)
     .await
     .context("creating the demo user")?;
-    let balance = metering::balance::balance(&pool, user).await?;
+    let balance = metering::balance::balance(pool, user).await?;
     if balance.spendable < Millis(60_000) {
         // A demo seed, not a sale: an active five-minute card straight away.
-        sqlx::query(
-            "INSERT INTO time_cards (user_id, activation_code, total_minutes, remaining_minutes, status, activated_at) \
-             VALUES ($1, $2, 5, 5, 'active', NOW())",
-        )
-        .bind(user)
-        .bind(cards::generate_code())
-        .execute(&pool)
-        .await
-        .context("giving the demo user a card")?;
+        cards::grant(pool, user, 5).await.context("giving the demo user a card")?;
     }
+    Ok(user)
+}
+
+pub async fn demo(config: &Config) -> Result<ExitCode> {
+    let pool = crate::cli::connect(config).await?;
+    let user = demo_user(&pool).await?;
     let balance = metering::balance::balance(&pool, user).await?;
     let room = format!("demo-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     // Quoted like the API's tokens: the demo user pays the price printed here.

@@ -128,6 +128,28 @@ pub async fn issue_in(
     Ok(cards)
 }
 
+/// An active card of `minutes` for `user`, valid from now and never expiring:
+/// a gift (the local demo's top-up), not a sale, so no tier and no payment.
+/// The card is new, so its whole time is unspent and the audit's
+/// `total - remaining = charges + revoked` holds with both at zero.
+pub async fn grant(pool: &PgPool, user: UserId, minutes: i32) -> Result<TimeCard> {
+    loop {
+        // A code collision (2^-100) just draws again.
+        let card: Option<TimeCard> = sqlx::query_as(&format!(
+            "INSERT INTO time_cards (user_id, activation_code, total_minutes, remaining_minutes, status, activated_at) \
+             VALUES ($1, $2, $3, $3, 'active', NOW()) ON CONFLICT (activation_code) DO NOTHING RETURNING {CARD_COLUMNS}"
+        ))
+        .bind(user)
+        .bind(generate_code())
+        .bind(minutes)
+        .fetch_optional(pool)
+        .await?;
+        if let Some(card) = card {
+            return Ok(card);
+        }
+    }
+}
+
 /// Activates the card with `code` for `user`: `pending` to `active`, owned
 /// by the user, `activated_at` now, `expires_at` from the policy (both by the
 /// database's clock). A wrong code, or a card already used, active, expired

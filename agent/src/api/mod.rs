@@ -13,6 +13,7 @@
 //! - [`my_personas`]: a user's own custom personas (create, list, edit, retire).
 //! - [`webhooks`]: Stripe payments and subscriptions, LiveKit room events.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers.
+//! - [`dev`]: the local demo's sign-in as the demo user (`api.dev_login`).
 //! - [`limits`]: per-client rate limits, load shedding, request timeouts.
 //!
 //! The API has its own database pool (`api.database_max_connections`): the
@@ -21,6 +22,7 @@
 
 pub mod auth;
 pub mod cards;
+pub mod dev;
 pub mod error;
 pub mod limits;
 pub mod me;
@@ -35,7 +37,7 @@ use std::time::Duration;
 
 use ::personas::{AccessPolicy, Catalog, CustomRules};
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, patch, post};
+use axum::routing::{any, get, patch, post};
 use axum::Router;
 use livekit_api::access_token::TokenVerifier;
 use livekit_api::webhooks::WebhookReceiver;
@@ -98,7 +100,7 @@ impl Api {
 /// the operator router. `request_timeout` is `http.request_timeout_ms`.
 pub fn router(api: Arc<Api>, request_timeout: Duration) -> anyhow::Result<Router> {
     let limits = limits::Limits::new(&api.settings, request_timeout)?;
-    let users = Router::new()
+    let mut users = Router::new()
         .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/sessions", post(sessions::create))
         .route("/v1/me/balance", get(me::balance))
@@ -111,7 +113,13 @@ pub fn router(api: Arc<Api>, request_timeout: Duration) -> anyhow::Result<Router
         .route("/v1/personas", get(personas::list))
         .route("/v1/personas/{slug}/ratings", post(personas::rate))
         .route("/v1/ads/interactions", post(personas::ad_interaction))
-        .fallback(not_found);
+        // Unknown /v1 paths are the API's JSON 404; other paths belong to the web app.
+        .route("/v1", any(not_found))
+        .route("/v1/{*rest}", any(not_found));
+    if api.settings.dev_login {
+        tracing::warn!("api.dev_login is on: anyone reaching this loopback address can sign in as the demo user");
+        users = users.route("/v1/dev/login", get(dev::available).post(dev::login));
+    }
     let webhooks = Router::new()
         .route("/v1/webhooks/stripe", post(webhooks::stripe::receive))
         .route("/v1/webhooks/livekit", post(webhooks::livekit::receive));

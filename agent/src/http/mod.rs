@@ -2,7 +2,8 @@
 //! `/healthz` (the process is alive) and `/readyz` (PostgreSQL answers and
 //! the worker is registered with LiveKit). Nothing here takes user input
 //! beyond the path; the public API (`/v1`, the `api` module) is merged into
-//! the same server when enabled and brings its own limits.
+//! the same server when enabled and brings its own limits, and the web app
+//! ([`web`]: static files at `/`) answers every other path when configured.
 //!
 //! Every listener runs [`server::run`] (connection limit, header read
 //! timeout); every request has a body read timeout, and the operator
@@ -11,6 +12,7 @@
 //! (`http.metrics_token`) when configured; health and readiness stay open.
 
 pub mod server;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,8 +66,9 @@ impl Serving {
 }
 
 /// Binds `http.address` (and `http.metrics_address` when set) and serves
-/// until [`Serving::shutdown`]; returns once every listener is bound.
-pub async fn serve(config: &HttpConfig, health: Health, api: Option<Router>) -> Result<Serving> {
+/// until [`Serving::shutdown`]; returns once every listener is bound. `api`
+/// is `/v1`, `web` the web app's files (every path nothing else serves).
+pub async fn serve(config: &HttpConfig, health: Health, api: Option<Router>, web: Option<Router>) -> Result<Serving> {
     let limits = server::Limits {
         max_connections: config.max_connections as usize,
         header_read_timeout: config.header_read_timeout(),
@@ -86,6 +89,10 @@ pub async fn serve(config: &HttpConfig, health: Health, api: Option<Router>) -> 
     let app = match api {
         Some(api) => operator.merge(api),
         None => operator,
+    };
+    let app = match web {
+        Some(web) => app.merge(web),
+        None => app,
     }
     .layer(RequestBodyTimeoutLayer::new(config.body_read_timeout()));
 

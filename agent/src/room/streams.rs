@@ -79,6 +79,11 @@ impl TextStreamWriter {
         &self.stream_id
     }
 
+    /// Chunks sent so far.
+    pub fn chunks_sent(&self) -> u64 {
+        self.next_chunk
+    }
+
     /// Sends `text` as one chunk or more; nothing is sent for an empty text.
     pub async fn write(&mut self, text: &str) -> Result<(), RoomError> {
         for piece in split_utf8(text, CHUNK_BYTES) {

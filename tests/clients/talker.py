@@ -61,6 +61,9 @@ def parse_args():
     p.add_argument("--say", action="append", default=[], metavar="TEXT", help="a question (repeatable)")
     p.add_argument("--type", action="append", default=[], metavar="TEXT",
                    help="after the spoken questions, type TEXT on lk.chat and record the answer (repeatable)")
+    p.add_argument("--junk-chat", action="store_true",
+                   help="before the typed questions, send an lk.chat stream that never ends and a "
+                   "100,000-byte lk.chat text, then wait 3 s (the agent must drop both)")
     p.add_argument("--barge-in", metavar="TEXT", help="talk over the last answer with TEXT")
     p.add_argument("--barge-after", type=float, default=1.5, metavar="S",
                    help="seconds into the answer before talking over it (default %(default)s)")
@@ -313,6 +316,11 @@ async def main() -> dict:
                 turn["transcript"] = await asyncio.get_running_loop().run_in_executor(
                     None, speech.transcribe, pcm, RATE)
                 log.info("answer to %r: %r", text, turn["transcript"])
+        if args.junk_chat:
+            writer = await room.local_participant.stream_text(topic="lk.chat")
+            await writer.write("this typed turn never ends")
+            await room.local_participant.send_text("y" * 100_000, topic="lk.chat")
+            await asyncio.sleep(3.0)
         for text in args.type:
             sent_at = time.monotonic()
             await room.local_participant.send_text(text, topic="lk.chat")

@@ -2,13 +2,15 @@
 //!
 //! Modules, in the order a session meets them: `config` (settings),
 //! `cli` (operator commands), `session` (one job), `voice` (the agent hears
-//! and speaks), `http` (operator endpoints), `api` (the public API under
+//! and speaks), `conventions` (what LiveKit's frontends read: agent state,
+//! transcriptions, typed turns), `http` (operator endpoints), `api` (the public API under
 //! `/v1`), `bench` (benchmarks that print figures), `telemetry` (logs).
 
 mod api;
 mod bench;
 mod cli;
 mod config;
+mod conventions;
 mod demo;
 mod http;
 mod jobs;

@@ -26,6 +26,9 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::conventions::{Conventions, ATTR_AGENT_STATE};
+use crate::voice::observe::{AgentState, VoiceEvent};
+
 /// Data topic for session status and refusals.
 pub const TOPIC_SESSION: &str = "mindbot.session";
 /// Data topic for balance updates.
@@ -151,6 +154,10 @@ pub async fn run(ctx: Arc<Context>, a: Assignment, stop: Stop) -> Outcome {
         Ok(r) => r,
         Err(e) => return Outcome::Failed(format!("joining room {}: {e}", a.job.room)),
     };
+    let initializing = HashMap::from([(ATTR_AGENT_STATE.to_string(), AgentState::Initializing.as_str().to_string())]);
+    if let Err(e) = room.set_attributes(initializing).await {
+        warn!(error = %e, "could not set lk.agent.state");
+    }
     match admit(&ctx, &a, &room, &mut events).await {
         Err((user, seen, refusal)) => {
             info!(room = %a.job.room, reason = refusal.reason, detail = %refusal.detail, "session refused");
@@ -389,10 +396,17 @@ async fn greet(room: &Room, s: &Admitted, voice: Option<&crate::voice::VoiceHand
 
 /// The metered conversation: runs until an end reason, closes the session.
 async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Admitted, stop: &Stop) -> EndReason {
-    let voice = match &ctx.voice {
+    let mut voice = match &ctx.voice {
         Some(v) => v.start(room, &s.persona, s.metered.watch()).await.map_err(|e| warn!(error = %e, "no voice")).ok(),
         None => None,
     };
+    // `initializing` was set at join.
+    let mut conventions = Conventions::new(&s.identity, AgentState::Initializing);
+    match &voice {
+        Some(v) => conventions.set_agent_track(v.track_sid()),
+        None => conventions.set_state(room, AgentState::Idle).await,
+    }
+    let mut voice_reports = voice.is_some();
     let mut greeted = false;
     if s.present {
         greet(room, &s, voice.as_ref()).await;
@@ -444,7 +458,16 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                 Some(MeterEvent::DatabaseUnavailable) => break EndReason::DbUnavailable,
                 Some(MeterEvent::ClosedElsewhere) | None => break EndReason::RoomClosed,
             },
+            report = next_report(&mut voice), if voice_reports => match report {
+                Some(report) => conventions.on_voice(room, report).await,
+                None => voice_reports = false,
+            },
             ev = events.recv() => match ev {
+                Some(RoomEvent::TextStream(text)) => match (conventions.typed_turn(&text), &voice) {
+                    (Some(turn), Some(v)) => v.typed(turn),
+                    (Some(_), None) => info!("typed turn not answered: voice is off"),
+                    (None, _) => {}
+                },
                 Some(RoomEvent::ParticipantLeft { identity, .. }) if identity == s.identity => {
                     s.metered.pause();
                     grace_at = Instant::now() + ctx.user_grace;
@@ -457,7 +480,8 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                         greeted = true;
                     }
                 }
-                Some(RoomEvent::AudioTrackSubscribed { participant, stream, .. }) if participant == s.identity => {
+                Some(RoomEvent::AudioTrackSubscribed { participant, stream, track_sid }) if participant == s.identity => {
+                    conventions.set_user_track(&track_sid);
                     if let Some(v) = &voice {
                         v.hear(stream);
                     }
@@ -491,6 +515,14 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
         }
     }
     reason
+}
+
+/// The voice pipeline's next report (never, without voice).
+async fn next_report(voice: &mut Option<crate::voice::VoiceHandle>) -> Option<VoiceEvent> {
+    match voice {
+        Some(v) => v.next_event().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The end reason for the agent's own disconnection from the room.

@@ -1,7 +1,8 @@
 //! The agent's room connection against the end user's real client: LiveKit's
 //! Python SDK (`tests/clients/participant.py` in the project's venv) on the
 //! real server. The user and the agent hear each other's tones, exchange data
-//! with topics, and the user still sees the agent after 90 s.
+//! with topics, and the user still sees the agent after 90 s; text streams
+//! (LiveKit's data streams) pass both ways, and broken ones are dropped.
 
 mod support;
 
@@ -9,7 +10,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use mindbot_agent::room::{OutgoingData, RoomEvent};
+use std::collections::HashMap;
+
+use mindbot_agent::room::{OutgoingData, RoomEvent, TextStreamOptions, CHUNK_BYTES};
 use serde_json::Value;
 use support::*;
 
@@ -133,5 +136,98 @@ async fn the_python_user_and_the_agent_hear_and_message_each_other_and_the_agent
     assert_eq!(listed(&room).await, vec!["agent".to_string()], "the server still lists the agent after 90 s");
 
     speaker.abort();
+    agent.leave().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_streams_pass_both_ways_with_the_python_sdk_and_broken_ones_are_dropped() {
+    logs();
+    server();
+    let room = room_name("texts");
+    let user = python_user(&[
+        "--room",
+        &room,
+        "--identity",
+        "user",
+        "--wait-for",
+        "agent",
+        "--text-topic",
+        "mindbot.one",
+        "--text-topic",
+        "mindbot.streamed",
+        "--send-delay",
+        "2",
+        // Never finished, then over the 64 KiB limit: both dropped by the agent.
+        "--abandon-stream",
+        "mindbot.broken",
+        "--send-text-size",
+        "mindbot.huge:100000",
+        // Then a long text (three chunks or more) and a short one.
+        "--send-text-size",
+        "mindbot.long:40000",
+        "--send-text",
+        "lk.chat:hello from python",
+        "--stay",
+        "10",
+    ]);
+    let (agent, mut events) = join(&room, "agent").await;
+    wait_for(&mut events, Duration::from_secs(20), |e| match e {
+        RoomEvent::ParticipantJoined(p) if p.identity == "user" => Some(()),
+        _ => None,
+    })
+    .await;
+
+    // What the SDK sent arrives whole, the broken streams never do.
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let stream = wait_for(&mut events, Duration::from_secs(20), |e| match e {
+            RoomEvent::TextStream(s) => Some(s),
+            _ => None,
+        })
+        .await;
+        got.push(stream);
+    }
+    assert_eq!(got[0].topic, "mindbot.long", "{:?}", got[0].topic);
+    assert_eq!(got[0].sender, "user");
+    assert_eq!(got[0].text.len(), 40_000);
+    assert!(got[0].text.starts_with("ünïcode-ünïcode-"), "{:?}", &got[0].text[..40]);
+    assert_eq!((got[1].topic.as_str(), got[1].text.as_str()), ("lk.chat", "hello from python"));
+
+    // Ours reach the SDK's handlers: one whole text with attributes, and a
+    // streamed one written in pieces (one over a chunk) with trailer attributes.
+    let attributes: HashMap<String, String> = [("lk.segment_id".to_string(), "SG_1".to_string())].into();
+    let one = TextStreamOptions { topic: "mindbot.one".into(), attributes, ..Default::default() };
+    agent.send_text("hello from rust ✓", one).await.unwrap();
+    let streamed = TextStreamOptions { topic: "mindbot.streamed".into(), ..Default::default() };
+    let mut writer = agent.stream_text(streamed).await.unwrap();
+    let long = "é".repeat(CHUNK_BYTES); // two chunks' worth of two-byte characters
+    writer.write("first, ").await.unwrap();
+    writer.write(&long).await.unwrap();
+    writer.write(" last").await.unwrap();
+    writer.close([("lk.transcription_final".to_string(), "true".to_string())].into()).await.unwrap();
+
+    let out = tokio::time::timeout(Duration::from_secs(60), user.wait_with_output()).await.unwrap().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("python report: {e}: {}", String::from_utf8_lossy(&out.stdout));
+    });
+    assert!(out.status.success(), "{report}");
+    let sent = report["texts_sent"].as_array().unwrap();
+    assert!(sent.iter().all(|s| s["error"].is_null()), "the SDK sent everything: {sent:?}");
+    let texts = report["texts"].as_array().unwrap();
+    let find = |topic: &str| texts.iter().find(|t| t["topic"] == topic).unwrap_or_else(|| panic!("{topic}: {texts:?}"));
+    let one = find("mindbot.one");
+    assert_eq!((one["from"].as_str(), one["text"].as_str()), (Some("agent"), Some("hello from rust ✓")));
+    assert_eq!(one["attributes"]["lk.segment_id"], "SG_1");
+    let streamed = find("mindbot.streamed");
+    assert_eq!(streamed["text"].as_str().unwrap(), format!("first, {long} last"));
+    assert!(streamed["chunks"].as_u64().unwrap() >= 4, "{}", streamed["chunks"]);
+    assert_eq!(streamed["attributes"]["lk.transcription_final"], "true");
+    assert!(streamed["error"].is_null(), "{streamed}");
+
+    // The room goes on after the broken streams: data still flows.
+    agent
+        .send_data(OutgoingData { payload: b"still here".to_vec(), topic: Some("t".into()), ..Default::default() })
+        .await
+        .unwrap();
     agent.leave().await.unwrap();
 }

@@ -21,6 +21,8 @@ Result (stdout):
                         "received_seconds": float,  # all audio received
                         "tracks": int}},
    "data": [{"topic", "from", "text", "kind": "reliable"|"lossy", "at": s}],
+   "texts": [{"topic", "from", "attributes", "text", "chunks", "at", "error"?}],  # --text-topic streams
+   "texts_sent": [{"topic", "bytes", "stream_id"?, "error"?}],
    "missing_topics": [...],                          # --expect-data topics never seen
    "sent": [{"topic", "text", "reliable", "error"?}],
    "flooded": int, "flood_error": str|null,        # --flood-data packets sent
@@ -80,6 +82,17 @@ def parse_args():
     p.add_argument("--expect-data", action="append", default=[], metavar="TOPIC",
                    help="record received data on TOPIC (repeatable); without it, all "
                    "topics are recorded")
+    p.add_argument("--text-topic", action="append", default=[], metavar="TOPIC",
+                   help="receive text streams on TOPIC with register_text_stream_handler "
+                   "(repeatable); reported as \"texts\" with their final attributes")
+    p.add_argument("--abandon-stream", metavar="TOPIC",
+                   help="once the clock starts (after --send-delay), open a text stream on "
+                   "TOPIC, write to it and never close it")
+    p.add_argument("--send-text-size", action="append", default=[], metavar="TOPIC:BYTES",
+                   help="then send_text a generated text of BYTES bytes (multi-byte "
+                   "characters included) on TOPIC (repeatable, in order)")
+    p.add_argument("--send-text", action="append", default=[], metavar="TOPIC:TEXT",
+                   help="then send_text TEXT on TOPIC (repeatable, in order)")
     p.add_argument("--stay", type=float, metavar="S", default=0.0,
                    help="stay S seconds after the clock starts")
     p.add_argument("--watch-identity", metavar="ID",
@@ -91,10 +104,22 @@ def parse_args():
     p.add_argument("--connect-timeout", type=float, default=15.0, metavar="S",
                    help="longest wait for the connection (default %(default)s)")
     args = p.parse_args()
-    for item in args.send_data:
+    for item in args.send_data + args.send_text:
         if ":" not in item:
-            p.error(f"--send-data expects TOPIC:TEXT, got {item!r}")
+            p.error(f"--send-data/--send-text expects TOPIC:TEXT, got {item!r}")
+    for item in args.send_text_size:
+        if not item.partition(":")[2].isdigit():
+            p.error(f"--send-text-size expects TOPIC:BYTES, got {item!r}")
     return args
+
+
+def generated_text(size: int) -> str:
+    """A text of exactly `size` UTF-8 bytes with two-byte characters in it (so
+    chunking must respect character boundaries)."""
+    unit = "ünïcode-"          # 10 bytes
+    text = unit * (size // len(unit.encode())) + "x" * (size % len(unit.encode()))
+    assert len(text.encode()) == size
+    return text
 
 
 def analyse(samples: np.ndarray) -> dict:
@@ -168,6 +193,7 @@ class State:
     tracks: dict = field(default_factory=dict)   # identity -> [list of int16 arrays per track]
     record_until: float = math.inf
     data: list = field(default_factory=list)
+    texts: list = field(default_factory=list)
     watched: Optional[dict] = None
     disconnect_reason: Optional[str] = None
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
@@ -266,6 +292,29 @@ async def main() -> dict:
                 "kind": "lossy" if packet.kind == rtc.DataPacketKind.KIND_LOSSY else "reliable",
             })
 
+    text_tasks: list[asyncio.Task] = []
+
+    async def read_text(reader: rtc.TextStreamReader, sender: str) -> None:
+        entry = {"topic": reader.info.topic, "from": sender, "attributes": {}, "text": "",
+                 "chunks": 0, "at": None}
+        st.texts.append(entry)
+        try:
+            async for chunk in reader:
+                entry["text"] += chunk
+                entry["chunks"] += 1
+        except Exception as e:  # report what broke the stream
+            entry["error"] = str(e)
+        entry["attributes"] = dict(reader.info.attributes or {})
+        entry["at"] = st.now()
+        log.info("text stream on %r from %s: %d bytes in %d chunks, attributes %s",
+                 entry["topic"], sender, len(entry["text"].encode()), entry["chunks"],
+                 entry["attributes"])
+
+    for topic in args.text_topic:
+        room.register_text_stream_handler(
+            topic, lambda reader, sender: text_tasks.append(
+                asyncio.create_task(read_text(reader, sender))))
+
     @room.on("disconnected")
     def _disconnected(reason) -> None:
         st.disconnect_reason = reason_name(reason)
@@ -333,7 +382,9 @@ async def main() -> dict:
 
         sent = []
         flooded, flood_error = 0, None
-        if args.send_data and args.send_delay > 0:
+        texts_sent = []
+        wants_send = args.send_data or args.send_text or args.send_text_size or args.abandon_stream
+        if wants_send and args.send_delay > 0:
             try:
                 await asyncio.wait_for(st.disconnected.wait(), args.send_delay)
             except asyncio.TimeoutError:
@@ -349,6 +400,24 @@ async def main() -> dict:
             except Exception as e:  # report, keep going
                 entry["error"] = str(e)
             sent.append(entry)
+
+        if args.abandon_stream and not st.disconnected.is_set():
+            writer = await room.local_participant.stream_text(topic=args.abandon_stream)
+            await writer.write("this stream is never finished")
+            texts_sent.append({"topic": args.abandon_stream, "bytes": 29, "abandoned": True})
+        to_send = [(t, generated_text(int(n))) for t, _, n in
+                   (i.partition(":") for i in args.send_text_size)]
+        to_send += [(t, text) for t, _, text in (i.partition(":") for i in args.send_text)]
+        for topic, text in to_send:
+            if st.disconnected.is_set():
+                break
+            entry = {"topic": topic, "bytes": len(text.encode())}
+            try:
+                info = await room.local_participant.send_text(text, topic=topic)
+                entry["stream_id"] = info.stream_id
+            except Exception as e:  # report, keep going
+                entry["error"] = str(e)
+            texts_sent.append(entry)
 
         for _ in range(args.flood_data):
             if st.disconnected.is_set():
@@ -372,9 +441,9 @@ async def main() -> dict:
         if tone_task:
             tone_task.cancel()
             await asyncio.gather(tone_task, return_exceptions=True)
-        for t in rec_tasks:
+        for t in rec_tasks + text_tasks:
             t.cancel()
-        await asyncio.gather(*rec_tasks, return_exceptions=True)
+        await asyncio.gather(*rec_tasks, *text_tasks, return_exceptions=True)
         total = round(time.monotonic() - st.t0, 3)
         await room.disconnect()
         if st.disconnect_reason is None:  # the SDK does not always emit it for our own leave
@@ -394,7 +463,9 @@ async def main() -> dict:
         "audio": audio,
         "data": st.data,
         "missing_topics": sorted(t for t in expect if not any(d["topic"] == t for d in st.data)),
+        "texts": st.texts,
         "sent": sent,
+        "texts_sent": texts_sent,
         "flooded": flooded,
         "flood_error": flood_error,
         "waited_for": waited,

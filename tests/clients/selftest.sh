@@ -76,12 +76,12 @@ t0=$SECONDS
 log "pair: tones and data both ways in room $R-pair"
 "$PY" "$PART" --room "$R-pair" --identity alice --attribute role=caller \
     --publish-tone 440 --record-seconds 4 --wait-for bob --send-delay 0.5 \
-    --send-data chat:hello-from-alice --expect-data reply --stay 5 \
+    --send-data chat:hello-from-alice --send-text notes:hello-as-a-stream --expect-data reply --stay 5 \
     >"$OUT/alice.json" 2>"$OUT/alice.log" &
 alice=$!
 "$PY" "$PART" --room "$R-pair" --identity bob \
     --publish-tone 660 --record-seconds 4 --wait-for alice --send-delay 0.5 \
-    --send-data reply:hello-from-bob --expect-data chat --watch-identity alice --stay 7 \
+    --send-data reply:hello-from-bob --expect-data chat --text-topic notes --watch-identity alice --stay 7 \
     >"$OUT/bob.json" 2>"$OUT/bob.log" &
 bob=$!
 wait $alice || log "alice exited $?"
@@ -102,6 +102,8 @@ check "bob got alice's data on topic chat" "$OUT/bob.json" \
     '[(d["topic"], d["from"], d["text"]) for d in r["data"]] == [("chat", "alice", "hello-from-alice")]'
 check "alice got bob's data on topic reply" "$OUT/alice.json" \
     '[(d["topic"], d["from"], d["text"]) for d in r["data"]] == [("reply", "bob", "hello-from-bob")]'
+check "bob got alice's text stream on topic notes" "$OUT/bob.json" \
+    '[(t["topic"], t["from"], t["text"]) for t in r["texts"]] == [("notes", "alice", "hello-as-a-stream")]'
 check "bob watched alice: attributes, joined, left" "$OUT/bob.json" \
     'r["watched"]["attributes"] == {"role": "caller"} and r["watched"]["joined_at"] is not None
      and r["watched"]["left_at"] is not None and r["watched"]["present"] is False

@@ -2,7 +2,10 @@
 """Talk with the agent as an end user does: speak questions (espeak-ng
 speech) into the room, record the agent's answers, transcribe them with
 PocketSphinx, and time them; optionally talk over an answer (barge-in) and
-time how fast the agent goes quiet. Prints one JSON report.
+time how fast the agent goes quiet; optionally type questions (--type, a
+text stream on LiveKit's lk.chat). It also records what LiveKit's frontends
+read: the agent's lk.agent.state changes and the lk.transcription streams.
+Prints one JSON report.
 
 Timeline: connect and publish a microphone track (silence until speaking);
 wait for the agent's greeting to finish (--skip-greeting); then for each
@@ -22,6 +25,10 @@ Result (stdout):
                 "quiet_seconds_after": float} | null,
    "end": {"disconnected": bool, "last_sound_before_s": float|null,   # with --stay
            "transcript": str (the last 8 s)},
+   "typed": [{"said", "latency_ms": float|null, "seconds": float, "transcript": str}],
+   "my_track": our microphone's track sid,
+   "agent_states": [{"state", "at": s since we started connecting}],  # lk.agent.state as seen
+   "transcripts": [{"from", "attributes", "text", "chunks", "at", "error"?}],  # lk.transcription
    "duration": seconds}
 A sound is a 10 ms block louder than -45 dBFS; the agent has stopped when
 none comes for --quiet seconds (its track may send silence or nothing).
@@ -52,6 +59,11 @@ def parse_args():
     p = Parser(description=__doc__.split("\n\n")[0])
     add_join_args(p)
     p.add_argument("--say", action="append", default=[], metavar="TEXT", help="a question (repeatable)")
+    p.add_argument("--type", action="append", default=[], metavar="TEXT",
+                   help="after the spoken questions, type TEXT on lk.chat and record the answer (repeatable)")
+    p.add_argument("--junk-chat", action="store_true",
+                   help="before the typed questions, send an lk.chat stream that never ends and a "
+                   "100,000-byte lk.chat text, then wait 3 s (the agent must drop both)")
     p.add_argument("--barge-in", metavar="TEXT", help="talk over the last answer with TEXT")
     p.add_argument("--barge-after", type=float, default=1.5, metavar="S",
                    help="seconds into the answer before talking over it (default %(default)s)")
@@ -200,6 +212,36 @@ async def main() -> dict:
             tasks.append(asyncio.create_task(listen(track)))
 
     disconnected = asyncio.Event()
+    clock_start = time.monotonic()
+    states: list = []
+    transcripts: list = []
+
+    def note_state(p) -> None:
+        state = p.attributes.get("lk.agent.state")
+        if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT and state and (
+                not states or states[-1]["state"] != state):
+            states.append({"state": state, "at": round(time.monotonic() - clock_start, 3)})
+            log.info("agent state: %s", state)
+
+    room.on("participant_connected", note_state)
+    room.on("participant_attributes_changed", lambda changed, p: note_state(p))
+
+    async def read_transcript(reader: rtc.TextStreamReader, sender: str) -> None:
+        entry = {"from": sender, "attributes": {}, "text": "", "chunks": 0, "at": None}
+        transcripts.append(entry)
+        try:
+            async for chunk in reader:
+                entry["text"] += chunk
+                entry["chunks"] += 1
+        except Exception as e:  # report what broke the stream
+            entry["error"] = str(e)
+        entry["attributes"] = dict(reader.info.attributes or {})
+        entry["at"] = round(time.monotonic() - clock_start, 3)
+        log.info("transcript from %s: %r %s", sender, entry["text"][:80], entry["attributes"])
+
+    room.register_text_stream_handler(
+        "lk.transcription", lambda reader, sender: tasks.append(
+            asyncio.create_task(read_transcript(reader, sender))))
 
     @room.on("disconnected")
     def _gone(reason) -> None:
@@ -217,14 +259,17 @@ async def main() -> dict:
     except (asyncio.TimeoutError, rtc.ConnectError) as e:
         raise ClientError(f"connecting to {args.url} failed: {e}", joined=False)
     t0 = time.monotonic()
+    for p in room.remote_participants.values():
+        note_state(p)
     source = rtc.AudioSource(RATE, 1, queue_size_ms=50)
     track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
-    await room.local_participant.publish_track(
+    publication = await room.local_participant.publish_track(
         track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
     mouth = Mouth(source)
     tasks.append(asyncio.create_task(mouth.run()))
 
-    report: dict = {"joined": True, "greeting": None, "turns": [], "barge_in": None}
+    report: dict = {"joined": True, "greeting": None, "turns": [], "barge_in": None, "typed": [],
+                    "my_track": publication.sid, "agent_states": states, "transcripts": transcripts}
     try:
         if not args.skip_greeting:
             first = await ear.wait_sound(0.0, 30.0)
@@ -271,6 +316,27 @@ async def main() -> dict:
                 turn["transcript"] = await asyncio.get_running_loop().run_in_executor(
                     None, speech.transcribe, pcm, RATE)
                 log.info("answer to %r: %r", text, turn["transcript"])
+        if args.junk_chat:
+            writer = await room.local_participant.stream_text(topic="lk.chat")
+            await writer.write("this typed turn never ends")
+            await room.local_participant.send_text("y" * 100_000, topic="lk.chat")
+            await asyncio.sleep(3.0)
+        for text in args.type:
+            sent_at = time.monotonic()
+            await room.local_participant.send_text(text, topic="lk.chat")
+            onset = await ear.wait_sound(sent_at, args.answer_timeout)
+            turn = {"said": text, "latency_ms": None, "seconds": 0.0, "transcript": ""}
+            report["typed"].append(turn)
+            if onset is None:
+                log.info("no answer to typed %r", text)
+                continue
+            turn["latency_ms"] = round((onset - sent_at) * 1000, 1)
+            last = await ear.wait_quiet(args.quiet, args.answer_timeout)
+            turn["seconds"] = round(last - onset, 2)
+            if not args.no_transcribe:
+                pcm = ear.audio(onset - 0.1, last + 0.1)
+                turn["transcript"] = await asyncio.get_running_loop().run_in_executor(
+                    None, speech.transcribe, pcm, RATE)
         if args.stay > 0:
             try:
                 await asyncio.wait_for(disconnected.wait(), args.stay)

@@ -7,6 +7,8 @@
 //! - [`auth`]: end users' bearer JWTs.
 //! - [`error`]: the one error type and the extractors that produce it.
 //! - [`sessions`]: `POST /v1/sessions`, a token that dispatches the agent.
+//! - [`token_source`]: `POST /v1/token-source`, the same in the shape of
+//!   LiveKit's `TokenSource.endpoint`.
 //! - [`me`]: the caller's balance, cards and session history.
 //! - [`cards`]: card activation and pricing tiers.
 //! - [`personas`]: the personas a user may pick, ratings, ad views.
@@ -30,6 +32,7 @@ pub mod my_personas;
 pub mod openapi;
 pub mod personas;
 pub mod sessions;
+pub mod token_source;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -103,6 +106,7 @@ pub fn router(api: Arc<Api>, request_timeout: Duration) -> anyhow::Result<Router
     let mut users = Router::new()
         .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/sessions", post(sessions::create))
+        .route("/v1/token-source", post(token_source::create))
         .route("/v1/me/balance", get(me::balance))
         .route("/v1/me/cards", get(me::cards))
         .route("/v1/me/sessions", get(me::sessions))

@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{cards, error, me, my_personas, personas, sessions, webhooks};
+use super::{cards, error, me, my_personas, personas, sessions, token_source, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,6 +14,7 @@ use super::{cards, error, me, my_personas, personas, sessions, webhooks};
     paths(
         document,
         sessions::create,
+        token_source::create,
         me::balance,
         me::cards,
         me::sessions,

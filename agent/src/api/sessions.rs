@@ -77,6 +77,18 @@ pub async fn create(
     auth: AuthUser,
     ApiJson(req): ApiJson<CreateSession>,
 ) -> Result<(StatusCode, Json<SessionGrant>), ApiError> {
+    let grant = grant(&api, &auth, req, None).await?;
+    Ok((StatusCode::CREATED, Json(grant)))
+}
+
+/// The checks, the reservation and the token, shared with the token-source
+/// endpoint; `name` is the participant's display name (the user id if `None`).
+pub(super) async fn grant(
+    api: &Api,
+    auth: &AuthUser,
+    req: CreateSession,
+    name: Option<&str>,
+) -> Result<SessionGrant, ApiError> {
     validate_slug(&req.persona)?;
     // The same resolution and custom rules the worker applies at join time.
     let resolved = personas::resolve_for_session(&api.pool, &api.catalog, &api.rules, &req.persona, None).await?;
@@ -125,16 +137,15 @@ pub async fn create(
         age: auth.age,
         quote: Some(Quote::of(&resolved)),
     };
-    let token =
-        dispatch_token(&api.livekit, &identity, &identity, &room, &metadata, ttl).map_err(ApiError::Internal)?;
+    let name = name.unwrap_or(&identity);
+    let token = dispatch_token(&api.livekit, &identity, name, &room, &metadata, ttl).map_err(ApiError::Internal)?;
     tracing::info!(user = %auth.user, persona = %req.persona, %room, seconds, "session token issued");
-    let grant = SessionGrant {
+    Ok(SessionGrant {
         livekit_url: api.public_livekit_url().to_string(),
         room,
         token,
         persona: req.persona,
         multiplier: rate.decimal_text(),
         seconds_available: seconds,
-    };
-    Ok((StatusCode::CREATED, Json(grant)))
+    })
 }

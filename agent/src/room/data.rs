@@ -1,13 +1,15 @@
-//! User data packets: our `OutgoingData` to LiveKit's `DataPacket` bytes
-//! and received bytes back to a `DataMessage`.
+//! Data packets: our `OutgoingData` and data stream parts to LiveKit's
+//! `DataPacket` bytes, and received bytes back to a `DataMessage` or a
+//! stream part (joined in `streams.rs`).
 //!
-//! Only user packets are surfaced; the other kinds LiveKit carries on the
-//! data channels (speaker updates, RPC, streams, transcriptions) are not
-//! needed by the worker and are skipped.
+//! Only user packets and data streams are surfaced; the other kinds LiveKit
+//! carries on the data channels (speaker updates, RPC, legacy
+//! transcriptions) are not needed by the worker and are skipped.
 
 use livekit_protocol as proto;
 use prost::Message as _;
 
+use crate::room::streams::Part;
 use crate::room::{DataMessage, OutgoingData};
 
 /// The label of the ordered, retransmitted data channel.
@@ -29,18 +31,49 @@ pub(crate) fn encode(data: &OutgoingData, sequence: u32) -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// Decodes a received packet; `None` for malformed or non-user packets.
-pub(crate) fn decode(bytes: &[u8], label_reliable: bool) -> Option<DataMessage> {
+/// Encodes a data stream part; `sender_identity` empty means us (the
+/// server stamps it), else the participant an agent sends on behalf of.
+pub(crate) fn encode_value(
+    value: proto::data_packet::Value,
+    destinations: Vec<String>,
+    sender_identity: String,
+    sequence: u32,
+) -> Vec<u8> {
+    proto::DataPacket {
+        destination_identities: destinations,
+        participant_identity: sender_identity,
+        sequence,
+        value: Some(value),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// What a received packet holds, for the engine.
+#[derive(Debug)]
+pub(crate) enum Received {
+    User(DataMessage),
+    /// A data stream part and its sender's identity.
+    Stream(String, Part),
+}
+
+/// Decodes a received packet; `None` for malformed or other kinds of packets.
+pub(crate) fn decode(bytes: &[u8], label_reliable: bool) -> Option<Received> {
+    use proto::data_packet::Value;
     let packet = proto::DataPacket::decode(bytes).ok()?;
-    let Some(proto::data_packet::Value::User(user)) = packet.value else {
-        return None;
-    };
-    Some(DataMessage {
-        sender: packet.participant_identity,
-        topic: user.topic,
-        payload: user.payload,
-        reliable: label_reliable,
-    })
+    let sender = packet.participant_identity;
+    match packet.value? {
+        Value::User(user) => Some(Received::User(DataMessage {
+            sender,
+            topic: user.topic,
+            payload: user.payload,
+            reliable: label_reliable,
+        })),
+        Value::StreamHeader(h) => Some(Received::Stream(sender, Part::Header(h))),
+        Value::StreamChunk(c) => Some(Received::Stream(sender, Part::Chunk(c))),
+        Value::StreamTrailer(t) => Some(Received::Stream(sender, Part::Trailer(t))),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -61,7 +94,7 @@ mod tests {
         assert_eq!(packet.sequence, 3);
         packet.participant_identity = "alice".into();
         bytes = packet.encode_to_vec();
-        let got = decode(&bytes, true).unwrap();
+        let Some(Received::User(got)) = decode(&bytes, true) else { panic!("not a user packet") };
         assert_eq!(got.sender, "alice");
         assert_eq!(got.topic.as_deref(), Some("chat"));
         assert_eq!(got.payload, b"hello");

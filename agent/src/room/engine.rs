@@ -30,10 +30,28 @@ const MEDIA_DOWN_LIMIT: Duration = Duration::from_secs(20);
 
 /// What the `Room` handle asks of the engine.
 pub(crate) enum Command {
-    SendData { data: OutgoingData, done: oneshot::Sender<Result<(), RoomError>> },
-    PublishAudio { name: String, done: oneshot::Sender<Result<AudioSource, RoomError>> },
-    UpdateLocal { update: proto::UpdateParticipantMetadata, done: oneshot::Sender<Result<(), RoomError>> },
-    Leave { done: oneshot::Sender<()> },
+    SendData {
+        data: OutgoingData,
+        done: oneshot::Sender<Result<(), RoomError>>,
+    },
+    /// A data stream part, on the reliable channel.
+    SendPacket {
+        value: proto::data_packet::Value,
+        destinations: Vec<String>,
+        sender_identity: String,
+        done: oneshot::Sender<Result<(), RoomError>>,
+    },
+    PublishAudio {
+        name: String,
+        done: oneshot::Sender<Result<AudioSource, RoomError>>,
+    },
+    UpdateLocal {
+        update: proto::UpdateParticipantMetadata,
+        done: oneshot::Sender<Result<(), RoomError>>,
+    },
+    Leave {
+        done: oneshot::Sender<()>,
+    },
     DropSignal,
 }
 
@@ -97,6 +115,7 @@ pub(crate) struct Engine {
     pub(crate) sub_buf: Vec<u8>,
     pub(crate) pub_buf: Vec<u8>,
     pub(crate) participants: Participants,
+    pub(crate) streams: crate::room::streams::Reassembler,
     pub(crate) publisher: Publisher,
     pub(crate) subscriber: Subscriber,
     pub(crate) keepalive: Keepalive,
@@ -223,6 +242,12 @@ impl Engine {
             Command::SendData { data, done } => {
                 let _ = done.send(self.send_data(&data));
             }
+            Command::SendPacket { value, destinations, sender_identity, done } => {
+                self.publisher.data_sequence = self.publisher.data_sequence.wrapping_add(1);
+                let bytes =
+                    crate::room::data::encode_value(value, destinations, sender_identity, self.publisher.data_sequence);
+                let _ = done.send(self.write_reliable(&bytes));
+            }
             Command::PublishAudio { name, done } => self.request_audio_track(name, done).await,
             Command::UpdateLocal { mut update, done } => {
                 if self.signal.is_none() {
@@ -317,6 +342,33 @@ impl Engine {
                 tracing::warn!(error = %e, "could not resume the signaling connection");
                 self.finished = Some(DisconnectReason::SignalLost);
             }
+        }
+    }
+
+    /// Writes an encoded packet on the publisher's reliable channel.
+    fn write_reliable(&mut self, bytes: &[u8]) -> Result<(), RoomError> {
+        let mut channel = self
+            .publisher
+            .reliable
+            .and_then(|id| self.publ.rtc.channel(id))
+            .ok_or(RoomError::Rtc("data channel not open".into()))?;
+        match channel.write(true, bytes)? {
+            true => Ok(()),
+            false => Err(RoomError::Rtc("data channel buffer full".into())),
+        }
+    }
+
+    /// Handles a packet received on a data channel: user data goes out as
+    /// an event, stream parts to the reassembler (a whole stream goes out).
+    pub(crate) fn on_data(&mut self, bytes: &[u8], reliable: bool) {
+        match crate::room::data::decode(bytes, reliable) {
+            Some(crate::room::data::Received::User(message)) => self.emit(RoomEvent::Data(message)),
+            Some(crate::room::data::Received::Stream(sender, part)) => {
+                if let Some(stream) = self.streams.push(&sender, part, Instant::now()) {
+                    self.emit(RoomEvent::TextStream(stream));
+                }
+            }
+            None => {}
         }
     }
 

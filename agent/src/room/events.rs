@@ -13,6 +13,7 @@ use livekit_protocol as proto;
 use tokio::sync::mpsc;
 
 use crate::room::audio::AudioStream;
+use crate::room::streams::TextStream;
 
 /// Something that happened in the room, in the order it happened.
 #[derive(Debug)]
@@ -31,6 +32,8 @@ pub enum RoomEvent {
     AudioTrackSubscribed { participant: String, track_sid: String, stream: AudioStream },
     /// A user data packet from another participant (or the server API).
     Data(DataMessage),
+    /// A whole text stream (LiveKit data streams) from another participant.
+    TextStream(TextStream),
     /// The connection's state changed (reconnecting and back).
     ConnectionState(ConnectionState),
     /// The room connection ended; no more events follow.
@@ -186,7 +189,7 @@ impl DisconnectReason {
 /// Creates the two queues between the room's engine and its owner: one for
 /// presence and every other room event, which never drops (its volume is
 /// bounded by what the server says about the room's participants and
-/// tracks), and one for user data packets, which holds `data_capacity` and
+/// tracks), and one for user data packets and text streams, which holds `data_capacity` and
 /// drops (and counts) what arrives while it is full, so a participant who
 /// floods data can never crowd out a join or a leave.
 pub(crate) fn queues(data_capacity: usize) -> (EventSender, RoomEvents) {
@@ -203,7 +206,7 @@ pub(crate) fn queues(data_capacity: usize) -> (EventSender, RoomEvents) {
 #[derive(Debug)]
 pub(crate) struct EventSender {
     presence: mpsc::UnboundedSender<RoomEvent>,
-    data: mpsc::Sender<DataMessage>,
+    data: mpsc::Sender<RoomEvent>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -212,7 +215,7 @@ impl EventSender {
     /// is behind on data, any other event is always kept.
     pub(crate) fn emit(&self, event: RoomEvent) {
         match event {
-            RoomEvent::Data(message) => {
+            message @ (RoomEvent::Data(_) | RoomEvent::TextStream(_)) => {
                 if let Err(mpsc::error::TrySendError::Full(_)) = self.data.try_send(message) {
                     let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                     metrics::counter!("mindbot_room_data_dropped_total").increment(1);
@@ -236,7 +239,7 @@ impl EventSender {
 #[derive(Debug)]
 pub struct RoomEvents {
     presence: mpsc::UnboundedReceiver<RoomEvent>,
-    data: mpsc::Receiver<DataMessage>,
+    data: mpsc::Receiver<RoomEvent>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -246,11 +249,11 @@ impl RoomEvents {
         tokio::select! {
             biased;
             event = self.presence.recv() => event,
-            Some(message) = self.data.recv() => Some(RoomEvent::Data(message)),
+            Some(message) = self.data.recv() => Some(message),
         }
     }
 
-    /// Data packets dropped so far because they were not read in time.
+    /// Data packets and text streams dropped so far because they were not read in time.
     pub fn data_dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }

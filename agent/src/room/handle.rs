@@ -12,10 +12,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::room::engine::Command;
+use crate::room::streams::{self, TextStreamOptions, TextStreamWriter};
 use crate::room::{AudioSource, OutgoingData, RoomError};
 
 /// How long a request to the engine (and through it the server) may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A joined room. Events arrive on the `RoomEvents` returned with it.
 #[derive(Debug)]
@@ -52,6 +53,43 @@ impl Room {
     /// Sends a user data packet to everyone or to `destinations`.
     pub async fn send_data(&self, data: OutgoingData) -> Result<(), RoomError> {
         self.request("sending data", |done| Command::SendData { data, done }).await?
+    }
+
+    /// Opens a text stream (LiveKit data streams): sends its header and
+    /// returns the writer that sends text as it is produced.
+    pub async fn stream_text(&self, options: TextStreamOptions) -> Result<TextStreamWriter, RoomError> {
+        let id = streams::new_stream_id();
+        let header = streams::header(&options, &id, None);
+        let sender = options.sender_identity.unwrap_or_default();
+        let value = proto::data_packet::Value::StreamHeader(header);
+        streams::send_packet(&self.commands, value, options.destinations.clone(), sender.clone()).await?;
+        Ok(TextStreamWriter {
+            commands: self.commands.clone(),
+            stream_id: id,
+            destinations: options.destinations,
+            sender_identity: sender,
+            next_chunk: 0,
+        })
+    }
+
+    /// Sends `text` as one whole text stream (header with its length,
+    /// chunks, trailer); returns the stream id.
+    pub async fn send_text(&self, text: &str, options: TextStreamOptions) -> Result<String, RoomError> {
+        let id = streams::new_stream_id();
+        let header = streams::header(&options, &id, Some(text.len() as u64));
+        let sender = options.sender_identity.unwrap_or_default();
+        let value = proto::data_packet::Value::StreamHeader(header);
+        streams::send_packet(&self.commands, value, options.destinations.clone(), sender.clone()).await?;
+        let mut writer = TextStreamWriter {
+            commands: self.commands.clone(),
+            stream_id: id.clone(),
+            destinations: options.destinations,
+            sender_identity: sender,
+            next_chunk: 0,
+        };
+        writer.write(text).await?;
+        writer.close(HashMap::new()).await?;
+        Ok(id)
     }
 
     /// Publishes a microphone audio track named `name` and returns its PCM input.

@@ -92,9 +92,7 @@ impl Engine {
             }
             Event::ChannelData(data) => {
                 let reliable = self.subscriber.channels.get(&data.id).copied().unwrap_or(true);
-                if let Some(message) = crate::room::data::decode(&data.data, reliable) {
-                    self.emit(RoomEvent::Data(message));
-                }
+                self.on_data(&data.data, reliable);
             }
             Event::ChannelClose(id) => {
                 self.subscriber.channels.remove(&id);
@@ -113,9 +111,7 @@ impl Engine {
             Event::ChannelOpen(id, label) => tracing::debug!(?id, label, "publisher data channel open"),
             Event::ChannelData(data) => {
                 let reliable = Some(data.id) != self.publisher.lossy;
-                if let Some(message) = crate::room::data::decode(&data.data, reliable) {
-                    self.emit(RoomEvent::Data(message));
-                }
+                self.on_data(&data.data, reliable);
             }
             _ => {}
         }

@@ -4,9 +4,11 @@
 //! `connect` opens LiveKit's `/rtc` signaling WebSocket, answers the
 //! server's subscriber offer, offers a publisher connection with the
 //! `_reliable` and `_lossy` data channels, and returns once both are up.
-//! The `Room` handle then sends data, publishes an Opus microphone track fed
-//! with PCM, sets attributes and leaves; `RoomEvents` brings participants,
-//! tracks, data, decoded remote audio and the reason the room ended.
+//! The `Room` handle then sends data and text streams (LiveKit's data
+//! streams, `streams.rs`), publishes an Opus microphone track fed with PCM,
+//! sets attributes and leaves; `RoomEvents` brings participants, tracks,
+//! data, whole text streams, decoded remote audio and the reason the room
+//! ended.
 //! This module must not know about sessions, billing or personas.
 //!
 //! # Why str0m
@@ -76,6 +78,7 @@ mod participants;
 mod peer;
 mod relay;
 mod signal;
+mod streams;
 mod stun;
 
 use std::sync::Arc;
@@ -92,6 +95,7 @@ pub use events::{
     TrackDescription, TrackKind,
 };
 pub use handle::Room;
+pub use streams::{StreamLimits, TextStream, TextStreamOptions, TextStreamWriter, CHUNK_BYTES};
 
 use engine::{Engine, Keepalive, Publisher, Subscriber};
 use participants::Participants;
@@ -122,6 +126,8 @@ pub struct ConnectOptions {
     pub extra_root_certificates: Vec<Vec<u8>>,
     /// Which ICE candidates we offer.
     pub ice_policy: IcePolicy,
+    /// Bounds on incoming text streams (unfinished ones held, bytes per stream).
+    pub stream_limits: StreamLimits,
 }
 
 /// Which local ICE candidates are offered to the server.
@@ -144,6 +150,7 @@ impl Default for ConnectOptions {
             event_capacity: 256,
             extra_root_certificates: Vec::new(),
             ice_policy: IcePolicy::All,
+            stream_limits: StreamLimits::default(),
         }
     }
 }
@@ -261,6 +268,7 @@ fn new_engine(
     tracing::debug!(?ice_servers, subscriber_primary = join.subscriber_primary, "join response");
     let local_sid = join.participant.as_ref().map(|p| p.sid.clone()).unwrap_or_default();
     let policy = options.ice_policy;
+    let stream_limits = options.stream_limits;
     Ok(Engine {
         url: url.to_string(),
         token: token.to_string(),
@@ -273,6 +281,7 @@ fn new_engine(
         sub_buf: engine::datagram_buffer(),
         pub_buf: engine::datagram_buffer(),
         participants: Participants::new(local_sid),
+        streams: streams::Reassembler::new(stream_limits),
         publisher: Publisher::default(),
         subscriber: Subscriber::default(),
         keepalive: Keepalive {

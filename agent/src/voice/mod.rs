@@ -6,9 +6,12 @@
 //! once from `[voice]`; `start` publishes the agent's audio track and runs
 //! one session's [`pipeline`] as a task owned by the returned handle. The
 //! session keeps metering on its own: nothing here touches money, and a
-//! failing provider never ends a session.
+//! failing provider never ends a session. The handle also carries the
+//! pipeline's reports ([`observe`]: state, transcripts, spoken text) and
+//! takes typed user turns.
 
 mod llm;
+pub mod observe;
 mod pipeline;
 mod prompt;
 mod provider;
@@ -130,8 +133,11 @@ impl VoiceService {
         });
         tracing::info!(persona = %persona.slug, tts = %persona.tts, style = %persona.style, "voice started");
         let (tx, rx) = mpsc::channel(16);
-        let task = tokio::spawn(pipeline::run(self.clone(), source, persona, balance, rx));
-        Ok(VoiceHandle { tx, task })
+        let (events_tx, events) = mpsc::channel(observe::CAPACITY);
+        let track_sid = source.track_sid().to_string();
+        let observer = observe::Observer(events_tx);
+        let task = tokio::spawn(pipeline::run(self.clone(), source, persona, balance, rx, observer));
+        Ok(VoiceHandle { tx, task, events, track_sid })
     }
 }
 
@@ -158,6 +164,8 @@ pub(crate) fn http_client() -> Result<reqwest::Client> {
 pub struct VoiceHandle {
     tx: mpsc::Sender<Input>,
     task: JoinHandle<()>,
+    events: mpsc::Receiver<observe::VoiceEvent>,
+    track_sid: String,
 }
 
 impl VoiceHandle {
@@ -174,6 +182,23 @@ impl VoiceHandle {
     /// Speak a balance warning.
     pub fn warn(&self, remaining: Duration) {
         let _ = self.tx.try_send(Input::Warning(remaining));
+    }
+
+    /// A typed user turn: answered like a spoken one, without speech to text.
+    pub fn typed(&self, text: String) {
+        if self.tx.try_send(Input::Typed(text)).is_err() {
+            tracing::warn!("typed turn dropped: the voice is behind");
+        }
+    }
+
+    /// The pipeline's next report; never ends while the voice runs.
+    pub async fn next_event(&mut self) -> Option<observe::VoiceEvent> {
+        self.events.recv().await
+    }
+
+    /// The server's id for the agent's audio track.
+    pub fn track_sid(&self) -> &str {
+        &self.track_sid
     }
 }
 

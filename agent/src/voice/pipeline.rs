@@ -6,7 +6,10 @@
 //! goodbye go through the same speaker.
 //!
 //! Each reply runs as one task owned by the loop, so aborting it stops the
-//! model, the synthesis and the playback together.
+//! model, the synthesis and the playback together. A typed turn (`Typed`)
+//! skips speech to text and interrupts the agent like speech does. What the
+//! pipeline does is reported to an [`Observer`] (state, transcripts, spoken
+//! text) for the session to show the user.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +25,7 @@ use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, warn};
 
 use super::llm::{Delta, Sentences};
+use super::observe::{AgentState, Observer, VoiceEvent};
 use super::vad::{Vad, VadEvent};
 use super::{tools, VoiceService};
 
@@ -34,6 +38,8 @@ pub enum Input {
     Greet,
     /// A balance warning: this much live time is left.
     Warning(Duration),
+    /// A typed user turn (LiveKit's `lk.chat`).
+    Typed(String),
 }
 
 /// The persona as the pipeline uses it.
@@ -56,6 +62,8 @@ enum Job {
     Answer { pcm: Vec<i16>, ended: Instant },
     /// Say a fixed line.
     Say(String),
+    /// Answer a typed user turn.
+    Text(String),
 }
 
 /// What a reply task shares.
@@ -65,6 +73,9 @@ struct Shared {
     persona: Arc<Persona>,
     balance: watch::Receiver<Snapshot>,
     usage: Usage,
+    observer: Observer,
+    /// Numbers each reply's speech (a transcription segment).
+    segments: AtomicU64,
 }
 
 /// What one session used of the providers; logged when the session's
@@ -97,6 +108,7 @@ pub(super) async fn run(
     persona: Arc<Persona>,
     mut balance: watch::Receiver<Snapshot>,
     mut inputs: mpsc::Receiver<Input>,
+    observer: Observer,
 ) {
     let shared = Arc::new(Shared {
         svc: svc.clone(),
@@ -104,7 +116,12 @@ pub(super) async fn run(
         persona: persona.clone(),
         balance: balance.clone(),
         usage: Usage::default(),
+        observer: observer.clone(),
+        segments: AtomicU64::new(0),
     });
+    observer.state(AgentState::Listening);
+    // A finished reply's audio may still be playing: back to listening once it has.
+    let mut draining = false;
     let mut vad = Vad::new(svc.vad);
     let mut stream: Option<AudioStream> = None;
     let mut history: Vec<Value> = Vec::new();
@@ -120,6 +137,10 @@ pub(super) async fn run(
     loop {
         if reply.is_none() && !vad.speaking() {
             if let Some(job) = queue.pop_front() {
+                draining = false;
+                if matches!(job, Job::Answer { .. } | Job::Text(_)) {
+                    observer.state(AgentState::Thinking);
+                }
                 let (shared, past) = (shared.clone(), history.clone());
                 reply = Some(Reply(tokio::spawn(async move { perform(&shared, job, past).await })));
             }
@@ -136,6 +157,15 @@ pub(super) async fn run(
                     queue.push_back(Job::Say(format!("Hello, I am {}. How can I help you today?", persona.name)));
                 }
                 Some(Input::Warning(left)) if svc.speak_warnings => queue.push_back(Job::Say(warning(left))),
+                Some(Input::Typed(text)) => {
+                    // Typing interrupts the agent as talking over it does.
+                    if reply.take().is_some() || !source.queued().is_zero() {
+                        source.clear();
+                        observer.state(AgentState::Listening);
+                    }
+                    queue.retain(|j| !matches!(j, Job::Answer { .. } | Job::Text(_)));
+                    queue.push_back(Job::Text(text));
+                }
                 Some(_) => {}
             },
             _ = sleep_until(last_loud + svc.end_of_turn), if vad.speaking() => {
@@ -165,6 +195,8 @@ pub(super) async fn run(
                                 // Barge-in: the user talks over the agent.
                                 reply = None; // aborts it
                                 source.clear();
+                                draining = false;
+                                observer.state(AgentState::Listening);
                                 metrics::counter!("mindbot_voice_barge_ins_total", "persona" => persona.slug.clone())
                                     .increment(1);
                                 info!("user spoke over the agent; stopped talking");
@@ -180,12 +212,19 @@ pub(super) async fn run(
             },
             done = wait(&mut reply) => {
                 reply = None;
+                draining = true;
                 if let Ok(added) = done {
                     history.extend(added);
                     let keep = svc.history_turns * 2;
                     if history.len() > keep {
                         history.drain(..history.len() - keep);
                     }
+                }
+            }
+            _ = tokio::time::sleep(source.queued().max(FRAME_DURATION)), if draining && reply.is_none() => {
+                if source.queued().is_zero() {
+                    draining = false;
+                    observer.state(AgentState::Listening);
                 }
             }
             changed = balance.changed(), if meter_open => match changed {
@@ -253,6 +292,10 @@ async fn perform(sh: &Shared, job: Job, history: Vec<Value>) -> Vec<Value> {
             vec![json!({"role": "assistant", "content": text})]
         }
         Job::Answer { pcm, ended } => answer(sh, pcm, ended, history).await,
+        Job::Text(text) => {
+            info!(chars = text.chars().count(), "typed user turn");
+            respond(sh, text, None, history).await
+        }
     }
 }
 
@@ -271,6 +314,8 @@ async fn speaker(sh: &Shared, mut rx: mpsc::Receiver<String>, ended: Option<Inst
     let Some(profile) = svc.tts.profile(&sh.persona.tts) else { return };
     let mut first = ended;
     let mut silent = false;
+    let segment = sh.segments.fetch_add(1, Ordering::Relaxed);
+    let mut spoke = false;
     while let Some(sentence) = rx.recv().await {
         if silent {
             continue; // keep taking sentences so the model is not held up
@@ -281,6 +326,11 @@ async fn speaker(sh: &Shared, mut rx: mpsc::Receiver<String>, ended: Option<Inst
                 metrics::histogram!("mindbot_voice_response_seconds").record(latency.as_secs_f64());
                 info!(latency_ms = latency.as_millis() as u64, "first answer audio queued");
             }
+            if !spoke {
+                sh.observer.state(AgentState::Speaking);
+            }
+            spoke = true;
+            sh.observer.emit(VoiceEvent::AgentSays { segment, text: sentence.clone() });
         };
         let said = svc.tts.speak(&svc.client, profile, &sh.persona.style, &sentence, &sh.source, &mut on_first).await;
         if said.is_ok() {
@@ -293,6 +343,9 @@ async fn speaker(sh: &Shared, mut rx: mpsc::Receiver<String>, ended: Option<Inst
             warn!(error = %e, "text to speech failed; staying silent for the rest of this answer");
             silent = true;
         }
+    }
+    if spoke {
+        sh.observer.emit(VoiceEvent::AgentDone { segment });
     }
 }
 
@@ -311,6 +364,13 @@ async fn answer(sh: &Shared, pcm: Vec<i16>, ended: Instant, history: Vec<Value>)
         return Vec::new();
     }
     info!(heard = %text, audio_ms = pcm.len() as u64 / 48, "user turn");
+    sh.observer.emit(VoiceEvent::UserSaid(text.clone()));
+    respond(sh, text, Some(ended), history).await
+}
+
+/// The model's answer to the user's `text`, spoken as it streams in.
+async fn respond(sh: &Shared, text: String, ended: Option<Instant>, history: Vec<Value>) -> Vec<Value> {
+    let svc = &sh.svc;
     let mut added = vec![json!({"role": "user", "content": text})];
     let (tx, rx) = mpsc::channel::<String>(32);
     let producer = async {
@@ -387,7 +447,7 @@ async fn answer(sh: &Shared, pcm: Vec<i16>, ended: Instant, history: Vec<Value>)
         }
         drop(tx);
     };
-    tokio::join!(producer, speaker(sh, rx, Some(ended)));
+    tokio::join!(producer, speaker(sh, rx, ended));
     added
 }
 

@@ -38,6 +38,7 @@ export function App() {
     setProblem(why);
     setPersonas([]);
     setBalance(null);
+    setSelected(linkedPersona());
     setScreen({ name: "home" });
   }, []);
 
@@ -64,6 +65,16 @@ export function App() {
   useEffect(() => {
     if (token) load(token);
   }, [token, load]);
+
+  // A persona link followed while the page is open.
+  useEffect(() => {
+    const follow = () => {
+      const slug = linkedPersona();
+      if (slug) setSelected(slug);
+    };
+    window.addEventListener("hashchange", follow);
+    return () => window.removeEventListener("hashchange", follow);
+  }, []);
 
   const signIn = (t: string) => {
     sessionStorage.setItem(TOKEN_KEY, t);

@@ -27,8 +27,13 @@ export function Call(props: { grant: SessionGrant; persona: Persona | undefined;
   const transcriptEnd = useRef<HTMLLIElement>(null);
   const remaining = useCountdown(view.balance, view.metered);
 
-  useEffect(() => heading.current?.focus(), []);
-  useEffect(() => transcriptEnd.current?.scrollIntoView({ block: "nearest" }), [view.lines]);
+  // Effects return nothing but a cleanup (scrollIntoView returns a promise in newer browsers).
+  useEffect(() => {
+    heading.current?.focus();
+  }, []);
+  useEffect(() => {
+    void transcriptEnd.current?.scrollIntoView({ block: "nearest" });
+  }, [view.lines]);
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();

@@ -8,7 +8,9 @@ import type { CallEnd } from "./useCall";
 export function EndScreen(props: { token: string; end: CallEnd; persona: Persona | undefined; onDone: () => void }) {
   const { end } = props;
   const heading = useRef<HTMLHeadingElement>(null);
-  useEffect(() => heading.current?.focus(), []);
+  useEffect(() => {
+    heading.current?.focus();
+  }, []);
   const name = props.persona?.name ?? end.persona;
   return (
     <section aria-labelledby="end-heading" className="card end">

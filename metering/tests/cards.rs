@@ -182,3 +182,17 @@ async fn futures_join<T: Send + 'static>(tasks: impl Iterator<Item = tokio::task
     }
     out
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_granted_card_is_active_at_once_for_its_whole_time_and_the_books_balance(pool: PgPool) {
+    let user = common::user(&pool).await;
+    let card = cards::grant(&pool, user, 5).await.unwrap();
+    assert_eq!(
+        (card.user_id, card.status, card.total_minutes, card.remaining_minutes),
+        (user, CardStatus::Active, 5, 5)
+    );
+    assert!(card.activated_at.is_some() && card.expires_at.is_none());
+    assert_eq!(metering::balance::balance(&pool, user).await.unwrap().spendable, Millis(300_000));
+    let report = metering::audit::audit(&pool).await.unwrap();
+    assert!(report.passed(), "{report}");
+}

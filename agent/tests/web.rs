@@ -94,6 +94,52 @@ async fn dev_sign_in_gives_the_demo_user_a_working_token_and_a_card_once(pool: P
     assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stdout));
 }
 
+/// Chromium's path (`scripts/web.sh browser`), after building the app.
+fn built_app_and_browser() -> String {
+    e2e::ensure("scripts/web.sh", Some("build"));
+    let out =
+        std::process::Command::new("bash").arg(e2e::root().join("scripts/web.sh")).arg("browser").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Runs a `web/tests/` script with `env`; its JSON report, asserted ok.
+async fn browser_script(script: &str, env: &[(&str, &str)]) -> Value {
+    let run = tokio::process::Command::new("node")
+        .arg(e2e::root().join("web/tests").join(script))
+        .current_dir(e2e::root().join("web"))
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .await
+        .unwrap();
+    let report: Value = serde_json::from_slice(&run.stdout)
+        .unwrap_or_else(|e| panic!("{script} report: {e}: {}", String::from_utf8_lossy(&run.stdout)));
+    eprintln!("{script} report: {report:#}");
+    assert!(run.status.success() && report["ok"] == true, "{script} failed: {}", report["error"]);
+    report
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_demo_user_signs_in_from_the_page_and_picks_a_persona_by_keyboard(pool: PgPool) {
+    let chromium = built_app_and_browser();
+    let web_root = e2e::root().join("web/dist");
+    let api = ApiServer::start(
+        &pool,
+        &[("MINDBOT_API_DEV_LOGIN", "true"), ("MINDBOT_HTTP_WEB_ROOT", web_root.to_str().unwrap())],
+    )
+    .await;
+    let out_dir = artifacts();
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let base = format!("http://127.0.0.1:{}/", api.port);
+    browser_script(
+        "dev-sign-in.mjs",
+        &[("BASE_URL", &base), ("CHROMIUM", &chromium), ("ARTIFACTS", out_dir.to_str().unwrap())],
+    )
+    .await;
+}
+
 #[test]
 fn dev_sign_in_on_a_public_address_refuses_to_start_naming_the_keys() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mindbot-agent"))
@@ -175,11 +221,7 @@ async fn a_user_signs_in_talks_types_runs_out_of_balance_and_rates_the_call_in_a
     e2e::ensure("scripts/livekit-server.sh", Some("start"));
     e2e::ensure("scripts/python-env.sh", None);
     e2e::ensure("scripts/speech-services.sh", Some("start"));
-    e2e::ensure("scripts/web.sh", Some("build"));
-    let chromium =
-        std::process::Command::new("bash").arg(e2e::root().join("scripts/web.sh")).arg("browser").output().unwrap();
-    assert!(chromium.status.success(), "{}", String::from_utf8_lossy(&chromium.stderr));
-    let chromium = String::from_utf8(chromium.stdout).unwrap().trim().to_string();
+    let chromium = built_app_and_browser();
 
     // The worker with its voice on the shared test speech services, the API and the app.
     let base = "http://127.0.0.1:7890";
@@ -230,38 +272,33 @@ async fn a_user_signs_in_talks_types_runs_out_of_balance_and_rates_the_call_in_a
     let wav = out_dir.join("question.wav");
     padded_question(&wav, "What is your name?", 8, 14);
     let text = |v: &Value| v.as_str().unwrap().to_string();
-    let run = tokio::process::Command::new("node")
-        .arg(e2e::root().join("web/tests/browser.mjs"))
-        .current_dir(e2e::root().join("web"))
-        .env("BASE_URL", format!("http://127.0.0.1:{port}/"))
-        .env("CHROMIUM", &chromium)
-        .env("WAV", &wav)
-        .env("ARTIFACTS", &out_dir)
-        .env("TOKEN", &token)
-        .env("EXPIRED_TOKEN", &expired)
-        .env("BROKE_TOKEN", &broke)
-        .env("FREE_TOKEN", &free)
-        .env("CARD_CODE", &card.activation_code)
-        .env("PERSONA_NAME", "Max After Midnight")
-        .env("LOCKED_PERSONA", "late-night-comic")
-        .env("EXPECT_EXPIRED", text(&expect_expired))
-        .env("EXPECT_BROKE", text(&expect_broke))
-        .env("EXPECT_LOCKED", text(&expect_locked))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .output()
-        .await
-        .unwrap();
-    let report: Value = serde_json::from_slice(&run.stdout)
-        .unwrap_or_else(|e| panic!("browser report: {e}: {}", String::from_utf8_lossy(&run.stdout)));
-    eprintln!("browser report: {report:#}");
+    let base = format!("http://127.0.0.1:{port}/");
+    let report = browser_script(
+        "browser.mjs",
+        &[
+            ("BASE_URL", &base),
+            ("CHROMIUM", &chromium),
+            ("WAV", wav.to_str().unwrap()),
+            ("ARTIFACTS", out_dir.to_str().unwrap()),
+            ("TOKEN", &token),
+            ("EXPIRED_TOKEN", &expired),
+            ("BROKE_TOKEN", &broke),
+            ("FREE_TOKEN", &free),
+            ("CARD_CODE", &card.activation_code),
+            ("PERSONA_NAME", "Max After Midnight"),
+            ("LOCKED_PERSONA", "late-night-comic"),
+            ("EXPECT_EXPIRED", &text(&expect_expired)),
+            ("EXPECT_BROKE", &text(&expect_broke)),
+            ("EXPECT_LOCKED", &text(&expect_locked)),
+        ],
+    )
+    .await;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     eprintln!(
         "figure: Start clicked to the end screen {} s, for 40 metered seconds (load average {})",
         report["figures"]["call_seconds_wall"],
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
-    assert!(run.status.success() && report["ok"] == true, "the browser scenario failed: {}", report["error"]);
 
     // What the page showed is what the database holds: 40 metered seconds at
     // x1.5 took the whole one-minute card, ended balance_exhausted, rated once.

@@ -194,16 +194,23 @@ try {
   // The countdown reaches zero and the end screen names the reason.
   let lowest = 99;
   let endedAt = null;
+  let warning = null;
   while (endedAt === null && Date.now() - clickedAt < 180000) {
     const seen = await page.evaluate(() => ({
       seconds: document.querySelector(".countdown")?.getAttribute("data-seconds") ?? null,
       ended: document.getElementById("end-heading") !== null,
+      warning: document.querySelector(".warning")?.textContent ?? null,
     }));
+    if (seen.warning) warning = seen.warning;
     if (seen.seconds !== null && seen.seconds !== "") lowest = Math.min(lowest, Number(seen.seconds));
     if (seen.ended) endedAt = Date.now();
     else await page.waitForTimeout(100);
   }
   await page.getByRole("heading", { name: "Call ended" }).waitFor();
+  // The 10 s warning (meter.warnings_seconds) was shown before the end, with
+  // what was left when it came.
+  const left = Number(/^About (\d+) seconds of balance left\.$/.exec(warning ?? "")?.[1]);
+  check(left > 0 && left <= 10, "the last warning is shown", warning);
   // From the click on Start to the end screen (a figure, not a check: the
   // money side is checked exactly by the caller against the database).
   report.figures.call_seconds_wall = (endedAt - clickedAt) / 1000;

@@ -101,6 +101,8 @@ impl Conventions {
                 let options = TextStreamOptions {
                     topic: TOPIC_TRANSCRIPTION.into(),
                     attributes,
+                    // The protocol's `generated`: text an agent made from a participant's audio.
+                    generated: true,
                     sender_identity: Some(self.user.clone()),
                     ..Default::default()
                 };
@@ -115,12 +117,8 @@ impl Conventions {
                 if self.speaking.is_none() {
                     let mut attributes = segment_attributes(Some(&self.agent_track));
                     attributes.insert(ATTR_FINAL.into(), "false".into());
-                    let options = TextStreamOptions {
-                        topic: TOPIC_TRANSCRIPTION.into(),
-                        attributes,
-                        generated: true,
-                        ..Default::default()
-                    };
+                    let options =
+                        TextStreamOptions { topic: TOPIC_TRANSCRIPTION.into(), attributes, ..Default::default() };
                     match room.stream_text(options).await {
                         Ok(writer) => self.speaking = Some((segment, writer)),
                         Err(e) => {

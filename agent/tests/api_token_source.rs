@@ -117,4 +117,9 @@ async fn refusals_are_those_of_the_sessions_endpoint_and_the_identity_is_always_
         .await
         .unwrap();
     assert_eq!(live, 1, "only the granted token is a reservation");
+
+    // The OpenAPI document describes it (schemathesis in api_webhooks.rs exercises it).
+    let doc = api.get("/v1/openapi.json", None).await.json();
+    let op = &doc["paths"]["/v1/token-source"]["post"];
+    assert!(op["responses"]["201"].is_object() && op["responses"]["422"].is_object(), "{op}");
 }

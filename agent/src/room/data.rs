@@ -101,6 +101,19 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_header_round_trips_with_the_sender_it_is_sent_for() {
+        let options = crate::room::TextStreamOptions { topic: "lk.transcription".into(), ..Default::default() };
+        let header = crate::room::streams::header(&options, "s1", Some(5));
+        let value = proto::data_packet::Value::StreamHeader(header);
+        let bytes = encode_value(value, vec!["bob".into()], "alice".into(), 9);
+        let packet = proto::DataPacket::decode(bytes.as_slice()).unwrap();
+        assert_eq!((packet.sequence, packet.destination_identities.as_slice()), (9, &["bob".to_string()][..]));
+        let Some(Received::Stream(sender, Part::Header(h))) = decode(&bytes, true) else { panic!("not a header") };
+        assert_eq!((sender.as_str(), h.stream_id.as_str(), h.topic.as_str()), ("alice", "s1", "lk.transcription"));
+        assert_eq!((h.total_length, h.mime_type.as_str()), (Some(5), "text/plain"));
+    }
+
+    #[test]
     fn non_user_packets_are_skipped() {
         let packet = proto::DataPacket {
             value: Some(proto::data_packet::Value::SipDtmf(Default::default())),

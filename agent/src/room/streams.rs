@@ -39,7 +39,8 @@ pub struct TextStreamOptions {
     pub attributes: HashMap<String, String>,
     /// Identities to deliver to; empty means everyone in the room.
     pub destinations: Vec<String>,
-    /// Whether the text was generated (an agent's transcription), LiveKit's `generated` flag.
+    /// LiveKit's `generated` flag: the text was made by an agent from a
+    /// participant's audio (a transcription of their speech).
     pub generated: bool,
     /// Who the stream is from, when not us: the agent sends a user's
     /// transcription as theirs (LiveKit's agents do; the server lets agents).

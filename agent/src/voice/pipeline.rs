@@ -120,8 +120,9 @@ pub(super) async fn run(
         segments: AtomicU64::new(0),
     });
     observer.state(AgentState::Listening);
-    // A finished reply's audio may still be playing: back to listening once it has.
-    let mut draining = false;
+    // A finished reply's audio may still be playing: back to listening once
+    // it has (checked at a deadline, which the user's frames cannot put off).
+    let (mut draining, mut drain_at) = (false, Instant::now());
     let mut vad = Vad::new(svc.vad);
     let mut stream: Option<AudioStream> = None;
     let mut history: Vec<Value> = Vec::new();
@@ -213,6 +214,7 @@ pub(super) async fn run(
             done = wait(&mut reply) => {
                 reply = None;
                 draining = true;
+                drain_at = Instant::now() + source.queued();
                 if let Ok(added) = done {
                     history.extend(added);
                     let keep = svc.history_turns * 2;
@@ -221,10 +223,13 @@ pub(super) async fn run(
                     }
                 }
             }
-            _ = tokio::time::sleep(source.queued().max(FRAME_DURATION)), if draining && reply.is_none() => {
-                if source.queued().is_zero() {
+            _ = sleep_until(drain_at), if draining && reply.is_none() => {
+                let left = source.queued();
+                if left.is_zero() {
                     draining = false;
                     observer.state(AgentState::Listening);
+                } else {
+                    drain_at = Instant::now() + left.max(FRAME_DURATION);
                 }
             }
             changed = balance.changed(), if meter_open => match changed {

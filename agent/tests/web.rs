@@ -323,5 +323,5 @@ async fn a_user_signs_in_talks_types_runs_out_of_balance_and_rates_the_call_in_a
         .await;
     assert_eq!(again.status, 409, "{}", again.body);
     assert_eq!(report["second_rating"], again.json()["message"]);
-    assert_eq!(report["console_errors"], json!([]), "the page logged errors");
+    assert_eq!(report["page_errors"], json!([]), "the page threw");
 }

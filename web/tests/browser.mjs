@@ -38,13 +38,16 @@ const browser = await chromium.launch({
 // A phone-sized screen.
 const context = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2 });
 const page = await context.newPage();
+// Uncaught exceptions are the page's errors. Console errors are kept in the
+// report only: Chromium logs every 4xx answer (the error cases below cause
+// them on purpose) and livekit-client logs its data channels closing when the
+// agent hangs up.
 const consoleErrors = [];
-// Chromium logs every 4xx answer as "Failed to load resource": the error
-// cases below cause those on purpose; anything else is the page's error.
+const pageErrors = [];
 page.on("console", (m) => {
   if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) consoleErrors.push(m.text());
 });
-page.on("pageerror", (e) => consoleErrors.push(String(e)));
+page.on("pageerror", (e) => pageErrors.push(String(e)));
 
 async function signIn(token) {
   await page.getByLabel("Your MindBot sign-in token (JWT)").fill(token);
@@ -244,6 +247,7 @@ try {
   report.second_rating = (await row.getByRole("alert").textContent()).trim();
   await page.screenshot({ path: join(ARTIFACTS, "history.png"), fullPage: true });
   report.console_errors = consoleErrors;
+  report.page_errors = pageErrors;
   report.ok = true;
 } catch (e) {
   report.ok = false;

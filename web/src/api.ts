@@ -94,7 +94,27 @@ export const api = {
   personas: (t: string) => call<{ personas: Persona[] }>("GET", "/v1/personas", t).then((r) => r.personas),
   balance: (t: string) => call<Balance>("GET", "/v1/me/balance", t),
   activate: (t: string, code: string) => call<unknown>("POST", "/v1/cards/activate", t, { code }),
-  startSession: (t: string, persona: string) => call<SessionGrant>("POST", "/v1/sessions", t, { persona }),
+  /// A room and token through the token-source endpoint, in the request shape
+  /// of LiveKit's `TokenSource.endpoint` (the persona in the agent dispatch's
+  /// metadata); same checks and errors as `POST /v1/sessions`.
+  startSession: async (t: string, persona: string): Promise<SessionGrant> => {
+    const r = await call<{
+      server_url: string;
+      participant_token: string;
+      room_name: string;
+      persona: string;
+      multiplier: string;
+      seconds_available: number;
+    }>("POST", "/v1/token-source", t, { room_config: { agents: [{ metadata: JSON.stringify({ persona }) }] } });
+    return {
+      livekit_url: r.server_url,
+      token: r.participant_token,
+      room: r.room_name,
+      persona: r.persona,
+      multiplier: r.multiplier,
+      seconds_available: r.seconds_available,
+    };
+  },
   sessions: (t: string) =>
     call<{ sessions: PastSession[] }>("GET", "/v1/me/sessions?limit=50", t).then((r) => r.sessions),
   rate: (t: string, slug: string, session_id: string, rating: number, feedback: string) =>

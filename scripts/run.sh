@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Set up and run the local demo with the defaults in config.toml: installs
 # what is missing, starts a local PostgreSQL, LiveKit server (dev mode) and
-# the test speech services when nothing answers at the configured addresses,
+# the local voice stack (scripts/local-voice.sh: a language model, speech to
+# text and text to speech) when nothing answers at the configured addresses,
 # builds the release binary and the web app, applies the migrations, prints a
 # demo user's room and token, and runs `mindbot-agent run` with the public
 # API, the web app at / and the dev sign-in on (loopback only), and voice on
-# the local speech services. Every setting below yields to the environment.
+# the local voice stack (MINDBOT_VOICE_ENABLED=false: voice off, no stack).
+# Every setting below yields to the environment.
 # It ends by printing the page's address: open it, "Dev sign-in", talk.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -30,7 +32,10 @@ bash scripts/deps.sh
 bash scripts/postgres.sh
 bash scripts/livekit-server.sh start
 bash scripts/python-env.sh
-[ "$MINDBOT_VOICE_ENABLED" = true ] && bash scripts/speech-services.sh start
+if [ "$MINDBOT_VOICE_ENABLED" = true ]; then
+    bash scripts/python-env.sh voice
+    bash scripts/local-voice.sh start
+fi
 bash scripts/web.sh build
 cargo build --release --locked -p mindbot-agent
 BIN="$ROOT/target/release/mindbot-agent"

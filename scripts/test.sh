@@ -2,9 +2,10 @@
 # The whole test suite, from a fresh Debian/Ubuntu machine with Rust and Go:
 # installs and starts what the tests need (PostgreSQL, libopus, espeak-ng,
 # the LiveKit server built from its Go module, a Python venv with LiveKit's
-# SDK and PocketSphinx, Prometheus for the scrape test, Node.js and Chromium
-# for the web app's browser test; the voice and web tests start the speech
-# services and build the web app themselves), then
+# SDK and PocketSphinx, the local voice stack's venv (models inside PyPI
+# packages), Prometheus for the scrape test, Node.js and Chromium for the web
+# app's browser test; the voice tests start the speech services and the local
+# stack themselves), then
 # format check, lints, every Rust test, the Python clients' self-test and the
 # deployment files' checks (scripts/check-deploy.sh: hadolint, helm,
 # systemd-analyze, promtool).
@@ -24,6 +25,7 @@ command -v promtool >/dev/null || apt_install prometheus
 bash scripts/postgres.sh
 bash scripts/livekit-server.sh start
 bash scripts/python-env.sh
+bash scripts/python-env.sh voice
 # The web app (npm ci from the lockfile, cache under $TOOLS; vite build), which
 # agent/tests/web.rs serves and drives in Chromium.
 bash scripts/web.sh build

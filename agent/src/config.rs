@@ -251,9 +251,16 @@ pub struct VoiceConfig {
 }
 
 impl Default for VoiceConfig {
+    /// `config.toml`'s `[voice]`, switched off: a config file written before
+    /// voice was on by default does not start calling the local stack.
     fn default() -> Self {
         let mut defaults: toml::Table = DEFAULT_TOML.parse().expect("built-in config.toml parses");
-        defaults.remove("voice").expect("config.toml has [voice]").try_into().expect("[voice] defaults deserialize")
+        let voice: VoiceConfig = defaults
+            .remove("voice")
+            .expect("config.toml has [voice]")
+            .try_into()
+            .expect("[voice] defaults deserialize");
+        VoiceConfig { enabled: false, ..voice }
     }
 }
 
@@ -278,6 +285,14 @@ pub struct LlmConfig {
     /// Until the first streamed token.
     pub timeout_ms: u64,
     pub max_tokens: u32,
+    /// Whether the personas' tools are offered (a small local model cannot
+    /// call them); a config file without the key offers them, as before.
+    #[serde(default = "offer_tools")]
+    pub tools: bool,
+}
+
+fn offer_tools() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -91,6 +91,9 @@ async fn every_metric_the_dashboard_and_the_alerts_query_is_in_a_real_scrape(poo
     let env = [
         ("MINDBOT_WORKER_USER_GRACE_SECONDS", "1"),
         ("MINDBOT_VOICE_ENABLED", "true"),
+        ("MINDBOT_VOICE_STT_BASE_URL", "http://127.0.0.1:7890"),
+        ("MINDBOT_VOICE_LLM_BASE_URL", "http://127.0.0.1:7890"),
+        ("MINDBOT_VOICE_TTS_DEFAULT_BASE_URL", "http://127.0.0.1:7890"),
         ("MINDBOT_API_ENABLED", "true"),
         ("MINDBOT_API_JWT_KEY", "operations-test-key-of-at-least-32-bytes"),
         ("MINDBOT_API_JWT_ISSUER", "operations-test"),

@@ -20,6 +20,7 @@ fn voice_env(base: &str) -> Vec<(&'static str, String)> {
         ("MINDBOT_LOG_LEVEL", "info,mindbot_agent::voice=debug".into()),
         ("MINDBOT_VOICE_STT_BASE_URL", base.into()),
         ("MINDBOT_VOICE_LLM_BASE_URL", base.into()),
+        ("MINDBOT_VOICE_LLM_TOOLS", "true".into()),
         ("MINDBOT_VOICE_TTS_DEFAULT_BASE_URL", base.into()),
         ("MINDBOT_VOICE_TTS_DEFAULT_VOICES", r#"{ "warm-mature-female" = "en-us+f2" }"#.into()),
     ]

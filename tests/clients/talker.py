@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Talk with the agent as an end user does: speak questions (espeak-ng
 speech) into the room, record the agent's answers, transcribe them with
-PocketSphinx, and time them; optionally talk over an answer (barge-in) and
-time how fast the agent goes quiet; optionally type questions (--type, a
-text stream on LiveKit's lk.chat). It also records what LiveKit's frontends
-read: the agent's lk.agent.state changes and the lk.transcription streams.
-Prints one JSON report.
+PocketSphinx (or an OpenAI-compatible recogniser, --stt-url), and time them;
+optionally talk over an answer (barge-in) and time how fast the agent goes
+quiet; optionally type questions (--type, a text stream on LiveKit's
+lk.chat). It also records what LiveKit's frontends read: the agent's
+lk.agent.state changes and the lk.transcription streams. Prints one JSON
+report.
 
 Timeline: connect and publish a microphone track (silence until speaking);
 wait for the agent's greeting to finish (--skip-greeting); then for each
@@ -73,6 +74,9 @@ def parse_args():
     p.add_argument("--skip-greeting", action="store_true", help="do not wait for the agent's greeting")
     p.add_argument("--answer-timeout", type=float, default=30.0, metavar="S")
     p.add_argument("--no-transcribe", action="store_true", help="time only (benchmarks)")
+    p.add_argument("--stt-url", metavar="URL",
+                   help="transcribe the answers with the OpenAI-compatible /v1/audio/transcriptions "
+                        "at URL (e.g. the local stack's Whisper) instead of PocketSphinx")
     p.add_argument("--connect-timeout", type=float, default=15.0, metavar="S")
     p.add_argument("--control", metavar="URL", help="the speech services' /control URL (for --fail-before)")
     p.add_argument("--fail-before", action="append", default=[], metavar="N:STAGE",
@@ -199,6 +203,12 @@ class Mouth:
 
 async def main() -> dict:
     args = parse_args()
+
+    def transcribe(pcm: np.ndarray, rate: int) -> str:
+        if args.stt_url:
+            return speech.transcribe_http(args.stt_url, pcm, rate)
+        return speech.transcribe(pcm, rate)
+
     setup_logging(args.verbose)
     token = join_token(args)
     room = rtc.Room()
@@ -314,7 +324,7 @@ async def main() -> dict:
             if not args.no_transcribe:
                 pcm = ear.audio(onset - 0.1, last + 0.1)
                 turn["transcript"] = await asyncio.get_running_loop().run_in_executor(
-                    None, speech.transcribe, pcm, RATE)
+                    None, transcribe, pcm, RATE)
                 log.info("answer to %r: %r", text, turn["transcript"])
         if args.junk_chat:
             writer = await room.local_participant.stream_text(topic="lk.chat")
@@ -336,7 +346,7 @@ async def main() -> dict:
             if not args.no_transcribe:
                 pcm = ear.audio(onset - 0.1, last + 0.1)
                 turn["transcript"] = await asyncio.get_running_loop().run_in_executor(
-                    None, speech.transcribe, pcm, RATE)
+                    None, transcribe, pcm, RATE)
         if args.stay > 0:
             try:
                 await asyncio.wait_for(disconnected.wait(), args.stay)
@@ -349,7 +359,7 @@ async def main() -> dict:
                 "disconnected": disconnected.is_set(),
                 "last_sound_before_s": round(end - last, 2) if last else None,
                 "transcript": "" if args.no_transcribe else await asyncio.get_running_loop().run_in_executor(
-                    None, speech.transcribe, tail, RATE),
+                    None, transcribe, tail, RATE),
             }
     finally:
         for t in tasks:

@@ -7,8 +7,12 @@ engines as the agent's. All PCM is mono int16 (numpy arrays).
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import subprocess
+import urllib.request
+import uuid
 import tempfile
 import threading
 import wave
@@ -69,3 +73,22 @@ def transcribe(pcm: np.ndarray, rate: int) -> str:
         d.end_utt()
         hyp = d.hyp()
         return hyp.hypstr if hyp else ""
+
+
+def transcribe_http(url: str, pcm: np.ndarray, rate: int) -> str:
+    """Transcription by an OpenAI-compatible recogniser: POST a WAV to
+    {url}/v1/audio/transcriptions and return its "text"."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.astype("<i2").tobytes())
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"answer.wav\"\r\n"
+            "Content-Type: audio/wav\r\n\r\n").encode() + buf.getvalue() + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(f"{url.rstrip('/')}/v1/audio/transcriptions", data=body, method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return json.loads(r.read())["text"]

@@ -50,6 +50,8 @@ pub struct VoiceService {
     goodbye_lead: Duration,
     history_turns: usize,
     end_of_turn: Duration,
+    /// `voice.llm.tools`: whether the personas' tools are offered to the model.
+    offer_tools: bool,
 }
 
 impl VoiceService {
@@ -57,6 +59,13 @@ impl VoiceService {
     pub fn from_config(c: &VoiceConfig) -> Result<Option<Arc<VoiceService>>> {
         if !c.enabled {
             return Ok(None);
+        }
+        if !c.llm.tools {
+            tracing::info!(
+                provider = %c.llm.provider,
+                model = %c.llm.model,
+                "voice.llm.tools is false: the personas' tools (get_balance) are not offered to this model"
+            );
         }
         let frames = |ms: u64| (ms / FRAME_DURATION.as_millis() as u64).max(1) as usize;
         let client = http_client()?;
@@ -111,6 +120,7 @@ impl VoiceService {
             goodbye_lead: Duration::from_secs(c.goodbye_lead_seconds),
             history_turns: c.history_turns,
             end_of_turn: Duration::from_millis(c.end_of_turn_ms),
+            offer_tools: c.llm.tools,
         })))
     }
 
@@ -128,10 +138,16 @@ impl VoiceService {
             name: persona.name.clone(),
             tts: persona.voice.tts.clone(),
             style: persona.voice.style.clone(),
-            system: prompt::system_prompt(persona),
-            tools: tools::definitions(&persona.tools),
+            system: prompt::system_prompt(persona, self.offer_tools),
+            tools: if self.offer_tools { tools::definitions(&persona.tools) } else { Vec::new() },
         });
-        tracing::info!(persona = %persona.slug, tts = %persona.tts, style = %persona.style, "voice started");
+        tracing::info!(
+            persona = %persona.slug,
+            tts = %persona.tts,
+            style = %persona.style,
+            tools = persona.tools.len(),
+            "voice started"
+        );
         let (tx, rx) = mpsc::channel(16);
         let (events_tx, events) = mpsc::channel(observe::CAPACITY);
         let track_sid = source.track_sid().to_string();

@@ -43,6 +43,8 @@ pub async fn worker(pool: &PgPool, agent_name: &str, extra_env: &[(&str, &str)])
         .env("MINDBOT_DATABASE_MIGRATE_ON_START", "false")
         .env("MINDBOT_LOG_LEVEL", "info")
         .env("MINDBOT_HTTP_ADDRESS", format!("127.0.0.1:{port}"))
+        // Silent unless a test turns voice on (config.toml's default is on).
+        .env("MINDBOT_VOICE_ENABLED", "false")
         .envs(extra_env.iter().copied())
         .stderr(Stdio::piped())
         .kill_on_drop(true)

@@ -71,6 +71,8 @@ impl Contender {
                     .env("MINDBOT_DATABASE_MIGRATE_ON_START", "false")
                     .env("MINDBOT_WORKER_MAX_JOBS", max_jobs.to_string())
                     .env("MINDBOT_HTTP_ADDRESS", "127.0.0.1:0")
+                    // Both contenders are silent agents.
+                    .env("MINDBOT_VOICE_ENABLED", "false")
                     .env("MINDBOT_LOG_FORMAT", "json")
                     .env("MINDBOT_LOG_LEVEL", "info")
                     .env_remove("RUST_LOG");

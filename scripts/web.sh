@@ -16,6 +16,11 @@ export npm_config_cache="$TOOLS/npm-cache"
 
 case "${1:-build}" in
 build)
+    # One builder at a time: tests call this concurrently, and two `npm ci`
+    # in one directory remove each other's files.
+    mkdir -p "$CACHE"
+    exec 9>"$CACHE/.web-build.lock"
+    flock 9
     if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
         log "npm ci (cache: $npm_config_cache)"
         npm ci --no-audit --no-fund --loglevel=error >&2

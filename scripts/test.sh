@@ -3,7 +3,8 @@
 # installs and starts what the tests need (PostgreSQL, libopus, espeak-ng,
 # the LiveKit server built from its Go module, a Python venv with LiveKit's
 # SDK and PocketSphinx, Prometheus for the scrape test, Node.js and Chromium
-# for the web app's browser test; the voice and web tests start the speech
+# for the web app's browser test, redis-server and haproxy for the cluster
+# test, agent/tests/cluster.rs; the voice and web tests start the speech
 # services and build the web app themselves), then
 # format check, lints, every Rust test, the Python clients' self-test and the
 # deployment files' checks (scripts/check-deploy.sh: hadolint, helm,

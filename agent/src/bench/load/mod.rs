@@ -295,3 +295,91 @@ fn compare(outcomes: &[Outcome], rows: &HashMap<String, Row>) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(sessions: usize, seconds: u64) -> LoadArgs {
+        LoadArgs { sessions, seconds, cluster: PathBuf::from("."), persona: "professor-ada".into() }
+    }
+
+    fn env(livekit: &str) -> HashMap<String, String> {
+        [
+            ("LIVEKIT_URL", livekit),
+            ("MINDBOT_CLUSTER_API_URL", "http://127.0.0.1:7730"),
+            ("DATABASE_URL", "postgres://u:p@127.0.0.1:5432/mindbot_cluster"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn counts_and_durations_outside_the_bounds_are_refused_naming_the_flag() {
+        let ok = env("ws://127.0.0.1:7701");
+        assert!(check(&args(300, 600), &ok).is_ok());
+        for (a, flag) in [(args(0, 10), "--sessions"), (args(1001, 10), "--sessions"), (args(5, 3601), "--seconds")] {
+            let e = check(&a, &ok).unwrap_err().to_string();
+            assert!(e.contains(flag), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_that_is_not_on_this_machine_is_refused_naming_the_url() {
+        let e = check(&args(5, 10), &env("wss://livekit.example.com")).unwrap_err().to_string();
+        assert!(e.contains("LIVEKIT_URL") && e.contains("livekit.example.com"), "{e}");
+    }
+
+    fn outcome(room: &str, seen_ms: u64, away_ms: u64) -> Outcome {
+        Outcome {
+            room: room.into(),
+            plan: Plan::Stay(Duration::from_secs(10)),
+            card_minutes: 2,
+            to_started: Some(Duration::from_millis(300)),
+            seen: Some(Duration::from_millis(seen_ms)),
+            away: Duration::from_millis(away_ms),
+            removed: None,
+            hang_up: None,
+            error: None,
+        }
+    }
+
+    fn row(room: &str, charged_ms: i64, rate: i64) -> (String, Row) {
+        let r = Row {
+            room_name: room.into(),
+            status: "ended".into(),
+            end_reason: Some("user_left".into()),
+            charged_ms,
+            rate_ms_per_second: rate,
+            worker_id: None,
+        };
+        (room.to_string(), r)
+    }
+
+    #[test]
+    fn a_charge_within_the_seen_second_and_one_second_short_passes_and_beyond_either_fails() {
+        let rows: HashMap<String, Row> = [
+            row("a", 10_400, 1000), // seen 10.2 s: within the 11th second begun
+            row("b", 9_300, 1000),  // seen 10.2 s: 0.9 s short
+            row("c", 11_100, 1000), // more than the seconds seen
+            row("d", 8_000, 1000),  // 2.2 s short, never away
+            row("e", 6_000, 1000),  // 4.2 s short, 3.5 s of it away
+            row("f", 12_500, 1250), // 10 s of time at a 1.25 multiplier
+        ]
+        .into_iter()
+        .collect();
+        let outcomes = [
+            outcome("a", 10_200, 0),
+            outcome("b", 10_200, 0),
+            outcome("c", 10_200, 0),
+            outcome("d", 10_200, 0),
+            outcome("e", 10_200, 3_500),
+            outcome("f", 10_200, 0),
+        ];
+        let v = compare(&outcomes, &rows);
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(v[0].starts_with("c: charged 11100 ms, more than"), "{v:?}");
+        assert!(v[1].starts_with("d: charged 8000 ms, short"), "{v:?}");
+    }
+}

@@ -112,6 +112,8 @@ async fn six_users_at_a_time_through_haproxy_reach_workers_on_both_nodes_and_eve
         dir.display(),
         String::from_utf8_lossy(&load.stderr)
     );
+    // The figures, for the CI log (cargo test -- --nocapture).
+    println!("{report}");
     assert!(report.contains("audit: passed"), "{report}");
     assert!(report.contains("every session charged no more than its user saw"), "{report}");
 

@@ -114,8 +114,10 @@ impl Watch {
         let mut out = String::new();
         for p in &self.parts {
             let cpu = (p.cpu_now - p.cpu_start).max(0.0) / wall * 100.0;
+            // PostgreSQL's processes share its buffers: their RSS sum counts them once per process.
+            let note = if p.name == "postgresql" { " (sum over processes)" } else { "" };
             out.push_str(&format!(
-                "  {:<12} CPU {:>6.1}% of a core   RSS peak {:>7.1} MiB\n",
+                "  {:<12} CPU {:>6.1}% of a core   RSS peak {:>7.1} MiB{note}\n",
                 p.name,
                 cpu,
                 p.rss_peak as f64 / 1_048_576.0

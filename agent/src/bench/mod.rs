@@ -3,6 +3,7 @@
 //! (agent participants with audio both ways on a LiveKit server).
 
 mod agents;
+mod load;
 mod meter;
 mod rooms;
 mod voice;
@@ -65,6 +66,11 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         turns: usize,
     },
+    /// N user visits in flight for S seconds against the cluster of
+    /// scripts/cluster.sh (loopback only): latencies, sessions per worker,
+    /// CPU and memory of each part, then each session's charge against what
+    /// its user saw, and the audit; non-zero exit on any violation.
+    Load(load::LoadArgs),
 }
 
 pub async fn run(config: &Config, cmd: BenchCommand) -> Result<ExitCode> {
@@ -73,6 +79,7 @@ pub async fn run(config: &Config, cmd: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Rooms { rooms, seconds } => rooms::rooms(config, rooms, seconds).await,
         BenchCommand::Agents(args) => agents::agents(config, args).await,
         BenchCommand::Voice { turns } => voice::voice(config, turns).await,
+        BenchCommand::Load(args) => load::load(config, args).await,
     }
 }
 

@@ -1,0 +1,385 @@
+//! `bench load`: the cluster of `scripts/cluster.sh` under churn. Keeps N
+//! user visits in flight for T seconds (bounded, loopback only), each a
+//! new user with a card of random size who gets a token from the public API,
+//! joins through HAProxy, plays a tone and leaves at a random time, steps
+//! away and back within the grace, or stays until the balance runs out.
+//! Prints the latencies, the sessions per worker and what each part of the
+//! cluster cost; then compares, per session, the time the user saw with the
+//! time charged, and runs the audit. A broken comparison, a failed visit or
+//! a failed audit is printed and makes the exit status non-zero.
+
+mod machine;
+mod visit;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use visit::{roll, Outcome, Plan, Target};
+
+/// Most visits in flight, and longest run: the generator is for one machine.
+const MAX_SESSIONS: usize = 1000;
+const MAX_SECONDS: u64 = 3600;
+
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// Visits kept in flight.
+    #[arg(long, default_value_t = 300)]
+    sessions: usize,
+    /// How long new visits start; then every user leaves and the books are checked.
+    #[arg(long, default_value_t = 600)]
+    seconds: u64,
+    /// The cluster's state directory (scripts/cluster.sh start writes cluster.env and jwt.key there).
+    #[arg(long, env = "MINDBOT_CLUSTER_DIR", default_value = ".cache/cluster")]
+    cluster: PathBuf,
+    /// The persona every user talks to.
+    #[arg(long, default_value = "professor-ada")]
+    persona: String,
+}
+
+/// One closed (or not) session, as the books hold it.
+#[derive(Debug, sqlx::FromRow)]
+struct Row {
+    room_name: String,
+    status: String,
+    end_reason: Option<String>,
+    charged_ms: i64,
+    rate_ms_per_second: i64,
+    worker_id: Option<String>,
+}
+
+/// `KEY=value` lines of the cluster's `cluster.env`.
+fn cluster_env(dir: &std::path::Path) -> Result<HashMap<String, String>> {
+    let path = dir.join("cluster.env");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {} (start the cluster: scripts/cluster.sh start)", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect())
+}
+
+/// The arguments, checked: bounded and aimed at this machine only.
+fn check(args: &LoadArgs, env: &HashMap<String, String>) -> Result<()> {
+    if args.sessions == 0 || args.sessions > MAX_SESSIONS {
+        bail!("--sessions must be 1..={MAX_SESSIONS} (got {})", args.sessions);
+    }
+    if args.seconds == 0 || args.seconds > MAX_SECONDS {
+        bail!("--seconds must be 1..={MAX_SECONDS} (got {})", args.seconds);
+    }
+    for key in ["LIVEKIT_URL", "MINDBOT_CLUSTER_API_URL", "DATABASE_URL"] {
+        let url = env.get(key).with_context(|| format!("cluster.env has no {key}"))?;
+        let host_ok = match key {
+            "DATABASE_URL" => url.contains("@127.0.0.1") || url.contains("@localhost") || url.contains("@[::1]"),
+            _ => mindbot_agent::url::host_is_loopback(url),
+        };
+        if !host_ok {
+            bail!("bench load drives only a loopback cluster: {key} ({url}) is not a loopback address");
+        }
+    }
+    Ok(())
+}
+
+/// A visit to make: what the user does and the card they bring.
+fn plan(seconds: u64, grace: u64) -> (Plan, i32) {
+    let longest = seconds.clamp(6, 120);
+    let stay = Duration::from_secs(5 + roll(longest - 4));
+    match roll(100) {
+        // A one-minute card (the least a session may start with) and no intent to leave.
+        0..=14 => (Plan::RunOut, 1),
+        15..=34 if grace >= 4 && stay >= Duration::from_secs(6) => {
+            let after = Duration::from_secs(1 + roll(stay.as_secs() / 2));
+            let away = Duration::from_secs(1 + roll(grace - 3));
+            (Plan::StepAway { after, away, stay }, 2 + roll(9) as i32)
+        }
+        _ => (Plan::Stay(stay), 2 + roll(9) as i32),
+    }
+}
+
+pub async fn load(config: &Config, args: LoadArgs) -> Result<ExitCode> {
+    let env = cluster_env(&args.cluster)?;
+    check(&args, &env)?;
+    let jwt_key = std::fs::read_to_string(args.cluster.join("jwt.key")).context("reading the cluster's jwt.key")?;
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect(&env["DATABASE_URL"])
+        .await
+        .context("connecting to the cluster's PostgreSQL")?;
+    let grace = config.worker.user_grace_seconds;
+    let target = Arc::new(Target {
+        api_url: env["MINDBOT_CLUSTER_API_URL"].clone(),
+        jwt_key: jwt_key.trim().to_string(),
+        jwt_issuer: env.get("MINDBOT_API_JWT_ISSUER").cloned().unwrap_or_default(),
+        jwt_audience: env.get("MINDBOT_API_JWT_AUDIENCE").cloned().unwrap_or_default(),
+        persona: args.persona.clone(),
+        http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+    });
+    println!(
+        "bench load: {} visits in flight for {} s through {} (grace {grace} s); load average {}",
+        args.sessions,
+        args.seconds,
+        env["LIVEKIT_URL"],
+        machine::load_average()
+    );
+    let mut watch = machine::Watch::start(&args.cluster, &pool).await;
+    let stop = CancellationToken::new();
+    let until = Instant::now() + Duration::from_secs(args.seconds);
+    // Users arrive over a ramp rather than all in one instant.
+    let ramp = Duration::from_millis(100 * args.sessions as u64).min(Duration::from_secs(args.seconds / 4 + 1));
+    let mut slots = Vec::new();
+    for i in 0..args.sessions {
+        let (pool, target, stop) = (pool.clone(), target.clone(), stop.clone());
+        let delay = ramp.mul_f64(i as f64 / args.sessions as f64);
+        let seconds = args.seconds;
+        slots.push(tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let mut outcomes = Vec::new();
+            while Instant::now() < until && !stop.is_cancelled() {
+                let (plan, minutes) = plan(seconds, grace);
+                outcomes.push(visit::visit(&pool, &target, plan, minutes, &stop).await);
+            }
+            outcomes
+        }));
+    }
+    let sampler = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                watch.sample();
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            watch
+        })
+    };
+    tokio::time::sleep_until(until.into()).await;
+    stop.cancel();
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for slot in slots {
+        outcomes.extend(slot.await.context("a user task panicked")?);
+    }
+    let mut watch = sampler.await.context("the sampler panicked")?;
+    let machine = watch.report(&pool).await;
+    let rooms: Vec<String> = outcomes.iter().filter(|o| !o.room.is_empty()).map(|o| o.room.clone()).collect();
+    let rows = closed_rows(&pool, &rooms, Duration::from_secs(grace + 60)).await?;
+
+    let mut failed = false;
+    println!("\n{}", summary(&outcomes, &rows));
+    println!("machine (over the run):\n{machine}");
+    let errors: Vec<&Outcome> = outcomes.iter().filter(|o| o.error.is_some()).collect();
+    if !errors.is_empty() {
+        failed = true;
+        println!("FAILED VISITS: {} of {}", errors.len(), outcomes.len());
+        for o in errors.iter().take(10) {
+            println!("  {} {:?}: {}", o.room, o.plan, o.error.as_deref().unwrap_or(""));
+        }
+    }
+    let violations = compare(&outcomes, &rows);
+    if violations.is_empty() {
+        println!("charges: every session charged no more than its user saw, and short by at most 1 s plus time away");
+    } else {
+        failed = true;
+        println!("CHARGE VIOLATIONS: {}", violations.len());
+        for v in &violations {
+            println!("  {v}");
+        }
+    }
+    let audit = metering::audit::audit(&pool).await.context("running the audit")?;
+    println!("audit: {}", if audit.passed() { "passed" } else { "FAILED" });
+    if !audit.passed() {
+        failed = true;
+        println!("{audit}");
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The session rows of `rooms`, once none is active any more (or after `limit`).
+async fn closed_rows(pool: &PgPool, rooms: &[String], limit: Duration) -> Result<HashMap<String, Row>> {
+    let until = Instant::now() + limit;
+    loop {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT room_name, status, end_reason, charged_ms, rate_ms_per_second, worker_id \
+             FROM voice_sessions WHERE room_name = ANY($1)",
+        )
+        .bind(rooms)
+        .fetch_all(pool)
+        .await
+        .context("reading the load's sessions")?;
+        if rows.iter().all(|r| r.status != "active") || Instant::now() >= until {
+            return Ok(rows.into_iter().map(|r| (r.room_name.clone(), r)).collect());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn percentiles(mut v: Vec<Duration>) -> String {
+    if v.is_empty() {
+        return "n/a".into();
+    }
+    v.sort();
+    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0;
+    format!("p50 {:.0} ms  p99 {:.0} ms  (n = {})", at(0.5), at(0.99), v.len())
+}
+
+fn summary(outcomes: &[Outcome], rows: &HashMap<String, Row>) -> String {
+    let started: Vec<Duration> = outcomes.iter().filter_map(|o| o.to_started).collect();
+    let hang_ups: Vec<Duration> = outcomes.iter().filter_map(|o| o.hang_up).collect();
+    let mut per_worker: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in rows.values() {
+        *per_worker.entry(r.worker_id.as_deref().unwrap_or("none")).or_default() += 1;
+        *reasons.entry(r.end_reason.as_deref().unwrap_or(r.status.as_str())).or_default() += 1;
+    }
+    let away = outcomes.iter().filter(|o| !o.away.is_zero()).count();
+    let mut s = format!(
+        "visits {}  sessions {}  stepped away and back {}\n\
+         dispatch -> agent active (join to `started`): {}\n\
+         hang-up latency (balance out to removal): {}\n\
+         sessions per worker:",
+        outcomes.len(),
+        rows.len(),
+        away,
+        percentiles(started),
+        percentiles(hang_ups)
+    );
+    for (w, n) in &per_worker {
+        s.push_str(&format!(" {w}={n}"));
+    }
+    s.push_str("\nend reasons:");
+    for (r, n) in &reasons {
+        s.push_str(&format!(" {r}={n}"));
+    }
+    s
+}
+
+/// Per session: charged time (card time over the rate) against what the user
+/// saw. Charged never exceeds the seconds seen (a second begun counts as
+/// seen), and falls short by at most one second plus the time away.
+fn compare(outcomes: &[Outcome], rows: &HashMap<String, Row>) -> Vec<String> {
+    let mut out = Vec::new();
+    for o in outcomes {
+        let (Some(seen), false) = (o.seen, o.room.is_empty()) else { continue };
+        let Some(row) = rows.get(&o.room) else {
+            out.push(format!("{}: the user saw `started` but there is no session row", o.room));
+            continue;
+        };
+        if row.status == "active" {
+            out.push(format!("{}: still active after every user left", o.room));
+            continue;
+        }
+        let charged_ms = row.charged_ms * 1000 / row.rate_ms_per_second.max(1);
+        let seen_ms = seen.as_millis() as i64;
+        let seen_seconds_ms = (seen_ms + 999) / 1000 * 1000;
+        let away_ms = o.away.as_millis() as i64;
+        if charged_ms > seen_seconds_ms {
+            out.push(format!(
+                "{}: charged {charged_ms} ms, more than the {seen_ms} ms the user saw ({:?}, {:?})",
+                o.room, o.plan, row.end_reason
+            ));
+        } else if charged_ms + 1000 + away_ms < seen_ms {
+            out.push(format!(
+                "{}: charged {charged_ms} ms, short of the {seen_ms} ms seen by more than 1 s + {away_ms} ms away ({:?}, {:?})",
+                o.room, o.plan, row.end_reason
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(sessions: usize, seconds: u64) -> LoadArgs {
+        LoadArgs { sessions, seconds, cluster: PathBuf::from("."), persona: "professor-ada".into() }
+    }
+
+    fn env(livekit: &str) -> HashMap<String, String> {
+        [
+            ("LIVEKIT_URL", livekit),
+            ("MINDBOT_CLUSTER_API_URL", "http://127.0.0.1:7730"),
+            ("DATABASE_URL", "postgres://u:p@127.0.0.1:5432/mindbot_cluster"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn counts_and_durations_outside_the_bounds_are_refused_naming_the_flag() {
+        let ok = env("ws://127.0.0.1:7701");
+        assert!(check(&args(300, 600), &ok).is_ok());
+        for (a, flag) in [(args(0, 10), "--sessions"), (args(1001, 10), "--sessions"), (args(5, 3601), "--seconds")] {
+            let e = check(&a, &ok).unwrap_err().to_string();
+            assert!(e.contains(flag), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_that_is_not_on_this_machine_is_refused_naming_the_url() {
+        let e = check(&args(5, 10), &env("wss://livekit.example.com")).unwrap_err().to_string();
+        assert!(e.contains("LIVEKIT_URL") && e.contains("livekit.example.com"), "{e}");
+    }
+
+    fn outcome(room: &str, seen_ms: u64, away_ms: u64) -> Outcome {
+        Outcome {
+            room: room.into(),
+            plan: Plan::Stay(Duration::from_secs(10)),
+            card_minutes: 2,
+            to_started: Some(Duration::from_millis(300)),
+            seen: Some(Duration::from_millis(seen_ms)),
+            away: Duration::from_millis(away_ms),
+            removed: None,
+            hang_up: None,
+            error: None,
+        }
+    }
+
+    fn row(room: &str, charged_ms: i64, rate: i64) -> (String, Row) {
+        let r = Row {
+            room_name: room.into(),
+            status: "ended".into(),
+            end_reason: Some("user_left".into()),
+            charged_ms,
+            rate_ms_per_second: rate,
+            worker_id: None,
+        };
+        (room.to_string(), r)
+    }
+
+    #[test]
+    fn a_charge_within_the_seen_second_and_one_second_short_passes_and_beyond_either_fails() {
+        let rows: HashMap<String, Row> = [
+            row("a", 10_400, 1000), // seen 10.2 s: within the 11th second begun
+            row("b", 9_300, 1000),  // seen 10.2 s: 0.9 s short
+            row("c", 11_100, 1000), // more than the seconds seen
+            row("d", 8_000, 1000),  // 2.2 s short, never away
+            row("e", 6_000, 1000),  // 4.2 s short, 3.5 s of it away
+            row("f", 12_500, 1250), // 10 s of time at a 1.25 multiplier
+        ]
+        .into_iter()
+        .collect();
+        let outcomes = [
+            outcome("a", 10_200, 0),
+            outcome("b", 10_200, 0),
+            outcome("c", 10_200, 0),
+            outcome("d", 10_200, 0),
+            outcome("e", 10_200, 3_500),
+            outcome("f", 10_200, 0),
+        ];
+        let v = compare(&outcomes, &rows);
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(v[0].starts_with("c: charged 11100 ms, more than"), "{v:?}");
+        assert!(v[1].starts_with("d: charged 8000 ms, short"), "{v:?}");
+    }
+}

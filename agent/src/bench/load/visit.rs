@@ -1,0 +1,231 @@
+//! One end user's visit, as a real user makes it: a new account with a card
+//! of random size (through `metering`), a session token from the public API
+//! (`POST /v1/sessions`, which dispatches the agent when the user joins), a
+//! join through the load balancer with this crate's room client, a tone, and
+//! a departure: at a chosen time, after stepping away and coming back within
+//! the grace, or when the agent hangs up at zero balance. Everything is timed
+//! on the user's own clock, from the agent's `started` message on.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use jsonwebtoken::{EncodingKey, Header};
+use metering::{cards, UserId};
+use mindbot_agent::room::{self, ConnectOptions, DisconnectReason, Room, RoomEvent, RoomEvents, SAMPLE_RATE};
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Where the users go and how they sign in.
+pub struct Target {
+    pub api_url: String,
+    pub jwt_key: String,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub persona: String,
+    pub http: reqwest::Client,
+}
+
+/// What a user means to do.
+#[derive(Debug, Clone, Copy)]
+pub enum Plan {
+    /// Stays this long after `started`, then leaves.
+    Stay(Duration),
+    /// After `after`, drops out for `away` (within the grace), comes back, and leaves at `stay`.
+    StepAway { after: Duration, away: Duration, stay: Duration },
+    /// Stays until the agent hangs up at zero balance.
+    RunOut,
+}
+
+/// What a user saw.
+#[derive(Debug)]
+pub struct Outcome {
+    pub room: String,
+    pub plan: Plan,
+    pub card_minutes: i32,
+    /// Join finished (the token dispatches the agent) to the agent's `started`.
+    pub to_started: Option<Duration>,
+    /// `started` to the user's leaving or removal, on the user's clock.
+    pub seen: Option<Duration>,
+    /// Time the user was out of the room (left to back in).
+    pub away: Duration,
+    /// The server ended the user's connection, and why.
+    pub removed: Option<DisconnectReason>,
+    /// Removal past the moment the card ran out (`started` + the card's time), for `RunOut` users.
+    pub hang_up: Option<Duration>,
+    pub error: Option<String>,
+}
+
+/// A random number below `n` (uuid's v4 generator is random enough for a benchmark's choices).
+pub fn roll(n: u64) -> u64 {
+    (uuid::Uuid::new_v4().as_u128() % u128::from(n.max(1))) as u64
+}
+
+/// A user's JWT for the public API.
+fn user_jwt(target: &Target, user: UserId) -> Result<String> {
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({"sub": user.to_string(), "iss": target.jwt_issuer, "aud": target.jwt_audience,
+        "iat": now, "exp": now + 3600});
+    jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(target.jwt_key.as_bytes()))
+        .context("signing a user's API token")
+}
+
+/// A new user with one active card of `minutes`.
+async fn funded_user(pool: &PgPool, minutes: i32) -> Result<UserId> {
+    let user: UserId = sqlx::query_scalar(
+        "INSERT INTO users (email, full_name, password_hash) VALUES ($1, 'Load User', '!') RETURNING id",
+    )
+    .bind(format!("load-{}@bench.invalid", uuid::Uuid::new_v4().simple()))
+    .fetch_one(pool)
+    .await
+    .context("creating a load user")?;
+    cards::grant(pool, user, minutes).await.context("granting a load user's card")?;
+    Ok(user)
+}
+
+/// The user's LiveKit URL, room and token from `POST /v1/sessions`.
+async fn session_grant(target: &Target, user: UserId) -> Result<(String, String, String)> {
+    let reply = target
+        .http
+        .post(format!("{}/v1/sessions", target.api_url))
+        .bearer_auth(user_jwt(target, user)?)
+        .header("content-type", "application/json")
+        .body(json!({"persona": target.persona}).to_string())
+        .send()
+        .await
+        .context("POST /v1/sessions")?;
+    let status = reply.status();
+    let bytes = reply.bytes().await.context("reading the answer to POST /v1/sessions")?;
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if status.as_u16() != 201 {
+        bail!("POST /v1/sessions answered {status}: {body}");
+    }
+    let field = |k: &str| body[k].as_str().map(str::to_string).ok_or_else(|| anyhow!("no {k} in {body}"));
+    let url = field("livekit_url")?;
+    if !mindbot_agent::url::host_is_loopback(&url) {
+        bail!("the API sent users to {url}, not a loopback address: bench load drives only a local cluster");
+    }
+    Ok((url, field("room")?, field("token")?))
+}
+
+/// In the room with a tone playing.
+struct Present {
+    room: Room,
+    events: RoomEvents,
+    tone: JoinHandle<()>,
+}
+
+async fn enter(url: &str, token: &str) -> Result<Present> {
+    let options =
+        ConnectOptions { subscribe_audio: false, join_timeout: Duration::from_secs(30), ..Default::default() };
+    let (room, events) = room::connect(url, token, options).await.context("joining through the load balancer")?;
+    let source = room.publish_audio("microphone").await.context("publishing the tone")?;
+    let pcm: Vec<i16> = (0..SAMPLE_RATE as usize)
+        .map(|i| ((i as f64 * 440.0 * std::f64::consts::TAU / f64::from(SAMPLE_RATE)).sin() * 6000.0) as i16)
+        .collect();
+    let tone = tokio::spawn(async move { while source.push(&pcm).await.is_ok() {} });
+    Ok(Present { room, events, tone })
+}
+
+impl Present {
+    async fn leave(self) {
+        self.tone.abort();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.room.leave()).await;
+    }
+}
+
+/// Runs one visit to its end; `stop` asks the user to leave now (the run is over).
+pub async fn visit(pool: &PgPool, target: &Target, plan: Plan, card_minutes: i32, stop: &CancellationToken) -> Outcome {
+    let mut out = Outcome {
+        room: String::new(),
+        plan,
+        card_minutes,
+        to_started: None,
+        seen: None,
+        away: Duration::ZERO,
+        removed: None,
+        hang_up: None,
+        error: None,
+    };
+    if let Err(e) = run(pool, target, stop, &mut out).await {
+        out.error = Some(format!("{e:#}"));
+    }
+    out
+}
+
+async fn run(pool: &PgPool, target: &Target, stop: &CancellationToken, out: &mut Outcome) -> Result<()> {
+    let user = funded_user(pool, out.card_minutes).await?;
+    let (url, room, token) = session_grant(target, user).await?;
+    out.room = room;
+    let mut present = enter(&url, &token).await?;
+    let joined = Instant::now();
+    let started = loop {
+        let event = tokio::select! {
+            e = present.events.recv() => e,
+            _ = tokio::time::sleep_until((joined + Duration::from_secs(60)).into()) => {
+                present.leave().await;
+                bail!("no `started` from the agent within 60 s of joining");
+            }
+        };
+        match event {
+            Some(RoomEvent::Data(d)) if d.topic.as_deref() == Some("mindbot.session") => {
+                let v: serde_json::Value = serde_json::from_slice(&d.payload).unwrap_or_default();
+                match v["type"].as_str() {
+                    Some("started") => break Instant::now(),
+                    Some(other) => {
+                        present.leave().await;
+                        bail!("the agent sent {other} before started: {v}");
+                    }
+                    None => {}
+                }
+            }
+            Some(RoomEvent::Disconnected { reason }) => bail!("removed before started: {reason:?}"),
+            None => bail!("the room connection ended before started"),
+            _ => {}
+        }
+    };
+    out.to_started = Some(started - joined);
+    let far = started + Duration::from_secs(86_400);
+    let (mut step_at, mut leave_at, away_for) = match out.plan {
+        Plan::Stay(stay) => (far, started + stay, Duration::ZERO),
+        Plan::StepAway { after, away, stay } => (started + after, started + stay, away),
+        Plan::RunOut => (far, far, Duration::ZERO),
+    };
+    loop {
+        let event = tokio::select! {
+            e = present.events.recv() => e,
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep_until(leave_at.into()) => break,
+            _ = tokio::time::sleep_until(step_at.into()) => {
+                step_at = far;
+                present.leave().await;
+                let gone = Instant::now();
+                tokio::time::sleep(away_for).await;
+                present = enter(&url, &token).await.context("coming back within the grace")?;
+                out.away += gone.elapsed();
+                leave_at = leave_at.max(Instant::now() + Duration::from_secs(1));
+                continue;
+            }
+        };
+        match event {
+            Some(RoomEvent::Disconnected { reason }) => {
+                let at = Instant::now();
+                out.seen = Some(at - started);
+                out.removed = Some(reason);
+                if matches!(out.plan, Plan::RunOut) {
+                    let card = Duration::from_secs(out.card_minutes as u64 * 60);
+                    out.hang_up = Some(at.saturating_duration_since(started + card));
+                }
+                present.tone.abort();
+                return Ok(());
+            }
+            None => bail!("the room connection ended without a reason"),
+            _ => {}
+        }
+    }
+    // The user is gone once the server has their leave.
+    present.leave().await;
+    out.seen = Some(started.elapsed());
+    Ok(())
+}

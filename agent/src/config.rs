@@ -244,6 +244,9 @@ pub struct VoiceConfig {
     pub llm: LlmConfig,
     /// Text to speech profiles by name (a persona's `voice.tts`); `default` is the fallback.
     pub tts: BTreeMap<String, TtsProfile>,
+    /// Provider prices by provider name, for the usage report (none: cost 0).
+    #[serde(default)]
+    pub prices: BTreeMap<String, ProviderPrices>,
 }
 
 impl Default for VoiceConfig {
@@ -286,6 +289,18 @@ pub struct TtsProfile {
     /// Persona `voice.style` to the provider's voice name.
     #[serde(default)]
     pub voices: BTreeMap<String, String>,
+}
+
+/// What one provider charges, in integer micro-units of the currency
+/// (1 = 0.000001): per second of audio transcribed, per 1000 prompt or
+/// completion tokens, per 1000 characters spoken. A missing key is 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderPrices {
+    pub stt_micros_per_second: u64,
+    pub llm_prompt_micros_per_1k_tokens: u64,
+    pub llm_completion_micros_per_1k_tokens: u64,
+    pub tts_micros_per_1k_characters: u64,
 }
 
 /// The defaults, which are also the documentation: `config.toml` at the

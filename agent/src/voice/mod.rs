@@ -112,12 +112,14 @@ impl VoiceService {
     }
 
     /// Publishes the agent's track and starts the conversation for `persona`;
-    /// `balance` is the session's meter, for `get_balance` and the goodbye.
+    /// `balance` is the session's meter, for `get_balance` and the goodbye;
+    /// what the providers are asked for is counted in the session's `usage`.
     pub async fn start(
         self: &Arc<Self>,
         room: &Room,
         persona: &PersonaConfig,
         balance: watch::Receiver<Snapshot>,
+        usage: Arc<crate::usage::SessionUsage>,
     ) -> Result<VoiceHandle, RoomError> {
         let source = room.publish_audio(TRACK_NAME).await?;
         let persona = Arc::new(Persona {
@@ -130,7 +132,7 @@ impl VoiceService {
         });
         tracing::info!(persona = %persona.slug, tts = %persona.tts, style = %persona.style, "voice started");
         let (tx, rx) = mpsc::channel(16);
-        let task = tokio::spawn(pipeline::run(self.clone(), source, persona, balance, rx));
+        let task = tokio::spawn(pipeline::run(self.clone(), source, persona, balance, rx, usage));
         Ok(VoiceHandle { tx, task })
     }
 }

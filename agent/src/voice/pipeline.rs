@@ -9,7 +9,6 @@
 //! model, the synthesis and the playback together.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +23,7 @@ use tracing::{debug, info, warn};
 use super::llm::{Delta, Sentences};
 use super::vad::{Vad, VadEvent};
 use super::{tools, VoiceService};
+use crate::usage::SessionUsage;
 
 /// What the session tells the pipeline.
 #[derive(Debug)]
@@ -64,31 +64,8 @@ struct Shared {
     source: AudioSource,
     persona: Arc<Persona>,
     balance: watch::Receiver<Snapshot>,
-    usage: Usage,
-}
-
-/// What one session used of the providers; logged when the session's
-/// voice ends (the metrics carry the same by persona and provider).
-#[derive(Default)]
-struct Usage {
-    stt_ms: AtomicU64,
-    prompt_tokens: AtomicU64,
-    completion_tokens: AtomicU64,
-    tts_characters: AtomicU64,
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        let u = &self.usage;
-        info!(
-            persona = %self.persona.slug,
-            stt_audio_seconds = u.stt_ms.load(Ordering::Relaxed) as f64 / 1000.0,
-            llm_prompt_tokens = u.prompt_tokens.load(Ordering::Relaxed),
-            llm_completion_tokens = u.completion_tokens.load(Ordering::Relaxed),
-            tts_characters = u.tts_characters.load(Ordering::Relaxed),
-            "voice usage"
-        );
-    }
+    /// The session's provider usage (the session stores it).
+    usage: Arc<SessionUsage>,
 }
 
 pub(super) async fn run(
@@ -97,13 +74,14 @@ pub(super) async fn run(
     persona: Arc<Persona>,
     mut balance: watch::Receiver<Snapshot>,
     mut inputs: mpsc::Receiver<Input>,
+    usage: Arc<SessionUsage>,
 ) {
     let shared = Arc::new(Shared {
         svc: svc.clone(),
         source: source.clone(),
         persona: persona.clone(),
         balance: balance.clone(),
-        usage: Usage::default(),
+        usage,
     });
     let mut vad = Vad::new(svc.vad);
     let mut stream: Option<AudioStream> = None;
@@ -282,9 +260,11 @@ async fn speaker(sh: &Shared, mut rx: mpsc::Receiver<String>, ended: Option<Inst
                 info!(latency_ms = latency.as_millis() as u64, "first answer audio queued");
             }
         };
-        let said = svc.tts.speak(&svc.client, profile, &sh.persona.style, &sentence, &sh.source, &mut on_first).await;
+        let said = svc
+            .tts
+            .speak(&svc.client, profile, &sh.persona.style, &sentence, &sh.source, &mut on_first, &sh.usage)
+            .await;
         if said.is_ok() {
-            sh.usage.tts_characters.fetch_add(sentence.chars().count() as u64, Ordering::Relaxed);
             metrics::counter!("mindbot_voice_tts_characters_total", "persona" => sh.persona.slug.clone(),
                 "provider" => profile.endpoint.provider.clone())
             .increment(sentence.chars().count() as u64);
@@ -298,7 +278,7 @@ async fn speaker(sh: &Shared, mut rx: mpsc::Receiver<String>, ended: Option<Inst
 
 async fn answer(sh: &Shared, pcm: Vec<i16>, ended: Instant, history: Vec<Value>) -> Vec<Value> {
     let svc = &sh.svc;
-    let text = match svc.stt.transcribe(&svc.client, &pcm, &sh.persona.slug).await {
+    let text = match svc.stt.transcribe(&svc.client, &pcm, &sh.persona.slug, &sh.usage).await {
         Ok(t) => t,
         Err(e) => {
             warn!(error = %e, "speech to text failed");
@@ -306,7 +286,6 @@ async fn answer(sh: &Shared, pcm: Vec<i16>, ended: Instant, history: Vec<Value>)
             return Vec::new();
         }
     };
-    sh.usage.stt_ms.fetch_add(pcm.len() as u64 / 48, Ordering::Relaxed);
     if text.is_empty() {
         return Vec::new();
     }
@@ -319,24 +298,19 @@ async fn answer(sh: &Shared, pcm: Vec<i16>, ended: Instant, history: Vec<Value>)
         messages.extend(history);
         messages.extend(added.iter().cloned());
         'rounds: for _ in 0..MAX_TOOL_ROUNDS {
-            let mut stream = match svc.llm.stream(&svc.client, &messages, &sh.persona.tools, &sh.persona.slug).await {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(error = %e, "the language model failed");
-                    let _ = tx.send(PROBLEM.to_string()).await;
-                    break;
-                }
-            };
+            let mut stream =
+                match svc.llm.stream(&svc.client, &messages, &sh.persona.tools, &sh.persona.slug, &sh.usage).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(error = %e, "the language model failed");
+                        let _ = tx.send(PROBLEM.to_string()).await;
+                        break;
+                    }
+                };
             let mut sentences = Sentences::default();
             let mut said = String::new();
             loop {
-                let next = stream.next().await;
-                if !matches!(next, Ok(Some(Delta::Text(_)))) {
-                    sh.usage.prompt_tokens.fetch_add(stream.tokens.0, Ordering::Relaxed);
-                    sh.usage.completion_tokens.fetch_add(stream.tokens.1, Ordering::Relaxed);
-                    stream.tokens = (0, 0);
-                }
-                match next {
+                match stream.next().await {
                     Ok(Some(Delta::Text(t))) => {
                         said.push_str(&t);
                         for s in sentences.push(&t) {

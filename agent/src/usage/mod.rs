@@ -73,11 +73,12 @@ impl Counters {
     /// the currency): every price is in micro-units per second or per 1000
     /// units and usage is in milliseconds or units, so this is exact.
     pub fn cost_nanos(&self, p: &ProviderPrices) -> u128 {
+        // Prices and counters are never negative (validated, CHECKed).
         let n = |v: i64| v.max(0) as u128;
-        n(self.stt_audio_ms) * u128::from(p.stt_micros_per_second)
-            + n(self.llm_prompt_tokens) * u128::from(p.llm_prompt_micros_per_1k_tokens)
-            + n(self.llm_completion_tokens) * u128::from(p.llm_completion_micros_per_1k_tokens)
-            + n(self.tts_characters) * u128::from(p.tts_micros_per_1k_characters)
+        n(self.stt_audio_ms) * n(p.stt_micros_per_second)
+            + n(self.llm_prompt_tokens) * n(p.llm_prompt_micros_per_1k_tokens)
+            + n(self.llm_completion_tokens) * n(p.llm_completion_micros_per_1k_tokens)
+            + n(self.tts_characters) * n(p.tts_micros_per_1k_characters)
     }
 }
 

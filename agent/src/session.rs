@@ -24,7 +24,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::usage::SessionUsage;
 
@@ -506,6 +506,12 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
         }
     }
     save_usage(ctx, id, &usage).await;
+    for r in usage.rows() {
+        let c = &r.counters;
+        info!(session = %id, stage = %r.stage, provider = %r.provider, stt_audio_ms = c.stt_audio_ms,
+            llm_prompt_tokens = c.llm_prompt_tokens, llm_completion_tokens = c.llm_completion_tokens,
+            tts_characters = c.tts_characters, "provider usage");
+    }
     reason
 }
 
@@ -516,14 +522,7 @@ async fn save_usage(ctx: &Context, id: metering::SessionId, usage: &SessionUsage
     let Some(rows) = usage.take_changed() else { return };
     let saved = tokio::time::timeout(Duration::from_secs(2), crate::usage::save(&ctx.pool, id, &rows)).await;
     match saved {
-        Ok(Ok(())) => {
-            for r in &rows {
-                let c = &r.counters;
-                info!(session = %id, stage = %r.stage, provider = %r.provider, stt_audio_ms = c.stt_audio_ms,
-                    llm_prompt_tokens = c.llm_prompt_tokens, llm_completion_tokens = c.llm_completion_tokens,
-                    tts_characters = c.tts_characters, "provider usage saved");
-            }
-        }
+        Ok(Ok(())) => debug!(session = %id, rows = rows.len(), "provider usage saved"),
         Ok(Err(e)) => {
             database_error("usage");
             usage.mark_changed();

@@ -30,6 +30,16 @@ pub fn parse_since(value: &str) -> Result<DateTime<Utc>, BadSince> {
     DateTime::parse_from_rfc3339(v).map(|t| t.with_timezone(&Utc)).map_err(|_| BadSince { value: value.to_string() })
 }
 
+/// A session as `voice_sessions` has it.
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    id: Uuid,
+    persona_slug: Option<String>,
+    start_time: Option<DateTime<Utc>>,
+    metered_ms: i64,
+    charged_ms: i64,
+}
+
 /// One session's line of the report.
 #[derive(Debug, Default)]
 struct SessionLine {
@@ -51,19 +61,21 @@ struct PersonaSum {
     revenue_nanos: u128,
     cost_nanos: u128,
     usage: Counters,
+    /// By (stage, provider).
+    providers: BTreeMap<(String, String), Counters>,
 }
 
 /// The report's text, for sessions started at or after `since`; prices
 /// and revenue are in `currency`.
 pub async fn report(pool: &PgPool, since: DateTime<Utc>, prices: &Prices, currency: &str) -> sqlx::Result<String> {
-    let rows: Vec<(Uuid, Option<String>, Option<DateTime<Utc>>, i64, i64)> = sqlx::query_as(
+    let rows: Vec<SessionRow> = sqlx::query_as(
         "SELECT id, persona_slug, start_time, metered_ms, charged_ms FROM voice_sessions \
          WHERE start_time >= $1 ORDER BY persona_slug NULLS LAST, start_time, id",
     )
     .bind(since)
     .fetch_all(pool)
     .await?;
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     // A charge's revenue: charged_ms of a card bought for amount_cents with
     // total_minutes, in nano-units (1 cent = 10^7), rounded down per charge.
     let revenue: Vec<(Uuid, String)> = sqlx::query_as(
@@ -85,14 +97,14 @@ pub async fn report(pool: &PgPool, since: DateTime<Utc>, prices: &Prices, curren
     let mut usage = of_sessions(pool, &ids).await?;
     let lines: Vec<SessionLine> = rows
         .into_iter()
-        .map(|(id, persona, start, metered_ms, charged_ms)| SessionLine {
-            id,
-            persona: persona.unwrap_or_else(|| "-".into()),
-            start,
-            metered_ms,
-            charged_ms,
-            revenue_nanos: revenue.get(&id).copied().unwrap_or(0),
-            usage: usage.remove(&id).unwrap_or_default(),
+        .map(|r| SessionLine {
+            id: r.id,
+            persona: r.persona_slug.unwrap_or_else(|| "-".into()),
+            start: r.start_time,
+            metered_ms: r.metered_ms,
+            charged_ms: r.charged_ms,
+            revenue_nanos: revenue.get(&r.id).copied().unwrap_or(0),
+            usage: usage.remove(&r.id).unwrap_or_default(),
         })
         .collect();
     Ok(render(since, &lines, prices, currency))
@@ -118,7 +130,10 @@ fn render(since: DateTime<Utc>, lines: &[SessionLine], prices: &Prices, currency
         p.charged_ms += l.charged_ms;
         p.revenue_nanos += l.revenue_nanos;
         p.cost_nanos += cost_of(&l.usage, prices);
-        l.usage.iter().for_each(|u| p.usage.add(&u.counters));
+        for u in &l.usage {
+            p.usage.add(&u.counters);
+            p.providers.entry((u.stage.clone(), u.provider.clone())).or_default().add(&u.counters);
+        }
     }
     let _ = writeln!(out, "\nper persona");
     let _ = writeln!(
@@ -150,6 +165,9 @@ fn render(since: DateTime<Utc>, lines: &[SessionLine], prices: &Prices, currency
             p.usage.llm_completion_tokens,
             p.usage.tts_characters
         );
+        for ((stage, provider), c) in &p.providers {
+            let _ = writeln!(out, "  {}", provider_line(stage, provider, c, prices));
+        }
     }
     let _ = writeln!(out, "\nper session");
     let mut unpriced: Vec<&str> = Vec::new();
@@ -169,20 +187,10 @@ fn render(since: DateTime<Utc>, lines: &[SessionLine], prices: &Prices, currency
             let _ = writeln!(out, "  no provider usage recorded");
         }
         for u in &l.usage {
-            let c = &u.counters;
-            let what = match u.stage.as_str() {
-                "stt" => format!("audio_s {}", seconds(c.stt_audio_ms)),
-                "llm" => format!("prompt_tokens {} completion_tokens {}", c.llm_prompt_tokens, c.llm_completion_tokens),
-                _ => format!("characters {}", c.tts_characters),
-            };
-            let cost = match prices.get(&u.provider) {
-                Some(p) => currency_text(c.cost_nanos(p)),
-                None => {
-                    unpriced.push(&u.provider);
-                    "unpriced".to_string()
-                }
-            };
-            let _ = writeln!(out, "  {} {} {what} cost {cost}", u.stage, u.provider);
+            if !prices.contains_key(&u.provider) {
+                unpriced.push(&u.provider);
+            }
+            let _ = writeln!(out, "  {}", provider_line(&u.stage, &u.provider, &u.counters, prices));
         }
     }
     unpriced.sort_unstable();
@@ -194,9 +202,51 @@ fn render(since: DateTime<Utc>, lines: &[SessionLine], prices: &Prices, currency
     out
 }
 
+/// `stt local audio_s 2.460 cost 0.000246`, and the like for llm and tts.
+fn provider_line(stage: &str, provider: &str, c: &Counters, prices: &Prices) -> String {
+    let what = match stage {
+        "stt" => format!("audio_s {}", seconds(c.stt_audio_ms)),
+        "llm" => format!("prompt_tokens {} completion_tokens {}", c.llm_prompt_tokens, c.llm_completion_tokens),
+        _ => format!("characters {}", c.tts_characters),
+    };
+    let cost = prices.get(provider).map_or("unpriced".to_string(), |p| currency_text(c.cost_nanos(p)));
+    format!("{stage} {provider} {what} cost {cost}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(stage: &str, provider: &str, counters: Counters) -> StageUsage {
+        StageUsage { stage: stage.into(), provider: provider.into(), counters }
+    }
+
+    #[test]
+    fn a_persona_sums_its_sessions_per_provider_and_unpriced_providers_are_named() {
+        let prices: Prices =
+            [("local".to_string(), crate::config::ProviderPrices { stt_micros_per_second: 100, ..Default::default() })]
+                .into();
+        let stt = |ms| row("stt", "local", Counters { stt_audio_ms: ms, ..Default::default() });
+        let tts = row("tts", "cartesia", Counters { tts_characters: 300, ..Default::default() });
+        let line = |metered_ms, usage| SessionLine {
+            persona: "professor-ada".into(),
+            metered_ms,
+            charged_ms: metered_ms,
+            revenue_nanos: 1_000_000,
+            usage,
+            ..Default::default()
+        };
+        let lines = [line(10_500, vec![stt(1_500)]), line(20_000, vec![stt(2_500), tts])];
+        let text = render(Utc::now(), &lines, &prices, "usd");
+        let persona = text.lines().find(|l| l.starts_with("professor-ada")).unwrap();
+        let cols: Vec<&str> = persona.split_whitespace().collect();
+        // 30.5 s billed, 0.002 revenue, 4 s of audio at 0.0001 a second.
+        assert_eq!(cols, ["professor-ada", "2", "30", "30.500", "0.002000", "0.000400", "4.000", "0", "0", "300"]);
+        assert!(text.contains("  stt local audio_s 4.000 cost 0.000400\n"), "{text}");
+        assert!(text.contains("  tts cartesia characters 300 cost unpriced\n"), "{text}");
+        assert!(text.contains("no [voice.prices.<provider>] for cartesia"), "{text}");
+        assert_eq!(text.matches("\nsession ").count(), 2, "{text}");
+    }
 
     #[test]
     fn since_takes_a_date_or_an_rfc3339_time_and_names_itself_when_wrong() {

@@ -1,5 +1,5 @@
 //! Operator commands: migrations, personas, cards, balances, tiers, audit,
-//! and `run`. Each prints what it did in plain text and exits non-zero on
+//! the usage report, and `run`. Each prints what it did in plain text and exits non-zero on
 //! failure with a message naming the operation.
 
 use std::collections::HashMap;
@@ -425,6 +425,17 @@ pub async fn audit(config: &Config) -> Result<ExitCode> {
     let report = metering::audit::audit(&pool).await.context("auditing")?;
     println!("{report}");
     Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The usage report (`usage --since`); a bad `--since` fails before any query.
+pub async fn usage(config: &Config, since: &str) -> Result<ExitCode> {
+    let since = crate::usage::report::parse_since(since)?;
+    let pool = connect(config).await?;
+    let text = crate::usage::report::report(&pool, since, &config.voice.prices, &config.api.stripe_currency)
+        .await
+        .context("reading sessions and provider usage")?;
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

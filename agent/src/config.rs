@@ -248,6 +248,9 @@ pub struct VoiceConfig {
     pub llm: LlmConfig,
     /// Text to speech profiles by name (a persona's `voice.tts`); `default` is the fallback.
     pub tts: BTreeMap<String, TtsProfile>,
+    /// Provider prices by provider name, for the usage report (none: cost 0).
+    #[serde(default)]
+    pub prices: BTreeMap<String, ProviderPrices>,
 }
 
 impl Default for VoiceConfig {
@@ -305,6 +308,30 @@ pub struct TtsProfile {
     /// Persona `voice.style` to the provider's voice name.
     #[serde(default)]
     pub voices: BTreeMap<String, String>,
+}
+
+/// What one provider charges, in integer micro-units of the currency
+/// (1 = 0.000001): per second of audio transcribed, per 1000 prompt or
+/// completion tokens, per 1000 characters spoken. A missing key is 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderPrices {
+    pub stt_micros_per_second: i64,
+    pub llm_prompt_micros_per_1k_tokens: i64,
+    pub llm_completion_micros_per_1k_tokens: i64,
+    pub tts_micros_per_1k_characters: i64,
+}
+
+impl ProviderPrices {
+    /// Each price with its key name, for validation.
+    fn named(&self) -> [(&'static str, i64); 4] {
+        [
+            ("stt_micros_per_second", self.stt_micros_per_second),
+            ("llm_prompt_micros_per_1k_tokens", self.llm_prompt_micros_per_1k_tokens),
+            ("llm_completion_micros_per_1k_tokens", self.llm_completion_micros_per_1k_tokens),
+            ("tts_micros_per_1k_characters", self.tts_micros_per_1k_characters),
+        ]
+    }
 }
 
 /// The defaults, which are also the documentation: `config.toml` at the
@@ -418,6 +445,11 @@ impl Config {
 
     fn validate_voice(&self) -> Result<()> {
         let v = &self.voice;
+        for (provider, prices) in &v.prices {
+            if let Some((key, price)) = prices.named().into_iter().find(|(_, p)| *p < 0) {
+                bail!("config key voice.prices.{provider}.{key} must be 0 or more (got {price})");
+            }
+        }
         if !(-90.0..=0.0).contains(&v.speech_dbfs) {
             bail!("config key voice.speech_dbfs must be between -90 and 0 (got {})", v.speech_dbfs);
         }
@@ -791,6 +823,30 @@ mod tests {
         let start = DEFAULT_TOML.find("[voice]").unwrap();
         let c = Config::from_sources(&DEFAULT_TOML[..start], env(&[])).unwrap();
         assert!(!c.voice.enabled);
+    }
+
+    #[test]
+    fn provider_prices_are_integers_per_provider_and_a_misspelt_key_is_named() {
+        let c = Config::from_sources(
+            DEFAULT_TOML,
+            env(&[
+                ("MINDBOT_VOICE_PRICES_LOCAL_STT_MICROS_PER_SECOND", "100"),
+                ("MINDBOT_VOICE_PRICES", r#"{ openai = { llm_prompt_micros_per_1k_tokens = 150 } }"#),
+            ]),
+        );
+        // A whole table from the environment replaces the file's.
+        let c = c.unwrap();
+        assert_eq!(c.voice.prices["openai"].llm_prompt_micros_per_1k_tokens, 150);
+        assert_eq!(c.voice.prices["openai"].stt_micros_per_second, 0, "a missing key is 0");
+        let c = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_VOICE_PRICES_LOCAL_STT_MICROS_PER_SECOND", "100")]))
+            .unwrap();
+        assert_eq!(c.voice.prices["local"].stt_micros_per_second, 100);
+        let typo = format!("{DEFAULT_TOML}\n[voice.prices.openai]\nstt_micro_per_second = 5\n");
+        let e = format!("{:#}", Config::from_sources(&typo, env(&[])).unwrap_err());
+        assert!(e.contains("stt_micro_per_second"), "{e}");
+        let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_VOICE_PRICES_LOCAL_STT_MICROS_PER_SECOND", "-1")]))
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("stt_micros_per_second"), "{e:#}");
     }
 
     #[test]

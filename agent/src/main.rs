@@ -3,8 +3,10 @@
 //! Modules, in the order a session meets them: `config` (settings),
 //! `cli` (operator commands), `session` (one job), `voice` (the agent hears
 //! and speaks), `conventions` (what LiveKit's frontends read: agent state,
-//! transcriptions, typed turns), `http` (operator endpoints), `api` (the public API under
-//! `/v1`), `bench` (benchmarks that print figures), `telemetry` (logs).
+//! transcriptions, typed turns), `http` (operator endpoints), `api` (the
+//! public API under `/v1`), `usage` (what sessions used of the voice
+//! providers, and its report), `bench` (benchmarks that print figures),
+//! `telemetry` (logs).
 
 mod api;
 mod bench;
@@ -16,6 +18,7 @@ mod http;
 mod jobs;
 mod session;
 mod telemetry;
+mod usage;
 mod voice;
 
 use std::path::PathBuf;
@@ -59,6 +62,13 @@ enum Command {
     Tiers,
     /// Check the money invariants over the whole database; non-zero exit on any mismatch.
     Audit,
+    /// Per persona and session since a date: billed time and revenue against
+    /// provider usage and its cost at `[voice.prices]`.
+    Usage {
+        /// A date (YYYY-MM-DD, UTC) or an RFC 3339 time; sessions started then or later.
+        #[arg(long)]
+        since: String,
+    },
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -94,6 +104,7 @@ fn main() -> ExitCode {
             Command::Balance { user } => cli::balance(&config, &user).await,
             Command::Tiers => cli::tiers(&config).await,
             Command::Audit => cli::audit(&config).await,
+            Command::Usage { since } => cli::usage(&config, &since).await,
             Command::Bench(b) => bench::run(&config, b).await,
         }
     });

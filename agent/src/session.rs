@@ -24,9 +24,10 @@ use serde_json::json;
 use sqlx::PgPool;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::conventions::{Conventions, ATTR_AGENT_STATE};
+use crate::usage::SessionUsage;
 use crate::voice::observe::{AgentState, VoiceEvent};
 
 /// Data topic for session status and refusals.
@@ -396,8 +397,13 @@ async fn greet(room: &Room, s: &Admitted, voice: Option<&crate::voice::VoiceHand
 
 /// The metered conversation: runs until an end reason, closes the session.
 async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Admitted, stop: &Stop) -> EndReason {
+    let usage = Arc::new(SessionUsage::default());
     let mut voice = match &ctx.voice {
-        Some(v) => v.start(room, &s.persona, s.metered.watch()).await.map_err(|e| warn!(error = %e, "no voice")).ok(),
+        Some(v) => v
+            .start(room, &s.persona, s.metered.watch(), usage.clone())
+            .await
+            .map_err(|e| warn!(error = %e, "no voice"))
+            .ok(),
         None => None,
     };
     // `initializing` was set at join.
@@ -417,6 +423,7 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
     // A user who never shows up (or left before we joined) ends the session uncharged.
     let mut grace_at = if s.present { far } else { Instant::now() + ctx.user_wait };
     let mut next_balance = Instant::now() + ctx.balance_every;
+    let mut next_usage = Instant::now() + crate::usage::SAVE_EVERY;
     let reason = loop {
         tokio::select! {
             _ = stop.shutdown.cancelled() => break EndReason::Shutdown,
@@ -443,6 +450,10 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
             _ = sleep_until(next_balance) => {
                 send_balance(room, &s, "balance").await;
                 next_balance = Instant::now() + ctx.balance_every;
+            }
+            _ = sleep_until(next_usage) => {
+                save_usage(ctx, s.metered.id(), &usage).await;
+                next_usage = Instant::now() + crate::usage::SAVE_EVERY;
             }
             ev = s.metered.next_event() => match ev {
                 Some(MeterEvent::Warning { remaining }) => {
@@ -493,6 +504,9 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
         }
     };
     let id = s.metered.id();
+    // The voice stops first, so the last provider calls are in the totals
+    // (written after the close: the close is not delayed by it).
+    drop(voice);
     match s.metered.close(reason).await {
         Ok(v) => {
             let persona = s.slug.clone();
@@ -514,6 +528,13 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
             warn!(session = %id, reason = %reason, error = %e, "session end not recorded")
         }
     }
+    save_usage(ctx, id, &usage).await;
+    for r in usage.rows() {
+        let c = &r.counters;
+        info!(session = %id, stage = %r.stage, provider = %r.provider, stt_audio_ms = c.stt_audio_ms,
+            llm_prompt_tokens = c.llm_prompt_tokens, llm_completion_tokens = c.llm_completion_tokens,
+            tts_characters = c.tts_characters, "provider usage");
+    }
     reason
 }
 
@@ -522,6 +543,27 @@ async fn next_report(voice: &mut Option<crate::voice::VoiceHandle>) -> Option<Vo
     match voice {
         Some(v) => v.next_event().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Writes the session's provider usage if it changed (bounded: a slow
+/// database must not hold the session's loop); a failure is logged and the
+/// next write carries the same totals.
+async fn save_usage(ctx: &Context, id: metering::SessionId, usage: &SessionUsage) {
+    let Some(rows) = usage.take_changed() else { return };
+    let saved = tokio::time::timeout(Duration::from_secs(2), crate::usage::save(&ctx.pool, id, &rows)).await;
+    match saved {
+        Ok(Ok(())) => debug!(session = %id, rows = rows.len(), "provider usage saved"),
+        Ok(Err(e)) => {
+            database_error("usage");
+            usage.mark_changed();
+            warn!(session = %id, error = %e, "provider usage not saved; retried at the next write");
+        }
+        Err(_) => {
+            database_error("usage");
+            usage.mark_changed();
+            warn!(session = %id, "provider usage write timed out; retried at the next write");
+        }
     }
 }
 

@@ -86,7 +86,7 @@ pub fn zero_series(config: &Config, worker: bool) {
         for reason in ["draining", "at_capacity", "loaded", "duplicate"] {
             counter!("mindbot_jobs_declined_total", "reason" => reason).increment(0);
         }
-        for stage in ["admit", "open", "close"] {
+        for stage in ["admit", "open", "close", "usage"] {
             counter!("mindbot_database_errors_total", "stage" => stage).increment(0);
         }
         counter!("mindbot_meter_write_failures_total").increment(0);

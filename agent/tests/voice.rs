@@ -4,6 +4,7 @@
 //! and the Python end user (`tests/clients/talker.py`), who speaks espeak-ng
 //! questions, records the answers and transcribes them with PocketSphinx.
 
+mod api_support;
 mod e2e;
 
 use std::process::Stdio;
@@ -192,4 +193,201 @@ async fn provider_failures_are_retried_then_apologised_for_and_the_goodbye_prece
     };
     assert_eq!(errors("llm", "local"), Some(2.0), "{metrics}");
     assert_eq!(errors("tts", "default"), Some(2.0), "{metrics}");
+}
+
+/// Expected cost text of one usage row at the prices `usage_is_stored_...` sets:
+/// STT 100 micro-units a second, prompt 150 and completion 600 per 1000
+/// tokens, TTS 15000 per 1000 characters (nano-units, shown with six decimals).
+fn cost_text(nanos: i64) -> String {
+    let micros = (nanos + 500) / 1000;
+    format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_spoken_turn_is_stored_as_provider_usage_and_shown_with_the_billed_time(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    // A speech service of our own: what it served is this session's alone.
+    let (_speech, base) = private_speech_services().await;
+    let agent_name = format!("mindbot-voice-{}", uuid::Uuid::new_v4().simple());
+    let prices = [
+        ("MINDBOT_VOICE_PRICES_LOCAL_STT_MICROS_PER_SECOND", "100"),
+        ("MINDBOT_VOICE_PRICES_LOCAL_LLM_PROMPT_MICROS_PER_1K_TOKENS", "150"),
+        ("MINDBOT_VOICE_PRICES_LOCAL_LLM_COMPLETION_MICROS_PER_1K_TOKENS", "600"),
+        ("MINDBOT_VOICE_PRICES_DEFAULT_TTS_MICROS_PER_1K_CHARACTERS", "15000"),
+    ];
+    let mut extra: Vec<(&str, &str)> = api_support::api_env();
+    extra.push(("MINDBOT_WORKER_USER_GRACE_SECONDS", "2"));
+    extra.extend_from_slice(&prices);
+    let (_w, port) = voice_worker(&pool, &agent_name, &base, &extra).await;
+    let user = user_with_card(&pool, 10).await;
+    // The card was bought for 9.99 (as the Stripe webhook records it): its
+    // charged time is revenue in the report.
+    sqlx::query(
+        "INSERT INTO payment_history (user_id, stripe_payment_intent_id, amount_cents, currency, status, time_card_id) \
+         SELECT $1, 'pi_usage_test', 999, 'usd', 'succeeded', id FROM time_cards WHERE user_id = $1",
+    )
+    .bind(user)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let room = format!("voice-{}", uuid::Uuid::new_v4().simple());
+    let meta = serde_json::json!({"user_id": user.to_string(), "persona": "professor-ada"});
+    let token = dispatch_token(&room, &user.to_string(), &agent_name, &meta).await;
+
+    let report = talk(&token, &["--voice", "en-us+f2", "--say", "Hello. What is your name?"]).await;
+    eprintln!("talker report: {report}");
+    assert!(report["turns"][0]["latency_ms"].as_f64().is_some(), "the agent answered: {report}");
+
+    // The user has left; the session ends after the grace and writes its usage.
+    let served = || async {
+        let body = reqwest_free_get(&base, "/usage").await;
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    let stored = |stage: &'static str| {
+        let pool = pool.clone();
+        let room = room.clone();
+        async move {
+            sqlx::query_as::<_, (String, i64, i64, i64, i64)>(
+                "SELECT su.provider, su.stt_audio_ms, su.llm_prompt_tokens, su.llm_completion_tokens, su.tts_characters \
+                 FROM session_usage su JOIN voice_sessions vs ON vs.id = su.voice_session_id \
+                 WHERE vs.room_name = $1 AND su.stage = $2",
+            )
+            .bind(room)
+            .bind(stage)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let mut settled = false;
+    for _ in 0..60 {
+        let ended: Option<String> =
+            sqlx::query_scalar("SELECT status FROM voice_sessions WHERE room_name = $1 AND end_time IS NOT NULL")
+                .bind(&room)
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+        let tts = stored("tts").await.map(|r| r.4);
+        if ended.is_some() && tts.is_some() && tts == served().await["tts_characters"].as_i64() {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let served = served().await;
+    eprintln!("the speech service served {served}");
+    assert!(settled, "the session ended and stored its usage: stored tts {:?}, served {served}", stored("tts").await);
+
+    let (stt_provider, stt_ms, ..) = stored("stt").await.expect("a speech to text row");
+    let (llm_provider, _, prompt, completion, _) = stored("llm").await.expect("a language model row");
+    let (tts_provider, .., characters) = stored("tts").await.expect("a text to speech row");
+    assert_eq!((stt_provider.as_str(), llm_provider.as_str(), tts_provider.as_str()), ("local", "local", "default"));
+    assert!(stt_ms > 0, "audio seconds were sent to speech to text");
+    // The agent counts 48 kHz samples, the service the 16 kHz WAV it got:
+    // the same audio, up to a millisecond of rounding per turn.
+    let heard = served["stt_audio_ms"].as_i64().unwrap();
+    assert!((stt_ms - heard).abs() <= 3, "stored {stt_ms} ms, the service transcribed {heard} ms");
+    assert_eq!(prompt, served["llm_prompt_tokens"].as_i64().unwrap(), "prompt tokens as the service reported");
+    assert_eq!(completion, served["llm_completion_tokens"].as_i64().unwrap(), "completion tokens as reported");
+    assert!(prompt > 0 && completion > 0);
+    assert_eq!(characters, served["tts_characters"].as_i64().unwrap(), "characters as spoken");
+    // The greeting alone is longer than this.
+    assert!(characters > 40, "{characters}");
+
+    let (id, metered_ms, charged_ms): (uuid::Uuid, i64, i64) =
+        sqlx::query_as("SELECT id, metered_ms, charged_ms FROM voice_sessions WHERE room_name = $1")
+            .bind(&room)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(metered_ms > 0 && charged_ms > 0);
+
+    // The user sees it with the session.
+    let api = api_support::ApiServer::at(port);
+    let page = api.get("/v1/me/sessions", Some(&api_support::token(user))).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let page = page.json();
+    let session = &page["sessions"][0];
+    assert_eq!(session["id"], id.to_string());
+    assert_eq!(session["duration_seconds"], metered_ms / 1000);
+    let usage = session["usage"].as_array().expect("usage in the session");
+    assert_eq!(usage.len(), 3, "{session}");
+    assert_eq!(usage[0]["stage"], "llm");
+    assert_eq!(
+        (usage[0]["llm_prompt_tokens"].as_i64(), usage[0]["llm_completion_tokens"].as_i64()),
+        (Some(prompt), Some(completion))
+    );
+    assert_eq!((usage[1]["stage"].as_str(), usage[1]["stt_audio_ms"].as_i64()), (Some("stt"), Some(stt_ms)));
+    assert_eq!((usage[2]["stage"].as_str(), usage[2]["tts_characters"].as_i64()), (Some("tts"), Some(characters)));
+
+    // The operator's report: billed time and revenue against usage and its cost.
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mindbot-agent"))
+            .args(args)
+            .env("DATABASE_URL", url_for(&pool))
+            .env("MINDBOT_LOG_LEVEL", "warn")
+            .envs(prices)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["usage", "--since", &today]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("{text}");
+    let revenue = cost_text(charged_ms * 999 * 10_000_000 / 600_000);
+    let (stt_cost, llm_cost, tts_cost) = (stt_ms * 100, prompt * 150 + completion * 600, characters * 15_000);
+    let total = cost_text(stt_cost + llm_cost + tts_cost);
+    let seconds = |ms: i64| format!("{}.{:03}", ms / 1000, ms % 1000);
+    assert!(
+        text.contains(&format!("session {id} professor-ada started "))
+            && text.contains(&format!(
+                "billed_s {} charged_card_s {} revenue {revenue} provider_cost {total}",
+                metered_ms / 1000,
+                seconds(charged_ms)
+            )),
+        "the session's line: {text}"
+    );
+    assert!(text.contains(&format!("  stt local audio_s {} cost {}", seconds(stt_ms), cost_text(stt_cost))), "{text}");
+    assert!(
+        text.contains(&format!(
+            "  llm local prompt_tokens {prompt} completion_tokens {completion} cost {}",
+            cost_text(llm_cost)
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!("  tts default characters {characters} cost {}", cost_text(tts_cost))), "{text}");
+    let persona = text.lines().find(|l| l.starts_with("professor-ada ")).expect("a persona line");
+    let cols: Vec<&str> = persona.split_whitespace().collect();
+    assert_eq!(
+        cols,
+        [
+            "professor-ada".to_string(),
+            "1".into(),
+            (metered_ms / 1000).to_string(),
+            seconds(charged_ms),
+            revenue.clone(),
+            total.clone(),
+            seconds(stt_ms),
+            prompt.to_string(),
+            completion.to_string(),
+            characters.to_string()
+        ]
+    );
+
+    // A date the report cannot read: a clear error naming --since, nothing printed.
+    let bad = cli(&["usage", "--since", "last tuesday"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("--since") && err.contains("last tuesday") && err.contains("YYYY-MM-DD"), "{err}");
+    assert!(bad.stdout.is_empty());
+}
+
+/// A plain HTTP GET of `path` at `base` (http://host:port); the body.
+async fn reqwest_free_get(base: &str, path: &str) -> String {
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+    let (code, body) = get(port, path).await;
+    assert_eq!(code, 200, "{body}");
+    body
 }

@@ -14,6 +14,10 @@ agent's voice pipeline uses, over real engines:
                                  and streams as server-sent events when asked.
   POST /control                  {"fail": {"stage": "tts"|"stt"|"llm", "times": N,
                                  "status": 500}}: the next N requests of that stage fail
+  GET  /usage                    what this process has served, as a provider bills
+                                 it: {"stt_audio_ms", "llm_prompt_tokens",
+                                 "llm_completion_tokens" (as reported in `usage`),
+                                 "tts_characters"}
   GET  /healthz
 
 Usage: server.py --port 7890 [--host 127.0.0.1]
@@ -41,6 +45,14 @@ SPEECH_RATE = 24000  # OpenAI's "pcm" format
 FAILS: dict = {}
 FAILS_LOCK = threading.Lock()
 KNOWN_VOICES: set = set()
+USAGE = {"stt_audio_ms": 0, "llm_prompt_tokens": 0, "llm_completion_tokens": 0, "tts_characters": 0}
+USAGE_LOCK = threading.Lock()
+
+
+def count(**amounts: int) -> None:
+    with USAGE_LOCK:
+        for k, v in amounts.items():
+            USAGE[k] += v
 
 REPLY_TAIL = ("I heard your question. Let me think about it for a moment. "
               "Here is the first thing I would say. Then we can go on step by step, "
@@ -110,6 +122,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/healthz":
             self.send(200, b'{"ok": true}')
+        elif self.path == "/usage":
+            with USAGE_LOCK:
+                self.send(200, json.dumps(USAGE).encode())
         else:
             self.error(404, "not found")
 
@@ -143,6 +158,8 @@ class Handler(BaseHTTPRequestHandler):
             voice = "en-us"
         pcm = speech.synthesise(text, voice=voice, rate=SPEECH_RATE, speed=int(req.get("speed_wpm", 130)))
         fmt = req.get("response_format", "pcm")
+        if fmt in ("pcm", "wav"):
+            count(tts_characters=len(text))
         if fmt == "pcm":
             return self.send(200, pcm.tobytes(), "audio/pcm")
         if fmt == "wav":
@@ -169,6 +186,7 @@ class Handler(BaseHTTPRequestHandler):
             rate = w.getframerate()
             pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
         text = speech.transcribe(pcm, rate)
+        count(stt_audio_ms=len(pcm) * 1000 // rate)
         self.send(200, json.dumps({"text": text, "duration": len(pcm) / rate}).encode())
 
     def llm(self, raw: bytes) -> None:
@@ -220,6 +238,7 @@ class Handler(BaseHTTPRequestHandler):
             chunk = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "model": model, "choices": [],
                      "usage": {"prompt_tokens": words, "completion_tokens": completion,
                                "total_tokens": words + completion}}
+            count(llm_prompt_tokens=words, llm_completion_tokens=completion)
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()

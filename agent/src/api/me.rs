@@ -1,6 +1,6 @@
 //! The caller's own records: `GET /v1/me/balance` (exact balance, per card,
 //! seconds affordable per persona), `GET /v1/me/cards` and `GET
-//! /v1/me/sessions` (paged history). Read-only; amounts are exact
+//! /v1/me/sessions` (paged history, with each session's provider usage). Read-only; amounts are exact
 //! milliseconds of card time.
 
 use std::sync::Arc;
@@ -144,6 +144,28 @@ pub struct SessionView {
     /// The multiplier charged, exact decimal text.
     pub multiplier: String,
     pub quality_rating: Option<i32>,
+    /// What the session used of the voice providers, per stage and provider
+    /// (empty when the voice was off or said nothing).
+    #[sqlx(skip)]
+    pub usage: Vec<UsageView>,
+}
+
+/// One stage's provider usage in a session (integer counters; a stage's
+/// other counters are 0).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageView {
+    /// `stt`, `llm` or `tts`.
+    pub stage: String,
+    /// The provider's name in the operator's `[voice]` settings.
+    pub provider: String,
+    /// Milliseconds of the user's audio transcribed.
+    pub stt_audio_ms: i64,
+    /// Prompt tokens the language model reported.
+    pub llm_prompt_tokens: i64,
+    /// Completion tokens the language model reported.
+    pub llm_completion_tokens: i64,
+    /// Characters spoken by text to speech.
+    pub tts_characters: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -186,5 +208,22 @@ pub async fn sessions(
     .await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let mut usage = crate::usage::of_sessions(&api.pool, &ids).await?;
+    for row in &mut rows {
+        row.usage = usage
+            .remove(&row.id)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| UsageView {
+                stage: u.stage,
+                provider: u.provider,
+                stt_audio_ms: u.counters.stt_audio_ms,
+                llm_prompt_tokens: u.counters.llm_prompt_tokens,
+                llm_completion_tokens: u.counters.llm_completion_tokens,
+                tts_characters: u.counters.tts_characters,
+            })
+            .collect();
+    }
     Ok(Json(SessionPage { sessions: rows, next_offset: more.then_some(offset + limit) }))
 }

@@ -44,7 +44,7 @@ pub async fn voice(config: &Config, turns: usize) -> Result<ExitCode> {
             .await
             .context("user joining")?;
     let (_balance_tx, balance) = watch::channel(Snapshot::default());
-    let voice = svc.start(&agent, persona, balance).await.context("starting the voice")?;
+    let voice = svc.start(&agent, persona, balance, Default::default()).await.context("starting the voice")?;
     let mouth = user.publish_audio("microphone").await.context("publishing the user's audio")?;
 
     // The agent hears the user; the user records when the agent was loud.

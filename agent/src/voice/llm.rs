@@ -6,6 +6,7 @@
 use serde_json::{json, Value};
 
 use super::provider::{Endpoint, ProviderError};
+use crate::usage::SessionUsage;
 
 pub struct Llm {
     pub endpoint: Endpoint,
@@ -29,14 +30,16 @@ pub enum Delta {
 }
 
 impl Llm {
-    /// Starts a streamed completion of `messages` with `tools` offered.
-    pub async fn stream(
-        &self,
+    /// Starts a streamed completion of `messages` with `tools` offered; the
+    /// tokens the provider reports are counted in `usage`.
+    pub async fn stream<'a>(
+        &'a self,
         client: &reqwest::Client,
         messages: &[Value],
         tools: &[Value],
         persona: &str,
-    ) -> Result<LlmStream<'_>, ProviderError> {
+        usage: &'a SessionUsage,
+    ) -> Result<LlmStream<'a>, ProviderError> {
         let mut body = json!({
             "model": self.endpoint.model,
             "messages": messages,
@@ -59,6 +62,8 @@ impl Llm {
             done: false,
             persona: persona.into(),
             tokens: (0, 0),
+            reported: false,
+            usage,
         })
     }
 }
@@ -73,6 +78,9 @@ pub struct LlmStream<'a> {
     persona: String,
     /// Prompt and completion tokens the provider reported.
     pub tokens: (u64, u64),
+    /// Whether the provider sent a `usage` (asked for with `include_usage`).
+    reported: bool,
+    usage: &'a SessionUsage,
 }
 
 impl LlmStream<'_> {
@@ -120,6 +128,10 @@ impl LlmStream<'_> {
                 None => break,
             }
         }
+        if !self.reported {
+            self.reported = true; // said once per answer
+            self.usage.llm_unreported(&self.llm.endpoint.provider);
+        }
         if self.calls.is_empty() {
             Ok(None)
         } else {
@@ -130,6 +142,11 @@ impl LlmStream<'_> {
     fn usage(&mut self, chunk: &Value) {
         let usage = &chunk["usage"];
         let ep = &self.llm.endpoint;
+        if usage.is_object() {
+            self.reported = true;
+            let n = |key: &str| usage[key].as_u64().unwrap_or(0);
+            self.usage.llm(&ep.provider, n("prompt_tokens"), n("completion_tokens"));
+        }
         for (kind, key) in [("prompt", "prompt_tokens"), ("completion", "completion_tokens")] {
             if let Some(n) = usage[key].as_u64() {
                 if kind == "prompt" {
@@ -289,11 +306,15 @@ mod tests {
         let body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect::<String>() + "data: [DONE]\n\n";
         let llm = llm(serve_once(body).await);
         let client = crate::voice::http_client().unwrap();
-        let mut stream = llm.stream(&client, &[json!({"role": "user", "content": "hi"})], &[], "p").await.unwrap();
+        let usage = SessionUsage::default();
+        let mut stream =
+            llm.stream(&client, &[json!({"role": "user", "content": "hi"})], &[], "p", &usage).await.unwrap();
         let call = ToolCall { id: "call_1".into(), name: "get_balance".into(), arguments: "{}".into() };
         assert_eq!(stream.next().await.unwrap(), Some(Delta::ToolCalls(vec![call])));
         assert_eq!(stream.next().await.unwrap(), None);
         assert_eq!(stream.tokens, (40, 5));
+        let counted = usage.rows()[0].counters;
+        assert_eq!((counted.llm_prompt_tokens, counted.llm_completion_tokens), (40, 5));
     }
 
     #[tokio::test]
@@ -305,12 +326,15 @@ mod tests {
             .collect::<String>();
         let llm = llm(serve_once(events + "data: [DONE]\n\n").await);
         let client = crate::voice::http_client().unwrap();
-        let mut stream = llm.stream(&client, &[], &[], "p").await.unwrap();
+        let usage = SessionUsage::default();
+        let mut stream = llm.stream(&client, &[], &[], "p", &usage).await.unwrap();
         let mut text = String::new();
         while let Some(Delta::Text(t)) = stream.next().await.unwrap() {
             text.push_str(&t);
         }
         assert_eq!(text, "My name is Ada.");
+        // The provider sent no usage: nothing is counted, nothing guessed.
+        assert!(usage.rows().is_empty());
     }
 
     #[test]

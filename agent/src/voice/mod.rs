@@ -125,12 +125,14 @@ impl VoiceService {
     }
 
     /// Publishes the agent's track and starts the conversation for `persona`;
-    /// `balance` is the session's meter, for `get_balance` and the goodbye.
+    /// `balance` is the session's meter, for `get_balance` and the goodbye;
+    /// what the providers are asked for is counted in the session's `usage`.
     pub async fn start(
         self: &Arc<Self>,
         room: &Room,
         persona: &PersonaConfig,
         balance: watch::Receiver<Snapshot>,
+        usage: Arc<crate::usage::SessionUsage>,
     ) -> Result<VoiceHandle, RoomError> {
         let source = room.publish_audio(TRACK_NAME).await?;
         let persona = Arc::new(Persona {
@@ -152,7 +154,7 @@ impl VoiceService {
         let (events_tx, events) = mpsc::channel(observe::CAPACITY);
         let track_sid = source.track_sid().to_string();
         let observer = observe::Observer(events_tx);
-        let task = tokio::spawn(pipeline::run(self.clone(), source, persona, balance, rx, observer));
+        let task = tokio::spawn(pipeline::run(self.clone(), source, persona, balance, rx, observer, usage));
         Ok(VoiceHandle { tx, task, events, track_sid })
     }
 }

@@ -28,6 +28,7 @@ use super::llm::{Delta, Sentences};
 use super::observe::{AgentState, Observer, VoiceEvent};
 use super::vad::{Vad, VadEvent};
 use super::{tools, VoiceService};
+use crate::usage::SessionUsage;
 
 /// What the session tells the pipeline.
 #[derive(Debug)]
@@ -72,34 +73,11 @@ struct Shared {
     source: AudioSource,
     persona: Arc<Persona>,
     balance: watch::Receiver<Snapshot>,
-    usage: Usage,
+    /// The session's provider usage (the session stores it).
+    usage: Arc<SessionUsage>,
     observer: Observer,
     /// Numbers each reply's speech (a transcription segment).
     segments: AtomicU64,
-}
-
-/// What one session used of the providers; logged when the session's
-/// voice ends (the metrics carry the same by persona and provider).
-#[derive(Default)]
-struct Usage {
-    stt_ms: AtomicU64,
-    prompt_tokens: AtomicU64,
-    completion_tokens: AtomicU64,
-    tts_characters: AtomicU64,
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        let u = &self.usage;
-        info!(
-            persona = %self.persona.slug,
-            stt_audio_seconds = u.stt_ms.load(Ordering::Relaxed) as f64 / 1000.0,
-            llm_prompt_tokens = u.prompt_tokens.load(Ordering::Relaxed),
-            llm_completion_tokens = u.completion_tokens.load(Ordering::Relaxed),
-            tts_characters = u.tts_characters.load(Ordering::Relaxed),
-            "voice usage"
-        );
-    }
 }
 
 pub(super) async fn run(
@@ -109,13 +87,14 @@ pub(super) async fn run(
     mut balance: watch::Receiver<Snapshot>,
     mut inputs: mpsc::Receiver<Input>,
     observer: Observer,
+    usage: Arc<SessionUsage>,
 ) {
     let shared = Arc::new(Shared {
         svc: svc.clone(),
         source: source.clone(),
         persona: persona.clone(),
         balance: balance.clone(),
-        usage: Usage::default(),
+        usage,
         observer: observer.clone(),
         segments: AtomicU64::new(0),
     });
@@ -337,9 +316,11 @@ async fn speaker(sh: &Shared, mut rx: mpsc::Receiver<String>, ended: Option<Inst
             spoke = true;
             sh.observer.emit(VoiceEvent::AgentSays { segment, text: sentence.clone() });
         };
-        let said = svc.tts.speak(&svc.client, profile, &sh.persona.style, &sentence, &sh.source, &mut on_first).await;
+        let said = svc
+            .tts
+            .speak(&svc.client, profile, &sh.persona.style, &sentence, &sh.source, &mut on_first, &sh.usage)
+            .await;
         if said.is_ok() {
-            sh.usage.tts_characters.fetch_add(sentence.chars().count() as u64, Ordering::Relaxed);
             metrics::counter!("mindbot_voice_tts_characters_total", "persona" => sh.persona.slug.clone(),
                 "provider" => profile.endpoint.provider.clone())
             .increment(sentence.chars().count() as u64);
@@ -356,7 +337,7 @@ async fn speaker(sh: &Shared, mut rx: mpsc::Receiver<String>, ended: Option<Inst
 
 async fn answer(sh: &Shared, pcm: Vec<i16>, ended: Instant, history: Vec<Value>) -> Vec<Value> {
     let svc = &sh.svc;
-    let text = match svc.stt.transcribe(&svc.client, &pcm, &sh.persona.slug).await {
+    let text = match svc.stt.transcribe(&svc.client, &pcm, &sh.persona.slug, &sh.usage).await {
         Ok(t) => t,
         Err(e) => {
             warn!(error = %e, "speech to text failed");
@@ -364,7 +345,6 @@ async fn answer(sh: &Shared, pcm: Vec<i16>, ended: Instant, history: Vec<Value>)
             return Vec::new();
         }
     };
-    sh.usage.stt_ms.fetch_add(pcm.len() as u64 / 48, Ordering::Relaxed);
     if text.is_empty() {
         return Vec::new();
     }
@@ -384,24 +364,19 @@ async fn respond(sh: &Shared, text: String, ended: Option<Instant>, history: Vec
         messages.extend(history);
         messages.extend(added.iter().cloned());
         'rounds: for _ in 0..MAX_TOOL_ROUNDS {
-            let mut stream = match svc.llm.stream(&svc.client, &messages, &sh.persona.tools, &sh.persona.slug).await {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(error = %e, "the language model failed");
-                    let _ = tx.send(PROBLEM.to_string()).await;
-                    break;
-                }
-            };
+            let mut stream =
+                match svc.llm.stream(&svc.client, &messages, &sh.persona.tools, &sh.persona.slug, &sh.usage).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(error = %e, "the language model failed");
+                        let _ = tx.send(PROBLEM.to_string()).await;
+                        break;
+                    }
+                };
             let mut sentences = Sentences::default();
             let mut said = String::new();
             loop {
-                let next = stream.next().await;
-                if !matches!(next, Ok(Some(Delta::Text(_)))) {
-                    sh.usage.prompt_tokens.fetch_add(stream.tokens.0, Ordering::Relaxed);
-                    sh.usage.completion_tokens.fetch_add(stream.tokens.1, Ordering::Relaxed);
-                    stream.tokens = (0, 0);
-                }
-                match next {
+                match stream.next().await {
                     Ok(Some(Delta::Text(t))) => {
                         said.push_str(&t);
                         for s in sentences.push(&t) {

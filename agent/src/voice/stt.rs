@@ -2,6 +2,7 @@
 //! OpenAI-compatible `/v1/audio/transcriptions` (multipart, a 16 kHz WAV).
 
 use super::provider::{Endpoint, ProviderError};
+use crate::usage::SessionUsage;
 
 /// Sample rate sent to the recogniser: what speech models use, a third of the bytes.
 const STT_RATE: u32 = 16_000;
@@ -11,12 +12,14 @@ pub struct Stt {
 }
 
 impl Stt {
-    /// The words of one turn ("" when the provider heard none).
+    /// The words of one turn ("" when the provider heard none); the audio
+    /// is counted in `usage` once the provider has answered.
     pub async fn transcribe(
         &self,
         client: &reqwest::Client,
         pcm48: &[i16],
         persona: &str,
+        usage: &SessionUsage,
     ) -> Result<String, ProviderError> {
         let wav = wav_16k(pcm48);
         let boundary = format!("mindbot-{:016x}", rand_u64());
@@ -50,6 +53,7 @@ impl Stt {
         metrics::histogram!("mindbot_voice_stt_audio_seconds", "persona" => persona.to_string(),
             "provider" => self.endpoint.provider.clone())
         .record(pcm48.len() as f64 / 48_000.0);
+        usage.stt(&self.endpoint.provider, pcm48.len() as u64 / 48);
         Ok(text.trim().to_string())
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use mindbot_agent::room::AudioSource;
 
 use super::provider::{Endpoint, ProviderError};
+use crate::usage::SessionUsage;
 
 /// One configured profile (a persona's `voice.tts`).
 pub struct TtsProfile {
@@ -25,7 +26,11 @@ impl Tts {
         self.profiles.get(name).or_else(|| self.profiles.get("default"))
     }
 
-    /// Speaks `text` onto `out`; `first_audio` runs once, when the first samples are queued.
+    /// Speaks `text` onto `out`; `first_audio` runs once, when the first
+    /// samples are queued. Its characters are counted in `usage` once the
+    /// provider has taken the request (it charges for them even if the
+    /// user talks over the rest).
+    #[allow(clippy::too_many_arguments)]
     pub async fn speak(
         &self,
         client: &reqwest::Client,
@@ -34,9 +39,11 @@ impl Tts {
         text: &str,
         out: &AudioSource,
         first_audio: &mut (dyn FnMut() + Send),
+        usage: &SessionUsage,
     ) -> Result<(), ProviderError> {
         let ep = &profile.endpoint;
         let mut resp = request(client, profile, style, text).await?;
+        usage.tts(&ep.provider, text.chars().count() as u64);
         let mut up = Upsampler::default();
         let mut first = true;
         while let Some(chunk) = ep.chunk(&mut resp).await? {

@@ -75,6 +75,9 @@ pub struct Granted {
     pub persona: PersonaConfig,
     /// Today's allowance, when the persona has a daily limit.
     pub daily: Option<DailyAllowance>,
+    /// The persona's premium features this user does not get (below
+    /// premium access): left out of `persona`, named for the app.
+    pub premium_left_out: Vec<String>,
 }
 
 impl Granted {
@@ -116,7 +119,9 @@ pub fn check_daily_limit(limit: Option<i32>, used_minutes: i64) -> Result<Option
 /// Every access rule for one session start, in order: the persona is
 /// active, the user's level reaches the persona's, the age claim satisfies
 /// its restriction, today's usage is under its daily limit, and the
-/// overrides (if any) are allowed and valid.
+/// overrides (if any) are allowed and valid. Below premium access the
+/// persona's premium features are left out (tools dropped, overrides of
+/// premium fields ignored), never refused.
 pub fn check_access(
     persona: &PersonaConfig,
     facts: &AccessFacts,
@@ -128,11 +133,14 @@ pub fn check_access(
     check_level(persona.access_level, facts.level)?;
     check_age(persona.age_restriction, facts.age)?;
     let daily = check_daily_limit(persona.daily_usage_limit, facts.minutes_used_today)?;
+    let (persona, premium_left_out) = crate::premium::for_level(persona, facts.level);
     let persona = match overrides {
-        Some(overrides) => apply_overrides(persona, overrides)?,
-        None => persona.clone(),
+        Some(overrides) => {
+            apply_overrides(&persona, &crate::premium::without_left_out(overrides, &premium_left_out))?
+        }
+        None => persona,
     };
-    Ok(Granted { persona, daily })
+    Ok(Granted { persona, daily, premium_left_out })
 }
 
 #[cfg(test)]

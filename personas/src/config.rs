@@ -84,7 +84,8 @@ pub struct PersonaConfig {
     pub daily_usage_limit: Option<i32>,
     /// Whether sessions may carry advertising.
     pub ad_supported: bool,
-    /// Names of features only premium sessions get.
+    /// Features only users with premium access get: tools from `tools` and
+    /// fields from `user_customizable_fields` (see [`crate::premium`]).
     pub premium_features: Vec<String>,
 
     /// Fields a user may override per session, as dot paths (`voice.style`);

@@ -102,7 +102,7 @@ impl PersonaConfig {
                 ));
             }
         }
-        Ok(())
+        crate::premium::check(self)
     }
 }
 

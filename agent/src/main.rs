@@ -57,6 +57,12 @@ enum Command {
     Tiers,
     /// Check the money invariants over the whole database; non-zero exit on any mismatch.
     Audit,
+    /// Rewarded ads per persona since a date: views, completions, earned and spent seconds, revenue.
+    Ads {
+        /// A day (YYYY-MM-DD, from its midnight in personas.timezone) or an RFC 3339 instant.
+        #[arg(long)]
+        since: String,
+    },
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -92,6 +98,7 @@ fn main() -> ExitCode {
             Command::Balance { user } => cli::balance(&config, &user).await,
             Command::Tiers => cli::tiers(&config).await,
             Command::Audit => cli::audit(&config).await,
+            Command::Ads { since } => cli::ads(&config, &since).await,
             Command::Bench(b) => bench::run(&config, b).await,
         }
     });

@@ -382,7 +382,8 @@ pub async fn balance(config: &Config, user: &str) -> Result<ExitCode> {
         let exp = c.expires_at.map_or("never".to_string(), |e| e.to_rfc3339());
         println!("{:<36}  {:<9} {:>14} {:>5}m  {exp}", c.id, c.status, c.balance().to_string(), c.total_minutes);
     }
-    println!("spendable: {} ({} ms; earned {} ms, on ad-supported personas only)", b.spendable, b.spendable.0, b.funds.earned.0);
+    println!("spendable: {} ({} ms)", b.spendable, b.spendable.0);
+    println!("of which earned (rewarded ads, ad-supported personas only): {} ms", b.funds.earned.0);
     let catalog = personas::Catalog::builtin();
     let mut rates: Vec<(String, Rate, bool)> =
         catalog.all().iter().map(|p| (p.slug.clone(), p.base_cost_multiplier, p.ad_supported)).collect();

@@ -774,6 +774,28 @@ mod tests {
     }
 
     #[test]
+    fn ads_settings_are_validated_naming_the_key() {
+        let c = Config::from_sources(DEFAULT_TOML, env(&[])).unwrap();
+        let p = c.reward_policy();
+        assert_eq!((p.reward_seconds, p.daily_cap_seconds, p.rewarded_types.len()), (300, 1800, 1));
+        for (key, value, named) in [
+            ("MINDBOT_ADS_REWARD_SECONDS", "90", "ads.reward_seconds"),
+            ("MINDBOT_ADS_REWARD_SECONDS", "0", "ads.reward_seconds"),
+            ("MINDBOT_ADS_DAILY_REWARD_CAP", "100000", "ads.daily_reward_cap"),
+            ("MINDBOT_ADS_REWARDED_TYPES", r#"["Rewarded Video"]"#, "ads.rewarded_types"),
+            ("MINDBOT_ADS_CALLBACK_TOLERANCE_SECONDS", "0", "ads.callback_tolerance_seconds"),
+        ] {
+            let e = Config::from_sources(DEFAULT_TOML, |k: &str| (k == key).then(|| value.to_string())).unwrap_err();
+            assert!(e.to_string().contains(named), "{key}={value}: {e}");
+        }
+        // A config file without an [ads] table gets the defaults.
+        let without: String = DEFAULT_TOML.split("[ads]").next().unwrap().to_string()
+            + &DEFAULT_TOML[DEFAULT_TOML.find("[log]").unwrap()..];
+        let c = Config::from_sources(&without, env(&[])).unwrap();
+        assert_eq!(c.ads.reward_seconds, 300);
+    }
+
+    #[test]
     fn bad_values_name_the_key() {
         let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_METER_TICK_INTERVAL_MS", "fast")])).unwrap_err();
         assert!(e.to_string().contains("tick_interval_ms"), "{e}");

@@ -434,7 +434,7 @@ impl Config {
 
     fn validate_ads(&self) -> Result<()> {
         let a = &self.ads;
-        if a.reward_seconds == 0 || a.reward_seconds % 60 != 0 || a.reward_seconds > 86_400 {
+        if a.reward_seconds == 0 || !a.reward_seconds.is_multiple_of(60) || a.reward_seconds > 86_400 {
             bail!(
                 "config key ads.reward_seconds must be a whole number of minutes from 60 to 86400 (got {}): earned cards hold minutes",
                 a.reward_seconds

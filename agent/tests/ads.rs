@@ -58,8 +58,12 @@ async fn a_signed_rewarded_view_pays_a_session_on_an_ad_supported_persona_and_no
 
     // The app's own report of a completed view is recorded and earns nothing.
     let r = api
-        .post("/v1/ads/interactions", Some(&t), &json!({"ad_id": "ad-42", "ad_type": "rewarded_video",
-            "view_duration": 30, "completed": true, "persona": "trivia-host"}))
+        .post(
+            "/v1/ads/interactions",
+            Some(&t),
+            &json!({"ad_id": "ad-42", "ad_type": "rewarded_video",
+            "view_duration": 30, "completed": true, "persona": "trivia-host"}),
+        )
         .await;
     assert_eq!((r.status, r.json()["earned_seconds"].as_i64()), (201, Some(0)), "{}", r.body);
     assert_eq!(earned_ms().await, 0);
@@ -94,8 +98,11 @@ async fn a_signed_rewarded_view_pays_a_session_on_an_ad_supported_persona_and_no
     )
     .await;
     let started = e2e::messages(&report, "mindbot.session");
-    assert_eq!(started.first().map(|m| (m["type"].clone(), m["premium_left_out"].clone())),
-        Some((json!("started"), json!([]))), "{report}");
+    assert_eq!(
+        started.first().map(|m| (m["type"].clone(), m["premium_left_out"].clone())),
+        Some((json!("started"), json!([]))),
+        "{report}"
+    );
     let balance_msg = e2e::messages(&report, "mindbot.balance").into_iter().next().expect("a balance message");
     assert_eq!(balance_msg["earned_ms"].as_i64(), Some(60_000), "{balance_msg}");
     assert_eq!(balance_msg["paid_ms"].as_i64(), Some(0), "{balance_msg}");
@@ -124,8 +131,12 @@ async fn a_signed_rewarded_view_pays_a_session_on_an_ad_supported_persona_and_no
     let r = callback(&api, AD_SECRET, &view(u, "view-2")).await;
     assert_eq!(r.json()["outcome"], "rewarded", "{}", r.body);
     let r = callback(&api, AD_SECRET, &view(u, "view-3")).await;
-    assert_eq!((r.json()["outcome"].as_str(), r.json()["rewarded_seconds"].as_i64()),
-        (Some("daily_cap_reached"), Some(0)), "{}", r.body);
+    assert_eq!(
+        (r.json()["outcome"].as_str(), r.json()["rewarded_seconds"].as_i64()),
+        (Some("daily_cap_reached"), Some(0)),
+        "{}",
+        r.body
+    );
     assert_eq!(earned_ms().await, 120_000 - charged);
 
     // The operator's report and the audit agree.

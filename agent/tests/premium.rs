@@ -59,7 +59,8 @@ async fn ask(token: &str) -> Value {
         .output()
         .await
         .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("talker: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("talker: {e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 async fn premium_user(pool: &PgPool) -> Uuid {
@@ -127,7 +128,11 @@ async fn a_free_user_is_offered_no_premium_tool_and_told_so_and_a_premium_user_i
         let api = &api;
         async move {
             let r = api
-                .post("/v1/sessions", Some(&token(u)), &json!({"persona": "numbers-coach", "overrides": {"voice.style": "bright"}}))
+                .post(
+                    "/v1/sessions",
+                    Some(&token(u)),
+                    &json!({"persona": "numbers-coach", "overrides": {"voice.style": "bright"}}),
+                )
                 .await;
             assert_eq!(r.status, 201, "{}", r.body);
             r.json()["token"].as_str().unwrap().to_string()

@@ -83,7 +83,9 @@ pub fn order_cards(cards: &mut [CardState], now: DateTime<Utc>) {
 /// What the user can spend now: the sums of drawable balances, by kind.
 pub fn spendable(cards: &[CardState]) -> Funds {
     let sum = |earned: bool| {
-        Millis(cards.iter().filter(|c| !c.expired && !c.used_up && c.earned == earned).map(|c| c.balance.0.max(0)).sum())
+        Millis(
+            cards.iter().filter(|c| !c.expired && !c.used_up && c.earned == earned).map(|c| c.balance.0.max(0)).sum(),
+        )
     };
     Funds { paid: sum(false), earned: sum(true) }
 }

@@ -92,8 +92,11 @@ async fn an_ad_supported_session_spends_earned_then_paid_time_to_the_exact_end(p
     let mut s = meter.open(ad).await.unwrap();
     wait_for(&mut s, &MeterEvent::Exhausted, Duration::from_secs(10)).await;
     let row = s.close(EndReason::BalanceExhausted).await.unwrap();
-    let charged: i64 =
-        sqlx::query_scalar("SELECT charged_ms FROM voice_sessions WHERE id = $1").bind(row.id).fetch_one(&pool).await.unwrap();
+    let charged: i64 = sqlx::query_scalar("SELECT charged_ms FROM voice_sessions WHERE id = $1")
+        .bind(row.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(charged, 120_000, "both cards spent to zero, nothing more");
     meter.shutdown().await;
     audit_passes(&pool).await;
@@ -153,7 +156,11 @@ async fn the_audit_flags_earned_time_spent_on_a_persona_that_is_not_ad_supported
     meter.shutdown().await;
     audit_passes(&pool).await;
     // Someone marks the session as not ad-supported behind the meter's back.
-    sqlx::query("UPDATE voice_sessions SET ad_supported = FALSE WHERE id = $1").bind(row.id).execute(&pool).await.unwrap();
+    sqlx::query("UPDATE voice_sessions SET ad_supported = FALSE WHERE id = $1")
+        .bind(row.id)
+        .execute(&pool)
+        .await
+        .unwrap();
     let report = audit::audit(&pool).await.unwrap();
     let check = report.checks.iter().find(|c| c.name == "earned_only_ad_supported").unwrap();
     assert_eq!(check.violation_count, 1, "{report}");

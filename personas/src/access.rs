@@ -135,9 +135,7 @@ pub fn check_access(
     let daily = check_daily_limit(persona.daily_usage_limit, facts.minutes_used_today)?;
     let (persona, premium_left_out) = crate::premium::for_level(persona, facts.level);
     let persona = match overrides {
-        Some(overrides) => {
-            apply_overrides(&persona, &crate::premium::without_left_out(overrides, &premium_left_out))?
-        }
+        Some(overrides) => apply_overrides(&persona, &crate::premium::without_left_out(overrides, &premium_left_out))?,
         None => persona,
     };
     Ok(Granted { persona, daily, premium_left_out })

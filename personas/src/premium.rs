@@ -73,9 +73,9 @@ pub fn for_level(persona: &PersonaConfig, level: AccessLevel) -> (PersonaConfig,
 /// premium asked to change): those are left out like the rest, not refused.
 pub fn without_left_out(overrides: &Value, left_out: &[String]) -> Value {
     match overrides {
-        Value::Object(map) => {
-            Value::Object(map.iter().filter(|(k, _)| !left_out.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect())
-        }
+        Value::Object(map) => Value::Object(
+            map.iter().filter(|(k, _)| !left_out.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ),
         other => other.clone(),
     }
 }

@@ -227,8 +227,7 @@ impl Meter {
     pub async fn open_with(&self, mut spec: OpenSession, rules: OpenRules) -> Result<MeteredSession> {
         // The row names this meter's worker, so its own reaper leaves it alone.
         spec.worker_id.clone_from(&self.inner.config.worker_id);
-        let auth =
-            balance::authorize_for(self.inner.store.pool(), spec.user, spec.rate, spec.ad_supported).await?;
+        let auth = balance::authorize_for(self.inner.store.pool(), spec.user, spec.rate, spec.ad_supported).await?;
         let id = self.inner.store.open_with(&spec, rules, self.inner.config.clock.now()).await?;
         let (events_tx, events_rx) = mpsc::channel(32);
         let (snap_tx, snap_rx) = watch::channel(Snapshot {

@@ -193,7 +193,7 @@ fn is_decimal(s: &str) -> bool {
         && digits(int)
         && digits(frac)
         && frac.len() <= REVENUE_DIGITS.1
-        && (s.contains('.') == !frac.is_empty())
+        && (s.contains('.') != frac.is_empty())
 }
 
 #[cfg(test)]

@@ -286,7 +286,7 @@ async fn admit(
         // Not charged until the user is seen in the room.
         metered.pause();
     }
-    let session_limit = persona.session_time_limit.map(i64::from);
+    let session_limit = granted.session_limit_minutes();
     let cap = granted.session_cap_minutes().map(|m| {
         let reason = if session_limit == Some(m) { EndReason::TimeLimit } else { EndReason::DailyLimit };
         (Duration::from_secs(m.max(0) as u64 * 60), reason)

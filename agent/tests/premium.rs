@@ -99,10 +99,15 @@ async fn a_free_user_is_offered_no_premium_tool_and_told_so_and_a_premium_user_i
     let owner = user(&pool).await;
     let mut body = persona_body("numbers-coach", json!("1.0"));
     body["tools"] = json!(["calculator"]);
+    body["session_time_limit"] = json!(20);
+    body["premium_session_time_limit"] = json!(60);
     body["premium_features"] = json!(["calculator", "reading_list_export"]);
     let e = api.post("/v1/me/personas", Some(&token(owner)), &body).await.error(422, "invalid_field");
     assert_eq!(e["field"], "premium_features[1]", "{e}");
     body["premium_features"] = json!(["calculator", "voice.style"]);
+    let e = api.post("/v1/me/personas", Some(&token(owner)), &body).await.error(422, "invalid_field");
+    assert_eq!(e["field"], "premium_session_time_limit", "set but not listed as a premium feature: {e}");
+    body["premium_features"] = json!(["calculator", "voice.style", "premium_session_time_limit"]);
     let r = api.post("/v1/me/personas", Some(&token(owner)), &body).await;
     assert_eq!(r.status, 201, "{}", r.body);
 
@@ -119,8 +124,14 @@ async fn a_free_user_is_offered_no_premium_tool_and_told_so_and_a_premium_user_i
             list["personas"].as_array().unwrap().iter().find(|p| p["slug"] == "numbers-coach").cloned().unwrap()
         }
     };
-    assert_eq!(listed(free).await["premium_left_out"], json!(["calculator", "voice.style"]));
-    assert_eq!(listed(premium).await["premium_left_out"], json!([]));
+    let (for_free, for_premium) = (listed(free).await, listed(premium).await);
+    assert_eq!(for_free["premium_left_out"], json!(["calculator", "voice.style", "premium_session_time_limit"]));
+    assert_eq!(for_premium["premium_left_out"], json!([]));
+    assert_eq!(
+        (for_free["premium_session_time_limit"].as_i64(), for_premium["premium_session_time_limit"].as_i64()),
+        (None, Some(60)),
+        "{for_free} {for_premium}"
+    );
 
     // The free user asks for a premium voice style: the session starts
     // anyway, without it, and the started message names what was left out.
@@ -149,7 +160,11 @@ async fn a_free_user_is_offered_no_premium_tool_and_told_so_and_a_premium_user_i
     let report: Value = serde_json::from_slice(&report.stdout).unwrap();
     let started = e2e::messages(&report, "mindbot.session").into_iter().next().expect("a started message");
     assert_eq!(started["type"], "started", "{report}");
-    assert_eq!(started["premium_left_out"], json!(["calculator", "voice.style"]), "{started}");
+    assert_eq!(
+        started["premium_left_out"],
+        json!(["calculator", "voice.style", "premium_session_time_limit"]),
+        "{started}"
+    );
 
     reset().await;
     let heard = ask(&session(free).await).await;

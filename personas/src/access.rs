@@ -81,11 +81,17 @@ pub struct Granted {
 }
 
 impl Granted {
-    /// The most minutes this session may last: the smaller of the persona's
-    /// `session_time_limit` and what is left of today's allowance; `None`
-    /// when neither applies (the card balance still does).
+    /// The session limit that applies: `premium_session_time_limit` when the
+    /// grant kept it (premium access), else `session_time_limit`.
+    pub fn session_limit_minutes(&self) -> Option<i64> {
+        self.persona.premium_session_time_limit.or(self.persona.session_time_limit).map(i64::from)
+    }
+
+    /// The most minutes this session may last: the smaller of the session
+    /// limit ([`Granted::session_limit_minutes`]) and what is left of today's
+    /// allowance; `None` when neither applies (the card balance still does).
     pub fn session_cap_minutes(&self) -> Option<i64> {
-        let session = self.persona.session_time_limit.map(i64::from);
+        let session = self.session_limit_minutes();
         let daily = self.daily.map(|d| d.left_minutes);
         match (session, daily) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -199,6 +205,19 @@ mod tests {
         let bad = json!({"safety": "none"});
         let err = check_access(&persona, &facts(AccessLevel::Premium, Some(30), 0), Some(&bad)).unwrap_err();
         assert!(matches!(err, PersonaError::OverrideNotAllowed { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn premium_users_get_the_longer_session_limit_and_others_the_usual_one() {
+        let mut persona = template();
+        persona.session_time_limit = Some(20);
+        persona.premium_session_time_limit = Some(60);
+        persona.premium_features = vec!["premium_session_time_limit".into()];
+        let premium = check_access(&persona, &facts(AccessLevel::Premium, None, 0), None).unwrap();
+        assert_eq!((premium.session_cap_minutes(), premium.premium_left_out.len()), (Some(60), 0));
+        let basic = check_access(&persona, &facts(AccessLevel::Basic, None, 0), None).unwrap();
+        assert_eq!(basic.session_cap_minutes(), Some(20));
+        assert_eq!(basic.premium_left_out, vec!["premium_session_time_limit".to_string()]);
     }
 
     #[test]

@@ -79,6 +79,11 @@ pub struct PersonaConfig {
     /// Longest single session, in minutes; `null` for no cap beyond the balance.
     #[serde(default)]
     pub session_time_limit: Option<i32>,
+    /// Longest single session for users with premium access, in minutes,
+    /// when it is listed in `premium_features` (not in the seed's interface:
+    /// absent from a persona's JSON unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub premium_session_time_limit: Option<i32>,
     /// Most minutes one user may spend with the persona per local day; `null` for none.
     #[serde(default)]
     pub daily_usage_limit: Option<i32>,

@@ -3,7 +3,9 @@
 //! - a built-in tool the persona lists in `tools` (`calculator`, ...): only
 //!   premium users' sessions offer it to the model;
 //! - a field the persona lists in `user_customizable_fields` (`voice.style`,
-//!   ...): only premium users may override it.
+//!   ...): only premium users may override it;
+//! - `premium_session_time_limit`: premium users' sessions may last that
+//!   many minutes instead of `session_time_limit` (a longer limit).
 //!
 //! A user below premium gets the persona without them, never a refusal: the
 //! tools are dropped, overrides of those fields are left out, and the names
@@ -16,14 +18,22 @@ use crate::error::PersonaError;
 use crate::level::AccessLevel;
 use crate::validate::{CUSTOMIZABLE_FIELDS, KNOWN_TOOLS};
 
+/// The premium feature that is a longer session limit.
+pub const LONGER_SESSIONS: &str = "premium_session_time_limit";
+
 /// Checks every `premium_features` entry: a known tool the persona lists in
-/// `tools`, or a customizable field it lists in `user_customizable_fields`.
-/// The error names the entry (`premium_features[1]`).
+/// `tools`, a customizable field it lists in `user_customizable_fields`, or
+/// `premium_session_time_limit` when it sets that limit above
+/// `session_time_limit`. The error names the entry (`premium_features[1]`).
 pub fn check(persona: &PersonaConfig) -> Result<(), PersonaError> {
     for (i, name) in persona.premium_features.iter().enumerate() {
         let field = format!("premium_features[{i}]");
         let listed = |list: &[String]| list.iter().any(|t| t == name);
-        if KNOWN_TOOLS.contains(&name.as_str()) {
+        if name == LONGER_SESSIONS {
+            if persona.premium_session_time_limit.is_none() {
+                return Err(PersonaError::invalid(field, format!("{LONGER_SESSIONS} is not set")));
+            }
+        } else if KNOWN_TOOLS.contains(&name.as_str()) {
             if !listed(&persona.tools) {
                 return Err(PersonaError::invalid(field, format!("tool {name:?} is not in the persona's tools")));
             }
@@ -38,12 +48,31 @@ pub fn check(persona: &PersonaConfig) -> Result<(), PersonaError> {
             return Err(PersonaError::invalid(
                 field,
                 format!(
-                    "unknown premium feature {name:?} (a tool: {}; or a customizable field: {})",
+                    "unknown premium feature {name:?} (a tool: {}; a customizable field: {}; or {LONGER_SESSIONS})",
                     KNOWN_TOOLS.join(", "),
                     CUSTOMIZABLE_FIELDS.join(", ")
                 ),
             ));
         }
+    }
+    let longer = persona.premium_features.iter().any(|f| f == LONGER_SESSIONS);
+    match (persona.premium_session_time_limit, persona.session_time_limit) {
+        (Some(_), _) if !longer => {
+            return Err(PersonaError::invalid(
+                LONGER_SESSIONS,
+                format!("is set but {LONGER_SESSIONS:?} is not in premium_features"),
+            ))
+        }
+        (Some(premium), Some(limit)) if premium <= limit => {
+            return Err(PersonaError::invalid(
+                LONGER_SESSIONS,
+                format!("{premium} minutes is not longer than session_time_limit ({limit})"),
+            ))
+        }
+        (Some(_), None) => {
+            return Err(PersonaError::invalid(LONGER_SESSIONS, "needs a session_time_limit to be longer than"))
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -66,6 +95,9 @@ pub fn for_level(persona: &PersonaConfig, level: AccessLevel) -> (PersonaConfig,
     p.tools.retain(|t| !out.contains(t));
     p.user_customizable_fields.retain(|f| !out.contains(f));
     p.premium_features.retain(|f| !out.contains(f));
+    if out.iter().any(|f| f == LONGER_SESSIONS) {
+        p.premium_session_time_limit = None;
+    }
     (p, out)
 }
 
@@ -123,6 +155,26 @@ mod tests {
         let (premium, out) = for_level(&p, AccessLevel::Premium);
         assert!(out.is_empty());
         assert_eq!(premium, p);
+    }
+
+    #[test]
+    fn a_longer_premium_session_limit_is_for_premium_users_only_and_must_be_longer() {
+        let mut p = with_premium(&[LONGER_SESSIONS]);
+        p.session_time_limit = Some(30);
+        p.premium_session_time_limit = Some(90);
+        assert!(check(&p).is_ok());
+        let (free, out) = for_level(&p, AccessLevel::Basic);
+        assert_eq!((free.premium_session_time_limit, out), (None, vec![LONGER_SESSIONS.to_string()]));
+        let (premium, _) = for_level(&p, AccessLevel::Premium);
+        assert_eq!(premium.premium_session_time_limit, Some(90));
+        p.premium_session_time_limit = Some(30);
+        assert_eq!(check(&p).unwrap_err().field(), Some(LONGER_SESSIONS));
+        p.premium_session_time_limit = Some(90);
+        p.premium_features.clear();
+        assert_eq!(check(&p).unwrap_err().field(), Some(LONGER_SESSIONS));
+        p.premium_features = vec![LONGER_SESSIONS.into()];
+        p.premium_session_time_limit = None;
+        assert_eq!(check(&p).unwrap_err().field(), Some("premium_features[0]"));
     }
 
     #[test]

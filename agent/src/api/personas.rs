@@ -47,6 +47,9 @@ pub struct PersonaSummary {
     pub age_restriction: Option<i32>,
     /// Minutes per session, if limited.
     pub session_time_limit: Option<i32>,
+    /// Minutes per session for this user when longer (premium access and a
+    /// persona with a premium session limit); else absent.
+    pub premium_session_time_limit: Option<i32>,
     /// Minutes per day, if limited.
     pub daily_usage_limit: Option<i32>,
     /// Mean rating (0 when unrated).
@@ -115,6 +118,7 @@ pub async fn list(State(api): State<Arc<Api>>, auth: AuthUser) -> Result<Json<Pe
             multiplier: p.base_cost_multiplier.decimal_text(),
             age_restriction: p.age_restriction,
             session_time_limit: p.session_time_limit,
+            premium_session_time_limit: p.premium_session_time_limit,
             daily_usage_limit: p.daily_usage_limit,
             rating: (rating * 100.0).round() / 100.0,
             ratings: count,

@@ -179,3 +179,32 @@ async fn the_audit_flags_earned_time_spent_on_a_persona_that_is_not_ad_supported
     let check = report.checks.iter().find(|c| c.name == "one_reward_per_ad_view").unwrap();
     assert!(check.violation_count >= 2, "{report}");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn parallel_callbacks_of_one_user_never_earn_past_the_daily_cap(pool: PgPool) {
+    let u = user(&pool).await;
+    let p = policy(60, 120);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let (pool, p) = (pool.clone(), p.clone());
+        set.spawn(async move { rewards::confirm_view(&pool, &view(u, &format!("par-{i}")), &p).await.unwrap() });
+    }
+    let mut rewarded = 0;
+    while let Some(r) = set.join_next().await {
+        if matches!(r.unwrap(), RewardOutcome::Rewarded { .. }) {
+            rewarded += 1;
+        }
+    }
+    assert_eq!(rewarded, 2, "120 s cap, 60 s a view");
+    assert_eq!(metering::balance::balance(&pool, u).await.unwrap().funds.earned, Millis(120_000));
+    audit_passes(&pool).await;
+    // A reward written past the cap behind metering's back is caught.
+    sqlx::query("UPDATE ad_interactions SET rewarded_seconds = 600 WHERE id = (SELECT id FROM ad_interactions WHERE user_id = $1 AND rewarded_seconds > 0 LIMIT 1)")
+        .bind(u)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let report = audit::audit(&pool).await.unwrap();
+    let check = report.checks.iter().find(|c| c.name == "rewards_within_daily_cap").unwrap();
+    assert_eq!(check.violation_count, 1, "{report}");
+}

@@ -1,5 +1,5 @@
 //! Operator commands: migrations, personas, cards, balances, tiers, audit,
-//! the usage report, and `run`. Each prints what it did in plain text and exits non-zero on
+//! the usage and ad reports, and `run`. Each prints what it did in plain text and exits non-zero on
 //! failure with a message naming the operation.
 
 use std::collections::HashMap;
@@ -396,12 +396,13 @@ pub async fn balance(config: &Config, user: &str) -> Result<ExitCode> {
         println!("{:<36}  {:<9} {:>14} {:>5}m  {exp}", c.id, c.status, c.balance().to_string(), c.total_minutes);
     }
     println!("spendable: {} ({} ms)", b.spendable, b.spendable.0);
+    println!("of which earned (rewarded ads, ad-supported personas only): {} ms", b.funds.earned.0);
     let catalog = personas::Catalog::builtin();
-    let mut rates: Vec<(String, Rate)> =
-        catalog.all().iter().map(|p| (p.slug.clone(), p.base_cost_multiplier)).collect();
-    rates.sort_by_key(|(_, r)| *r);
-    for (slug, rate) in rates {
-        println!("  {:<20} x{:<6} {:>8} s", slug, rate.decimal_text(), b.seconds_at(rate));
+    let mut rates: Vec<(String, Rate, bool)> =
+        catalog.all().iter().map(|p| (p.slug.clone(), p.base_cost_multiplier, p.ad_supported)).collect();
+    rates.sort_by_key(|(_, r, _)| *r);
+    for (slug, rate, ads) in rates {
+        println!("  {:<20} x{:<6} {:>8} s", slug, rate.decimal_text(), b.seconds_for(rate, ads));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -438,8 +439,49 @@ pub async fn usage(config: &Config, since: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--since`: a day (its midnight in `tz`) or an RFC 3339 instant.
+fn parse_since(since: &str, tz: chrono_tz::Tz) -> Result<chrono::DateTime<chrono::Utc>> {
+    use chrono::TimeZone;
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(since) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let day = chrono::NaiveDate::parse_from_str(since, "%Y-%m-%d")
+        .with_context(|| format!("--since {since:?} is neither a day (YYYY-MM-DD) nor an RFC 3339 instant"))?;
+    let midnight = day.and_hms_opt(0, 0, 0).expect("midnight exists");
+    (0..=96)
+        .find_map(|q| tz.from_local_datetime(&(midnight + chrono::Duration::minutes(15 * q))).earliest())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .with_context(|| format!("--since {since:?}: the day has no start in {tz}"))
+}
+
+pub async fn ads(config: &Config, since: &str) -> Result<ExitCode> {
+    let since = parse_since(since, config.timezone()?)?;
+    let pool = connect(config).await?;
+    let lines = metering::rewards::report(&pool, since).await.context("reading the ad report")?;
+    println!("ads since {}", since.to_rfc3339());
+    println!(
+        "{:<24} {:>8} {:>6} {:>11} {:>14} {:>13} {:>14}",
+        "persona", "reported", "views", "completions", "earned_seconds", "spent_seconds", "revenue"
+    );
+    for l in &lines {
+        println!(
+            "{:<24} {:>8} {:>6} {:>11} {:>14} {:>13} {:>14}",
+            l.persona, l.reported, l.views, l.completions, l.earned_seconds, l.spent_seconds, l.revenue
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn since_is_a_local_midnight_or_an_instant() {
+        let tz: chrono_tz::Tz = "Europe/Paris".parse().unwrap();
+        assert_eq!(super::parse_since("2026-07-01", tz).unwrap().to_rfc3339(), "2026-06-30T22:00:00+00:00");
+        assert_eq!(super::parse_since("2026-07-01T05:00:00Z", tz).unwrap().to_rfc3339(), "2026-07-01T05:00:00+00:00");
+        assert!(super::parse_since("yesterday", tz).is_err());
+    }
+
     #[test]
     fn database_password_is_redacted() {
         assert_eq!(super::redacted_url("postgres://me:pw@h:5432/db"), "postgres://me@h:5432/db");

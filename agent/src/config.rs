@@ -44,6 +44,9 @@ pub struct Config {
     pub cards: CardSettings,
     pub personas: PersonaSettings,
     pub api: ApiConfig,
+    /// Absent from a config file: the defaults (see `config.toml`).
+    #[serde(default)]
+    pub ads: AdsConfig,
     pub log: LogConfig,
     /// Absent from a config file: the defaults (voice off).
     #[serde(default)]
@@ -219,6 +222,37 @@ pub struct ApiConfig {
     pub trust_x_forwarded_for: bool,
     /// `POST /v1/dev/login`: a JWT for the demo user, for a loopback demo only.
     pub dev_login: bool,
+}
+
+/// Rewarded ads: what a confirmed view earns, and the callback's key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdsConfig {
+    /// Ad types whose completed, confirmed views earn talk time.
+    pub rewarded_types: Vec<String>,
+    /// Talk time one rewarded view earns (a whole number of minutes).
+    pub reward_seconds: u32,
+    /// Most earned seconds per user and local day (`personas.timezone`).
+    pub daily_reward_cap: u32,
+    /// Days an earned card stays valid (0: no expiry).
+    pub reward_validity_days: u32,
+    /// The ad server's callback HMAC key; empty refuses every callback.
+    pub callback_secret: Secret,
+    /// How old a callback signature's timestamp may be.
+    pub callback_tolerance_seconds: u64,
+}
+
+impl Default for AdsConfig {
+    fn default() -> Self {
+        AdsConfig {
+            rewarded_types: vec!["rewarded_video".into()],
+            reward_seconds: 300,
+            daily_reward_cap: 1800,
+            reward_validity_days: 30,
+            callback_secret: Secret::default(),
+            callback_tolerance_seconds: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -434,6 +468,7 @@ impl Config {
         self.custom_rules()?;
         self.plan_levels()?;
         self.validate_api()?;
+        self.validate_ads()?;
         if !["text", "json"].contains(&self.log.format.as_str()) {
             bail!("config key log.format must be \"text\" or \"json\" (got {:?})", self.log.format);
         }
@@ -441,6 +476,42 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| anyhow::anyhow!("config key log.level {:?} is not a tracing filter: {e}", self.log.level))?;
         Ok(())
+    }
+
+    fn validate_ads(&self) -> Result<()> {
+        let a = &self.ads;
+        if a.reward_seconds == 0 || !a.reward_seconds.is_multiple_of(60) || a.reward_seconds > 86_400 {
+            bail!(
+                "config key ads.reward_seconds must be a whole number of minutes from 60 to 86400 (got {}): earned cards hold minutes",
+                a.reward_seconds
+            );
+        }
+        if a.daily_reward_cap > 86_400 {
+            bail!("config key ads.daily_reward_cap must be at most 86400 seconds (got {})", a.daily_reward_cap);
+        }
+        if let Some(t) = a.rewarded_types.iter().find(|t| {
+            t.is_empty()
+                || t.len() > 32
+                || !t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        }) {
+            bail!("config key ads.rewarded_types: {t:?} is not an ad type (1 to 32 of a-z, 0-9, _ and -)");
+        }
+        if a.callback_tolerance_seconds == 0 {
+            bail!("config key ads.callback_tolerance_seconds must be positive");
+        }
+        Ok(())
+    }
+
+    /// The reward rules for [`metering::rewards`].
+    pub fn reward_policy(&self) -> metering::rewards::RewardPolicy {
+        let a = &self.ads;
+        metering::rewards::RewardPolicy {
+            reward_seconds: a.reward_seconds as i32,
+            daily_cap_seconds: a.daily_reward_cap as i32,
+            validity: (a.reward_validity_days > 0).then(|| chrono::Duration::days(i64::from(a.reward_validity_days))),
+            timezone: self.personas.timezone.clone(),
+            rewarded_types: a.rewarded_types.clone(),
+        }
     }
 
     fn validate_voice(&self) -> Result<()> {
@@ -764,6 +835,28 @@ mod tests {
         assert_eq!(c.meter.warnings_seconds, vec![120, 30]);
         let shown = format!("{c:?}");
         assert!(!shown.contains("s3cr3t") && !shown.contains("a:b@"), "{shown}");
+    }
+
+    #[test]
+    fn ads_settings_are_validated_naming_the_key() {
+        let c = Config::from_sources(DEFAULT_TOML, env(&[])).unwrap();
+        let p = c.reward_policy();
+        assert_eq!((p.reward_seconds, p.daily_cap_seconds, p.rewarded_types.len()), (300, 1800, 1));
+        for (key, value, named) in [
+            ("MINDBOT_ADS_REWARD_SECONDS", "90", "ads.reward_seconds"),
+            ("MINDBOT_ADS_REWARD_SECONDS", "0", "ads.reward_seconds"),
+            ("MINDBOT_ADS_DAILY_REWARD_CAP", "100000", "ads.daily_reward_cap"),
+            ("MINDBOT_ADS_REWARDED_TYPES", r#"["Rewarded Video"]"#, "ads.rewarded_types"),
+            ("MINDBOT_ADS_CALLBACK_TOLERANCE_SECONDS", "0", "ads.callback_tolerance_seconds"),
+        ] {
+            let e = Config::from_sources(DEFAULT_TOML, |k: &str| (k == key).then(|| value.to_string())).unwrap_err();
+            assert!(e.to_string().contains(named), "{key}={value}: {e}");
+        }
+        // A config file without an [ads] table gets the defaults.
+        let without: String = DEFAULT_TOML.split("[ads]").next().unwrap().to_string()
+            + &DEFAULT_TOML[DEFAULT_TOML.find("[log]").unwrap()..];
+        let c = Config::from_sources(&without, env(&[])).unwrap();
+        assert_eq!(c.ads.reward_seconds, 300);
     }
 
     #[test]

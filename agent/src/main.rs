@@ -69,6 +69,12 @@ enum Command {
         #[arg(long)]
         since: String,
     },
+    /// Rewarded ads per persona since a date: views, completions, earned and spent seconds, revenue.
+    Ads {
+        /// A day (YYYY-MM-DD, from its midnight in personas.timezone) or an RFC 3339 instant.
+        #[arg(long)]
+        since: String,
+    },
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -105,6 +111,7 @@ fn main() -> ExitCode {
             Command::Tiers => cli::tiers(&config).await,
             Command::Audit => cli::audit(&config).await,
             Command::Usage { since } => cli::usage(&config, &since).await,
+            Command::Ads { since } => cli::ads(&config, &since).await,
             Command::Bench(b) => bench::run(&config, b).await,
         }
     });

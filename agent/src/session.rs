@@ -210,8 +210,11 @@ struct Admitted {
     present: bool,
     /// Minutes this session may last (persona session limit or today's allowance).
     cap: Option<(Duration, EndReason)>,
-    /// The persona as granted (overrides applied), for the voice.
+    /// The persona as granted (overrides applied, premium features left
+    /// out below premium access), for the voice.
     persona: personas::PersonaConfig,
+    /// The persona's premium features this user does not get.
+    premium_left_out: Vec<String>,
 }
 
 /// Works out user and persona, checks access and opens the metered session.
@@ -268,6 +271,7 @@ async fn admit(
                 rate: persona.base_cost_multiplier,
                 agent_type: "production".into(),
                 worker_id: ctx.worker_id.clone(),
+                ad_supported: persona.ad_supported,
             },
             rules,
         )
@@ -290,7 +294,7 @@ async fn admit(
         // Not charged until the user is seen in the room.
         metered.pause();
     }
-    let session_limit = persona.session_time_limit.map(i64::from);
+    let session_limit = granted.session_limit_minutes();
     let cap = granted.session_cap_minutes().map(|m| {
         let reason = if session_limit == Some(m) { EndReason::TimeLimit } else { EndReason::DailyLimit };
         (Duration::from_secs(m.max(0) as u64 * 60), reason)
@@ -305,7 +309,8 @@ async fn admit(
     }
     info!(room = %a.job.room, session = %metered.id(), %user, persona = %slug, "session started");
     let persona = persona.clone();
-    Ok(Admitted { user, identity, slug, metered, present, cap, persona })
+    let premium_left_out = granted.premium_left_out.clone();
+    Ok(Admitted { user, identity, slug, metered, present, cap, persona, premium_left_out })
 }
 
 fn persona_refusal(e: PersonaError) -> Refusal {
@@ -379,19 +384,30 @@ async fn send(room: &Room, topic: &str, to: &str, body: &serde_json::Value) {
 
 async fn send_balance(room: &Room, s: &Admitted, why: &str) {
     let snap = s.metered.snapshot();
-    let body = json!({
+    let mut body = json!({
         "type": why,
         "remaining_seconds": snap.remaining.map(|r| r.as_secs()),
         "balance_ms": snap.spendable.0,
         "persona": s.slug,
     });
+    if s.persona.ad_supported {
+        // Earned (rewarded-ad) time is spent first: of the remaining time,
+        // what it still pays for is earned, the rest paid.
+        let remaining = snap.remaining.map(|r| r.as_secs() as i64);
+        let earned = s.persona.base_cost_multiplier.whole_seconds_in(snap.earned);
+        body["earned_ms"] = json!(snap.earned.0);
+        body["paid_ms"] = json!(snap.spendable.0 - snap.earned.0);
+        body["earned_seconds"] = json!(remaining.map(|r| earned.min(r)));
+        body["paid_seconds"] = json!(remaining.map(|r| (r - earned).max(0)));
+    }
     send(room, TOPIC_BALANCE, &s.identity, &body).await;
 }
 
 async fn greet(room: &Room, s: &Admitted, voice: Option<&crate::voice::VoiceHandle>) {
     voice.iter().for_each(|v| v.greet());
-    send(room, TOPIC_SESSION, &s.identity, &json!({"type": "started", "persona": s.slug, "session": s.metered.id()}))
-        .await;
+    let started = json!({"type": "started", "persona": s.slug, "session": s.metered.id(),
+        "premium_left_out": s.premium_left_out});
+    send(room, TOPIC_SESSION, &s.identity, &started).await;
     send_balance(room, s, "balance").await;
 }
 

@@ -226,6 +226,7 @@ async fn livekit_webhooks_close_the_sessions_a_meter_still_holds(pool: PgPool) {
         rate: Rate::ONE,
         agent_type: "production".into(),
         worker_id: "elsewhere".into(),
+        ad_supported: false,
     };
 
     // room_finished: the room is deleted while a meter charges a session in it.

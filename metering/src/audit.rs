@@ -170,6 +170,44 @@ const RULES: &[Rule] = &[
                       AND a.start_time < COALESCE(b.end_time, 'infinity') \
                       AND b.start_time < COALESCE(a.end_time, 'infinity')",
     },
+    Rule {
+        name: "earned_only_ad_supported",
+        description: "earned (rewarded-ad) card time only paid for sessions with ad-supported personas",
+        examined: "SELECT COUNT(*) FROM card_charges l JOIN time_cards c ON c.id = l.time_card_id WHERE c.kind = 'earned'",
+        offenders: "SELECT 'session ' || v.id || ' (persona ' || COALESCE(v.persona_slug, '?') || \
+                        ', not ad-supported) drew ' || l.charged_ms || ' ms from earned card ' || c.id \
+                    FROM card_charges l JOIN time_cards c ON c.id = l.time_card_id \
+                    JOIN voice_sessions v ON v.id = l.voice_session_id \
+                    WHERE c.kind = 'earned' AND l.charged_ms > 0 AND NOT v.ad_supported",
+    },
+    Rule {
+        name: "rewards_within_daily_cap",
+        description: "no user earned more on one local day than the daily reward cap",
+        examined: "SELECT COUNT(*) FROM ad_interactions WHERE rewarded_seconds > 0",
+        offenders: "SELECT 'user ' || user_id || ' earned ' || SUM(rewarded_seconds) || ' s on ' || \
+                        COALESCE(reward_day::text, '?') || ', cap ' || COALESCE(MAX(reward_cap_seconds)::text, 'none') \
+                    FROM ad_interactions WHERE rewarded_seconds > 0 GROUP BY user_id, reward_day \
+                    HAVING reward_day IS NULL OR MAX(reward_cap_seconds) IS NULL \
+                        OR SUM(rewarded_seconds) > MAX(reward_cap_seconds)",
+    },
+    Rule {
+        name: "one_reward_per_ad_view",
+        description: "every earned card comes from exactly one signed ad view, rewarded once, for its whole time",
+        examined: "SELECT COUNT(*) FROM time_cards WHERE kind = 'earned'",
+        offenders: "SELECT 'earned card ' || c.id || ' has ' || COUNT(a.id) || ' rewarding views' || \
+                        ' for ' || COALESCE(SUM(a.rewarded_seconds), 0) || ' s of ' || c.total_minutes || ' min' \
+                    FROM time_cards c LEFT JOIN ad_interactions a ON a.time_card_id = c.id AND a.rewarded_seconds > 0 \
+                    WHERE c.kind = 'earned' GROUP BY c.id, c.total_minutes \
+                    HAVING COUNT(a.id) <> 1 OR SUM(a.rewarded_seconds) <> c.total_minutes::int8 * 60 \
+                    UNION ALL \
+                    SELECT 'ad interaction ' || a.id || ' rewarded ' || a.rewarded_seconds || ' s without a signed view' || \
+                        ' and an earned card' FROM ad_interactions a LEFT JOIN time_cards c ON c.id = a.time_card_id \
+                    WHERE a.rewarded_seconds > 0 AND (a.source <> 'callback' OR a.ad_view_id IS NULL \
+                        OR c.kind IS DISTINCT FROM 'earned') \
+                    UNION ALL \
+                    SELECT 'ad view ' || ad_view_id || ' rewarded ' || COUNT(*) || ' times' FROM ad_interactions \
+                    WHERE rewarded_seconds > 0 GROUP BY ad_view_id HAVING COUNT(*) > 1",
+    },
 ];
 
 /// Runs every check and reports, with up to five offending rows each.

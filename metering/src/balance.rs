@@ -6,6 +6,7 @@ use sqlx::PgPool;
 
 use crate::error::{Error, Result};
 use crate::ids::UserId;
+use crate::ledger::Funds;
 use crate::money::{Millis, Rate};
 use crate::records::{CardStatus, TimeCard, CARD_COLUMNS};
 
@@ -17,11 +18,21 @@ pub struct Balance {
     pub at: DateTime<Utc>,
     /// Every card of the user, drawable ones first in paying order.
     pub cards: Vec<TimeCard>,
-    /// The exact sum of the drawable cards (active, not past expiry).
+    /// The exact sum of the drawable cards (active, not past expiry), paid
+    /// and earned.
     pub spendable: Millis,
+    /// `spendable` by kind: earned (rewarded-ad) time pays only on
+    /// ad-supported personas.
+    pub funds: Funds,
 }
 
 impl Balance {
+    /// Whole seconds the balance pays for at `rate` on a persona that is
+    /// (or is not) ad-supported.
+    pub fn seconds_for(&self, rate: Rate, ad_supported: bool) -> i64 {
+        rate.whole_seconds_in(self.funds.for_session(ad_supported))
+    }
+
     /// Whole seconds the balance pays for at `rate`.
     pub fn seconds_at(&self, rate: Rate) -> i64 {
         rate.whole_seconds_in(self.spendable)
@@ -54,21 +65,35 @@ pub async fn balance(pool: &PgPool, user: UserId) -> Result<Balance> {
     .fetch_all(pool)
     .await?;
     cards.sort_by_key(|c| !drawable(c, now));
-    let spendable = Millis(cards.iter().filter(|c| drawable(c, now)).map(|c| c.balance().0).sum());
-    Ok(Balance { user, at: now, cards, spendable })
+    let sum = |earned: bool| {
+        Millis(cards.iter().filter(|c| drawable(c, now) && c.earned == earned).map(|c| c.balance().0).sum())
+    };
+    let funds = Funds { paid: sum(false), earned: sum(true) };
+    let spendable = Millis(funds.paid.0 + funds.earned.0);
+    Ok(Balance { user, at: now, cards, spendable, funds })
 }
 
 /// What a session may start with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Authorization {
+    /// What the session may spend (earned time only on an ad-supported persona).
     pub spendable: Millis,
+    /// The user's funds by kind.
+    pub funds: Funds,
     /// Whole seconds affordable at the session's rate (at least one).
     pub seconds: i64,
 }
 
-/// Authorises a session for an active user at `rate`: fails with
-/// [`Error::InsufficientBalance`] when the balance buys less than one second.
+/// Authorises a session for an active user at `rate` on a persona that is
+/// not ad-supported (paid cards only): see [`authorize_for`].
 pub async fn authorize(pool: &PgPool, user: UserId, rate: Rate) -> Result<Authorization> {
+    authorize_for(pool, user, rate, false).await
+}
+
+/// Authorises a session for an active user at `rate`: fails with
+/// [`Error::InsufficientBalance`] when what the session may spend (paid
+/// cards, plus earned ones when `ad_supported`) buys less than one second.
+pub async fn authorize_for(pool: &PgPool, user: UserId, rate: Rate, ad_supported: bool) -> Result<Authorization> {
     let active: Option<Option<bool>> =
         sqlx::query_scalar("SELECT is_active FROM users WHERE id = $1").bind(user).fetch_optional(pool).await?;
     match active {
@@ -77,9 +102,10 @@ pub async fn authorize(pool: &PgPool, user: UserId, rate: Rate) -> Result<Author
         Some(_) => {}
     }
     let b = balance(pool, user).await?;
-    let seconds = b.seconds_at(rate);
+    let spendable = b.funds.for_session(ad_supported);
+    let seconds = rate.whole_seconds_in(spendable);
     if seconds < 1 {
-        return Err(Error::InsufficientBalance { available: b.spendable, multiplier: rate.decimal_text() });
+        return Err(Error::InsufficientBalance { available: spendable, multiplier: rate.decimal_text() });
     }
-    Ok(Authorization { spendable: b.spendable, seconds })
+    Ok(Authorization { spendable, funds: b.funds, seconds })
 }

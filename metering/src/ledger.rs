@@ -5,6 +5,10 @@
 //! `expires_at` first (cards without expiry last), then the oldest, then by
 //! id so the order is total. A card reaching zero becomes `used` and the next
 //! card pays the rest of the same charge.
+//!
+//! Earned cards (rewarded ad time) pay only for sessions of ad-supported
+//! personas, and there they pay first, in the same order among themselves;
+//! paid cards pay the rest.
 
 use chrono::{DateTime, Utc};
 
@@ -24,11 +28,39 @@ pub struct CardState {
     pub expired: bool,
     /// Whether the allocator changed it (balance or status).
     pub touched: bool,
+    /// Earned by rewarded ads: drawn only for ad-supported sessions.
+    pub earned: bool,
 }
 
 impl CardState {
     pub fn new(id: CardId, balance: Millis, expires_at: Option<DateTime<Utc>>, created_at: DateTime<Utc>) -> Self {
-        CardState { id, balance, expires_at, created_at, used_up: false, expired: false, touched: false }
+        CardState { id, balance, expires_at, created_at, used_up: false, expired: false, touched: false, earned: false }
+    }
+
+    /// An earned card (see [`CardState::earned`]).
+    pub fn earned(mut self, earned: bool) -> Self {
+        self.earned = earned;
+        self
+    }
+}
+
+/// What a user can spend, by kind of card.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Funds {
+    /// Paid cards: spendable on every persona.
+    pub paid: Millis,
+    /// Earned cards: spendable only on ad-supported personas.
+    pub earned: Millis,
+}
+
+impl Funds {
+    /// What a session may spend: paid, plus earned when its persona is ad-supported.
+    pub fn for_session(&self, ad_supported: bool) -> Millis {
+        if ad_supported {
+            Millis(self.paid.0 + self.earned.0)
+        } else {
+            self.paid
+        }
     }
 }
 
@@ -48,32 +80,46 @@ pub fn order_cards(cards: &mut [CardState], now: DateTime<Utc>) {
     });
 }
 
-/// What the user can spend now: the sum of drawable balances.
-pub fn spendable(cards: &[CardState]) -> Millis {
-    Millis(cards.iter().filter(|c| !c.expired && !c.used_up).map(|c| c.balance.0.max(0)).sum())
+/// What the user can spend now: the sums of drawable balances, by kind.
+pub fn spendable(cards: &[CardState]) -> Funds {
+    let sum = |earned: bool| {
+        Millis(
+            cards.iter().filter(|c| !c.expired && !c.used_up && c.earned == earned).map(|c| c.balance.0.max(0)).sum(),
+        )
+    };
+    Funds { paid: sum(false), earned: sum(true) }
 }
 
 /// Take `amount` from `cards` (already ordered) and return what was taken
-/// from each card. Never takes a card below zero: if the cards hold less than
-/// `amount`, everything they hold is taken and the shortfall is the caller's
-/// to report (the user is not charged for it).
-pub fn draw(cards: &mut [CardState], amount: Millis) -> Vec<(CardId, Millis)> {
+/// from each card: earned cards first when `earned_ok` (an ad-supported
+/// session), never otherwise, then paid cards. Never takes a card below
+/// zero: if the cards hold less than `amount`, everything they may pay is
+/// taken and the shortfall is the caller's to report (the user is not
+/// charged for it).
+pub fn draw(cards: &mut [CardState], amount: Millis, earned_ok: bool) -> Vec<(CardId, Millis)> {
     let mut left = amount.0.max(0);
     let mut taken = Vec::new();
-    for c in cards.iter_mut().filter(|c| !c.expired && !c.used_up && c.balance.0 > 0) {
-        if left == 0 {
+    let passes: &[bool] = if earned_ok { &[true, false] } else { &[false] };
+    for &earned in passes {
+        draw_kind(cards, earned, &mut left, &mut taken);
+    }
+    taken
+}
+
+fn draw_kind(cards: &mut [CardState], earned: bool, left: &mut i64, taken: &mut Vec<(CardId, Millis)>) {
+    for c in cards.iter_mut().filter(|c| !c.expired && !c.used_up && c.balance.0 > 0 && c.earned == earned) {
+        if *left == 0 {
             break;
         }
-        let take = left.min(c.balance.0);
+        let take = (*left).min(c.balance.0);
         c.balance = Millis(c.balance.0 - take);
         c.touched = true;
         if c.balance.0 == 0 {
             c.used_up = true;
         }
-        left -= take;
+        *left -= take;
         taken.push((c.id, Millis(take)));
     }
-    taken
 }
 
 #[cfg(test)]
@@ -107,7 +153,7 @@ mod tests {
     fn charge_rolls_over_to_the_next_card_in_the_same_second() {
         let mut cards = vec![card(1, 400, Some(t(10)), t(1)), card(2, 5000, None, t(1))];
         order_cards(&mut cards, t(2));
-        let taken = draw(&mut cards, Millis(1500));
+        let taken = draw(&mut cards, Millis(1500), false);
         assert_eq!(taken, vec![(cards[0].id, Millis(400)), (cards[1].id, Millis(1100))]);
         assert!(cards[0].used_up);
         assert_eq!(cards[1].balance, Millis(3900));
@@ -118,16 +164,27 @@ mod tests {
         let mut cards = vec![card(1, 9000, Some(t(2)), t(1)), card(2, 100, None, t(1))];
         order_cards(&mut cards, t(3));
         assert!(cards.iter().find(|c| c.id.0.as_u128() == 1).unwrap().expired);
-        let taken = draw(&mut cards, Millis(1000));
+        let taken = draw(&mut cards, Millis(1000), false);
         assert_eq!(taken.len(), 1);
         assert_eq!(taken[0].1, Millis(100));
-        assert_eq!(spendable(&cards), Millis(0));
+        assert_eq!(spendable(&cards), Funds::default());
+    }
+
+    #[test]
+    fn earned_cards_pay_first_for_ad_supported_sessions_and_never_for_others() {
+        let mut cards = vec![card(1, 5000, Some(t(10)), t(1)), card(2, 1500, Some(t(20)), t(1)).earned(true)];
+        order_cards(&mut cards, t(2));
+        let taken = draw(&mut cards, Millis(1000), false);
+        assert_eq!(taken, vec![(CardId(Uuid::from_u128(1)), Millis(1000))]);
+        let taken = draw(&mut cards, Millis(2000), true);
+        assert_eq!(taken, vec![(CardId(Uuid::from_u128(2)), Millis(1500)), (CardId(Uuid::from_u128(1)), Millis(500))]);
+        assert_eq!(spendable(&cards), Funds { paid: Millis(3500), earned: Millis(0) });
     }
 
     #[test]
     fn never_below_zero() {
         let mut cards = vec![card(1, 300, None, t(1))];
-        let taken = draw(&mut cards, Millis(1000));
+        let taken = draw(&mut cards, Millis(1000), false);
         assert_eq!(taken, vec![(cards[0].id, Millis(300))]);
         assert_eq!(cards[0].balance, Millis(0));
     }

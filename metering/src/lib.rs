@@ -10,6 +10,7 @@
 //! - [`cards`]: issuing, activating, expiring and refunding time cards.
 //! - [`balance`]: what a user holds and can afford.
 //! - [`reservations`]: places held by issued session tokens.
+//! - [`rewards`]: earned cards from rewarded ad views, and the ad report.
 //! - [`meter`]: live sessions, ticks batched per worker, warnings, exhaustion.
 //! - [`store`]: the SQL behind the meter (tick batches, open, close, reaping).
 //! - [`audit`]: the invariants, checked over the whole database.
@@ -24,6 +25,7 @@ pub mod meter;
 pub mod money;
 pub mod records;
 pub mod reservations;
+pub mod rewards;
 pub mod store;
 pub(crate) mod users;
 

@@ -131,6 +131,10 @@ pub struct TimeCard {
     /// interface (the seed's status stays what it was).
     #[serde(skip)]
     pub suspended: bool,
+    /// Earned by rewarded ad views (`kind = 'earned'`), not paid for: pays
+    /// only for sessions with ad-supported personas. Not in the interface.
+    #[serde(skip)]
+    pub earned: bool,
 }
 
 impl TimeCard {
@@ -143,7 +147,7 @@ impl TimeCard {
 /// Select list for [`TimeCard`].
 pub const CARD_COLUMNS: &str = "id, user_id, activation_code, total_minutes, remaining_minutes, activated_at, \
      expires_at, COALESCE(created_at, NOW()) AS created_at, COALESCE(status, 'pending') AS status, \
-     stripe_payment_intent_id, remaining_sub_ms, suspended_at IS NOT NULL AS suspended";
+     stripe_payment_intent_id, remaining_sub_ms, suspended_at IS NOT NULL AS suspended, kind = 'earned' AS earned";
 
 /// `voice_sessions`, as the `VoiceSession` interface.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]

@@ -20,7 +20,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::error::{Error, Result};
 use crate::ids::{CardId, SessionId, UserId};
-use crate::ledger::{self, CardState};
+use crate::ledger::{self, CardState, Funds};
 use crate::money::{Millis, Rate};
 use crate::records::{SessionStatus, VoiceSession, VOICE_SESSION_COLUMNS};
 
@@ -86,6 +86,8 @@ pub struct OpenSession {
     pub rate: Rate,
     pub agent_type: String,
     pub worker_id: String,
+    /// The persona is ad-supported: earned (rewarded-ad) cards pay first.
+    pub ad_supported: bool,
 }
 
 /// Rules an open must keep beyond one active session per job and per (room, user).
@@ -107,6 +109,8 @@ pub struct TickEntry {
     pub seq_to: i64,
     pub amount: Millis,
     pub metered_ms: i64,
+    /// The session may draw earned cards (its persona is ad-supported).
+    pub earned_ok: bool,
 }
 
 /// What became of one entry.
@@ -122,12 +126,12 @@ pub enum TickResult {
     OutOfOrder { last: i64 },
 }
 
-/// A batch's outcome: per entry, and every touched user's spendable balance
-/// after it.
+/// A batch's outcome: per entry, and every touched user's spendable funds
+/// (paid and earned) after it.
 #[derive(Debug, Clone, Default)]
 pub struct TickOutcome {
     pub results: Vec<(SessionId, TickResult)>,
-    pub balances: HashMap<UserId, Millis>,
+    pub balances: HashMap<UserId, Funds>,
 }
 
 /// How a session closes.
@@ -139,8 +143,9 @@ pub struct CloseSession {
 }
 
 /// A locked card as the tick reads it: id, owner, minutes, sub-minute ms,
-/// expiry, creation, and the database's now (expiry is judged by it).
-type CardRow = (CardId, UserId, i32, i32, Option<DateTime<Utc>>, DateTime<Utc>, DateTime<Utc>);
+/// expiry, creation, the database's now (expiry is judged by it), and
+/// whether it is earned.
+type CardRow = (CardId, UserId, i32, i32, Option<DateTime<Utc>>, DateTime<Utc>, DateTime<Utc>, bool);
 
 /// The database side of metering, with a count of statements sent (for the
 /// benchmark's statements per second).
@@ -199,8 +204,8 @@ impl Store {
         }
         let inserted = sqlx::query_scalar(
             "INSERT INTO voice_sessions (user_id, session_id, room_name, start_time, status, agent_type, \
-                 persona_slug, rate_ms_per_second, heartbeat_at, worker_id) \
-             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, NOW(), $8) RETURNING id",
+                 persona_slug, rate_ms_per_second, heartbeat_at, worker_id, ad_supported) \
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, NOW(), $8, $9) RETURNING id",
         )
         .bind(s.user)
         .bind(&s.session_key)
@@ -210,6 +215,7 @@ impl Store {
         .bind(&s.persona_slug)
         .bind(s.rate.ms_per_second())
         .bind(&s.worker_id)
+        .bind(s.ad_supported)
         .fetch_one(&mut *tx)
         .await;
         let id: SessionId = match inserted {
@@ -291,7 +297,8 @@ impl Store {
         // payment disputed) pays nothing.
         self.count(1);
         let card_rows: Vec<CardRow> = sqlx::query_as(
-            "SELECT id, user_id, remaining_minutes, remaining_sub_ms, expires_at, COALESCE(created_at, NOW()), NOW() \
+            "SELECT id, user_id, remaining_minutes, remaining_sub_ms, expires_at, COALESCE(created_at, NOW()), NOW(), \
+                    kind = 'earned' \
              FROM time_cards WHERE user_id = ANY($1) AND status = 'active' AND suspended_at IS NULL \
              ORDER BY id FOR UPDATE",
         )
@@ -300,14 +307,12 @@ impl Store {
         .await?;
         let mut wallets: HashMap<UserId, Vec<CardState>> = HashMap::new();
         let mut db_now = None;
-        for (id, user, minutes, sub, expires, created, now) in card_rows {
+        for (id, user, minutes, sub, expires, created, now, earned) in card_rows {
             db_now = Some(now);
-            wallets.entry(user).or_default().push(CardState::new(
-                id,
-                Millis::from_parts(minutes, sub),
-                expires,
-                created,
-            ));
+            wallets
+                .entry(user)
+                .or_default()
+                .push(CardState::new(id, Millis::from_parts(minutes, sub), expires, created).earned(earned));
         }
         if let Some(now) = db_now {
             for cards in wallets.values_mut() {
@@ -322,7 +327,7 @@ impl Store {
         for &i in &to_charge {
             let e = &entries[i];
             let cards = wallets.entry(e.user).or_default();
-            let taken = ledger::draw(cards, e.amount);
+            let taken = ledger::draw(cards, e.amount, e.earned_ok);
             let applied: i64 = taken.iter().map(|(_, m)| m.0).sum();
             for (card, m) in taken {
                 charge_session.push(e.session);

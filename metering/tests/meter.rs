@@ -165,7 +165,15 @@ async fn a_replayed_tick_is_applied_once(pool: PgPool) {
     let c = card(&pool, u, 1).await;
     let store = metering::store::Store::new(pool.clone());
     let id = store.open(&open_spec(u, "2"), Utc::now()).await.unwrap();
-    let tick = TickEntry { session: id, user: u, seq_from: 1, seq_to: 3, amount: Millis(6000), metered_ms: 3000 };
+    let tick = TickEntry {
+        session: id,
+        user: u,
+        seq_from: 1,
+        seq_to: 3,
+        amount: Millis(6000),
+        metered_ms: 3000,
+        earned_ok: false,
+    };
     let first = store.apply_ticks(std::slice::from_ref(&tick)).await.unwrap();
     assert_eq!(first.results[0].1, TickResult::Applied { applied: Millis(6000), short: Millis::ZERO });
     let again = store.apply_ticks(std::slice::from_ref(&tick)).await.unwrap();

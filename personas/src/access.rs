@@ -75,14 +75,23 @@ pub struct Granted {
     pub persona: PersonaConfig,
     /// Today's allowance, when the persona has a daily limit.
     pub daily: Option<DailyAllowance>,
+    /// The persona's premium features this user does not get (below
+    /// premium access): left out of `persona`, named for the app.
+    pub premium_left_out: Vec<String>,
 }
 
 impl Granted {
-    /// The most minutes this session may last: the smaller of the persona's
-    /// `session_time_limit` and what is left of today's allowance; `None`
-    /// when neither applies (the card balance still does).
+    /// The session limit that applies: `premium_session_time_limit` when the
+    /// grant kept it (premium access), else `session_time_limit`.
+    pub fn session_limit_minutes(&self) -> Option<i64> {
+        self.persona.premium_session_time_limit.or(self.persona.session_time_limit).map(i64::from)
+    }
+
+    /// The most minutes this session may last: the smaller of the session
+    /// limit ([`Granted::session_limit_minutes`]) and what is left of today's
+    /// allowance; `None` when neither applies (the card balance still does).
     pub fn session_cap_minutes(&self) -> Option<i64> {
-        let session = self.persona.session_time_limit.map(i64::from);
+        let session = self.session_limit_minutes();
         let daily = self.daily.map(|d| d.left_minutes);
         match (session, daily) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -116,7 +125,9 @@ pub fn check_daily_limit(limit: Option<i32>, used_minutes: i64) -> Result<Option
 /// Every access rule for one session start, in order: the persona is
 /// active, the user's level reaches the persona's, the age claim satisfies
 /// its restriction, today's usage is under its daily limit, and the
-/// overrides (if any) are allowed and valid.
+/// overrides (if any) are allowed and valid. Below premium access the
+/// persona's premium features are left out (tools dropped, overrides of
+/// premium fields ignored), never refused.
 pub fn check_access(
     persona: &PersonaConfig,
     facts: &AccessFacts,
@@ -128,11 +139,12 @@ pub fn check_access(
     check_level(persona.access_level, facts.level)?;
     check_age(persona.age_restriction, facts.age)?;
     let daily = check_daily_limit(persona.daily_usage_limit, facts.minutes_used_today)?;
+    let (persona, premium_left_out) = crate::premium::for_level(persona, facts.level);
     let persona = match overrides {
-        Some(overrides) => apply_overrides(persona, overrides)?,
-        None => persona.clone(),
+        Some(overrides) => apply_overrides(&persona, &crate::premium::without_left_out(overrides, &premium_left_out))?,
+        None => persona,
     };
-    Ok(Granted { persona, daily })
+    Ok(Granted { persona, daily, premium_left_out })
 }
 
 #[cfg(test)]
@@ -193,6 +205,19 @@ mod tests {
         let bad = json!({"safety": "none"});
         let err = check_access(&persona, &facts(AccessLevel::Premium, Some(30), 0), Some(&bad)).unwrap_err();
         assert!(matches!(err, PersonaError::OverrideNotAllowed { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn premium_users_get_the_longer_session_limit_and_others_the_usual_one() {
+        let mut persona = template();
+        persona.session_time_limit = Some(20);
+        persona.premium_session_time_limit = Some(60);
+        persona.premium_features = vec!["premium_session_time_limit".into()];
+        let premium = check_access(&persona, &facts(AccessLevel::Premium, None, 0), None).unwrap();
+        assert_eq!((premium.session_cap_minutes(), premium.premium_left_out.len()), (Some(60), 0));
+        let basic = check_access(&persona, &facts(AccessLevel::Basic, None, 0), None).unwrap();
+        assert_eq!(basic.session_cap_minutes(), Some(20));
+        assert_eq!(basic.premium_left_out, vec!["premium_session_time_limit".to_string()]);
     }
 
     #[test]

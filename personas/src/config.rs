@@ -79,12 +79,18 @@ pub struct PersonaConfig {
     /// Longest single session, in minutes; `null` for no cap beyond the balance.
     #[serde(default)]
     pub session_time_limit: Option<i32>,
+    /// Longest single session for users with premium access, in minutes,
+    /// when it is listed in `premium_features` (not in the seed's interface:
+    /// absent from a persona's JSON unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub premium_session_time_limit: Option<i32>,
     /// Most minutes one user may spend with the persona per local day; `null` for none.
     #[serde(default)]
     pub daily_usage_limit: Option<i32>,
     /// Whether sessions may carry advertising.
     pub ad_supported: bool,
-    /// Names of features only premium sessions get.
+    /// Features only users with premium access get: tools from `tools` and
+    /// fields from `user_customizable_fields` (see [`crate::premium`]).
     pub premium_features: Vec<String>,
 
     /// Fields a user may override per session, as dot paths (`voice.style`);

@@ -11,8 +11,9 @@
 //! - [`resolve`](mod@resolve): a slug to a custom persona or a catalog one.
 //! - [`pricing`]: who decides the price: the custom personas' rules (no
 //!   built-in slug, a pricing floor) and the quote a session token carries.
-//! - [`level`], [`usage`], [`access`], [`overrides`]: subscription levels,
-//!   today's usage, the access rules, and per-session overrides.
+//! - [`level`], [`usage`], [`access`], [`overrides`], [`premium`]: subscription
+//!   levels, today's usage, the access rules, per-session overrides, and the
+//!   features only premium users get.
 //!
 //! Units: `session_time_limit` and `daily_usage_limit` are minutes, ages are
 //! years, `base_cost_multiplier` is an exact [`metering::Rate`].
@@ -24,6 +25,7 @@ pub mod error;
 pub mod level;
 pub mod overrides;
 pub mod parse;
+pub mod premium;
 pub mod pricing;
 pub mod resolve;
 pub mod usage;

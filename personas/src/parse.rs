@@ -169,6 +169,7 @@ pub(crate) fn template() -> PersonaConfig {
         rating: 0.0,
         base_cost_multiplier: metering::Rate::ONE,
         session_time_limit: None,
+        premium_session_time_limit: None,
         daily_usage_limit: None,
         ad_supported: false,
         premium_features: vec![],

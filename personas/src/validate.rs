@@ -84,9 +84,11 @@ impl PersonaConfig {
                 ));
             }
         }
-        for (field, limit) in
-            [("session_time_limit", self.session_time_limit), ("daily_usage_limit", self.daily_usage_limit)]
-        {
+        for (field, limit) in [
+            ("session_time_limit", self.session_time_limit),
+            ("premium_session_time_limit", self.premium_session_time_limit),
+            ("daily_usage_limit", self.daily_usage_limit),
+        ] {
             if let Some(minutes) = limit.filter(|m| *m <= 0) {
                 return Err(PersonaError::invalid(field, format!("{minutes} minutes is not a positive limit")));
             }
@@ -102,7 +104,7 @@ impl PersonaConfig {
                 ));
             }
         }
-        Ok(())
+        crate::premium::check(self)
     }
 }
 

@@ -13,11 +13,14 @@ agent's voice pipeline uses, over real engines:
                                  when asked about the balance and tools offer it,
                                  and streams as server-sent events when asked.
   POST /control                  {"fail": {"stage": "tts"|"stt"|"llm", "times": N,
-                                 "status": 500}}: the next N requests of that stage fail
+                                 "status": 500}}: the next N requests of that stage fail;
+                                 {"reset": true} also forgets what /inspect reports
   GET  /usage                    what this process has served, as a provider bills
                                  it: {"stt_audio_ms", "llm_prompt_tokens",
                                  "llm_completion_tokens" (as reported in `usage`),
                                  "tts_characters"}
+  GET  /inspect                  what the chat endpoint was offered, request by request:
+                                 {"llm": [{"tools": [names], "persona": name}]}
   GET  /healthz
 
 Usage: server.py --port 7890 [--host 127.0.0.1]
@@ -53,6 +56,9 @@ def count(**amounts: int) -> None:
     with USAGE_LOCK:
         for k, v in amounts.items():
             USAGE[k] += v
+
+
+OFFERED: list = []  # per chat request: the tool names offered and the persona's name
 
 REPLY_TAIL = ("I heard your question. Let me think about it for a moment. "
               "Here is the first thing I would say. Then we can go on step by step, "
@@ -125,6 +131,9 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/usage":
             with USAGE_LOCK:
                 self.send(200, json.dumps(USAGE).encode())
+        elif self.path == "/inspect":
+            with FAILS_LOCK:
+                self.send(200, json.dumps({"llm": list(OFFERED)}).encode())
         else:
             self.error(404, "not found")
 
@@ -138,6 +147,7 @@ class Handler(BaseHTTPRequestHandler):
                         FAILS[cmd["fail"]["stage"]] = dict(cmd["fail"])
                     if cmd.get("reset"):
                         FAILS.clear()
+                        OFFERED.clear()
                 return self.send(200, b'{"ok": true}')
             stage = {"/v1/audio/speech": "tts", "/v1/audio/transcriptions": "stt",
                      "/v1/chat/completions": "llm"}.get(self.path)
@@ -191,6 +201,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def llm(self, raw: bytes) -> None:
         req = json.loads(raw)
+        system = next((m.get("content", "") for m in req.get("messages", []) if m.get("role") == "system"), "")
+        with FAILS_LOCK:
+            OFFERED.append({"tools": [t.get("function", {}).get("name") for t in req.get("tools") or []],
+                            "persona": persona_name(system)})
         answer = respond(req)
         model = req.get("model", "responder")
         words = len(json.dumps(req.get("messages", []))) // 4

@@ -25,6 +25,8 @@ pub struct CardView {
     pub id: Uuid,
     /// `pending`, `active`, `expired`, `used` or `refunded`.
     pub status: String,
+    /// `paid`, or `earned` (rewarded-ad time: pays only on ad-supported personas).
+    pub kind: String,
     pub total_minutes: i32,
     /// Exact remaining card time in milliseconds.
     pub balance_ms: i64,
@@ -40,6 +42,7 @@ impl CardView {
         CardView {
             id: c.id.0,
             status: c.status.as_str().to_string(),
+            kind: if c.earned { "earned" } else { "paid" }.to_string(),
             total_minutes: c.total_minutes,
             balance_ms: c.balance().0,
             spendable: drawable(c, now),
@@ -55,7 +58,16 @@ impl CardView {
 pub struct Affordable {
     pub persona: String,
     pub multiplier: String,
+    /// Whole seconds affordable: paid time, plus earned time when the
+    /// persona is ad-supported.
     pub seconds: i64,
+    /// Whether earned (rewarded-ad) time pays with this persona.
+    pub ad_supported: bool,
+    /// Of `seconds`, those earned time pays for (spent first); 0 when the
+    /// persona is not ad-supported.
+    pub earned_seconds: i64,
+    /// Of `seconds`, those paid cards pay for.
+    pub paid_seconds: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -64,6 +76,11 @@ pub struct BalanceView {
     pub balance_ms: i64,
     /// Its whole minutes (the seed's `remaining_minutes` sum).
     pub balance_minutes: i64,
+    /// Of `balance_ms`, paid cards' time: spendable on every persona.
+    pub paid_ms: i64,
+    /// Of `balance_ms`, earned (rewarded-ad) time: spendable only on
+    /// ad-supported personas, where it is spent first.
+    pub earned_ms: i64,
     pub cards: Vec<CardView>,
     /// Seconds affordable per persona, cheapest first.
     pub personas: Vec<Affordable>,
@@ -80,16 +97,26 @@ pub async fn balance(State(api): State<Arc<Api>>, auth: AuthUser) -> Result<Json
     let mut personas: Vec<Affordable> = pickable(&api)
         .await?
         .into_iter()
-        .map(|(p, _)| Affordable {
-            persona: p.slug,
-            multiplier: p.base_cost_multiplier.decimal_text(),
-            seconds: b.seconds_at(p.base_cost_multiplier),
+        .map(|(p, _)| {
+            let rate = p.base_cost_multiplier;
+            let seconds = b.seconds_for(rate, p.ad_supported);
+            let earned_seconds = if p.ad_supported { rate.whole_seconds_in(b.funds.earned) } else { 0 };
+            Affordable {
+                persona: p.slug,
+                multiplier: rate.decimal_text(),
+                seconds,
+                ad_supported: p.ad_supported,
+                earned_seconds,
+                paid_seconds: seconds - earned_seconds,
+            }
         })
         .collect();
     personas.sort_by(|a, b| b.seconds.cmp(&a.seconds).then_with(|| a.persona.cmp(&b.persona)));
     Ok(Json(BalanceView {
         balance_ms: b.spendable.0,
         balance_minutes: b.spendable.whole_minutes_floor(),
+        paid_ms: b.funds.paid.0,
+        earned_ms: b.funds.earned.0,
         cards: b.cards.iter().map(|c| CardView::of(c, now)).collect(),
         personas,
     }))

@@ -13,7 +13,8 @@
 //! - [`cards`]: card activation and pricing tiers.
 //! - [`personas`]: the personas a user may pick, ratings, ad views.
 //! - [`my_personas`]: a user's own custom personas (create, list, edit, retire).
-//! - [`webhooks`]: Stripe payments and subscriptions, LiveKit room events.
+//! - [`webhooks`]: Stripe payments and subscriptions, LiveKit room events,
+//!   the ad server's rewarded views.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers.
 //! - [`dev`]: the local demo's sign-in as the demo user (`api.dev_login`).
 //! - [`limits`]: per-client rate limits, load shedding, request timeouts.
@@ -47,7 +48,7 @@ use livekit_api::webhooks::WebhookReceiver;
 use metering::cards::ActivationPolicy;
 use sqlx::PgPool;
 
-use crate::config::{ApiConfig, Config, LivekitConfig};
+use crate::config::{AdsConfig, ApiConfig, Config, LivekitConfig};
 use auth::JwtVerifier;
 use error::ApiError;
 
@@ -63,6 +64,10 @@ pub struct Api {
     pub livekit: LivekitConfig,
     pub settings: ApiConfig,
     pub livekit_webhooks: WebhookReceiver,
+    /// Rewarded ads: the callback's key and tolerance.
+    pub ads: AdsConfig,
+    /// What a confirmed ad view earns.
+    pub rewards: metering::rewards::RewardPolicy,
 }
 
 impl Api {
@@ -82,6 +87,8 @@ impl Api {
             livekit: lk.clone(),
             settings: config.api.clone(),
             livekit_webhooks: WebhookReceiver::new(TokenVerifier::with_api_key(&lk.api_key, lk.api_secret.expose())),
+            ads: config.ads.clone(),
+            rewards: config.reward_policy(),
         })
     }
 
@@ -126,7 +133,8 @@ pub fn router(api: Arc<Api>, request_timeout: Duration) -> anyhow::Result<Router
     }
     let webhooks = Router::new()
         .route("/v1/webhooks/stripe", post(webhooks::stripe::receive))
-        .route("/v1/webhooks/livekit", post(webhooks::livekit::receive));
+        .route("/v1/webhooks/livekit", post(webhooks::livekit::receive))
+        .route("/v1/webhooks/ads", post(webhooks::ads::receive));
     Ok(limits
         .guard_load(webhooks)
         .merge(limits.guard(users))

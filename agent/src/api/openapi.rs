@@ -29,6 +29,7 @@ use super::{cards, error, me, my_personas, personas, sessions, token_source, web
         personas::ad_interaction,
         webhooks::stripe::receive,
         webhooks::livekit::receive,
+        webhooks::ads::receive,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerAuth),

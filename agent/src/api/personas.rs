@@ -1,7 +1,7 @@
 //! `GET /v1/personas` (what this user may pick), `POST
 //! /v1/personas/{slug}/ratings` (one rating per user, persona and session,
 //! keeping `custom_personas.rating` the mean) and `POST /v1/ads/interactions`
-//! (an ad view, validated).
+//! (an ad view as the app reports it: validated, recorded, never rewarded).
 //!
 //! Custom personas are user-made rows, so they follow two rules the catalog
 //! does not need ([`personas::CustomRules`], shared with the worker): no
@@ -47,12 +47,20 @@ pub struct PersonaSummary {
     pub age_restriction: Option<i32>,
     /// Minutes per session, if limited.
     pub session_time_limit: Option<i32>,
+    /// Minutes per session for this user when longer (premium access and a
+    /// persona with a premium session limit); else absent.
+    pub premium_session_time_limit: Option<i32>,
     /// Minutes per day, if limited.
     pub daily_usage_limit: Option<i32>,
     /// Mean rating (0 when unrated).
     pub rating: f64,
     pub ratings: i64,
     pub customizable_fields: Vec<String>,
+    /// The persona's premium features (premium tools and customizable
+    /// fields) this user does not get, below premium access; empty otherwise.
+    pub premium_left_out: Vec<String>,
+    /// Whether rewarded-ad time (earned seconds) pays for sessions with it.
+    pub ad_supported: bool,
     /// `catalog` or `custom`.
     pub source: String,
 }
@@ -100,6 +108,7 @@ pub async fn list(State(api): State<Arc<Api>>, auth: AuthUser) -> Result<Json<Pe
         }
         let (mean, count) = stats.get(&p.slug).copied().unwrap_or((0.0, 0));
         let rating = if source == "custom" || count == 0 { p.rating } else { mean };
+        let (p, premium_left_out) = personas::premium::for_level(&p, level);
         out.push(PersonaSummary {
             slug: p.slug,
             name: p.name,
@@ -109,10 +118,13 @@ pub async fn list(State(api): State<Arc<Api>>, auth: AuthUser) -> Result<Json<Pe
             multiplier: p.base_cost_multiplier.decimal_text(),
             age_restriction: p.age_restriction,
             session_time_limit: p.session_time_limit,
+            premium_session_time_limit: p.premium_session_time_limit,
             daily_usage_limit: p.daily_usage_limit,
             rating: (rating * 100.0).round() / 100.0,
             ratings: count,
             customizable_fields: p.user_customizable_fields,
+            premium_left_out,
+            ad_supported: p.ad_supported,
             source: source.to_string(),
         });
     }
@@ -224,7 +236,9 @@ pub async fn rate(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-/// An ad the user saw.
+/// An ad the user saw, as the app reports it. Recorded, never rewarded:
+/// talk time is earned only through the ad server's signed callback
+/// (`POST /v1/webhooks/ads`).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdInteraction {
@@ -241,17 +255,42 @@ pub struct AdInteraction {
     pub completed: bool,
     #[serde(default)]
     pub interacted: bool,
+    /// The persona the ad was shown with (for the operator's report).
+    #[serde(default)]
+    pub persona: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Recorded {
     pub id: Uuid,
+    /// Always 0: an unsigned report earns nothing (the ad server's callback does).
+    pub earned_seconds: i32,
+}
+
+/// An ad id or view id: 1 to 128 visible characters, else a 422 on `field`.
+pub fn check_ad_id(field: &'static str, id: &str) -> Result<(), ApiError> {
+    let len = id.chars().count();
+    if !(1..=128).contains(&len) || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(ApiError::invalid(field, "must be 1 to 128 visible characters"));
+    }
+    Ok(())
+}
+
+/// An ad type: 1 to 32 of a-z, 0-9, `_` and `-`, else a 422 on `ad_type`.
+pub fn check_ad_type(t: &str) -> Result<(), ApiError> {
+    if t.is_empty()
+        || t.len() > 32
+        || !t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err(ApiError::invalid("ad_type", "must be 1 to 32 of a-z, 0-9, _ and -"));
+    }
+    Ok(())
 }
 
 #[utoipa::path(post, path = "/v1/ads/interactions", tag = "ads", request_body = AdInteraction,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Recorded", body = Recorded),
+        (status = 201, description = "Recorded; earns nothing (rewards come from the signed callback)", body = Recorded),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -263,23 +302,17 @@ pub async fn ad_interaction(
     auth: AuthUser,
     ApiJson(req): ApiJson<AdInteraction>,
 ) -> Result<(StatusCode, Json<Recorded>), ApiError> {
-    let id_len = req.ad_id.chars().count();
-    if !(1..=128).contains(&id_len) || req.ad_id.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(ApiError::invalid("ad_id", "must be 1 to 128 visible characters"));
-    }
-    let t = &req.ad_type;
-    if t.is_empty()
-        || t.len() > 32
-        || !t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-    {
-        return Err(ApiError::invalid("ad_type", "must be 1 to 32 of a-z, 0-9, _ and -"));
-    }
+    check_ad_id("ad_id", &req.ad_id)?;
+    check_ad_type(&req.ad_type)?;
     if !(0..=86_400).contains(&req.view_duration) {
         return Err(ApiError::invalid("view_duration", "must be whole seconds from 0 to 86400"));
     }
+    if let Some(p) = &req.persona {
+        validate_slug(p)?;
+    }
     let id: Uuid = sqlx::query_scalar(
-        "INSERT INTO ad_interactions (user_id, ad_id, ad_type, view_duration, completed, interacted) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        "INSERT INTO ad_interactions (user_id, ad_id, ad_type, view_duration, completed, interacted, persona_slug) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
     .bind(auth.user)
     .bind(&req.ad_id)
@@ -287,7 +320,8 @@ pub async fn ad_interaction(
     .bind(req.view_duration)
     .bind(req.completed)
     .bind(req.interacted)
+    .bind(&req.persona)
     .fetch_one(&api.pool)
     .await?;
-    Ok((StatusCode::CREATED, Json(Recorded { id })))
+    Ok((StatusCode::CREATED, Json(Recorded { id, earned_seconds: 0 })))
 }

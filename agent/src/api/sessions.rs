@@ -99,13 +99,15 @@ pub(super) async fn grant(
     let rate = granted.persona.base_cost_multiplier;
 
     let balance = metering::balance::balance(&api.pool, auth.user).await?;
-    let seconds = balance.seconds_at(rate);
+    // Earned (rewarded-ad) time pays only on ad-supported personas.
+    let ad_supported = granted.persona.ad_supported;
+    let seconds = balance.seconds_for(rate, ad_supported);
     let minimum = api.settings.min_session_seconds as i64;
     if seconds < minimum {
         return Err(ApiError::PaymentRequired {
             message: format!(
                 "the balance ({}) pays for {seconds} s at multiplier {}; a session needs at least {minimum} s",
-                balance.spendable,
+                balance.funds.for_session(ad_supported),
                 rate.decimal_text()
             ),
         });

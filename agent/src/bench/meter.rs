@@ -87,6 +87,7 @@ pub async fn meter(config: &Config, n: usize, seconds: u64, keep: bool) -> Resul
                         rate,
                         agent_type: "bench".into(),
                         worker_id: "bench".into(),
+                        ad_supported: false,
                     })
                     .await
             });

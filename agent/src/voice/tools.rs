@@ -48,6 +48,7 @@ pub fn call(name: &str, arguments: &str, balance: &watch::Receiver<Snapshot>) ->
             json!({
                 "remaining_seconds": snap.remaining.map(|r| r.as_secs()),
                 "balance_ms": snap.spendable.0,
+                "earned_ms": snap.earned.0,
                 "talked_seconds": snap.live.as_secs(),
             })
             .to_string()
@@ -151,12 +152,14 @@ mod tests {
         tx.send_replace(Snapshot {
             remaining: Some(Duration::from_secs(125)),
             spendable: metering::Millis(125_000),
+            earned: metering::Millis(60_000),
             live: Duration::from_secs(3),
             exhausted: false,
         });
         let v: Value = serde_json::from_str(&call("get_balance", "{}", &rx)).unwrap();
         assert_eq!(v["remaining_seconds"], 125);
         assert_eq!(v["balance_ms"], 125_000);
+        assert_eq!(v["earned_ms"], 60_000);
         assert!(call("launch", "{}", &rx).contains("no tool named launch"));
         assert_eq!(definitions(&["web_search".into()]).len(), 1);
         assert_eq!(definitions(&["calculator".into(), "web_search".into()]).len(), 2);

@@ -119,8 +119,11 @@ pub enum MeterEvent {
 pub struct Snapshot {
     /// Live time the balance still pays for; `None` while paused.
     pub remaining: Option<Duration>,
-    /// The user's spendable balance at the last durable write.
+    /// What the user can spend on this session at the last durable write
+    /// (paid cards, plus earned ones on an ad-supported persona).
     pub spendable: Millis,
+    /// The earned (rewarded-ad) part of `spendable`: spent first.
+    pub earned: Millis,
     pub live: Duration,
     pub exhausted: bool,
 }
@@ -224,14 +227,20 @@ impl Meter {
     pub async fn open_with(&self, mut spec: OpenSession, rules: OpenRules) -> Result<MeteredSession> {
         // The row names this meter's worker, so its own reaper leaves it alone.
         spec.worker_id.clone_from(&self.inner.config.worker_id);
-        let auth = balance::authorize(self.inner.store.pool(), spec.user, spec.rate).await?;
+        let auth = balance::authorize_for(self.inner.store.pool(), spec.user, spec.rate, spec.ad_supported).await?;
         let id = self.inner.store.open_with(&spec, rules, self.inner.config.clock.now()).await?;
         let (events_tx, events_rx) = mpsc::channel(32);
-        let (snap_tx, snap_rx) = watch::channel(Snapshot { spendable: auth.spendable, ..Snapshot::default() });
+        let (snap_tx, snap_rx) = watch::channel(Snapshot {
+            spendable: auth.funds.for_session(spec.ad_supported),
+            earned: if spec.ad_supported { auth.funds.earned } else { Millis::ZERO },
+            ..Snapshot::default()
+        });
         {
             let mut st = self.inner.lock();
             let now = Instant::now();
-            st.sessions.insert(id, Live::new(spec.user, spec.rate, now));
+            let mut live = Live::new(spec.user, spec.rate, now);
+            live.ad_supported = spec.ad_supported;
+            st.sessions.insert(id, live);
             st.by_user.entry(spec.user).or_default().push(id);
             st.channels.insert(
                 id,
@@ -245,7 +254,7 @@ impl Meter {
                 },
             );
             // A fresh authorisation is at least as new as what we knew.
-            st.accounts.insert(spec.user, Account { spendable: auth.spendable });
+            st.accounts.insert(spec.user, Account { funds: auth.funds });
             refresh_user(&self.inner, &mut st, spec.user, now);
         }
         self.inner.changed.notify_one();
@@ -413,7 +422,8 @@ fn refresh_user(inner: &Inner, st: &mut State, user: UserId, now: Instant) {
         }
         let snap = Snapshot {
             remaining: rem.map(|r| Duration::from_millis(r.max(0) as u64)),
-            spendable: account.spendable,
+            spendable: account.funds.for_session(l.ad_supported),
+            earned: if l.ad_supported { account.funds.earned } else { Millis::ZERO },
             live: Duration::from_millis(l.clock.live_ms(now) as u64),
             exhausted: l.exhausted.is_some(),
         };
@@ -539,8 +549,8 @@ async fn write_batch(inner: Arc<Inner>) {
             info!("database writes succeed again; kept charges written");
         }
         let now = Instant::now();
-        for (user, spendable) in &outcome.balances {
-            st.accounts.insert(*user, Account { spendable: *spendable });
+        for (user, funds) in &outcome.balances {
+            st.accounts.insert(*user, Account { funds: *funds });
         }
         let mut users = Vec::new();
         for (entry, (id, result)) in entries.iter().zip(&outcome.results) {

@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::ids::{SessionId, UserId};
+use crate::ledger::Funds;
 use crate::money::{Millis, Rate};
 use crate::store::{TickEntry, TickResult};
 
@@ -95,6 +96,8 @@ pub struct Live {
     pub warned: BTreeSet<i64>,
     /// The session is closing: no more seconds are added.
     pub closing: bool,
+    /// Its persona is ad-supported: earned cards pay for it too.
+    pub ad_supported: bool,
 }
 
 impl Live {
@@ -102,6 +105,7 @@ impl Live {
         Live {
             user,
             rate,
+            ad_supported: false,
             clock: Clock::started(now),
             durable_seq: 0,
             durable_seconds: 0,
@@ -178,6 +182,7 @@ impl Live {
             seq_to: self.durable_seq + ticks,
             amount: Millis(amount),
             metered_ms: metered,
+            earned_ok: self.ad_supported,
         };
         if ticks > 0 {
             self.unacked = Some(entry.clone());
@@ -222,8 +227,24 @@ impl Live {
 /// A user's money as this worker knows it.
 #[derive(Debug, Clone, Copy)]
 pub struct Account {
-    /// Spendable balance at the last durable write.
-    pub spendable: Millis,
+    /// Spendable funds (paid and earned) at the last durable write.
+    pub funds: Funds,
+}
+
+impl Account {
+    /// A user with only paid cards.
+    pub fn paid(spendable: Millis) -> Account {
+        Account { funds: Funds { paid: spendable, earned: Millis::ZERO } }
+    }
+
+    /// What `sessions` can spend together: the paid cards, and the earned
+    /// ones when any of them is ad-supported. With sessions of both kinds
+    /// running at once this is an upper bound for the others (the store
+    /// never lets them draw earned cards: their shortfall ends them at the
+    /// next tick, uncharged).
+    fn spendable<'a>(&self, mut sessions: impl Iterator<Item = &'a Live>) -> Millis {
+        self.funds.for_session(sessions.any(|l| l.ad_supported))
+    }
 }
 
 /// When a user's running sessions exhaust the balance: the instant, and the
@@ -250,7 +271,8 @@ fn time_left(account: Account, sessions: &[(SessionId, &Live)], now: Instant) ->
     // Cost of the current seconds' lived parts, in thousandths of a ms.
     let into_seconds: i128 =
         running().map(|l| i128::from(l.rate.ms_per_second()) * i128::from(l.clock.live_ms(now) % 1000)).sum();
-    Some(((i128::from(account.spendable.0) - owed) * 1000 - into_seconds, rate))
+    let spendable = account.spendable(running());
+    Some(((i128::from(spendable.0) - owed) * 1000 - into_seconds, rate))
 }
 
 /// Remaining live time for a user's sessions at `now`, in ms, rounded down;
@@ -289,7 +311,8 @@ pub fn exhaust(
         }
     }
     let owed: i64 = ids.iter().filter_map(|id| sessions.get(id)).map(|l| l.owed(now)).sum();
-    let remainder = (account.spendable.0 - owed).max(0);
+    let spendable = account.spendable(ex.stops.iter().filter_map(|(id, _)| sessions.get(id)));
+    let remainder = (spendable.0 - owed).max(0);
     // Each stopped session's last fraction at its rate, in thousandths of a ms.
     let weights: Vec<(SessionId, i128)> = ex
         .stops
@@ -410,7 +433,7 @@ mod tests {
         let t0 = Instant::now();
         let (id, l) = live("1.5", t0);
         let mut sessions = HashMap::from([(id, l)]);
-        let account = Account { spendable: Millis(4000) }; // 2 s and 1000/1500 of a third
+        let account = Account::paid(Millis(4000)); // 2 s and 1000/1500 of a third
         let now = t0 + Duration::from_millis(200);
         let pairs: Vec<(SessionId, &Live)> = sessions.iter().map(|(k, v)| (*k, v)).collect();
         let ex = exhaustion(account, &pairs, now).unwrap();
@@ -437,7 +460,7 @@ mod tests {
             .zip([0, 100, 350])
             .map(|(id, ms)| (*id, Live::new(user, rate, t0 + Duration::from_millis(ms))))
             .collect();
-        let account = Account { spendable: Millis(60_000) };
+        let account = Account::paid(Millis(60_000));
         let now = t0 + Duration::from_millis(400);
         let pairs: Vec<(SessionId, &Live)> = ids.iter().map(|id| (*id, &sessions[id])).collect();
         let ex = exhaustion(account, &pairs, now).unwrap();
@@ -461,7 +484,7 @@ mod tests {
         // Four seconds sent, unacknowledged, when the balance runs out at 4.8 s.
         let sent = sessions.get_mut(&id).unwrap().next_entry(id, t0 + Duration::from_millis(4100));
         assert_eq!((sent.seq_to, sent.amount), (4, Millis(50_000)));
-        let account = Account { spendable: Millis(60_000) };
+        let account = Account::paid(Millis(60_000));
         let now = t0 + Duration::from_millis(4200);
         let pairs: Vec<(SessionId, &Live)> = vec![(id, &sessions[&id])];
         let ex = exhaustion(account, &pairs, now).unwrap();
@@ -484,7 +507,7 @@ mod tests {
         let t0 = Instant::now();
         let (id, l) = live("16", t0);
         let mut sessions = HashMap::from([(id, l)]);
-        let account = Account { spendable: Millis(30_000) }; // 1.875 s at 16x
+        let account = Account::paid(Millis(30_000)); // 1.875 s at 16x
         let pairs: Vec<(SessionId, &Live)> = vec![(id, &sessions[&id])];
         let ex = exhaustion(account, &pairs, t0).unwrap();
         exhaust(&[id], account, &ex, &mut sessions, ex.at);

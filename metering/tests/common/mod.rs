@@ -70,6 +70,7 @@ pub fn open_spec(user: UserId, multiplier: &str) -> OpenSession {
         rate: multiplier.parse::<Rate>().unwrap(),
         agent_type: "production".into(),
         worker_id: "test-worker".into(),
+        ad_supported: false,
     }
 }
 

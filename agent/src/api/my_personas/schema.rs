@@ -108,11 +108,16 @@ pub struct NewPersona {
     /// Minutes.
     #[schema(minimum = 1)]
     pub session_time_limit: Option<i32>,
+    /// Minutes for premium users, longer than `session_time_limit`; only
+    /// with `premium_session_time_limit` in `premium_features`.
+    #[schema(minimum = 2)]
+    pub premium_session_time_limit: Option<i32>,
     /// Minutes per day.
     #[schema(minimum = 1)]
     pub daily_usage_limit: Option<i32>,
     pub ad_supported: bool,
-    /// Feature names, none blank.
+    /// What only premium users get: tools from `tools`, fields from
+    /// `user_customizable_fields`, or `premium_session_time_limit`.
     pub premium_features: Vec<String>,
     pub user_customizable_fields: Vec<CustomizableDoc>,
 }
@@ -152,6 +157,8 @@ pub struct PersonaPatch {
     pub base_cost_multiplier: Option<f64>,
     #[schema(minimum = 1)]
     pub session_time_limit: Option<i32>,
+    #[schema(minimum = 2)]
+    pub premium_session_time_limit: Option<i32>,
     #[schema(minimum = 1)]
     pub daily_usage_limit: Option<i32>,
     pub ad_supported: Option<bool>,

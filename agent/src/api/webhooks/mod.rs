@@ -1,7 +1,9 @@
-//! Webhooks: Stripe (payments, refunds, subscriptions) and LiveKit (rooms and
-//! participants gone). Both verify a signature over the raw body before
-//! reading it and answer 400 on any mismatch; both are safe to replay.
+//! Webhooks: Stripe (payments, refunds, subscriptions), LiveKit (rooms and
+//! participants gone) and the ad server (rewarded views). Each verifies a
+//! signature over the raw body before reading it and answers 400 on any
+//! mismatch; each is safe to replay.
 
+pub mod ads;
 pub mod livekit;
 pub mod stripe;
 

@@ -234,16 +234,37 @@ pub struct VoiceConfig {
     pub speak_warnings: bool,
     /// The goodbye starts this long before the balance runs out (0: none).
     pub goodbye_lead_seconds: u64,
-    /// Frames louder than this (dB full scale) are speech.
+    /// Frames louder than this (dB full scale) may be speech.
     pub speech_dbfs: f64,
+    /// Speech stands this far (dB) above the noise floor (0: no floor).
+    pub noise_margin_db: f64,
     pub speech_start_ms: u64,
+    /// How a turn's end is decided.
+    pub turn_detection: TurnDetection,
+    /// Quiet after which the turn so far is transcribed and judged.
+    pub turn_pause_ms: u64,
+    /// Quiet that ends a turn (`silence` mode, or when judging failed).
     pub end_of_turn_ms: u64,
+    /// Quiet that ends a turn whose words trail off ("and", "um").
+    pub trailing_end_of_turn_ms: u64,
+    /// Speech over the agent shorter than this pauses it; longer stops it.
+    pub interruption_ms: u64,
     pub max_turn_seconds: u64,
     pub history_turns: usize,
     pub stt: SttConfig,
     pub llm: LlmConfig,
     /// Text to speech profiles by name (a persona's `voice.tts`); `default` is the fallback.
     pub tts: BTreeMap<String, TtsProfile>,
+}
+
+/// How the end of a user's turn is decided (`voice.turn_detection`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TurnDetection {
+    /// A fixed quiet (`end_of_turn_ms`).
+    Silence,
+    /// The turn so far is transcribed at the first pause and judged by its ending.
+    Transcript,
 }
 
 impl Default for VoiceConfig {
@@ -404,6 +425,30 @@ impl Config {
         }
         if v.speech_start_ms < 20 || v.end_of_turn_ms < 100 || v.max_turn_seconds == 0 {
             bail!("config keys voice.speech_start_ms (>= 20), voice.end_of_turn_ms (>= 100) and voice.max_turn_seconds (> 0) are out of range");
+        }
+        if !(0.0..=40.0).contains(&v.noise_margin_db) {
+            bail!("config key voice.noise_margin_db must be between 0 and 40 (got {})", v.noise_margin_db);
+        }
+        if v.turn_pause_ms < 100 || v.turn_pause_ms > v.end_of_turn_ms {
+            bail!(
+                "config key voice.turn_pause_ms must be at least 100 and at most voice.end_of_turn_ms ({}) (got {})",
+                v.end_of_turn_ms,
+                v.turn_pause_ms
+            );
+        }
+        if v.trailing_end_of_turn_ms < v.turn_pause_ms {
+            bail!(
+                "config key voice.trailing_end_of_turn_ms must be at least voice.turn_pause_ms ({}) (got {})",
+                v.turn_pause_ms,
+                v.trailing_end_of_turn_ms
+            );
+        }
+        if v.interruption_ms < v.speech_start_ms {
+            bail!(
+                "config key voice.interruption_ms must be at least voice.speech_start_ms ({}) (got {})",
+                v.speech_start_ms,
+                v.interruption_ms
+            );
         }
         let urls = [("voice.stt.base_url", &v.stt.base_url), ("voice.llm.base_url", &v.llm.base_url)];
         let profiles = v.tts.iter().map(|(name, p)| (format!("voice.tts.{name}.base_url"), &p.base_url));

@@ -258,13 +258,24 @@ pub struct VoiceConfig {
 }
 
 /// How the end of a user's turn is decided (`voice.turn_detection`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TurnDetection {
     /// A fixed quiet (`end_of_turn_ms`).
     Silence,
     /// The turn so far is transcribed at the first pause and judged by its ending.
     Transcript,
+}
+
+impl<'de> Deserialize<'de> for TurnDetection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "silence" => Ok(TurnDetection::Silence),
+            "transcript" => Ok(TurnDetection::Transcript),
+            other => Err(serde::de::Error::custom(format!(
+                "config key voice.turn_detection must be \"transcript\" or \"silence\" (got {other:?})"
+            ))),
+        }
+    }
 }
 
 impl Default for VoiceConfig {
@@ -804,6 +815,26 @@ mod tests {
         let start = DEFAULT_TOML.find("[voice]").unwrap();
         let c = Config::from_sources(&DEFAULT_TOML[..start], env(&[])).unwrap();
         assert!(!c.voice.enabled);
+    }
+
+    #[test]
+    fn turn_taking_keys_are_typed_and_checked_naming_the_key() {
+        let c = Config::from_sources(DEFAULT_TOML, env(&[])).unwrap();
+        assert_eq!(c.voice.turn_detection, TurnDetection::Transcript);
+        let c = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_VOICE_TURN_DETECTION", "silence")])).unwrap();
+        assert_eq!(c.voice.turn_detection, TurnDetection::Silence);
+        let cases: [(&'static str, &'static str, &str); 5] = [
+            ("MINDBOT_VOICE_TURN_DETECTION", "model", "turn_detection"),
+            ("MINDBOT_VOICE_TURN_PAUSE_MS", "900", "voice.turn_pause_ms"),
+            ("MINDBOT_VOICE_TRAILING_END_OF_TURN_MS", "100", "voice.trailing_end_of_turn_ms"),
+            ("MINDBOT_VOICE_INTERRUPTION_MS", "20", "voice.interruption_ms"),
+            ("MINDBOT_VOICE_NOISE_MARGIN_DB", "-3.0", "voice.noise_margin_db"),
+        ];
+        for (key, value, named) in cases {
+            let e = Config::from_sources(DEFAULT_TOML, env_of(vec![("MINDBOT_VOICE_ENABLED", "true"), (key, value)]))
+                .unwrap_err();
+            assert!(format!("{e:#}").contains(named), "{key}={value}: {e:#}");
+        }
     }
 
     #[test]

@@ -190,6 +190,10 @@ pub(super) async fn run(
                     info!("listening to the user");
                     stream = Some(s);
                     vad = Vad::new(svc.vad);
+                    (judged, probing) = (Judgement::None, None);
+                    if std::mem::take(&mut paused) {
+                        source.resume(); // the track that paused the agent is gone
+                    }
                 }
                 Some(Input::Greet) if svc.greet => {
                     queue.push_back(Job::Say(format!("Hello, I am {}. How can I help you today?", persona.name)));
@@ -269,6 +273,11 @@ pub(super) async fn run(
                                 source.pause();
                                 paused = true;
                             }
+                        }
+                        Some(VadEvent::TurnEnded(_)) if paused => {
+                            // Too short to stop the agent: it plays on.
+                            (judged, probing, paused) = (Judgement::None, None, false);
+                            source.resume();
                         }
                         Some(VadEvent::TurnEnded(pcm)) => {
                             (judged, probing) = (Judgement::None, None);

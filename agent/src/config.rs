@@ -272,10 +272,21 @@ pub struct VoiceConfig {
     pub speak_warnings: bool,
     /// The goodbye starts this long before the balance runs out (0: none).
     pub goodbye_lead_seconds: u64,
-    /// Frames louder than this (dB full scale) are speech.
+    /// Frames louder than this (dB full scale) may be speech.
     pub speech_dbfs: f64,
+    /// Speech stands this far (dB) above the noise floor (0: no floor).
+    pub noise_margin_db: f64,
     pub speech_start_ms: u64,
+    /// How a turn's end is decided.
+    pub turn_detection: TurnDetection,
+    /// Quiet after which the turn so far is transcribed and judged.
+    pub turn_pause_ms: u64,
+    /// Quiet that ends a turn (`silence` mode, or when judging failed).
     pub end_of_turn_ms: u64,
+    /// Quiet that ends a turn whose words trail off ("and", "um").
+    pub trailing_end_of_turn_ms: u64,
+    /// Speech over the agent shorter than this pauses it; longer stops it.
+    pub interruption_ms: u64,
     pub max_turn_seconds: u64,
     pub history_turns: usize,
     pub stt: SttConfig,
@@ -285,6 +296,27 @@ pub struct VoiceConfig {
     /// Provider prices by provider name, for the usage report (none: cost 0).
     #[serde(default)]
     pub prices: BTreeMap<String, ProviderPrices>,
+}
+
+/// How the end of a user's turn is decided (`voice.turn_detection`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnDetection {
+    /// A fixed quiet (`end_of_turn_ms`).
+    Silence,
+    /// The turn so far is transcribed at the first pause and judged by its ending.
+    Transcript,
+}
+
+impl<'de> Deserialize<'de> for TurnDetection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "silence" => Ok(TurnDetection::Silence),
+            "transcript" => Ok(TurnDetection::Transcript),
+            other => Err(serde::de::Error::custom(format!(
+                "config key voice.turn_detection must be \"transcript\" or \"silence\" (got {other:?})"
+            ))),
+        }
+    }
 }
 
 impl Default for VoiceConfig {
@@ -526,6 +558,30 @@ impl Config {
         }
         if v.speech_start_ms < 20 || v.end_of_turn_ms < 100 || v.max_turn_seconds == 0 {
             bail!("config keys voice.speech_start_ms (>= 20), voice.end_of_turn_ms (>= 100) and voice.max_turn_seconds (> 0) are out of range");
+        }
+        if !(0.0..=40.0).contains(&v.noise_margin_db) {
+            bail!("config key voice.noise_margin_db must be between 0 and 40 (got {})", v.noise_margin_db);
+        }
+        if v.turn_pause_ms < 100 || v.turn_pause_ms > v.end_of_turn_ms {
+            bail!(
+                "config key voice.turn_pause_ms must be at least 100 and at most voice.end_of_turn_ms ({}) (got {})",
+                v.end_of_turn_ms,
+                v.turn_pause_ms
+            );
+        }
+        if v.trailing_end_of_turn_ms < v.turn_pause_ms {
+            bail!(
+                "config key voice.trailing_end_of_turn_ms must be at least voice.turn_pause_ms ({}) (got {})",
+                v.turn_pause_ms,
+                v.trailing_end_of_turn_ms
+            );
+        }
+        if v.interruption_ms < v.speech_start_ms {
+            bail!(
+                "config key voice.interruption_ms must be at least voice.speech_start_ms ({}) (got {})",
+                v.speech_start_ms,
+                v.interruption_ms
+            );
         }
         let urls = [("voice.stt.base_url", &v.stt.base_url), ("voice.llm.base_url", &v.llm.base_url)];
         let profiles = v.tts.iter().map(|(name, p)| (format!("voice.tts.{name}.base_url"), &p.base_url));
@@ -940,6 +996,26 @@ mod tests {
         let e = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_VOICE_PRICES_LOCAL_STT_MICROS_PER_SECOND", "-1")]))
             .unwrap_err();
         assert!(format!("{e:#}").contains("stt_micros_per_second"), "{e:#}");
+    }
+
+    #[test]
+    fn turn_taking_keys_are_typed_and_checked_naming_the_key() {
+        let c = Config::from_sources(DEFAULT_TOML, env(&[])).unwrap();
+        assert_eq!(c.voice.turn_detection, TurnDetection::Transcript);
+        let c = Config::from_sources(DEFAULT_TOML, env(&[("MINDBOT_VOICE_TURN_DETECTION", "silence")])).unwrap();
+        assert_eq!(c.voice.turn_detection, TurnDetection::Silence);
+        let cases: [(&'static str, &'static str, &str); 5] = [
+            ("MINDBOT_VOICE_TURN_DETECTION", "model", "turn_detection"),
+            ("MINDBOT_VOICE_TURN_PAUSE_MS", "900", "voice.turn_pause_ms"),
+            ("MINDBOT_VOICE_TRAILING_END_OF_TURN_MS", "100", "voice.trailing_end_of_turn_ms"),
+            ("MINDBOT_VOICE_INTERRUPTION_MS", "20", "voice.interruption_ms"),
+            ("MINDBOT_VOICE_NOISE_MARGIN_DB", "-3.0", "voice.noise_margin_db"),
+        ];
+        for (key, value, named) in cases {
+            let e = Config::from_sources(DEFAULT_TOML, env_of(vec![("MINDBOT_VOICE_ENABLED", "true"), (key, value)]))
+                .unwrap_err();
+            assert!(format!("{e:#}").contains(named), "{key}={value}: {e:#}");
+        }
     }
 
     #[test]

@@ -39,9 +39,13 @@ async fn voice_worker(
     worker(pool, agent_name, &all).await
 }
 
-/// A speech service of this test's own (its failures are injected), on a free port.
-async fn private_speech_services() -> (tokio::process::Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+/// A speech service of this test's own, on `port` or a free one.
+async fn private_speech_services(port: Option<u16>) -> (tokio::process::Child, String) {
+    let port = port.unwrap_or_else(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "port {port} is taken (the same test running elsewhere?): try again in a minute"
+    );
     let child = tokio::process::Command::new(root().join(".cache/venv/bin/python"))
         .arg(root().join("tests/speech/server.py"))
         .args(["--port", &port.to_string()])
@@ -138,7 +142,7 @@ async fn provider_failures_are_retried_then_apologised_for_and_the_goodbye_prece
     ensure("scripts/livekit-server.sh", Some("start"));
     ensure("scripts/python-env.sh", None);
     ensure("scripts/deps.sh", None);
-    let (_speech, base) = private_speech_services().await;
+    let (_speech, base) = private_speech_services(None).await;
     let agent_name = format!("mindbot-voice-{}", uuid::Uuid::new_v4().simple());
     let (_w, port) = voice_worker(&pool, &agent_name, &base, &[]).await;
     // One minute of card at Professor Ada's 1.0x: a 60 s conversation.
@@ -208,7 +212,7 @@ async fn a_spoken_turn_is_stored_as_provider_usage_and_shown_with_the_billed_tim
     ensure("scripts/livekit-server.sh", Some("start"));
     ensure("scripts/python-env.sh", None);
     // A speech service of our own: what it served is this session's alone.
-    let (_speech, base) = private_speech_services().await;
+    let (_speech, base) = private_speech_services(None).await;
     let agent_name = format!("mindbot-voice-{}", uuid::Uuid::new_v4().simple());
     let prices = [
         ("MINDBOT_VOICE_PRICES_LOCAL_STT_MICROS_PER_SECOND", "100"),
@@ -390,4 +394,72 @@ async fn reqwest_free_get(base: &str, path: &str) -> String {
     let (code, body) = get(port, path).await;
     assert_eq!(code, 200, "{body}");
     body
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn under_a_steady_hum_turns_are_heard_a_trailing_and_waits_and_a_cough_does_not_stop_the_answer(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    ensure("scripts/deps.sh", None);
+    // Speech services of its own: the shared ones' recogniser serves one
+    // request at a time for every test running.
+    let (_speech, base) = private_speech_services(Some(7971)).await;
+    let agent_name = format!("mindbot-voice-{}", uuid::Uuid::new_v4().simple());
+    let (_w, port) = voice_worker(&pool, &agent_name, &base, &[]).await;
+    let user = user_with_card(&pool, 10).await;
+    let room = format!("voice-{}", uuid::Uuid::new_v4().simple());
+    let meta = serde_json::json!({"user_id": user.to_string(), "persona": "professor-ada"});
+    let token = dispatch_token(&room, &user.to_string(), &agent_name, &meta).await;
+
+    // A hum and hiss at -38 dBFS under everything the user sends, louder
+    // than the -42 dBFS speech threshold: a plain level detector would take
+    // it for one endless turn.
+    let report = talk(
+        &token,
+        &[
+            "--voice",
+            "en-us+f2",
+            "--noise",
+            "-38",
+            "--noise-alone",
+            "6",
+            // 0.7 s of quiet after "and": more than the 0.6 s that ends a turn
+            // on quiet alone, less than the 1.5 s a trailing word waits for.
+            "--say",
+            "I would like to ask you something and || what is your name?",
+            "--say",
+            "Hello. What is your name?",
+            "--cough",
+            "2:1.5",
+        ],
+    )
+    .await;
+    eprintln!("talker report: {report}");
+
+    assert_eq!(report["greeting"]["heard"], true, "{report}");
+    let alone = &report["noise_alone"];
+    assert_eq!(alone["agent_sound_seconds"].as_f64(), Some(0.0), "the noise alone gets no answer: {report}");
+    let turns = report["turns"].as_array().unwrap();
+    for turn in turns {
+        assert!(turn["latency_ms"].as_f64().is_some(), "each question over the noise is answered: {report}");
+        let transcript = turn["transcript"].as_str().unwrap();
+        assert!(transcript.contains("professor"), "the answer names the persona: {transcript:?}");
+    }
+    // The cough went over the answer, which played on to its end: as long as
+    // the same answer heard without it (the cough's pause only adds).
+    assert!(turns[1]["cough_at_s"].as_f64().is_some(), "{report}");
+    let (plain, coughed) = (turns[0]["seconds"].as_f64().unwrap(), turns[1]["seconds"].as_f64().unwrap());
+    eprintln!("the answer lasted {plain} s; with a cough over it {coughed} s");
+    assert!(coughed >= plain - 0.3, "the coughed-over answer was cut short: {report}");
+
+    let (_, metrics) = get(port, "/metrics").await;
+    // Two turns: the noise started none, the pause after "and" did not split
+    // the first question, and the cough was not a turn.
+    assert_eq!(sample(&metrics, "mindbot_voice_turns_total{persona=\"professor-ada\"}"), Some(2.0), "{metrics}");
+    assert_eq!(
+        sample(&metrics, "mindbot_voice_false_interruptions_total{persona=\"professor-ada\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(sample(&metrics, "mindbot_voice_barge_ins_total{persona=\"professor-ada\"}"), None, "{metrics}");
 }

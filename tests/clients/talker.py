@@ -13,7 +13,11 @@ wait for the agent's greeting to finish (--skip-greeting); then for each
 --say TEXT: speak it, wait for the answer's first sound (latency, from the
 end of our speech), record it until it has been quiet for --quiet seconds,
 transcribe it. With --barge-in TEXT, the last answer is interrupted
---barge-after seconds after it starts by speaking TEXT over it.
+--barge-after seconds after it starts by speaking TEXT over it. With
+--cough N:S, S seconds into the answer to question N a 200 ms burst (a cough)
+goes over it. With --noise DBFS, a steady hum and hiss at that level is under
+everything we send, from the start; --noise-alone S listens S seconds to the
+noise alone (after the greeting) before the first question.
 
 Example:
   talker.py --token T --say "What is your name?" --barge-in "Wait, stop please."
@@ -21,9 +25,10 @@ Example:
 Result (stdout):
   {"joined": true, "greeting": {"heard": bool, "seconds": float},
    "turns": [{"said", "said_wall": unix time our speech ended, "latency_ms": float|null,
-              "seconds": float, "transcript": str}],
+              "seconds": float, "transcript": str, "cough_at_s": float (into the answer, with --cough)}],
    "barge_in": {"said", "answer_seconds_before": float, "stopped_after_ms": float|null,
                 "quiet_seconds_after": float} | null,
+   "noise_alone": {"seconds": float, "agent_sound_seconds": float} | null,
    "end": {"disconnected": bool, "last_sound_before_s": float|null,   # with --stay
            "transcript": str (the last 8 s)},
    "typed": [{"said", "latency_ms": float|null, "seconds": float, "transcript": str}],
@@ -59,7 +64,9 @@ LOUD_DBFS = -45.0
 def parse_args():
     p = Parser(description=__doc__.split("\n\n")[0])
     add_join_args(p)
-    p.add_argument("--say", action="append", default=[], metavar="TEXT", help="a question (repeatable)")
+    p.add_argument("--say", action="append", default=[], metavar="TEXT",
+                   help="a question (repeatable); 'A || B' pauses --gap seconds between A and B")
+    p.add_argument("--gap", type=float, default=0.7, metavar="S", help="the pause at '||' (default %(default)s)")
     p.add_argument("--type", action="append", default=[], metavar="TEXT",
                    help="after the spoken questions, type TEXT on lk.chat and record the answer (repeatable)")
     p.add_argument("--junk-chat", action="store_true",
@@ -81,6 +88,11 @@ def parse_args():
     p.add_argument("--control", metavar="URL", help="the speech services' /control URL (for --fail-before)")
     p.add_argument("--fail-before", action="append", default=[], metavar="N:STAGE",
                    help="before question N (from 1), make the next two STAGE requests fail with HTTP 500")
+    p.add_argument("--cough", action="append", default=[], metavar="N:S",
+                   help="S seconds into the answer to question N (from 1), a 200 ms burst over it")
+    p.add_argument("--noise", type=float, metavar="DBFS", help="a steady hum and hiss at DBFS under all we send")
+    p.add_argument("--noise-alone", type=float, default=0.0, metavar="S",
+                   help="after the greeting, S seconds of only the noise before the first question")
     p.add_argument("--stay", type=float, default=0.0, metavar="S",
                    help="after the questions, listen until disconnected or S seconds have passed")
     return p.parse_args()
@@ -163,11 +175,42 @@ def trim(pcm: np.ndarray) -> np.ndarray:
     return pcm[loud[0] * FRAME:(loud[-1] + 1) * FRAME]
 
 
-class Mouth:
-    """Our microphone: silence, or speech when asked, in real time."""
+class Noise:
+    """A steady noise: a 100 Hz mains hum with two harmonics, and white hiss
+    6 dB under it, at `dbfs` RMS overall; continuous across frames."""
 
-    def __init__(self, source: rtc.AudioSource) -> None:
+    def __init__(self, dbfs: float) -> None:
+        self.amplitude = 10 ** (dbfs / 20) * 32768.0
+        self.n = 0
+        self.rng = np.random.default_rng(7)
+
+    def next(self) -> np.ndarray:
+        t = (self.n + np.arange(FRAME)) / RATE
+        self.n += FRAME
+        hum = np.sin(2 * np.pi * 100 * t) + 0.5 * np.sin(2 * np.pi * 200 * t) + 0.25 * np.sin(2 * np.pi * 300 * t)
+        hum /= np.sqrt((1 + 0.25 + 0.0625) / 2)          # unit RMS
+        hiss = self.rng.standard_normal(FRAME) * 0.5        # 6 dB under the hum
+        return (self.amplitude / np.sqrt(1.25)) * (hum + hiss)
+
+
+def cough() -> np.ndarray:
+    """200 ms of a cough-like burst: noise, band-limited by a short moving
+    average, with a fast attack and a decay, peaking near -12 dBFS."""
+    n = RATE // 5
+    rng = np.random.default_rng(11)
+    burst = np.convolve(rng.standard_normal(n + 15), np.ones(16) / 4, mode="valid")[:n]
+    env = np.minimum(np.arange(n) / (RATE * 0.01), 1.0) * np.exp(-np.arange(n) / (RATE * 0.08))
+    return np.clip(burst * env * 0.25 * 32768, -32768, 32767).astype(np.int16)
+
+
+class Mouth:
+    """Our microphone: silence, or speech when asked, in real time (with
+    the steady noise under both, when asked)."""
+
+    def __init__(self, source: rtc.AudioSource, noise: Optional[Noise] = None) -> None:
         self.source = source
+        self.noise = noise
+        self.gap = 0.7
         self.pending: list = []
         self.done: Optional[asyncio.Future] = None
         self.started_at: Optional[float] = None
@@ -183,11 +226,18 @@ class Mouth:
                 chunk = silence
                 if self.done is not None and not self.done.done():
                     self.done.set_result(time.monotonic())
+            if self.noise is not None:
+                chunk = np.clip(chunk.astype(np.float64) + self.noise.next(), -32768, 32767).astype(np.int16)
             await self.source.capture_frame(rtc.AudioFrame(chunk.tobytes(), RATE, 1, FRAME))
 
     async def say(self, text: str, voice: str) -> tuple:
         """Speaks `text`; returns (time our first sample went out, time our last one did)."""
-        pcm = trim(speech.synthesise(text, voice=voice, rate=RATE, speed=150))
+        gap = np.zeros(int(RATE * self.gap) // FRAME * FRAME, np.int16)
+        parts = [trim(speech.synthesise(t.strip(), voice=voice, rate=RATE, speed=150)) for t in text.split("||")]
+        pcm = np.concatenate([x for p in parts for x in (p, np.zeros((-len(p)) % FRAME, np.int16), gap)][:-1])
+        return await self.send(pcm, repr(text))
+
+    async def send(self, pcm: np.ndarray, what: str) -> tuple:
         pcm = np.concatenate([pcm, np.zeros((-len(pcm)) % FRAME, np.int16)])
         self.started_at = None
         self.done = asyncio.get_running_loop().create_future()
@@ -196,7 +246,7 @@ class Mouth:
             await asyncio.sleep(0.005)
         started = self.started_at
         ended = await self.done
-        log.info("said %r from %.3f to %.3f (wall clock)", text, time.time() - (time.monotonic() - started),
+        log.info("said %s from %.3f to %.3f (wall clock)", what, time.time() - (time.monotonic() - started),
                  time.time() - (time.monotonic() - ended))
         return started, ended
 
@@ -275,11 +325,12 @@ async def main() -> dict:
     track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
     publication = await room.local_participant.publish_track(
         track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
-    mouth = Mouth(source)
+    mouth = Mouth(source, Noise(args.noise) if args.noise is not None else None)
+    mouth.gap = args.gap
     tasks.append(asyncio.create_task(mouth.run()))
 
-    report: dict = {"joined": True, "greeting": None, "turns": [], "barge_in": None, "typed": [],
-                    "my_track": publication.sid, "agent_states": states, "transcripts": transcripts}
+    report: dict = {"joined": True, "greeting": None, "turns": [], "barge_in": None, "noise_alone": None,
+                    "typed": [], "my_track": publication.sid, "agent_states": states, "transcripts": transcripts}
     try:
         if not args.skip_greeting:
             first = await ear.wait_sound(0.0, 30.0)
@@ -288,6 +339,15 @@ async def main() -> dict:
                 report["greeting"] = {"heard": True, "seconds": round(last - first, 2)}
             else:
                 report["greeting"] = {"heard": False, "seconds": 0.0}
+        if args.noise_alone > 0:
+            start = time.monotonic()
+            await asyncio.sleep(args.noise_alone)
+            sound = sum(1 for t in ear.loud if t >= start) * FRAME / RATE
+            report["noise_alone"] = {"seconds": args.noise_alone, "agent_sound_seconds": round(sound, 2)}
+        coughs = {}
+        for item in args.cough:
+            n, _, after = item.partition(":")
+            coughs[int(n) - 1] = float(after)
         fails = {}
         for item in args.fail_before:
             n, _, stage = item.partition(":")
@@ -319,6 +379,10 @@ async def main() -> dict:
                 turn["seconds"] = round(start - onset, 2)
                 last = await ear.wait_quiet(args.quiet, args.answer_timeout)  # the answer to the interruption
                 continue
+            if i in coughs:
+                await asyncio.sleep(max(0.0, onset + coughs[i] - time.monotonic()))
+                start, _ = await mouth.send(cough(), "a cough")
+                turn["cough_at_s"] = round(start - onset, 2)
             last = await ear.wait_quiet(args.quiet, args.answer_timeout)
             turn["seconds"] = round(last - onset, 2)
             if not args.no_transcribe:

@@ -34,6 +34,8 @@ pub(crate) struct PcmQueue {
     /// Wakes writers waiting for room (at half capacity, on clear and on close).
     drained: Notify,
     closed: AtomicBool,
+    /// Held: the engine sends nothing and the samples wait (a paused speaker).
+    paused: AtomicBool,
 }
 
 impl PcmQueue {
@@ -45,6 +47,7 @@ impl PcmQueue {
             filled,
             drained: Notify::new(),
             closed: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
         })
     }
 
@@ -55,6 +58,9 @@ impl PcmQueue {
 
     /// Takes one frame (zero-padded at the end of speech); `false` when empty.
     pub(crate) fn pop_frame(&self, out: &mut [i16; FRAME_SAMPLES]) -> bool {
+        if self.paused.load(Ordering::Acquire) {
+            return false;
+        }
         let mut q = self.lock();
         if q.is_empty() {
             return false;
@@ -74,8 +80,9 @@ impl PcmQueue {
         true
     }
 
+    /// Nothing to send now: empty, or paused.
     pub(crate) fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.paused.load(Ordering::Acquire) || self.lock().is_empty()
     }
 
     /// No more frames will be taken: writers get `Closed`.
@@ -131,6 +138,19 @@ impl AudioSource {
     pub fn clear(&self) {
         self.queue.lock().clear();
         self.queue.drained.notify_waiters();
+    }
+
+    /// Holds the queued audio: the track goes quiet within one frame and
+    /// writers wait once the queue is full; `resume` plays on from there.
+    pub fn pause(&self) {
+        self.queue.paused.store(true, Ordering::Release);
+    }
+
+    /// Plays on what `pause` held.
+    pub fn resume(&self) {
+        if self.queue.paused.swap(false, Ordering::AcqRel) {
+            self.queue.filled.notify_one();
+        }
     }
 
     /// How much audio is waiting to be sent.
@@ -257,6 +277,23 @@ mod tests {
         source.try_push(&[1; 5000]).unwrap();
         source.clear();
         assert!(!source.queue.pop_frame(&mut frame));
+    }
+
+    #[test]
+    fn a_paused_queue_sends_nothing_and_resumes_where_it_stopped() {
+        let source =
+            AudioSource { queue: PcmQueue::new(Duration::from_secs(1), Arc::default()), track_sid: "TR_x".into() };
+        source.try_push(&[3; FRAME_SAMPLES]).unwrap();
+        source.try_push(&[4; FRAME_SAMPLES]).unwrap();
+        let mut frame = [0i16; FRAME_SAMPLES];
+        assert!(source.queue.pop_frame(&mut frame));
+        source.pause();
+        assert!(source.queue.is_empty(), "nothing to send while paused");
+        assert!(!source.queue.pop_frame(&mut frame));
+        assert_eq!(source.queued(), FRAME_DURATION, "the rest is held, not dropped");
+        source.resume();
+        assert!(source.queue.pop_frame(&mut frame));
+        assert!(frame.iter().all(|&s| s == 4));
     }
 
     #[test]

@@ -203,11 +203,18 @@ impl SseBuffer {
 }
 
 /// Cuts streamed text into sentences to speak: at `.`, `!`, `?` or `;`
-/// followed by a space, or at a comma once the text is long.
+/// followed by a space, or at a comma once the text is long. The first
+/// piece may be a clause (up to a comma, colon or dash once it has
+/// [`FIRST_CLAUSE_CHARS`]), so the voice starts before a slow model has
+/// finished its first sentence.
 #[derive(Default)]
 pub struct Sentences {
     buf: String,
+    cut_once: bool,
 }
+
+/// The shortest first clause spoken on its own (shorter ones sound clipped).
+pub const FIRST_CLAUSE_CHARS: usize = 20;
 
 impl Sentences {
     pub fn push(&mut self, text: &str) -> Vec<String> {
@@ -217,11 +224,13 @@ impl Sentences {
             let chars: Vec<(usize, char)> = self.buf.char_indices().collect();
             let cut = chars.windows(2).find_map(|w| {
                 let ((i, c), (_, next)) = (w[0], w[1]);
-                let end = matches!(c, '.' | '!' | '?' | ';') || (c == ',' && i > 120);
+                let clause = !self.cut_once && i >= FIRST_CLAUSE_CHARS && matches!(c, ',' | ':' | '\u{2014}');
+                let end = matches!(c, '.' | '!' | '?' | ';') || (c == ',' && i > 120) || clause;
                 (end && next.is_whitespace() && i >= 3).then_some(i + c.len_utf8())
             });
             let Some(cut) = cut else { break };
             let sentence: String = self.buf.drain(..cut).collect();
+            self.cut_once = true;
             let sentence = sentence.trim().to_string();
             if !sentence.is_empty() {
                 out.push(sentence);
@@ -345,5 +354,15 @@ mod tests {
         assert!(s.push(" are you").is_empty());
         assert_eq!(s.finish().as_deref(), Some("How are you"));
         assert_eq!(s.push("It costs 3.5 dollars. Ok"), vec!["It costs 3.5 dollars."]);
+    }
+
+    #[test]
+    fn a_long_first_clause_is_spoken_before_its_sentence_ends() {
+        let mut s = Sentences::default();
+        assert!(s.push("Well, fractions are").is_empty(), "too short a clause waits");
+        assert_eq!(s.push(" parts of a whole, and a half is one"), vec!["Well, fractions are parts of a whole,"]);
+        // After the first piece, commas wait for the sentence's end.
+        assert!(s.push(" of two, you see").is_empty());
+        assert_eq!(s.push(". Next"), vec!["and a half is one of two, you see."]);
     }
 }

@@ -18,10 +18,11 @@ mod provider;
 mod stt;
 mod tools;
 mod tts;
+mod turn;
 mod vad;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -30,6 +31,7 @@ use mindbot_agent::room::{AudioStream, Room, RoomError, FRAME_DURATION};
 use personas::PersonaConfig;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::config::VoiceConfig;
 use pipeline::{Input, Persona};
@@ -49,9 +51,28 @@ pub struct VoiceService {
     speak_warnings: bool,
     goodbye_lead: Duration,
     history_turns: usize,
-    end_of_turn: Duration,
     /// `voice.llm.tools`: whether the personas' tools are offered to the model.
     offer_tools: bool,
+    turn: turn::TurnSettings,
+    /// The stages of each turn, when something (`bench voice`) records them.
+    marks: Mutex<Option<Vec<(Stage, Instant)>>>,
+}
+
+/// A point in answering a turn, in order (`bench voice` times each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// The last speech frame of the user's turn arrived.
+    SpeechEnd,
+    /// The turn was judged over.
+    TurnEnd,
+    /// Its transcript was in.
+    Transcript,
+    /// The model's first token (text or tool call) arrived.
+    FirstToken,
+    /// The first clause or sentence went to text to speech.
+    FirstClause,
+    /// The first answer audio was queued on the agent's track.
+    FirstAudio,
 }
 
 impl VoiceService {
@@ -69,6 +90,13 @@ impl VoiceService {
         }
         let frames = |ms: u64| (ms / FRAME_DURATION.as_millis() as u64).max(1) as usize;
         let client = http_client()?;
+        let turn = turn::TurnSettings {
+            mode: c.turn_detection,
+            pause: Duration::from_millis(c.turn_pause_ms),
+            end_of_turn: Duration::from_millis(c.end_of_turn_ms),
+            trailing: Duration::from_millis(c.trailing_end_of_turn_ms),
+            interruption_frames: frames(c.interruption_ms),
+        };
         let endpoint = |stage, provider: &str, base_url: &str, model: &str, key: &crate::config::Secret, ms| Endpoint {
             stage,
             provider: provider.to_string(),
@@ -111,17 +139,36 @@ impl VoiceService {
             tts: tts::Tts { profiles },
             vad: vad::VadSettings {
                 speech_dbfs: c.speech_dbfs,
+                noise_margin_db: c.noise_margin_db,
                 start_frames: frames(c.speech_start_ms),
-                end_frames: frames(c.end_of_turn_ms),
+                // A backstop only: the pipeline ends turns by the clock (turn.rs).
+                end_frames: frames(turn.longest_quiet().as_millis() as u64),
                 max_frames: frames(c.max_turn_seconds * 1000),
             },
             greet: c.greet,
             speak_warnings: c.speak_warnings,
             goodbye_lead: Duration::from_secs(c.goodbye_lead_seconds),
             history_turns: c.history_turns,
-            end_of_turn: Duration::from_millis(c.end_of_turn_ms),
             offer_tools: c.llm.tools,
+            turn,
+            marks: Mutex::new(None),
         })))
+    }
+
+    /// Starts recording each turn's [`Stage`]s (for `bench voice`).
+    pub fn record_stages(&self) {
+        *self.marks.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+    }
+
+    /// The stages recorded since the last call.
+    pub fn take_stages(&self) -> Vec<(Stage, Instant)> {
+        self.marks.lock().unwrap_or_else(|e| e.into_inner()).as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    fn mark(&self, stage: Stage, at: Instant) {
+        if let Some(marks) = self.marks.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            marks.push((stage, at));
+        }
     }
 
     /// Publishes the agent's track and starts the conversation for `persona`;

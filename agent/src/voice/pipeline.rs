@@ -1,9 +1,12 @@
 //! One session's conversation loop: the user's frames go through voice
-//! activity detection; a finished turn becomes speech to text, the model's
-//! streamed answer (with tools) and text to speech, sentence by sentence,
-//! on the agent's track. The user talking over the agent stops it at once
-//! (reply aborted, queued audio dropped). Greeting, spoken warnings and the
-//! goodbye go through the same speaker.
+//! activity detection; the end of a turn is decided in `turn.rs` (often
+//! from a transcript taken at the first pause, which then is the turn's);
+//! a finished turn becomes speech to text, the model's streamed answer
+//! (with tools) and text to speech, clause by clause, on the agent's
+//! track. The user talking over the agent pauses it at once: a short sound
+//! lets it play on, longer speech stops it (reply aborted, queued audio
+//! dropped). Greeting, spoken warnings and the goodbye go through the same
+//! speaker.
 //!
 //! Each reply runs as one task owned by the loop, so aborting it stops the
 //! model, the synthesis and the playback together. A typed turn (`Typed`)
@@ -26,8 +29,10 @@ use tracing::{debug, info, warn};
 
 use super::llm::{Delta, Sentences};
 use super::observe::{AgentState, Observer, VoiceEvent};
+use super::provider::ProviderError;
+use super::turn::{self, Due, Ending, Judgement};
 use super::vad::{Vad, VadEvent};
-use super::{tools, VoiceService};
+use super::{tools, Stage, VoiceService};
 use crate::usage::SessionUsage;
 
 /// What the session tells the pipeline.
@@ -60,11 +65,46 @@ const GOODBYE: &str = "Your time is up. Thank you for talking with me. Goodbye!"
 
 enum Job {
     /// Answer a user turn ended at `ended`.
-    Answer { pcm: Vec<i16>, ended: Instant },
+    Answer { heard: Heard, ended: Instant },
     /// Say a fixed line.
     Say(String),
     /// Answer a typed user turn.
     Text(String),
+}
+
+/// A finished turn's words: audio still to transcribe, the transcript taken
+/// at its last pause, or that transcription still under way.
+enum Heard {
+    Audio(Vec<i16>),
+    Text(String),
+    Pending(Probe),
+}
+
+/// Speech to text of a turn before it has ended; dropping it aborts it.
+struct Probe(JoinHandle<Result<String, ProviderError>>);
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn probe(shared: &Arc<Shared>, pcm: Vec<i16>) -> Probe {
+    let sh = shared.clone();
+    Probe(tokio::spawn(async move {
+        let svc = &sh.svc;
+        svc.stt.transcribe(&svc.client, &pcm, &sh.persona.slug, &sh.usage).await
+    }))
+}
+
+async fn wait_probe(probe: &mut Option<Probe>) -> Result<String, String> {
+    match probe {
+        Some(p) => match (&mut p.0).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+        None => std::future::pending().await,
+    }
 }
 
 /// What a reply task shares.
@@ -110,11 +150,28 @@ pub(super) async fn run(
     let mut goodbye_at: Option<Instant> = None;
     let mut said_goodbye = false;
     let mut meter_open = true;
-    // The end of a turn is timed from the last loud frame, not counted in
+    // The end of a turn is timed from the last speech frame, not counted in
     // frames: a sender in silence sends few packets or none (DTX).
-    let mut last_loud = Instant::now();
+    let mut last_speech = Instant::now();
+    // What is known of the turn's words, and their transcription under way.
+    let mut judged = Judgement::None;
+    let mut probing: Option<Probe> = None;
+    // The agent is paused by the user's voice (a cough, or an interruption
+    // not yet long enough to stop it).
+    let mut paused = false;
     let (mut frames, mut loudest) = (0u32, -100f64);
+    let slug = persona.slug.clone();
+    let turn_over = |queue: &mut VecDeque<Job>, heard: Heard, last_speech: Instant, how: &'static str| {
+        let ended = Instant::now();
+        svc.mark(Stage::SpeechEnd, last_speech);
+        svc.mark(Stage::TurnEnd, ended);
+        metrics::counter!("mindbot_voice_turns_total", "persona" => slug.clone()).increment(1);
+        debug!(after_speech_ms = (ended - last_speech).as_millis() as u64, how, "turn over");
+        queue.retain(|j| !matches!(j, Job::Answer { .. }));
+        queue.push_back(Job::Answer { heard, ended });
+    };
     loop {
+        let (deadline, due) = turn::next(&svc.turn, last_speech, paused, &judged);
         if reply.is_none() && !vad.speaking() {
             if let Some(job) = queue.pop_front() {
                 draining = false;
@@ -132,6 +189,10 @@ pub(super) async fn run(
                     info!("listening to the user");
                     stream = Some(s);
                     vad = Vad::new(svc.vad);
+                    (judged, probing) = (Judgement::None, None);
+                    if std::mem::take(&mut paused) {
+                        source.resume(); // the track that paused the agent is gone
+                    }
                 }
                 Some(Input::Greet) if svc.greet => {
                     queue.push_back(Job::Say(format!("Hello, I am {}. How can I help you today?", persona.name)));
@@ -143,50 +204,109 @@ pub(super) async fn run(
                         source.clear();
                         observer.state(AgentState::Listening);
                     }
+                    if std::mem::take(&mut paused) {
+                        source.resume();
+                    }
                     queue.retain(|j| !matches!(j, Job::Answer { .. } | Job::Text(_)));
                     queue.push_back(Job::Text(text));
                 }
                 Some(_) => {}
             },
-            _ = sleep_until(last_loud + svc.end_of_turn), if vad.speaking() => {
-                if let Some(VadEvent::TurnEnded(pcm)) = vad.flush() {
-                    debug!("the user went quiet; turn over");
-                    queue.retain(|j| !matches!(j, Job::Answer { .. }));
-                    queue.push_back(Job::Answer { pcm, ended: Instant::now() });
+            _ = sleep_until(deadline), if vad.speaking() => match due {
+                Due::Resume => {
+                    vad.cancel();
+                    paused = false;
+                    source.resume();
+                    metrics::counter!("mindbot_voice_false_interruptions_total", "persona" => persona.slug.clone())
+                        .increment(1);
+                    info!("a short sound over the agent; it plays on");
+                }
+                Due::Probe => {
+                    probing = Some(probe(&shared, vad.turn_so_far().to_vec()));
+                    judged = Judgement::Pending;
+                }
+                Due::End => {
+                    if let Some(VadEvent::TurnEnded(pcm)) = vad.flush() {
+                        let heard = match (std::mem::replace(&mut judged, Judgement::None), probing.take()) {
+                            (Judgement::Trailing(text), _) => Heard::Text(text),
+                            (Judgement::Pending, Some(p)) => Heard::Pending(p),
+                            _ => Heard::Audio(pcm),
+                        };
+                        turn_over(&mut queue, heard, last_speech, "quiet");
+                    }
+                }
+            },
+            heard = wait_probe(&mut probing) => {
+                probing = None;
+                match heard {
+                    Ok(text) if turn::ending(&text) == Ending::Complete => {
+                        judged = Judgement::None;
+                        if vad.flush().is_some() {
+                            turn_over(&mut queue, Heard::Text(text), last_speech, "complete");
+                        }
+                    }
+                    Ok(text) => {
+                        debug!(heard = %text, "the words trail off; waiting longer");
+                        judged = Judgement::Trailing(text);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "speech to text at the pause failed; ending the turn on quiet");
+                        judged = Judgement::Failed;
+                    }
                 }
             }
             frame = next_frame(&mut stream) => match frame {
                 None => stream = None,
                 Some(frame) => {
-                    let level = Vad::level_dbfs(&frame.samples);
-                    if level > svc.vad.speech_dbfs {
-                        last_loud = Instant::now();
+                    let event = vad.push(&frame.samples);
+                    if vad.last_was_speech() {
+                        last_speech = Instant::now();
+                        if judged != Judgement::None {
+                            // The user went on: the judgement was of part of the turn.
+                            judged = Judgement::None;
+                            probing = None;
+                        }
                     }
                     frames += 1;
-                    loudest = loudest.max(level);
+                    loudest = loudest.max(Vad::level_dbfs(&frame.samples));
                     if frames % 50 == 0 {
-                        debug!(frames, loudest, speaking = vad.speaking(), "user audio");
+                        debug!(frames, loudest, floor = vad.noise_floor_dbfs(), speaking = vad.speaking(), "user audio");
                         loudest = -100.0;
                     }
-                    match vad.push(&frame.samples) {
+                    match event {
                         Some(VadEvent::SpeechStarted) => {
                             debug!("user started speaking");
+                            last_speech = Instant::now();
+                            (judged, probing) = (Judgement::None, None);
                             if reply.is_some() || !source.queued().is_zero() {
-                                // Barge-in: the user talks over the agent.
-                                reply = None; // aborts it
-                                source.clear();
-                                draining = false;
-                                observer.state(AgentState::Listening);
-                                metrics::counter!("mindbot_voice_barge_ins_total", "persona" => persona.slug.clone())
-                                    .increment(1);
-                                info!("user spoke over the agent; stopped talking");
+                                // The user talks over the agent: hold its audio until we know
+                                // whether this is a cough or an interruption.
+                                source.pause();
+                                paused = true;
                             }
                         }
+                        Some(VadEvent::TurnEnded(_)) if paused => {
+                            // Too short to stop the agent: it plays on.
+                            (judged, probing, paused) = (Judgement::None, None, false);
+                            source.resume();
+                        }
                         Some(VadEvent::TurnEnded(pcm)) => {
-                            queue.retain(|j| !matches!(j, Job::Answer { .. }));
-                            queue.push_back(Job::Answer { pcm, ended: Instant::now() });
+                            (judged, probing) = (Judgement::None, None);
+                            turn_over(&mut queue, Heard::Audio(pcm), last_speech, "backstop");
                         }
                         None => {}
+                    }
+                    if paused && vad.speech_frames() >= svc.turn.interruption_frames {
+                        // Barge-in: the user talks over the agent.
+                        paused = false;
+                        reply = None; // aborts it
+                        source.clear();
+                        source.resume();
+                        draining = false;
+                        observer.state(AgentState::Listening);
+                        metrics::counter!("mindbot_voice_barge_ins_total", "persona" => persona.slug.clone())
+                            .increment(1);
+                        info!("user spoke over the agent; stopped talking");
                     }
                 }
             },
@@ -228,6 +348,8 @@ pub(super) async fn run(
                 said_goodbye = true;
                 reply = None;
                 source.clear();
+                source.resume();
+                paused = false;
                 queue.clear();
                 queue.push_back(Job::Say(GOODBYE.to_string()));
             }
@@ -275,7 +397,7 @@ async fn perform(sh: &Shared, job: Job, history: Vec<Value>) -> Vec<Value> {
             speak_all(sh, std::slice::from_ref(&text), None).await;
             vec![json!({"role": "assistant", "content": text})]
         }
-        Job::Answer { pcm, ended } => answer(sh, pcm, ended, history).await,
+        Job::Answer { heard, ended } => answer(sh, heard, ended, history).await,
         Job::Text(text) => {
             info!(chars = text.chars().count(), "typed user turn");
             respond(sh, text, None, history).await
@@ -306,6 +428,7 @@ async fn speaker(sh: &Shared, mut rx: mpsc::Receiver<String>, ended: Option<Inst
         }
         let mut on_first = || {
             if let Some(t) = first.take() {
+                svc.mark(Stage::FirstAudio, Instant::now());
                 let latency = t.elapsed() + FRAME_DURATION;
                 metrics::histogram!("mindbot_voice_response_seconds").record(latency.as_secs_f64());
                 info!(latency_ms = latency.as_millis() as u64, "first answer audio queued");
@@ -335,9 +458,16 @@ async fn speaker(sh: &Shared, mut rx: mpsc::Receiver<String>, ended: Option<Inst
     }
 }
 
-async fn answer(sh: &Shared, pcm: Vec<i16>, ended: Instant, history: Vec<Value>) -> Vec<Value> {
+async fn answer(sh: &Shared, heard: Heard, ended: Instant, history: Vec<Value>) -> Vec<Value> {
     let svc = &sh.svc;
-    let text = match svc.stt.transcribe(&svc.client, &pcm, &sh.persona.slug, &sh.usage).await {
+    let text = match heard {
+        Heard::Text(t) => Ok(t),
+        Heard::Pending(p) => wait_probe(&mut Some(p)).await,
+        Heard::Audio(pcm) => {
+            svc.stt.transcribe(&svc.client, &pcm, &sh.persona.slug, &sh.usage).await.map_err(|e| e.to_string())
+        }
+    };
+    let text = match text {
         Ok(t) => t,
         Err(e) => {
             warn!(error = %e, "speech to text failed");
@@ -345,10 +475,11 @@ async fn answer(sh: &Shared, pcm: Vec<i16>, ended: Instant, history: Vec<Value>)
             return Vec::new();
         }
     };
+    svc.mark(Stage::Transcript, Instant::now());
     if text.is_empty() {
         return Vec::new();
     }
-    info!(heard = %text, audio_ms = pcm.len() as u64 / 48, "user turn");
+    info!(heard = %text, "user turn");
     sh.observer.emit(VoiceEvent::UserSaid(text.clone()));
     respond(sh, text, Some(ended), history).await
 }
@@ -363,6 +494,7 @@ async fn respond(sh: &Shared, text: String, ended: Option<Instant>, history: Vec
         messages.push(json!({"role": "system", "content": sh.persona.system}));
         messages.extend(history);
         messages.extend(added.iter().cloned());
+        let (mut first_token, mut first_clause) = (true, true);
         'rounds: for _ in 0..MAX_TOOL_ROUNDS {
             let mut stream =
                 match svc.llm.stream(&svc.client, &messages, &sh.persona.tools, &sh.persona.slug, &sh.usage).await {
@@ -376,10 +508,17 @@ async fn respond(sh: &Shared, text: String, ended: Option<Instant>, history: Vec
             let mut sentences = Sentences::default();
             let mut said = String::new();
             loop {
-                match stream.next().await {
+                let next = stream.next().await;
+                if std::mem::take(&mut first_token) {
+                    svc.mark(Stage::FirstToken, Instant::now());
+                }
+                match next {
                     Ok(Some(Delta::Text(t))) => {
                         said.push_str(&t);
                         for s in sentences.push(&t) {
+                            if std::mem::take(&mut first_clause) {
+                                svc.mark(Stage::FirstClause, Instant::now());
+                            }
                             let _ = tx.send(s).await;
                         }
                     }
@@ -412,6 +551,9 @@ async fn respond(sh: &Shared, text: String, ended: Option<Instant>, history: Vec
                     }
                     Ok(None) => {
                         if let Some(rest) = sentences.finish() {
+                            if std::mem::take(&mut first_clause) {
+                                svc.mark(Stage::FirstClause, Instant::now());
+                            }
                             let _ = tx.send(rest).await;
                         }
                         added.push(json!({"role": "assistant", "content": said}));

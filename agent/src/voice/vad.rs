@@ -1,7 +1,10 @@
 //! Voice activity detection on the user's 20 ms frames: when a turn starts
-//! (which also interrupts the agent) and when it ends (the audio to
-//! transcribe). Frame energy against a threshold, with a start run and an
-//! end-of-turn silence; no model, so it costs a few microseconds a frame.
+//! (which also pauses the agent) and the turn's audio so far. A frame is
+//! speech when it is louder than a threshold *and* stands above the noise
+//! floor (the quietest frame of the last second) by a margin, so a steady
+//! hum or hiss, however loud, never counts as speech while words over it
+//! still do. No model, so it costs a few microseconds a frame. When a turn
+//! ends is the pipeline's call (`turn.rs`): the detector only counts.
 
 use std::collections::VecDeque;
 
@@ -15,11 +18,22 @@ pub enum VadEvent {
     TurnEnded(Vec<i16>),
 }
 
+/// Frames (of 20 ms) over which the noise floor is the quietest.
+const FLOOR_FRAMES: usize = 50;
+/// The floor is the this-many-th quietest frame of the window, not the
+/// quietest, so the odd half-empty frame at a sender's dropout cannot sink it.
+const FLOOR_RANK: usize = 4;
+/// Frames quieter than this (dBFS) are no signal at all (a sender's
+/// dropout, digital silence), not a measure of the room's noise.
+const NO_SIGNAL_DBFS: f64 = -80.0;
+
 /// Tuning, in frames of 20 ms.
 #[derive(Debug, Clone, Copy)]
 pub struct VadSettings {
-    /// RMS level (dB full scale) above which a frame is speech.
+    /// RMS level (dB full scale) above which a frame may be speech.
     pub speech_dbfs: f64,
+    /// How far (dB) above the noise floor a speech frame must be (0: no floor).
+    pub noise_margin_db: f64,
     pub start_frames: usize,
     pub end_frames: usize,
     pub max_frames: usize,
@@ -36,6 +50,12 @@ pub struct Vad {
     preroll: VecDeque<Vec<i16>>,
     turn: Vec<i16>,
     frames: usize,
+    /// Levels (dBFS) of the last frames, for the noise floor.
+    levels: VecDeque<f64>,
+    /// Whether the last frame pushed was speech.
+    last_speech: bool,
+    /// Speech frames in the turn under way.
+    speech_frames: usize,
 }
 
 impl Vad {
@@ -50,7 +70,63 @@ impl Vad {
             preroll: VecDeque::new(),
             turn: Vec::new(),
             frames: 0,
+            levels: VecDeque::with_capacity(FLOOR_FRAMES + 1),
+            last_speech: false,
+            speech_frames: 0,
         }
+    }
+
+    /// Whether the last frame pushed was speech (loud and above the noise floor).
+    pub fn last_was_speech(&self) -> bool {
+        self.last_speech
+    }
+
+    /// Speech frames heard since the turn under way started.
+    pub fn speech_frames(&self) -> usize {
+        self.speech_frames
+    }
+
+    /// The noise floor (dBFS): about the quietest of the last second's
+    /// frames that carried a signal (the [`FLOOR_RANK`]-th quietest).
+    pub fn noise_floor_dbfs(&self) -> f64 {
+        let mut lowest = [f64::INFINITY; FLOOR_RANK];
+        for &level in &self.levels {
+            if level < lowest[FLOOR_RANK - 1] {
+                lowest[FLOOR_RANK - 1] = level;
+                lowest.sort_by(f64::total_cmp);
+            }
+        }
+        // A window shorter than the rank (a track's first frames) uses its quietest.
+        if self.levels.len() >= FLOOR_RANK {
+            lowest[FLOOR_RANK - 1]
+        } else {
+            lowest[0]
+        }
+    }
+
+    /// The turn's audio so far (to transcribe before it has ended).
+    pub fn turn_so_far(&self) -> &[i16] {
+        &self.turn
+    }
+
+    /// Forgets the turn under way (a cough, a noise): no audio comes of it.
+    pub fn cancel(&mut self) {
+        self.speaking = false;
+        self.voiced = 0;
+        self.turn.clear();
+    }
+
+    fn is_speech(&mut self, frame: &[i16]) -> bool {
+        let level = Vad::level_dbfs(frame);
+        let floor = self.noise_floor_dbfs();
+        if level > NO_SIGNAL_DBFS {
+            if self.levels.len() == FLOOR_FRAMES {
+                self.levels.pop_front();
+            }
+            self.levels.push_back(level);
+        }
+        let above_floor = self.settings.noise_margin_db <= 0.0 || level > floor + self.settings.noise_margin_db;
+        rms(frame) > self.threshold && above_floor
     }
 
     /// Whether a turn is under way.
@@ -60,7 +136,8 @@ impl Vad {
 
     /// Feeds one frame.
     pub fn push(&mut self, frame: &[i16]) -> Option<VadEvent> {
-        let loud = rms(frame) > self.threshold;
+        let loud = self.is_speech(frame);
+        self.last_speech = loud;
         if !self.speaking {
             // A quiet frame between syllables does not reset the run; it only slows it.
             self.voiced = if loud { self.voiced + 1 } else { self.voiced.saturating_sub(1) };
@@ -73,12 +150,14 @@ impl Vad {
                 self.silent = 0;
                 self.turn = self.preroll.drain(..).flatten().collect();
                 self.frames = 0;
+                self.speech_frames = self.voiced;
                 return Some(VadEvent::SpeechStarted);
             }
             return None;
         }
         self.turn.extend_from_slice(frame);
         self.frames += 1;
+        self.speech_frames += usize::from(loud);
         self.silent = if loud { 0 } else { self.silent + 1 };
         if self.silent >= self.settings.end_frames || self.frames >= self.settings.max_frames {
             self.speaking = false;
@@ -116,7 +195,8 @@ fn rms(frame: &[i16]) -> f64 {
 mod tests {
     use super::*;
 
-    const SETTINGS: VadSettings = VadSettings { speech_dbfs: -40.0, start_frames: 5, end_frames: 30, max_frames: 500 };
+    const SETTINGS: VadSettings =
+        VadSettings { speech_dbfs: -40.0, noise_margin_db: 10.0, start_frames: 5, end_frames: 30, max_frames: 500 };
 
     fn tone(amplitude: f64) -> Vec<i16> {
         (0..960).map(|i| ((i as f64 * 0.2).sin() * amplitude) as i16).collect()
@@ -131,15 +211,16 @@ mod tests {
         }
         let events: Vec<_> = (0..5).filter_map(|_| vad.push(&loud)).collect();
         assert_eq!(events, vec![VadEvent::SpeechStarted]);
-        for _ in 0..50 {
+        // (Under the second a steady tone needs to become the noise floor.)
+        for _ in 0..40 {
             assert_eq!(vad.push(&loud), None);
         }
         for _ in 0..29 {
             assert_eq!(vad.push(&quiet), None);
         }
         match vad.push(&quiet) {
-            // pre-roll (the start run and what came before it) + 50 loud + 30 quiet frames
-            Some(VadEvent::TurnEnded(pcm)) => assert_eq!(pcm.len(), 960 * (15 + 50 + 30)),
+            // pre-roll (the start run and what came before it) + 40 loud + 30 quiet frames
+            Some(VadEvent::TurnEnded(pcm)) => assert_eq!(pcm.len(), 960 * (15 + 40 + 30)),
             other => panic!("{other:?}"),
         }
         assert!(!vad.speaking());
@@ -156,7 +237,86 @@ mod tests {
         }
         assert!(!vad.speaking());
         let mut vad = Vad::new(VadSettings { max_frames: 10, ..SETTINGS });
+        for _ in 0..10 {
+            vad.push(&tone(50.0)); // a quiet room, then one long loud turn
+        }
         let ended = (0..40).filter_map(|_| vad.push(&loud)).filter(|e| matches!(e, VadEvent::TurnEnded(_))).count();
         assert!(ended >= 2, "{ended}");
+    }
+
+    /// Steady noise at `dbfs` (a 100 Hz hum with a little hiss), frame `i`.
+    fn hum(i: usize, dbfs: f64) -> Vec<i16> {
+        let amplitude = 10f64.powf(dbfs / 20.0) * 32768.0 * std::f64::consts::SQRT_2;
+        (0..960)
+            .map(|n| {
+                let t = (i * 960 + n) as f64 / 48_000.0;
+                let hiss = ((n * 7919 + i * 104_729) % 97) as f64 / 97.0 - 0.5;
+                (amplitude * ((t * 100.0 * std::f64::consts::TAU).sin() + 0.05 * hiss)) as i16
+            })
+            .collect()
+    }
+
+    /// Words: 200 ms syllables at `dbfs` over the noise, 60 ms gaps of noise.
+    fn word(i: usize, dbfs: f64, noise: f64) -> Vec<i16> {
+        let mut frame = hum(i, noise);
+        if i % 13 < 10 {
+            let amplitude = 10f64.powf(dbfs / 20.0) * 32768.0 * std::f64::consts::SQRT_2;
+            for (n, s) in frame.iter_mut().enumerate() {
+                let t = (i * 960 + n) as f64 / 48_000.0;
+                *s = s.saturating_add((amplitude * (t * 220.0 * std::f64::consts::TAU).sin()) as i16);
+            }
+        }
+        frame
+    }
+
+    #[test]
+    fn dropouts_of_digital_silence_do_not_lower_the_noise_floor() {
+        let mut vad = Vad::new(SETTINGS);
+        for i in 0..100 {
+            vad.push(&hum(i, -30.0));
+        }
+        for i in 100..400 {
+            // a sender that stalls now and then: runs of zeros between the hum,
+            // with a frame half hum, half zeros at each edge
+            let mut frame = if i % 40 < 15 { vec![0; 960] } else { hum(i, -30.0) };
+            if i % 40 == 15 {
+                frame[..900].fill(0);
+            }
+            assert_eq!(vad.push(&frame), None, "frame {i}");
+        }
+    }
+
+    #[test]
+    fn a_track_that_starts_with_a_steady_sound_takes_it_for_noise() {
+        let mut vad = Vad::new(SETTINGS);
+        assert!((0..100).all(|_| vad.push(&tone(8000.0)).is_none()));
+    }
+
+    #[test]
+    fn a_loud_steady_hum_never_starts_a_turn_but_words_over_it_do() {
+        let mut vad = Vad::new(SETTINGS);
+        // 10 s of a hum at -25 dBFS, far above the -40 dBFS threshold.
+        for i in 0..500 {
+            assert_eq!(vad.push(&hum(i, -25.0)), None, "frame {i}");
+        }
+        assert!((vad.noise_floor_dbfs() + 25.0).abs() < 1.0, "{}", vad.noise_floor_dbfs());
+        // Words 12 dB over it start a turn.
+        let started = (500..600).filter_map(|i| vad.push(&word(i, -13.0, -25.0))).next();
+        assert_eq!(started, Some(VadEvent::SpeechStarted));
+        assert!(vad.speech_frames() >= SETTINGS.start_frames);
+    }
+
+    #[test]
+    fn a_cancelled_turn_leaves_no_audio_and_the_next_one_starts_afresh() {
+        let mut vad = Vad::new(SETTINGS);
+        let (loud, quiet) = (tone(8000.0), tone(50.0));
+        for _ in 0..5 {
+            vad.push(&quiet);
+        }
+        assert!((0..5).filter_map(|_| vad.push(&loud)).any(|e| e == VadEvent::SpeechStarted));
+        assert!(!vad.turn_so_far().is_empty());
+        vad.cancel();
+        assert!(!vad.speaking());
+        assert!(vad.flush().is_none());
     }
 }

@@ -88,6 +88,8 @@ async fn a_free_user_is_offered_no_premium_tool_and_told_so_and_a_premium_user_i
         ("MINDBOT_VOICE_ENABLED", "true"),
         ("MINDBOT_VOICE_STT_BASE_URL", base.as_str()),
         ("MINDBOT_VOICE_LLM_BASE_URL", base.as_str()),
+        // The test responder calls tools (the local model's default is off).
+        ("MINDBOT_VOICE_LLM_TOOLS", "true"),
         ("MINDBOT_VOICE_TTS_DEFAULT_BASE_URL", base.as_str()),
         ("MINDBOT_WORKER_USER_GRACE_SECONDS", "2"),
     ]);

@@ -13,7 +13,9 @@ pub struct Stt {
 
 impl Stt {
     /// The words of one turn ("" when the provider heard none); the audio
-    /// is counted in `usage` once the provider has answered.
+    /// is counted in `usage` when it is sent: a provider bills what it
+    /// received, even when the turn is then dropped (the user went on
+    /// talking after a pause's transcription was asked for).
     pub async fn transcribe(
         &self,
         client: &reqwest::Client,
@@ -42,6 +44,7 @@ impl Stt {
         body.extend_from_slice(&wav);
         body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         let content_type = format!("multipart/form-data; boundary={boundary}");
+        usage.stt(&self.endpoint.provider, pcm48.len() as u64 / 48);
         let resp = self.endpoint.post(client, "/v1/audio/transcriptions", &content_type, body).await?;
         let bytes = match tokio::time::timeout(self.endpoint.timeout, resp.bytes()).await {
             Err(_) => return Err(self.endpoint.timed_out()),
@@ -53,7 +56,6 @@ impl Stt {
         metrics::histogram!("mindbot_voice_stt_audio_seconds", "persona" => persona.to_string(),
             "provider" => self.endpoint.provider.clone())
         .record(pcm48.len() as f64 / 48_000.0);
-        usage.stt(&self.endpoint.provider, pcm48.len() as u64 / 48);
         Ok(text.trim().to_string())
     }
 }

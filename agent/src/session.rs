@@ -159,7 +159,7 @@ pub async fn run(ctx: Arc<Context>, a: Assignment, stop: Stop) -> Outcome {
     if let Err(e) = room.set_attributes(initializing).await {
         warn!(error = %e, "could not set lk.agent.state");
     }
-    match admit(&ctx, &a, &room, &mut events).await {
+    match admit(&ctx, &a, &mut events).await {
         Err((user, seen, refusal)) => {
             info!(room = %a.job.room, reason = refusal.reason, detail = %refusal.detail, "session refused");
             metrics::counter!("mindbot_sessions_refused_total", "reason" => refusal.reason).increment(1);
@@ -221,7 +221,6 @@ struct Admitted {
 async fn admit(
     ctx: &Context,
     a: &Assignment,
-    room: &Room,
     events: &mut RoomEvents,
 ) -> Result<Admitted, (Option<String>, bool, Refusal)> {
     let meta: JobMetadata = if a.job.metadata.trim().is_empty() {
@@ -299,14 +298,6 @@ async fn admit(
         let reason = if session_limit == Some(m) { EndReason::TimeLimit } else { EndReason::DailyLimit };
         (Duration::from_secs(m.max(0) as u64 * 60), reason)
     });
-    let mut attributes = HashMap::new();
-    attributes.insert("mindbot.persona".to_string(), persona.slug.clone());
-    attributes.insert("mindbot.persona.name".to_string(), persona.name.clone());
-    attributes.insert("mindbot.voice.tts".to_string(), persona.voice.tts.clone());
-    attributes.insert("mindbot.voice.style".to_string(), persona.voice.style.clone());
-    if let Err(e) = room.set_attributes(attributes).await {
-        warn!(error = %e, "could not publish the persona attributes");
-    }
     info!(room = %a.job.room, session = %metered.id(), %user, persona = %slug, "session started");
     let persona = persona.clone();
     let premium_left_out = granted.premium_left_out.clone();
@@ -403,16 +394,38 @@ async fn send_balance(room: &Room, s: &Admitted, why: &str) {
     send(room, TOPIC_BALANCE, &s.identity, &body).await;
 }
 
-async fn greet(room: &Room, s: &Admitted, voice: Option<&crate::voice::VoiceHandle>) {
-    voice.iter().for_each(|v| v.greet());
+/// Tells the user their session started (and its balance). Sent as soon as
+/// the user is there, before anything else the agent does: the meter runs
+/// from the moment it opens (or resumes), so the user's clock should start
+/// as near to that as the network allows.
+async fn announce(room: &Room, s: &Admitted) {
     let started = json!({"type": "started", "persona": s.slug, "session": s.metered.id(),
         "premium_left_out": s.premium_left_out});
     send(room, TOPIC_SESSION, &s.identity, &started).await;
     send_balance(room, s, "balance").await;
 }
 
+/// The persona as room attributes, for frontends that show who they talk to.
+async fn publish_persona(room: &Room, persona: &personas::PersonaConfig) {
+    let attributes = HashMap::from([
+        ("mindbot.persona".to_string(), persona.slug.clone()),
+        ("mindbot.persona.name".to_string(), persona.name.clone()),
+        ("mindbot.voice.tts".to_string(), persona.voice.tts.clone()),
+        ("mindbot.voice.style".to_string(), persona.voice.style.clone()),
+    ]);
+    if let Err(e) = room.set_attributes(attributes).await {
+        warn!(error = %e, "could not publish the persona attributes");
+    }
+}
+
 /// The metered conversation: runs until an end reason, closes the session.
 async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Admitted, stop: &Stop) -> EndReason {
+    let mut greeted = false;
+    if s.present {
+        announce(room, &s).await;
+        greeted = true;
+    }
+    publish_persona(room, &s.persona).await;
     let usage = Arc::new(SessionUsage::default());
     let mut voice = match &ctx.voice {
         Some(v) => v
@@ -429,10 +442,8 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
         None => conventions.set_state(room, AgentState::Idle).await,
     }
     let mut voice_reports = voice.is_some();
-    let mut greeted = false;
-    if s.present {
-        greet(room, &s, voice.as_ref()).await;
-        greeted = true;
+    if greeted {
+        voice.iter().for_each(|v| v.greet());
     }
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
     let mut cap_at = s.cap.map_or(far, |(d, _)| Instant::now() + d);
@@ -503,7 +514,8 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                     s.metered.resume();
                     grace_at = far;
                     if !greeted {
-                        greet(room, &s, voice.as_ref()).await;
+                        announce(room, &s).await;
+                        voice.iter().for_each(|v| v.greet());
                         greeted = true;
                     }
                 }

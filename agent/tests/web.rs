@@ -124,21 +124,24 @@ async fn browser_script(script: &str, env: &[(&str, &str)]) -> Value {
 const AD_SECRET: &str = "web-ad-callback-secret";
 
 #[sqlx::test(migrations = "../migrations")]
-async fn the_demo_user_signs_in_from_the_page_picks_a_persona_by_keyboard_and_sees_earned_time_on_the_ad_supported_one(
+async fn the_demo_user_signs_in_picks_a_persona_by_keyboard_and_sees_earned_and_paid_time_on_the_ad_supported_one(
     pool: PgPool,
 ) {
+    e2e::ensure("scripts/livekit-server.sh", Some("start"));
     let chromium = built_app_and_browser();
+    // The worker (voice off: the call screen's balance is what is looked at)
+    // serving the API and the app.
     let web_root = e2e::root().join("web/dist");
-    let api = ApiServer::start(
-        &pool,
-        &[
-            ("MINDBOT_API_DEV_LOGIN", "true"),
-            ("MINDBOT_HTTP_WEB_ROOT", web_root.to_str().unwrap()),
-            ("MINDBOT_ADS_CALLBACK_SECRET", AD_SECRET),
-            ("MINDBOT_ADS_REWARD_SECONDS", "60"),
-        ],
-    )
-    .await;
+    let agent_name = format!("mindbot-web-ads-{}", Uuid::new_v4().simple());
+    let mut env = api_support::api_env();
+    env.extend([
+        ("MINDBOT_API_DEV_LOGIN", "true"),
+        ("MINDBOT_HTTP_WEB_ROOT", web_root.to_str().unwrap()),
+        ("MINDBOT_ADS_CALLBACK_SECRET", AD_SECRET),
+        ("MINDBOT_ADS_REWARD_SECONDS", "60"),
+    ]);
+    let (_worker, port) = e2e::worker(&pool, &agent_name, &env).await;
+    let api = ApiServer::at(port);
     // The demo user (its five-minute card comes with the first sign-in)
     // watches a rewarded ad the ad server vouches for: 60 s earned.
     let demo = api.post("/v1/dev/login", None, &json!({})).await;

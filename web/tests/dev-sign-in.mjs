@@ -3,7 +3,8 @@
 // the demo user's personas and balance, a persona picked with the arrow keys,
 // then the one ad-supported persona, marked in the list, whose balance says
 // how much is earned from ads (agent/tests/web.rs earns the demo user 60 s
-// with a signed rewarded-ad callback) and how much paid.
+// with a signed rewarded-ad callback) and how much paid, on the home screen
+// and beside a call's countdown (the worker runs without voice).
 // Input: BASE_URL, CHROMIUM, ARTIFACTS. Prints a JSON report; exits non-zero
 // on a failed check.
 import { chromium } from "playwright-core";
@@ -15,7 +16,10 @@ const check = (ok, what, detail) => {
   report.checks.push({ what, ok: !!ok, detail });
   if (!ok) throw new Error(`check failed: ${what}: ${JSON.stringify(detail)}`);
 };
-const browser = await chromium.launch({ executablePath: env("CHROMIUM") });
+const browser = await chromium.launch({
+  executablePath: env("CHROMIUM"),
+  args: ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"],
+});
 const page = await browser.newPage({ viewport: { width: 390, height: 844 } });
 const errors = [];
 page.on("pageerror", (e) => errors.push(String(e)));
@@ -62,7 +66,27 @@ try {
     report.ad_balance,
   );
   await page.screenshot({ path: join(env("ARTIFACTS"), "dev-sign-in-earned.png"), fullPage: true });
-  // Back on a persona ads do not pay for, the earned time is not counted.
+  // In a call with it, beside the countdown: earned time goes first, so it
+  // shrinks while the paid part stays, and the two add up to the time left.
+  await page.getByRole("button", { name: "Start a call with Quizmaster Quinn" }).click();
+  const split = page.locator(".countdown-split");
+  await split.waitFor();
+  await page.waitForFunction(() => {
+    const s = document.querySelector(".countdown-split");
+    const left = Number(document.querySelector(".countdown")?.getAttribute("data-seconds"));
+    const earned = Number(s?.getAttribute("data-earned-seconds"));
+    const paid = Number(s?.getAttribute("data-paid-seconds"));
+    return earned < 120 && paid === 600 && earned + paid === left;
+  });
+  report.call_split = await split.textContent();
+  check(/^of which earned 1:[0-5]\d, paid 10:00$/.test(report.call_split), "the call screen splits the time left", report.call_split);
+  await page.screenshot({ path: join(env("ARTIFACTS"), "dev-sign-in-call.png"), fullPage: true });
+  await page.getByRole("button", { name: "Hang up" }).click();
+  await page.locator(".end-reason").waitFor();
+  await page.getByRole("button", { name: "Back to personas" }).click();
+  await page.getByRole("heading", { name: "Pick a persona" }).waitFor();
+  // Back on a persona ads do not pay for, the earned time is not counted
+  // (and the paid time is whole: the call drew earned time only).
   await page.getByRole("radio", { name: /Professor Ada/ }).check();
   await page.waitForFunction(() => document.querySelector(".balance")?.textContent?.includes("Professor Ada"));
   report.paid_balance = await page.locator(".balance").textContent();

@@ -12,7 +12,7 @@ mod e2e;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use api_support::{hs256, request, ApiServer, AUDIENCE, ISSUER, JWT_SECRET};
+use api_support::{hs256, request, stripe_signature, ApiServer, AUDIENCE, ISSUER, JWT_SECRET};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -121,15 +121,39 @@ async fn browser_script(script: &str, env: &[(&str, &str)]) -> Value {
     report
 }
 
+const AD_SECRET: &str = "web-ad-callback-secret";
+
 #[sqlx::test(migrations = "../migrations")]
-async fn the_demo_user_signs_in_from_the_page_and_picks_a_persona_by_keyboard(pool: PgPool) {
+async fn the_demo_user_signs_in_picks_a_persona_by_keyboard_and_sees_earned_and_paid_time_on_the_ad_supported_one(
+    pool: PgPool,
+) {
+    e2e::ensure("scripts/livekit-server.sh", Some("start"));
     let chromium = built_app_and_browser();
+    // The worker (voice off: the call screen's balance is what is looked at)
+    // serving the API and the app.
     let web_root = e2e::root().join("web/dist");
-    let api = ApiServer::start(
-        &pool,
-        &[("MINDBOT_API_DEV_LOGIN", "true"), ("MINDBOT_HTTP_WEB_ROOT", web_root.to_str().unwrap())],
-    )
-    .await;
+    let agent_name = format!("mindbot-web-ads-{}", Uuid::new_v4().simple());
+    let mut env = api_support::api_env();
+    env.extend([
+        ("MINDBOT_API_DEV_LOGIN", "true"),
+        ("MINDBOT_HTTP_WEB_ROOT", web_root.to_str().unwrap()),
+        ("MINDBOT_ADS_CALLBACK_SECRET", AD_SECRET),
+        ("MINDBOT_ADS_REWARD_SECONDS", "60"),
+    ]);
+    let (_worker, port) = e2e::worker(&pool, &agent_name, &env).await;
+    let api = ApiServer::at(port);
+    // The demo user (its five-minute card comes with the first sign-in)
+    // watches a rewarded ad the ad server vouches for: 60 s earned.
+    let demo = api.post("/v1/dev/login", None, &json!({})).await;
+    assert_eq!(demo.status, 200, "{}", demo.body);
+    let body = json!({"user_id": demo.json()["user_id"], "ad_view_id": "web-view-1", "ad_id": "ad-7",
+        "ad_type": "rewarded_video", "persona": "trivia-host", "completed": true, "view_duration": 30,
+        "revenue": "0.0125", "timestamp": chrono::Utc::now().timestamp()})
+    .to_string();
+    let sig = stripe_signature(AD_SECRET, chrono::Utc::now().timestamp(), &body);
+    let headers = [("Content-Type", "application/json"), ("X-Mindbot-Ad-Signature", sig.as_str())];
+    let reward = request(api.port, "POST", "/v1/webhooks/ads", &headers, Some(body.as_bytes())).await;
+    assert_eq!((reward.status, reward.json()["rewarded_seconds"].as_i64()), (200, Some(60)), "{}", reward.body);
     let out_dir = artifacts();
     std::fs::create_dir_all(&out_dir).unwrap();
     let base = format!("http://127.0.0.1:{}/", api.port);

@@ -1,5 +1,6 @@
 // The call screen: the agent's state and voice, the microphone, the live
-// transcript of both sides, a box for typed turns, the balance counting down.
+// transcript of both sides, a box for typed turns, the balance counting down
+// (on an ad-supported persona, how much of it is earned and how much paid).
 import { type FormEvent, useEffect, useRef, useState } from "react";
 import type { Persona, SessionGrant } from "./api";
 import { clock, minutesSeconds } from "./format";
@@ -26,6 +27,7 @@ export function Call(props: { grant: SessionGrant; persona: Persona | undefined;
   const heading = useRef<HTMLHeadingElement>(null);
   const transcriptEnd = useRef<HTMLLIElement>(null);
   const remaining = useCountdown(view.balance, view.metered);
+  const split = remaining === null ? null : earnedPaid(view.balance, remaining);
 
   // Effects return nothing but a cleanup (scrollIntoView returns a promise in newer browsers).
   useEffect(() => {
@@ -79,9 +81,17 @@ export function Call(props: { grant: SessionGrant; persona: Persona | undefined;
           >
             {remaining === null ? "–:––" : clock(remaining)}
           </p>
+          {split && (
+            <p className="countdown-split" data-earned-seconds={split.earned} data-paid-seconds={split.paid}>
+              of which earned {clock(split.earned)}, paid {clock(split.paid)}
+            </p>
+          )}
           {/* Announced once a minute and at the warnings, not every second. */}
           <p className="visually-hidden" aria-live="polite">
-            {remaining !== null && remaining % 60 === 0 ? `${minutesSeconds(remaining)} left` : ""}
+            {remaining !== null && remaining % 60 === 0
+              ? `${minutesSeconds(remaining)} left` +
+                (split ? `, of which ${minutesSeconds(split.earned)} earned and ${minutesSeconds(split.paid)} paid` : "")
+              : ""}
           </p>
         </div>
       </div>
@@ -154,4 +164,17 @@ function useCountdown(balance: { seconds: number; at: number } | null, metered: 
   if (!balance) return null;
   if (!metered) return balance.seconds;
   return Math.max(0, balance.seconds - Math.floor(Math.max(0, now - balance.at) / 1000));
+}
+
+/// Of the seconds left, those earned time still pays for and those paid
+/// cards do, from the last update's split: earned time is spent first.
+/// Null when the persona is not ad-supported (the update has no split).
+function earnedPaid(
+  balance: { seconds: number; earned: number | null } | null,
+  remaining: number,
+): { earned: number; paid: number } | null {
+  if (!balance || balance.earned === null) return null;
+  const spent = Math.max(0, balance.seconds - remaining);
+  const earned = Math.min(remaining, Math.max(0, balance.earned - spent));
+  return { earned, paid: remaining - earned };
 }

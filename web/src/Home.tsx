@@ -1,6 +1,7 @@
-// The home screen: the personas this user may pick, the balance in minutes
-// and seconds at the chosen persona's multiplier, card activation, and the
-// button that starts a call.
+// The home screen: the personas this user may pick (ad-supported ones
+// marked), the balance in minutes and seconds at the chosen persona's
+// multiplier (on an ad-supported one, how much is earned from ads and how
+// much paid), card activation, and the button that starts a call.
 import { type FormEvent, useState } from "react";
 import { api, type Balance, describe, type Persona } from "./api";
 import { minutesSeconds, secondsAt } from "./format";
@@ -19,7 +20,10 @@ export function Home(props: {
   const { personas, balance, selected } = props;
   const persona = personas.find((p) => p.slug === selected);
   const multiplier = persona?.multiplier ?? "1";
-  const seconds = balance ? secondsAt(balance.balance_ms, multiplier) : null;
+  // The API's own figure for this persona (earned time counts only where ads
+  // pay); a persona it does not list gets what paid cards buy.
+  const affordable = balance?.personas.find((a) => a.persona === selected);
+  const seconds = balance ? (affordable?.seconds ?? secondsAt(balance.paid_ms, multiplier)) : null;
   return (
     <>
       <section aria-labelledby="balance-heading" className="card">
@@ -31,6 +35,20 @@ export function Home(props: {
             <>
               <strong data-seconds={seconds}>{minutesSeconds(seconds)}</strong> with{" "}
               {persona ? persona.name : "the standard rate"} (×{multiplier})
+              {affordable?.ad_supported ? (
+                <span className="balance-split">
+                  , of which <span data-earned-seconds={affordable.earned_seconds}>
+                    {minutesSeconds(affordable.earned_seconds)}
+                  </span>{" "}
+                  earned from ads and{" "}
+                  <span data-paid-seconds={affordable.paid_seconds}>{minutesSeconds(affordable.paid_seconds)}</span> paid
+                </span>
+              ) : (
+                balance &&
+                balance.earned_ms > 0 && (
+                  <span className="balance-split muted"> (time earned from ads pays only with ad-supported personas)</span>
+                )
+              )}
             </>
           )}
         </p>
@@ -52,6 +70,7 @@ export function Home(props: {
               <span className="persona-name">{p.name}</span>
               <span className="persona-meta">
                 ×{p.multiplier} · {p.ratings > 0 ? `rated ${p.rating.toFixed(1)} of 5` : `rating ${p.rating.toFixed(1)}`}
+                {p.ad_supported && <span className="ad-supported"> · ad-supported: ads earn talk time</span>}
               </span>
               <span className="persona-summary">{p.summary}</span>
             </label>

@@ -24,12 +24,27 @@ export interface Persona {
   ratings: number;
   session_time_limit: number | null;
   daily_usage_limit: number | null;
+  /// Whether time earned from rewarded ads pays for calls with it.
+  ad_supported: boolean;
+}
+
+/// What the balance buys with one persona: `seconds` in all, of which
+/// `earned_seconds` earned from ads (spent first; 0 unless ad-supported).
+export interface Affordable {
+  persona: string;
+  multiplier: string;
+  seconds: number;
+  ad_supported: boolean;
+  earned_seconds: number;
+  paid_seconds: number;
 }
 
 export interface Balance {
   balance_ms: number;
   balance_minutes: number;
-  personas: { persona: string; multiplier: string; seconds: number }[];
+  paid_ms: number;
+  earned_ms: number;
+  personas: Affordable[];
 }
 
 export interface SessionGrant {

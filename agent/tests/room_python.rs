@@ -157,6 +157,12 @@ async fn text_streams_pass_both_ways_with_the_python_sdk_and_broken_ones_are_dro
         "mindbot.streamed",
         "--send-delay",
         "2",
+        // A microphone, as every end user has. Without a published track,
+        // the user's packets did not reach our participant on a quiet
+        // machine (they did under load, and they reach an SDK participant):
+        // a transport bug under investigation, recorded in the README.
+        "--publish-tone",
+        "440",
         // Never finished, then over the 64 KiB limit: both dropped by the agent.
         "--abandon-stream",
         "mindbot.broken",

@@ -15,13 +15,18 @@
 //!   user turn (it is not echoed as a transcription: LiveKit's frontends show
 //!   what they sent on `lk.chat` themselves, and LiveKit's agents do not echo it).
 //!
-//! The session calls in here; the voice pipeline only reports
+//! The session hands updates to a [`Publisher`], whose task does the
+//! sending in order, so the session's loop (presence, limits, hang-up) never
+//! waits on a server round trip; the voice pipeline only reports
 //! (`voice::observe`). Nothing here touches money.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use mindbot_agent::room::{Room, TextStream, TextStreamOptions, TextStreamWriter};
-use tracing::{debug, warn};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn, Instrument};
 
 use crate::voice::observe::{AgentState, VoiceEvent};
 
@@ -38,8 +43,72 @@ pub const ATTR_FINAL: &str = "lk.transcription_final";
 /// Longest typed turn taken, in characters (longer ones are cut).
 pub const MAX_TYPED_CHARS: usize = 2_000;
 
+/// What the session tells the conventions' task.
+enum Update {
+    AgentTrack(String),
+    UserTrack(String),
+    State(AgentState),
+    Voice(VoiceEvent),
+}
+
+/// The session's handle: queues updates and returns at once; one task per
+/// session sends them, in order, through its own handle on the room. The
+/// queue holds what the pipeline reported (itself bounded) and the session's
+/// few updates.
+pub struct Publisher {
+    updates: mpsc::UnboundedSender<Update>,
+    task: JoinHandle<()>,
+}
+
+impl Publisher {
+    /// Starts the task for `user`'s session; `state` is the one already set.
+    pub fn start(room: Room, user: &str, state: AgentState) -> Self {
+        let (updates, mut queued) = mpsc::unbounded_channel();
+        let mut c = Conventions::new(user, state);
+        let task = tokio::spawn(
+            async move {
+                while let Some(update) = queued.recv().await {
+                    match update {
+                        Update::AgentTrack(sid) => c.set_agent_track(&sid),
+                        Update::UserTrack(sid) => c.set_user_track(&sid),
+                        Update::State(state) => c.set_state(&room, state).await,
+                        Update::Voice(event) => c.on_voice(&room, event).await,
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        Publisher { updates, task }
+    }
+
+    pub fn agent_track(&self, sid: &str) {
+        let _ = self.updates.send(Update::AgentTrack(sid.to_string()));
+    }
+
+    pub fn user_track(&self, sid: &str) {
+        let _ = self.updates.send(Update::UserTrack(sid.to_string()));
+    }
+
+    pub fn state(&self, state: AgentState) {
+        let _ = self.updates.send(Update::State(state));
+    }
+
+    pub fn voice(&self, event: VoiceEvent) {
+        let _ = self.updates.send(Update::Voice(event));
+    }
+
+    /// Lets what is queued go out (for at most `within`), then stops.
+    pub async fn finish(self, within: Duration) {
+        let Publisher { updates, mut task } = self;
+        drop(updates);
+        if tokio::time::timeout(within, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+}
+
 /// One session's side of the conventions.
-pub struct Conventions {
+struct Conventions {
     /// The user's identity (transcripts of their turns are sent as theirs).
     user: String,
     /// The user's audio track, once subscribed.
@@ -151,20 +220,20 @@ impl Conventions {
             }
         }
     }
+}
 
-    /// The typed turn in a text stream, if it is one: from the user, on
-    /// `lk.chat`, not blank; cut to [`MAX_TYPED_CHARS`].
-    pub fn typed_turn(&self, stream: &TextStream) -> Option<String> {
-        if stream.topic != TOPIC_CHAT || stream.sender != self.user {
-            return None;
-        }
-        let text = stream.text.trim();
-        if text.is_empty() {
-            return None;
-        }
-        debug!(chars = text.chars().count(), "typed turn received");
-        Some(text.chars().take(MAX_TYPED_CHARS).collect())
+/// The typed turn in a text stream, if it is one: from `user`, on
+/// `lk.chat`, not blank; cut to [`MAX_TYPED_CHARS`].
+pub fn typed_turn(user: &str, stream: &TextStream) -> Option<String> {
+    if stream.topic != TOPIC_CHAT || stream.sender != user {
+        return None;
     }
+    let text = stream.text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    debug!(chars = text.chars().count(), "typed turn received");
+    Some(text.chars().take(MAX_TYPED_CHARS).collect())
 }
 
 /// A new segment id (LiveKit's agents use `SG_` and a short random id).
@@ -199,12 +268,12 @@ mod tests {
 
     #[test]
     fn only_the_users_non_blank_chat_is_a_typed_turn_and_it_is_cut_to_length() {
-        let c = Conventions::new("alice", AgentState::Initializing);
-        assert_eq!(c.typed_turn(&stream("alice", TOPIC_CHAT, "  hi  ")).as_deref(), Some("hi"));
-        assert_eq!(c.typed_turn(&stream("mallory", TOPIC_CHAT, "hi")), None);
-        assert_eq!(c.typed_turn(&stream("alice", "other", "hi")), None);
-        assert_eq!(c.typed_turn(&stream("alice", TOPIC_CHAT, " \n ")), None);
+        let c = |s: &TextStream| typed_turn("alice", s);
+        assert_eq!(c(&stream("alice", TOPIC_CHAT, "  hi  ")).as_deref(), Some("hi"));
+        assert_eq!(c(&stream("mallory", TOPIC_CHAT, "hi")), None);
+        assert_eq!(c(&stream("alice", "other", "hi")), None);
+        assert_eq!(c(&stream("alice", TOPIC_CHAT, " \n ")), None);
         let long = "x".repeat(MAX_TYPED_CHARS + 10);
-        assert_eq!(c.typed_turn(&stream("alice", TOPIC_CHAT, &long)).unwrap().len(), MAX_TYPED_CHARS);
+        assert_eq!(c(&stream("alice", TOPIC_CHAT, &long)).unwrap().len(), MAX_TYPED_CHARS);
     }
 }

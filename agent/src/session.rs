@@ -26,7 +26,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::conventions::{Conventions, ATTR_AGENT_STATE};
+use crate::conventions::{self, Publisher, ATTR_AGENT_STATE};
 use crate::usage::SessionUsage;
 use crate::voice::observe::{AgentState, VoiceEvent};
 
@@ -148,6 +148,9 @@ pub struct Stop {
 /// How long a terminated job waits for the room to say why, before it ends
 /// as `agent_removed` (the server took the job away while the room lives).
 const TERMINATION_WAIT: Duration = Duration::from_secs(2);
+
+/// The least time between two typed turns (`lk.chat`) that are answered.
+const TYPED_TURN_GAP: Duration = Duration::from_secs(1);
 
 /// Runs one job to its end.
 pub async fn run(ctx: Arc<Context>, a: Assignment, stop: Stop) -> Outcome {
@@ -436,11 +439,16 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
         None => None,
     };
     // `initializing` was set at join.
-    let mut conventions = Conventions::new(&s.identity, AgentState::Initializing);
+    // Its own task sends what LiveKit's frontends read, so this loop never
+    // waits on the server for it.
+    let conventions = Publisher::start(room.sender(), &s.identity, AgentState::Initializing);
     match &voice {
-        Some(v) => conventions.set_agent_track(v.track_sid()),
-        None => conventions.set_state(room, AgentState::Idle).await,
+        Some(v) => conventions.agent_track(v.track_sid()),
+        None => conventions.state(AgentState::Idle),
     }
+    // Typed turns, at most one per TYPED_TURN_GAP: each starts a model
+    // request the provider bills even when the next one aborts it.
+    let mut typed_at: Option<Instant> = None;
     let mut voice_reports = voice.is_some();
     if greeted {
         voice.iter().for_each(|v| v.greet());
@@ -497,12 +505,19 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                 Some(MeterEvent::ClosedElsewhere) | None => break EndReason::RoomClosed,
             },
             report = next_report(&mut voice), if voice_reports => match report {
-                Some(report) => conventions.on_voice(room, report).await,
+                Some(report) => conventions.voice(report),
                 None => voice_reports = false,
             },
             ev = events.recv() => match ev {
-                Some(RoomEvent::TextStream(text)) => match (conventions.typed_turn(&text), &voice) {
-                    (Some(turn), Some(v)) => v.typed(turn),
+                Some(RoomEvent::TextStream(text)) => match (conventions::typed_turn(&s.identity, &text), &voice) {
+                    (Some(_), Some(_)) if typed_at.is_some_and(|at| at.elapsed() < TYPED_TURN_GAP) => {
+                        metrics::counter!("mindbot_voice_typed_turns_dropped_total").increment(1);
+                        info!("typed turn dropped: under a second after the last one");
+                    }
+                    (Some(turn), Some(v)) => {
+                        typed_at = Some(Instant::now());
+                        v.typed(turn);
+                    }
                     (Some(_), None) => info!("typed turn not answered: voice is off"),
                     (None, _) => {}
                 },
@@ -520,7 +535,7 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                     }
                 }
                 Some(RoomEvent::AudioTrackSubscribed { participant, stream, track_sid }) if participant == s.identity => {
-                    conventions.set_user_track(&track_sid);
+                    conventions.user_track(&track_sid);
                     if let Some(v) = &voice {
                         v.hear(stream);
                     }
@@ -556,6 +571,8 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
             warn!(session = %id, reason = %reason, error = %e, "session end not recorded")
         }
     }
+    // What LiveKit's frontends read ends with what was queued (briefly).
+    conventions.finish(Duration::from_secs(1)).await;
     save_usage(ctx, id, &usage).await;
     for r in usage.rows() {
         let c = &r.counters;

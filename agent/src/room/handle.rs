@@ -50,6 +50,21 @@ impl Room {
         &self.sid
     }
 
+    /// A second handle on the same participant, for a task that sends on
+    /// the owner's behalf (attributes, data, text streams) so the owner never
+    /// waits on the server for them. The participant stays until the owner
+    /// leaves (or every handle is dropped); this one should not `leave`.
+    pub fn sender(&self) -> Room {
+        Room {
+            commands: self.commands.clone(),
+            task: None,
+            room_name: self.room_name.clone(),
+            room_sid: self.room_sid.clone(),
+            identity: self.identity.clone(),
+            sid: self.sid.clone(),
+        }
+    }
+
     /// Sends a user data packet to everyone or to `destinations`.
     pub async fn send_data(&self, data: OutgoingData) -> Result<(), RoomError> {
         self.request("sending data", |done| Command::SendData { data, done }).await?

@@ -13,7 +13,7 @@ use clap::Subcommand;
 use livekit_api::access_token::{AccessToken, VideoGrants};
 use livekit_api::services::room::RoomClient;
 use metering::{cards, Rate, UserId};
-use mindbot_agent::worker::{JobStatus, TokenFn, Worker, WorkerEvent, WorkerOptions};
+use mindbot_transport::worker::{JobStatus, TokenFn, Worker, WorkerEvent, WorkerOptions};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::signal::unix::{signal, SignalKind};
@@ -115,7 +115,7 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
     let worker_id = format!("mindbot-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let meter = Arc::new(metering::meter::Meter::start(pool.clone(), config.meter_config(&worker_id)));
     let lk = &config.livekit;
-    let http_url = mindbot_agent::url::http_base(lk.server_api());
+    let http_url = mindbot_transport::url::http_base(lk.server_api());
     let ctx = Arc::new(session::Context {
         pool,
         meter: meter.clone(),

@@ -645,7 +645,7 @@ impl Config {
     /// The dev server's well-known credentials are for a LiveKit on this machine only.
     fn refuse_dev_credentials(&self) -> Result<()> {
         let lk = &self.livekit;
-        if mindbot_agent::url::host_is_loopback(&lk.url) {
+        if mindbot_transport::url::host_is_loopback(&lk.url) {
             return Ok(());
         }
         if lk.api_key == DEV_API_KEY {

@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use mindbot_agent::room::{Room, TextStream, TextStreamOptions, TextStreamWriter};
+use mindbot_transport::room::{Room, TextStream, TextStreamOptions, TextStreamWriter};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn, Instrument};

@@ -15,6 +15,12 @@ pub struct Jobs<T> {
     ids: HashMap<Id, String>,
 }
 
+impl<T: Send + 'static> Default for Jobs<T> {
+    fn default() -> Jobs<T> {
+        Jobs::new()
+    }
+}
+
 impl<T: Send + 'static> Jobs<T> {
     pub fn new() -> Jobs<T> {
         Jobs { set: JoinSet::new(), ids: HashMap::new() }

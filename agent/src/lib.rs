@@ -1,16 +1,27 @@
-//! The parts of the worker that talk to LiveKit, as a library so that the
-//! binary and the end-to-end tests drive the same code:
-//! - [`room`]: the agent's seat in a room (signaling, WebRTC, data, Opus audio);
-//! - [`worker`]: LiveKit's agent-worker protocol (registration, job offers,
-//!   assignments, status);
-//! - [`url`]: the server's address as the sockets and the server API need it.
+//! `mindbot-agent` as a library: the MindBot LiveKit agent worker's service,
+//! reachable from tests without starting a process. The binary (`main.rs`)
+//! parses the command line and calls [`cli`].
 //!
-//! Neither knows about billing or personas; the binary wires them to the
-//! `metering` and `personas` crates.
+//! Modules, in the order a session meets them: [`config`] (settings),
+//! [`cli`] (the worker supervisor and operator commands), [`session`] (one
+//! job), [`voice`] (the agent hears and speaks), [`conventions`] (what
+//! LiveKit's frontends read: agent state, transcriptions, typed turns),
+//! [`http`] (operator endpoints), [`api`] (the public API under `/v1`),
+//! [`usage`] (what sessions used of the voice providers, and its report),
+//! [`bench`] (benchmarks that print figures), [`telemetry`] (logs).
+//!
+//! The LiveKit side (rooms, the worker protocol) is the `mindbot-transport`
+//! crate, which knows nothing of billing or personas.
 
-pub mod room;
-mod tls;
-pub mod url;
-pub mod worker;
-
-pub use tls::client_config as tls_client_config;
+pub mod api;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod conventions;
+pub mod demo;
+pub mod http;
+pub mod jobs;
+pub mod session;
+pub mod telemetry;
+pub mod usage;
+pub mod voice;

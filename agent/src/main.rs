@@ -1,30 +1,11 @@
 //! `mindbot-agent`: the MindBot LiveKit agent worker and its operator CLI.
-//!
-//! Modules, in the order a session meets them: `config` (settings),
-//! `cli` (operator commands), `session` (one job), `voice` (the agent hears
-//! and speaks), `conventions` (what LiveKit's frontends read: agent state,
-//! transcriptions, typed turns), `http` (operator endpoints), `api` (the
-//! public API under `/v1`), `usage` (what sessions used of the voice
-//! providers, and its report), `bench` (benchmarks that print figures),
-//! `telemetry` (logs).
-
-mod api;
-mod bench;
-mod cli;
-mod config;
-mod conventions;
-mod demo;
-mod http;
-mod jobs;
-mod session;
-mod telemetry;
-mod usage;
-mod voice;
+//! The command line only; everything it runs is in the library (`lib.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use mindbot_agent::{api, bench, cli, config, demo, telemetry};
 
 /// The MindBot agent worker and operator tools.
 #[derive(Parser)]

@@ -286,7 +286,7 @@ async fn livekit_webhooks_close_the_sessions_a_meter_still_holds(pool: PgPool) {
         })
         .to_jwt()
         .unwrap();
-    let (participant, _events) = mindbot_agent::room::connect(&server.url(), &user_token, Default::default())
+    let (participant, _events) = mindbot_transport::room::connect(&server.url(), &user_token, Default::default())
         .await
         .expect("joining as the user");
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -5,7 +5,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use mindbot_agent::room::{ConnectOptions, ConnectionState, DisconnectReason, OutgoingData, RoomError, RoomEvent};
+use mindbot_transport::room::{ConnectOptions, ConnectionState, DisconnectReason, OutgoingData, RoomError, RoomEvent};
 use support::*;
 
 #[tokio::test]
@@ -187,10 +187,10 @@ async fn a_bad_token_is_refused_within_seconds() {
         .to_jwt()
         .unwrap();
     let started = Instant::now();
-    let err = mindbot_agent::room::connect(URL, &forged, ConnectOptions::default()).await.unwrap_err();
+    let err = mindbot_transport::room::connect(URL, &forged, ConnectOptions::default()).await.unwrap_err();
     assert!(matches!(err, RoomError::Unauthorized(_)), "{err}");
     assert!(started.elapsed() < Duration::from_secs(3));
-    let err = mindbot_agent::room::connect(URL, "not-a-jwt", ConnectOptions::default()).await.unwrap_err();
+    let err = mindbot_transport::room::connect(URL, "not-a-jwt", ConnectOptions::default()).await.unwrap_err();
     assert!(matches!(err, RoomError::Unauthorized(_)), "{err}");
 }
 
@@ -199,14 +199,14 @@ async fn a_wrong_url_is_reported_within_seconds() {
     server();
     let token = token("x", "agent");
     let started = Instant::now();
-    let err = mindbot_agent::room::connect("ws://127.0.0.1:7880/not-livekit", &token, ConnectOptions::default())
+    let err = mindbot_transport::room::connect("ws://127.0.0.1:7880/not-livekit", &token, ConnectOptions::default())
         .await
         .unwrap_err();
     assert!(matches!(err, RoomError::Rejected { status: 404, .. }), "{err}");
-    let err = mindbot_agent::room::connect("127.0.0.1:7880", &token, ConnectOptions::default()).await.unwrap_err();
+    let err = mindbot_transport::room::connect("127.0.0.1:7880", &token, ConnectOptions::default()).await.unwrap_err();
     assert!(matches!(err, RoomError::InvalidUrl { .. }), "{err}");
     let err =
-        mindbot_agent::room::connect("wss://127.0.0.1:7880", &token, ConnectOptions::default()).await.unwrap_err();
+        mindbot_transport::room::connect("wss://127.0.0.1:7880", &token, ConnectOptions::default()).await.unwrap_err();
     assert!(matches!(err, RoomError::InvalidUrl { .. }), "{err}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
@@ -215,7 +215,7 @@ async fn a_wrong_url_is_reported_within_seconds() {
 async fn a_server_that_is_down_is_reported_within_seconds() {
     // Nothing listens on port 9 (discard) of the loopback address.
     let started = Instant::now();
-    let err = mindbot_agent::room::connect("ws://127.0.0.1:9", &token("x", "agent"), ConnectOptions::default())
+    let err = mindbot_transport::room::connect("ws://127.0.0.1:9", &token("x", "agent"), ConnectOptions::default())
         .await
         .unwrap_err();
     assert!(matches!(err, RoomError::Unreachable { .. }), "{err}");
@@ -225,7 +225,7 @@ async fn a_server_that_is_down_is_reported_within_seconds() {
     let url = format!("ws://{}", silent.local_addr().unwrap());
     let options = ConnectOptions { join_timeout: Duration::from_secs(2), ..Default::default() };
     let started = Instant::now();
-    let err = mindbot_agent::room::connect(&url, &token("x", "agent"), options).await.unwrap_err();
+    let err = mindbot_transport::room::connect(&url, &token("x", "agent"), options).await.unwrap_err();
     assert!(matches!(err, RoomError::Timeout { .. }), "{err}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }

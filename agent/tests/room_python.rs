@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use mindbot_agent::room::{OutgoingData, RoomEvent, TextStreamOptions, CHUNK_BYTES};
+use mindbot_transport::room::{OutgoingData, RoomEvent, TextStreamOptions, CHUNK_BYTES};
 use serde_json::Value;
 use support::*;
 

@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mindbot_agent::room::{self, ConnectOptions, OutgoingData, RoomError, RoomEvent};
+use mindbot_transport::room::{self, ConnectOptions, OutgoingData, RoomError, RoomEvent};
 use support::{logs, room_name, server, token, wait_for};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::{self, pki_types::PrivateKeyDer};

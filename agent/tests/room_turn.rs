@@ -9,7 +9,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mindbot_agent::room::{self, ConnectOptions, IcePolicy, OutgoingData, Room, RoomEvent, RoomEvents};
+use mindbot_transport::room::{self, ConnectOptions, IcePolicy, OutgoingData, Room, RoomEvent, RoomEvents};
 use support::{frequency, logs, room_name, token, wait_for};
 use tokio::process::{Child, Command};
 

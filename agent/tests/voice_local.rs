@@ -125,7 +125,7 @@ async fn every_built_in_voice_style_has_its_own_local_voice_and_bad_requests_nam
     assert_eq!(mapped.len(), styles.len(), "two styles share a voice: {voices:?}");
 
     // Professor Ada's voice is audibly higher than the late-night comic's.
-    let tls = mindbot_agent::tls_client_config(&[]).unwrap();
+    let tls = mindbot_transport::tls_client_config(&[]).unwrap();
     let client = reqwest::Client::builder().tls_backend_preconfigured(tls).build().unwrap();
     let line = "Hello, my name is Professor Ada. How can I help you today?";
     let mut height = Vec::new();

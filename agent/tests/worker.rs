@@ -3,7 +3,7 @@
 
 mod worker_support;
 
-use mindbot_agent::worker;
+use mindbot_transport::worker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -95,8 +95,8 @@ async fn deleting_the_dispatch_terminates_a_running_job_but_not_one_reported_end
 }
 
 /// Joins the assignment's room as the agent participant, as a session would.
-async fn join(a: &Assignment) -> (mindbot_agent::room::Room, mindbot_agent::room::RoomEvents) {
-    mindbot_agent::room::connect(&a.url, &a.token, mindbot_agent::room::ConnectOptions::default())
+async fn join(a: &Assignment) -> (mindbot_transport::room::Room, mindbot_transport::room::RoomEvents) {
+    mindbot_transport::room::connect(&a.url, &a.token, mindbot_transport::room::ConnectOptions::default())
         .await
         .expect("joining with the assignment's token")
 }

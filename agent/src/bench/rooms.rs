@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use mindbot_agent::room::{self, ConnectOptions, Room, RoomEvent, SAMPLE_RATE};
+use mindbot_transport::room::{self, ConnectOptions, Room, RoomEvent, SAMPLE_RATE};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use metering::meter::Snapshot;
-use mindbot_agent::room::{self, ConnectOptions, RoomEvent};
+use mindbot_transport::room::{self, ConnectOptions, RoomEvent};
 use tokio::sync::watch;
 
 use crate::config::Config;

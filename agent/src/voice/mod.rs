@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use metering::meter::Snapshot;
-use mindbot_agent::room::{AudioStream, Room, RoomError, FRAME_DURATION};
+use mindbot_transport::room::{AudioStream, Room, RoomError, FRAME_DURATION};
 use personas::PersonaConfig;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -217,7 +217,7 @@ impl VoiceService {
 /// The one HTTP client every stage shares: pooled connections, rustls with
 /// the worker's TLS settings (the same roots as LiveKit's sockets).
 pub(crate) fn http_client() -> Result<reqwest::Client> {
-    let tls = mindbot_agent::tls_client_config(&[]).map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
+    let tls = mindbot_transport::tls_client_config(&[]).map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .pool_idle_timeout(Duration::from_secs(60))

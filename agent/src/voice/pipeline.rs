@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metering::meter::Snapshot;
-use mindbot_agent::room::{AudioFrame, AudioSource, AudioStream, FRAME_DURATION};
+use mindbot_transport::room::{AudioFrame, AudioSource, AudioStream, FRAME_DURATION};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;

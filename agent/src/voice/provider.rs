@@ -237,7 +237,7 @@ mod tests {
         });
         let roots = [issued.cert.der().to_vec()];
         let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(mindbot_agent::tls_client_config(&roots).unwrap())
+            .tls_backend_preconfigured(mindbot_transport::tls_client_config(&roots).unwrap())
             .build()
             .unwrap();
         let resp =

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use mindbot_agent::room::AudioSource;
+use mindbot_transport::room::AudioSource;
 
 use super::provider::{Endpoint, ProviderError};
 use crate::usage::SessionUsage;

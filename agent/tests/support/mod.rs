@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use livekit_api::access_token::{AccessToken, VideoGrants};
 use livekit_api::services::room::RoomClient;
-use mindbot_agent::room::{ConnectOptions, Room, RoomEvent, RoomEvents};
+use mindbot_transport::room::{ConnectOptions, Room, RoomEvent, RoomEvents};
 
 pub const URL: &str = "ws://127.0.0.1:7880";
 pub const API_KEY: &str = "devkey";
@@ -59,7 +59,7 @@ pub fn room_name(test: &str) -> String {
 /// Joins `room` as `identity` with default options.
 pub async fn join(room: &str, identity: &str) -> (Room, RoomEvents) {
     server();
-    mindbot_agent::room::connect(URL, &token(room, identity), ConnectOptions::default())
+    mindbot_transport::room::connect(URL, &token(room, identity), ConnectOptions::default())
         .await
         .unwrap_or_else(|e| panic!("{identity} joining {room}: {e}"))
 }

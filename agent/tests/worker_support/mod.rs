@@ -16,7 +16,7 @@ use livekit_api::services::agent_dispatch::AgentDispatchClient;
 use livekit_api::services::room::RoomClient;
 use livekit_protocol::{AgentDispatch, CreateAgentDispatchRequest};
 
-use mindbot_agent::worker::{Backoff, TokenFn, WorkerEvent, WorkerEvents, WorkerOptions};
+use mindbot_transport::worker::{Backoff, TokenFn, WorkerEvent, WorkerEvents, WorkerOptions};
 
 pub const URL: &str = "ws://127.0.0.1:7880";
 pub const HTTP_URL: &str = "http://127.0.0.1:7880";

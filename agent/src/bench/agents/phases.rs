@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
-use mindbot_agent::room::DisconnectReason;
+use mindbot_transport::room::DisconnectReason;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use livekit_api::services::agent_dispatch::AgentDispatchClient;
 use livekit_api::services::room::RoomClient;
 use livekit_protocol::{participant_info, CreateAgentDispatchRequest};
-use mindbot_agent::room::{self, ConnectOptions, DisconnectReason, Room, RoomEvent, SAMPLE_RATE};
+use mindbot_transport::room::{self, ConnectOptions, DisconnectReason, Room, RoomEvent, SAMPLE_RATE};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -128,7 +128,7 @@ pub struct Server {
 impl Server {
     pub fn new(config: &Config) -> Server {
         let lk = &config.livekit;
-        let http = mindbot_agent::url::http_base(&lk.url);
+        let http = mindbot_transport::url::http_base(&lk.url);
         Server {
             rooms: RoomClient::with_api_key(&http, &lk.api_key, lk.api_secret.expose()),
             dispatch: AgentDispatchClient::with_api_key(&http, &lk.api_key, lk.api_secret.expose()),

@@ -81,7 +81,7 @@ fn check(args: &LoadArgs, env: &HashMap<String, String>) -> Result<()> {
         let url = env.get(key).with_context(|| format!("cluster.env has no {key}"))?;
         let host_ok = match key {
             "DATABASE_URL" => url.contains("@127.0.0.1") || url.contains("@localhost") || url.contains("@[::1]"),
-            _ => mindbot_agent::url::host_is_loopback(url),
+            _ => mindbot_transport::url::host_is_loopback(url),
         };
         if !host_ok {
             bail!("bench load drives only a loopback cluster: {key} ({url}) is not a loopback address");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use jsonwebtoken::{EncodingKey, Header};
 use metering::{cards, UserId};
-use mindbot_agent::room::{self, ConnectOptions, DisconnectReason, Room, RoomEvent, RoomEvents, SAMPLE_RATE};
+use mindbot_transport::room::{self, ConnectOptions, DisconnectReason, Room, RoomEvent, RoomEvents, SAMPLE_RATE};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
@@ -103,7 +103,7 @@ async fn session_grant(target: &Target, user: UserId) -> Result<(String, String,
     }
     let field = |k: &str| body[k].as_str().map(str::to_string).ok_or_else(|| anyhow!("no {k} in {body}"));
     let url = field("livekit_url")?;
-    if !mindbot_agent::url::host_is_loopback(&url) {
+    if !mindbot_transport::url::host_is_loopback(&url) {
         bail!("the API sent users to {url}, not a loopback address: bench load drives only a local cluster");
     }
     Ok((url, field("room")?, field("token")?))

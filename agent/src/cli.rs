@@ -93,10 +93,10 @@ pub async fn connect(config: &Config) -> Result<PgPool> {
 pub async fn migrate(config: &Config) -> Result<ExitCode> {
     let pool = connect(config).await?;
     metering::MIGRATOR.run(&pool).await.context("applying migrations")?;
-    let applied: Vec<(i64, String)> =
-        sqlx::query_as("SELECT version, description FROM _sqlx_migrations ORDER BY version").fetch_all(&pool).await?;
-    for (v, d) in applied {
-        println!("applied {v:04} {d}");
+    let applied =
+        sqlx::query!("SELECT version, description FROM _sqlx_migrations ORDER BY version").fetch_all(&pool).await?;
+    for m in applied {
+        println!("applied {:04} {}", m.version, m.description);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -309,8 +309,8 @@ pub async fn persona(config: &Config, cmd: PersonaCommand) -> Result<ExitCode> {
             let mut sources = vec!["built-in"; rows.len()];
             if custom {
                 let pool = connect(config).await?;
-                let slugs: Vec<String> = sqlx::query_scalar(
-                    "SELECT slug FROM custom_personas WHERE COALESCE(is_active, TRUE) ORDER BY slug",
+                let slugs: Vec<String> = sqlx::query_scalar!(
+                    "SELECT slug FROM custom_personas WHERE COALESCE(is_active, TRUE) ORDER BY slug"
                 )
                 .fetch_all(&pool)
                 .await?;

@@ -18,11 +18,11 @@ const DEMO_EMAIL: &str = "demo@mindbot.invalid";
 /// The demo user (made once), topped up with a five-minute card (through
 /// `metering`) when their balance is under a minute.
 pub async fn demo_user(pool: &sqlx::PgPool) -> Result<UserId> {
-    let user: UserId = sqlx::query_scalar(
-        "INSERT INTO users (email, full_name, password_hash, email_verified) VALUES ($1, 'Demo User', '!', TRUE) \
-         ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email RETURNING id",
+    let user = sqlx::query_scalar!(
+        r#"INSERT INTO users (email, full_name, password_hash, email_verified) VALUES ($1, 'Demo User', '!', TRUE)
+           ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email RETURNING id AS "id: UserId""#,
+        DEMO_EMAIL
     )
-    .bind(DEMO_EMAIL)
     .fetch_one(pool)
     .await
     .context("creating the demo user")?;

@@ -555,8 +555,7 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
             let persona = s.slug.clone();
             metrics::counter!("mindbot_billed_seconds_total", "persona" => persona.clone())
                 .increment(v.duration_seconds.unwrap_or(0).max(0) as u64);
-            let charged: i64 = sqlx::query_scalar("SELECT charged_ms FROM voice_sessions WHERE id = $1")
-                .bind(id)
+            let charged: i64 = sqlx::query_scalar!("SELECT charged_ms FROM voice_sessions WHERE id = $1", id.0)
                 .fetch_one(&ctx.pool)
                 .await
                 .unwrap_or(0);

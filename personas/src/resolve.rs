@@ -3,7 +3,7 @@
 //! counting usage or ratings is not done here.
 
 use chrono::SecondsFormat;
-use metering::records::{CustomPersona, CUSTOM_PERSONA_COLUMNS};
+use metering::records::CustomPersona;
 use metering::UserId;
 use serde_json::{Map, Number, Value};
 use sqlx::PgPool;
@@ -47,9 +47,16 @@ pub async fn resolve(pool: &PgPool, catalog: &Catalog, slug: &str) -> Result<Res
     let not_found = || PersonaError::NotFound { slug: slug.to_string() };
     // A slug that breaks the slug rule cannot name any valid persona.
     check_slug(slug).map_err(|_| not_found())?;
-    let sql =
-        format!("SELECT {CUSTOM_PERSONA_COLUMNS} FROM custom_personas WHERE slug = $1 AND is_active IS NOT FALSE");
-    let row = sqlx::query_as::<_, CustomPersona>(&sql).bind(slug).fetch_optional(pool).await?;
+    let row = sqlx::query_as!(
+        CustomPersona,
+        r#"SELECT id, user_id AS "user_id: UserId", slug, name, config, system_prompt,
+               COALESCE(created_at, NOW()) AS "created_at!", COALESCE(is_active, TRUE) AS "is_active!",
+               COALESCE(usage_count, 0) AS "usage_count!", COALESCE(rating, 0)::float8 AS "rating!"
+           FROM custom_personas WHERE slug = $1 AND is_active IS NOT FALSE"#,
+        slug
+    )
+    .fetch_optional(pool)
+    .await?;
     if let Some(row) = row.filter(custom_is_active) {
         if catalog.get(slug).is_some() {
             // Never served in its place: the custom rules refuse it (crate::pricing).

@@ -1,14 +1,14 @@
 //! What the access rules need to read from PostgreSQL: a user's
 //! subscriptions and the minutes they spent with a persona today. Queries are
-//! runtime `sqlx` queries with bound parameters; select lists come from
-//! `metering::records`, so the two crates read rows the same way.
+//! `sqlx` macros checked against the schema at compile time (offline data in
+//! `.sqlx/`), reading rows into `metering::records` types.
 //!
 //! "Today" is a calendar day in the deployment's time zone, not in UTC: a
 //! daily limit resets at local midnight, where users expect it to.
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
-use metering::records::{Subscription, SUBSCRIPTION_COLUMNS};
+use metering::records::{Subscription, SubscriptionStatus};
 use metering::UserId;
 use sqlx::PgPool;
 
@@ -17,8 +17,17 @@ use crate::level::{AccessLevel, PlanLevels};
 
 /// Every subscription row of `user`, granting or not.
 pub async fn subscriptions_of(pool: &PgPool, user: UserId) -> Result<Vec<Subscription>, PersonaError> {
-    let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM user_subscriptions WHERE user_id = $1");
-    Ok(sqlx::query_as::<_, Subscription>(&sql).bind(user).fetch_all(pool).await?)
+    Ok(sqlx::query_as!(
+        Subscription,
+        r#"SELECT id, user_id AS "user_id: UserId", plan_id, status AS "status: SubscriptionStatus",
+               current_period_start, current_period_end,
+               COALESCE(cancel_at_period_end, FALSE) AS "cancel_at_period_end!", stripe_subscription_id,
+               COALESCE(created_at, NOW()) AS "created_at!"
+           FROM user_subscriptions WHERE user_id = $1"#,
+        user.0
+    )
+    .fetch_all(pool)
+    .await?)
 }
 
 /// The access level `user`'s subscriptions grant at `now`.
@@ -43,14 +52,14 @@ pub async fn minutes_used_today(
     now: DateTime<Utc>,
 ) -> Result<i64, PersonaError> {
     let (start, end) = local_day(tz, now);
-    let used = sqlx::query_scalar::<_, i64>(
-        "SELECT COALESCE(SUM(GREATEST(duration_minutes, 0)), 0)::BIGINT FROM persona_sessions \
-         WHERE user_id = $1 AND persona_slug = $2 AND created_at >= $3 AND created_at < $4",
+    let used = sqlx::query_scalar!(
+        r#"SELECT COALESCE(SUM(GREATEST(duration_minutes, 0)), 0)::BIGINT AS "used!" FROM persona_sessions
+           WHERE user_id = $1 AND persona_slug = $2 AND created_at >= $3 AND created_at < $4"#,
+        user.0,
+        slug,
+        start,
+        end
     )
-    .bind(user)
-    .bind(slug)
-    .bind(start)
-    .bind(end)
     .fetch_one(pool)
     .await?;
     Ok(used)

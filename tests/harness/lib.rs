@@ -141,25 +141,27 @@ pub fn seed_interfaces(doc: &str) -> Vec<SeedInterface> {
 /// Inserts a user the seed's way (email, name and password hash; everything
 /// else defaulted) and returns its id.
 pub async fn insert_user(pool: &PgPool, email: &str) -> Uuid {
-    sqlx::query_scalar("INSERT INTO users (email, full_name, password_hash) VALUES ($1, $2, $3) RETURNING id")
-        .bind(email)
-        .bind(format!("Test user {email}"))
-        .bind("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo")
-        .fetch_one(pool)
-        .await
-        .unwrap_or_else(|e| panic!("insert user {email}: {e}"))
+    sqlx::query_scalar!(
+        "INSERT INTO users (email, full_name, password_hash) VALUES ($1, $2, $3) RETURNING id",
+        email,
+        format!("Test user {email}"),
+        "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap_or_else(|e| panic!("insert user {email}: {e}"))
 }
 
 /// Inserts a time card the seed's way (owner, code, total and remaining
 /// minutes; status, timestamps and the sub-minute balance defaulted).
 pub async fn insert_card(pool: &PgPool, user: Uuid, code: &str, minutes: i32) -> Uuid {
-    sqlx::query_scalar(
-        "INSERT INTO time_cards (user_id, activation_code, total_minutes, remaining_minutes) \
+    sqlx::query_scalar!(
+        "INSERT INTO time_cards (user_id, activation_code, total_minutes, remaining_minutes)
          VALUES ($1, $2, $3, $3) RETURNING id",
+        user,
+        code,
+        minutes
     )
-    .bind(user)
-    .bind(code)
-    .bind(minutes)
     .fetch_one(pool)
     .await
     .unwrap_or_else(|e| panic!("insert card {code}: {e}"))
@@ -203,8 +205,7 @@ pub async fn insert_seed_rows(pool: &PgPool, tag: &str) -> SeedRows {
     )
     .await;
     let tier = format!("tier-{tag}");
-    sqlx::query("INSERT INTO pricing_tiers (id, name, hours, price_cents) VALUES ($1, 'Starter', 1, 999)")
-        .bind(&tier)
+    sqlx::query!("INSERT INTO pricing_tiers (id, name, hours, price_cents) VALUES ($1, 'Starter', 1, 999)", &tier)
         .execute(pool)
         .await
         .expect("insert pricing tier");
@@ -263,6 +264,7 @@ pub async fn insert_seed_rows(pool: &PgPool, tag: &str) -> SeedRows {
 /// Runs an `INSERT ... RETURNING id` whose `$1` is the owner and `$2...`
 /// are `texts`.
 async fn insert_owned(pool: &PgPool, sql: &str, owner: Uuid, texts: &[&str]) -> Uuid {
+    // Dynamic: one helper for the seed's tables, so the statement is an argument.
     let mut query = sqlx::query_scalar(sql).bind(owner);
     for t in texts {
         query = query.bind(*t);

@@ -101,10 +101,10 @@ impl FromRequestParts<Arc<Api>> for AuthUser {
             return Err(ApiError::Unauthorized);
         }
         let claims = api.jwt.verify(token.trim()).ok_or(ApiError::Unauthorized)?;
-        let active: Option<Option<bool>> = sqlx::query_scalar("SELECT is_active FROM users WHERE id = $1")
-            .bind(claims.user)
-            .fetch_optional(&api.pool)
-            .await?;
+        let active: Option<Option<bool>> =
+            sqlx::query_scalar!("SELECT is_active FROM users WHERE id = $1", claims.user.0)
+                .fetch_optional(&api.pool)
+                .await?;
         match active {
             Some(Some(true)) | Some(None) => Ok(AuthUser { user: claims.user, age: claims.age }),
             _ => {

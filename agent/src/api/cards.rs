@@ -7,7 +7,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use chrono::Utc;
-use metering::records::{TimeCard, CARD_COLUMNS};
+use metering::records::{CardStatus, TimeCard};
+use metering::{CardId, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -59,10 +60,17 @@ pub async fn activate(
             Ok(Json(Activated { card: CardView::of(&card, now), newly_activated: true }))
         }
         Err(E::CardAlreadyActive { card }) => {
-            let c: TimeCard = sqlx::query_as(&format!("SELECT {CARD_COLUMNS} FROM time_cards WHERE id = $1"))
-                .bind(card)
-                .fetch_one(&api.pool)
-                .await?;
+            let c = sqlx::query_as!(
+                TimeCard,
+                r#"SELECT id AS "id: CardId", user_id AS "user_id: UserId", activation_code, total_minutes,
+                       remaining_minutes, activated_at, expires_at, COALESCE(created_at, NOW()) AS "created_at!",
+                       COALESCE(status, 'pending') AS "status!: CardStatus", stripe_payment_intent_id,
+                       remaining_sub_ms, suspended_at IS NOT NULL AS "suspended!", kind = 'earned' AS "earned!"
+                   FROM time_cards WHERE id = $1"#,
+                card.0
+            )
+            .fetch_one(&api.pool)
+            .await?;
             Ok(Json(Activated { card: CardView::of(&c, now), newly_activated: false }))
         }
         Err(E::BadActivationCode { .. }) => Err(ApiError::invalid("code", "no card has this activation code")),

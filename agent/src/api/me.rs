@@ -151,7 +151,7 @@ pub struct Page {
     pub offset: Option<i64>,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionView {
     pub id: Uuid,
     pub room: String,
@@ -173,7 +173,6 @@ pub struct SessionView {
     pub quality_rating: Option<i32>,
     /// What the session used of the voice providers, per stage and provider
     /// (empty when the voice was off or said nothing).
-    #[sqlx(skip)]
     pub usage: Vec<UsageView>,
 }
 
@@ -221,18 +220,36 @@ pub async fn sessions(
     if !(0..=100_000).contains(&offset) {
         return Err(ApiError::invalid("offset", "must be from 0 to 100000"));
     }
-    let mut rows: Vec<SessionView> = sqlx::query_as(
-        "SELECT id, room_name AS room, persona_slug AS persona, COALESCE(status, 'active') AS status, end_reason, \
-             COALESCE(start_time, NOW()) AS start_time, end_time, (metered_ms / 1000)::int8 AS duration_seconds, \
-             charged_ms AS cost_ms, ((charged_ms + 59999) / 60000)::int8 AS cost_minutes, \
-             trim_scale(rate_ms_per_second::numeric / 1000)::text AS multiplier, quality_rating \
-         FROM voice_sessions WHERE user_id = $1 ORDER BY start_time DESC NULLS LAST, id DESC LIMIT $2 OFFSET $3",
+    let mut rows: Vec<SessionView> = sqlx::query!(
+        r#"SELECT id, room_name AS room, persona_slug AS persona, COALESCE(status, 'active') AS "status!",
+               end_reason, COALESCE(start_time, NOW()) AS "start_time!", end_time,
+               (metered_ms / 1000)::int8 AS "duration_seconds!", charged_ms AS cost_ms,
+               ((charged_ms + 59999) / 60000)::int8 AS "cost_minutes!",
+               trim_scale(rate_ms_per_second::numeric / 1000)::text AS "multiplier!", quality_rating
+           FROM voice_sessions WHERE user_id = $1 ORDER BY start_time DESC NULLS LAST, id DESC LIMIT $2 OFFSET $3"#,
+        auth.user.0,
+        limit + 1,
+        offset
     )
-    .bind(auth.user)
-    .bind(limit + 1)
-    .bind(offset)
     .fetch_all(&api.pool)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| SessionView {
+        id: r.id,
+        room: r.room,
+        persona: r.persona,
+        status: r.status,
+        end_reason: r.end_reason,
+        start_time: r.start_time,
+        end_time: r.end_time,
+        duration_seconds: r.duration_seconds,
+        cost_ms: r.cost_ms,
+        cost_minutes: r.cost_minutes,
+        multiplier: r.multiplier,
+        quality_rating: r.quality_rating,
+        usage: Vec::new(),
+    })
+    .collect();
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();

@@ -16,7 +16,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
-use metering::records::{CustomPersona, CUSTOM_PERSONA_COLUMNS};
+use metering::records::CustomPersona;
+use metering::UserId;
 use personas::access::check_age;
 use personas::level::check_level;
 use personas::PersonaConfig;
@@ -74,9 +75,13 @@ pub struct PersonaList {
 pub async fn pickable(api: &Api) -> Result<Vec<(PersonaConfig, &'static str)>, ApiError> {
     let mut all: Vec<(PersonaConfig, &'static str)> =
         api.catalog.all().iter().filter(|p| p.is_active).map(|p| (p.clone(), "catalog")).collect();
-    let rows: Vec<CustomPersona> = sqlx::query_as(&format!(
-        "SELECT {CUSTOM_PERSONA_COLUMNS} FROM custom_personas WHERE is_active IS NOT FALSE ORDER BY slug"
-    ))
+    let rows = sqlx::query_as!(
+        CustomPersona,
+        r#"SELECT id, user_id AS "user_id: UserId", slug, name, config, system_prompt,
+               COALESCE(created_at, NOW()) AS "created_at!", COALESCE(is_active, TRUE) AS "is_active!",
+               COALESCE(usage_count, 0) AS "usage_count!", COALESCE(rating, 0)::float8 AS "rating!"
+           FROM custom_personas WHERE is_active IS NOT FALSE ORDER BY slug"#
+    )
     .fetch_all(&api.pool)
     .await?;
     for row in rows {
@@ -96,11 +101,13 @@ pub async fn pickable(api: &Api) -> Result<Vec<(PersonaConfig, &'static str)>, A
     ))]
 pub async fn list(State(api): State<Arc<Api>>, auth: AuthUser) -> Result<Json<PersonaList>, ApiError> {
     let level = personas::usage::user_level(&api.pool, &api.access.plans, auth.user, Utc::now()).await?;
-    let stats: Vec<(String, f64, i64)> =
-        sqlx::query_as("SELECT persona_slug, AVG(rating)::float8, COUNT(*) FROM persona_ratings GROUP BY persona_slug")
-            .fetch_all(&api.pool)
-            .await?;
-    let stats: HashMap<String, (f64, i64)> = stats.into_iter().map(|(s, m, n)| (s, (m, n))).collect();
+    let stats = sqlx::query!(
+        r#"SELECT persona_slug, AVG(rating)::float8 AS "mean!", COUNT(*) AS "count!"
+           FROM persona_ratings GROUP BY persona_slug"#
+    )
+    .fetch_all(&api.pool)
+    .await?;
+    let stats: HashMap<String, (f64, i64)> = stats.into_iter().map(|r| (r.persona_slug, (r.mean, r.count))).collect();
     let mut out = Vec::new();
     for (p, source) in pickable(&api).await? {
         if check_level(p.access_level, level).is_err() || check_age(p.age_restriction, auth.age).is_err() {
@@ -182,12 +189,13 @@ pub async fn rate(
     }
     let no_session = || ApiError::not_found("unknown_session", "no session of yours with this persona has that id");
     let mut tx = api.pool.begin().await?;
-    let owner: Option<(Uuid, Option<String>, i64)> =
-        sqlx::query_as("SELECT user_id, persona_slug, metered_ms FROM voice_sessions WHERE id = $1 FOR SHARE")
-            .bind(req.session_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    match owner {
+    let owner = sqlx::query!(
+        "SELECT user_id, persona_slug, metered_ms FROM voice_sessions WHERE id = $1 FOR SHARE",
+        req.session_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    match owner.map(|r| (r.user_id, r.persona_slug, r.metered_ms)) {
         // A session with no metered second was never a conversation: a
         // token and a join are not enough to rate a persona.
         Some((user, Some(s), metered)) if user == auth.user.0 && s == slug => {
@@ -200,36 +208,39 @@ pub async fn rate(
         }
         _ => return Err(no_session()),
     }
-    let inserted: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO persona_ratings (user_id, persona_slug, rating, feedback, voice_session_id) \
-         VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (user_id, persona_slug, voice_session_id) WHERE voice_session_id IS NOT NULL DO NOTHING \
+    let inserted: Option<Uuid> = sqlx::query_scalar!(
+        "INSERT INTO persona_ratings (user_id, persona_slug, rating, feedback, voice_session_id)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (user_id, persona_slug, voice_session_id) WHERE voice_session_id IS NOT NULL DO NOTHING
          RETURNING id",
+        auth.user.0,
+        &slug,
+        req.rating,
+        feedback,
+        req.session_id
     )
-    .bind(auth.user)
-    .bind(&slug)
-    .bind(req.rating)
-    .bind(feedback)
-    .bind(req.session_id)
     .fetch_optional(&mut *tx)
     .await?;
     if inserted.is_none() {
         return Err(ApiError::Conflict { code: "already_rated", message: "this session is rated already".into() });
     }
-    sqlx::query("UPDATE voice_sessions SET quality_rating = $2 WHERE id = $1")
-        .bind(req.session_id)
-        .bind(req.rating)
+    sqlx::query!("UPDATE voice_sessions SET quality_rating = $2 WHERE id = $1", req.session_id, req.rating)
         .execute(&mut *tx)
         .await?;
-    let (mean, count): (f64, i64) =
-        sqlx::query_as("SELECT AVG(rating)::float8, COUNT(*) FROM persona_ratings WHERE persona_slug = $1")
-            .bind(&slug)
-            .fetch_one(&mut *tx)
-            .await?;
-    sqlx::query("UPDATE custom_personas SET rating = (SELECT AVG(rating) FROM persona_ratings WHERE persona_slug = $1) WHERE slug = $1")
-        .bind(&slug)
-        .execute(&mut *tx)
-        .await?;
+    let stats = sqlx::query!(
+        r#"SELECT AVG(rating)::float8 AS "mean!", COUNT(*) AS "count!" FROM persona_ratings WHERE persona_slug = $1"#,
+        &slug
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let (mean, count) = (stats.mean, stats.count);
+    sqlx::query!(
+        "UPDATE custom_personas SET rating = (SELECT AVG(rating) FROM persona_ratings WHERE persona_slug = $1)
+         WHERE slug = $1",
+        &slug
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     let body =
         RatingRecorded { persona: slug, rating: req.rating, mean: (mean * 1000.0).round() / 1000.0, ratings: count };
@@ -310,17 +321,17 @@ pub async fn ad_interaction(
     if let Some(p) = &req.persona {
         validate_slug(p)?;
     }
-    let id: Uuid = sqlx::query_scalar(
-        "INSERT INTO ad_interactions (user_id, ad_id, ad_type, view_duration, completed, interacted, persona_slug) \
+    let id: Uuid = sqlx::query_scalar!(
+        "INSERT INTO ad_interactions (user_id, ad_id, ad_type, view_duration, completed, interacted, persona_slug)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        auth.user.0,
+        &req.ad_id,
+        &req.ad_type,
+        req.view_duration,
+        req.completed,
+        req.interacted,
+        req.persona.as_deref()
     )
-    .bind(auth.user)
-    .bind(&req.ad_id)
-    .bind(&req.ad_type)
-    .bind(req.view_duration)
-    .bind(req.completed)
-    .bind(req.interacted)
-    .bind(&req.persona)
     .fetch_one(&api.pool)
     .await?;
     Ok((StatusCode::CREATED, Json(Recorded { id, earned_seconds: 0 })))

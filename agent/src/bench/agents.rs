@@ -152,12 +152,12 @@ pub async fn agents(config: &Config, args: AgentsArgs) -> Result<ExitCode> {
 
 /// Funded users: `n` users each with one active card of `balance_ms`.
 async fn seed_users(pool: &PgPool, n: usize, balance_ms: i64) -> Result<Vec<String>> {
-    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
-        "INSERT INTO users (email, full_name, password_hash) \
-         SELECT 'agents-' || gen_random_uuid() || '@bench.invalid', 'Bench user', 'x' FROM generate_series(1, $1) \
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar!(
+        "INSERT INTO users (email, full_name, password_hash)
+         SELECT 'agents-' || gen_random_uuid() || '@bench.invalid', 'Bench user', 'x' FROM generate_series(1, $1)
          RETURNING id",
+        n as i64
     )
-    .bind(n as i64)
     .fetch_all(pool)
     .await
     .context("creating benchmark users")?;

@@ -21,6 +21,7 @@ pub(super) async fn scratch_database(config: &Config) -> Result<(PgConnectOption
     let base: PgConnectOptions = config.database.url.expose().parse().context("parsing database.url")?;
     let name = format!("mindbot_bench_{}", std::process::id());
     let mut admin = base.clone().connect().await.context("connecting to create the benchmark database")?;
+    // Dynamic: a database name is an identifier, which cannot be a bound parameter.
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.context("creating benchmark database")?;
     Ok((base.database(&name), name))
 }
@@ -28,16 +29,18 @@ pub(super) async fn scratch_database(config: &Config) -> Result<(PgConnectOption
 pub(super) async fn drop_database(config: &Config, name: &str) -> Result<()> {
     let base: PgConnectOptions = config.database.url.expose().parse()?;
     let mut admin = base.connect().await?;
+    // Dynamic: a database name is an identifier, which cannot be a bound parameter.
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await?;
     Ok(())
 }
 
 async fn seed_users(pool: &PgPool, n: usize) -> Result<Vec<UserId>> {
-    let users: Vec<UserId> = sqlx::query_scalar(
-        "INSERT INTO users (email, full_name, password_hash) \
-         SELECT 'bench-' || g || '@bench.invalid', 'Bench ' || g, 'x' FROM generate_series(1, $1) g RETURNING id",
+    let users = sqlx::query_scalar!(
+        r#"INSERT INTO users (email, full_name, password_hash)
+           SELECT 'bench-' || g || '@bench.invalid', 'Bench ' || g, 'x' FROM generate_series(1, $1) g
+           RETURNING id AS "id: UserId""#,
+        n as i64
     )
-    .bind(n as i64)
     .fetch_all(pool)
     .await?;
     // One 10-hour card each, active: enough for any run.
@@ -142,11 +145,14 @@ pub async fn meter(config: &Config, n: usize, seconds: u64, keep: bool) -> Resul
             window
         );
         println!("closed {n} sessions in {close_s:.1} s; process RSS while metering {rss:.0} MB");
-        let (charged, sessions_charged): (i64, i64) = sqlx::query_as(
-            "SELECT COALESCE(SUM(charged_ms), 0)::int8, COUNT(*) FILTER (WHERE charged_ms > 0) FROM voice_sessions",
+        let totals = sqlx::query!(
+            r#"SELECT COALESCE(SUM(charged_ms), 0)::int8 AS "charged!",
+                   COUNT(*) FILTER (WHERE charged_ms > 0) AS "sessions!"
+               FROM voice_sessions"#
         )
         .fetch_one(&pool)
         .await?;
+        let (charged, sessions_charged) = (totals.charged, totals.sessions);
         println!("charged {charged} ms across {sessions_charged} sessions");
         let report = metering::audit::audit(&pool).await?;
         println!("{report}");

@@ -184,24 +184,24 @@ pub async fn save(pool: &PgPool, session: SessionId, rows: &[StageUsage]) -> Res
         return Ok(());
     }
     let col = |f: fn(&Counters) -> i64| rows.iter().map(|r| f(&r.counters)).collect::<Vec<i64>>();
-    sqlx::query(
-        "INSERT INTO session_usage (voice_session_id, stage, provider, stt_audio_ms, llm_prompt_tokens, \
-             llm_completion_tokens, tts_characters) \
-         SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::int8[]) \
-         ON CONFLICT (voice_session_id, stage, provider) DO UPDATE SET \
-             stt_audio_ms = GREATEST(session_usage.stt_audio_ms, EXCLUDED.stt_audio_ms), \
-             llm_prompt_tokens = GREATEST(session_usage.llm_prompt_tokens, EXCLUDED.llm_prompt_tokens), \
-             llm_completion_tokens = GREATEST(session_usage.llm_completion_tokens, EXCLUDED.llm_completion_tokens), \
-             tts_characters = GREATEST(session_usage.tts_characters, EXCLUDED.tts_characters), \
+    sqlx::query!(
+        "INSERT INTO session_usage (voice_session_id, stage, provider, stt_audio_ms, llm_prompt_tokens,
+             llm_completion_tokens, tts_characters)
+         SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::int8[])
+         ON CONFLICT (voice_session_id, stage, provider) DO UPDATE SET
+             stt_audio_ms = GREATEST(session_usage.stt_audio_ms, EXCLUDED.stt_audio_ms),
+             llm_prompt_tokens = GREATEST(session_usage.llm_prompt_tokens, EXCLUDED.llm_prompt_tokens),
+             llm_completion_tokens = GREATEST(session_usage.llm_completion_tokens, EXCLUDED.llm_completion_tokens),
+             tts_characters = GREATEST(session_usage.tts_characters, EXCLUDED.tts_characters),
              updated_at = NOW()",
+        session.0,
+        &rows.iter().map(|r| r.stage.clone()).collect::<Vec<_>>(),
+        &rows.iter().map(|r| r.provider.clone()).collect::<Vec<_>>(),
+        &col(|c| c.stt_audio_ms),
+        &col(|c| c.llm_prompt_tokens),
+        &col(|c| c.llm_completion_tokens),
+        &col(|c| c.tts_characters)
     )
-    .bind(session)
-    .bind(rows.iter().map(|r| r.stage.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.provider.clone()).collect::<Vec<_>>())
-    .bind(col(|c| c.stt_audio_ms))
-    .bind(col(|c| c.llm_prompt_tokens))
-    .bind(col(|c| c.llm_completion_tokens))
-    .bind(col(|c| c.tts_characters))
     .execute(pool)
     .await?;
     Ok(())
@@ -212,23 +212,23 @@ pub async fn of_sessions(
     pool: &PgPool,
     sessions: &[uuid::Uuid],
 ) -> Result<BTreeMap<uuid::Uuid, Vec<StageUsage>>, sqlx::Error> {
-    let rows: Vec<(uuid::Uuid, String, String, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT voice_session_id, stage, provider, stt_audio_ms, llm_prompt_tokens, llm_completion_tokens, \
-             tts_characters \
+    let rows = sqlx::query!(
+        "SELECT voice_session_id, stage, provider, stt_audio_ms, llm_prompt_tokens, llm_completion_tokens,
+             tts_characters
          FROM session_usage WHERE voice_session_id = ANY($1) ORDER BY voice_session_id, stage, provider",
+        sessions
     )
-    .bind(sessions)
     .fetch_all(pool)
     .await?;
     let mut out: BTreeMap<uuid::Uuid, Vec<StageUsage>> = BTreeMap::new();
-    for (id, stage, provider, stt, prompt, completion, tts) in rows {
+    for r in rows {
         let counters = Counters {
-            stt_audio_ms: stt,
-            llm_prompt_tokens: prompt,
-            llm_completion_tokens: completion,
-            tts_characters: tts,
+            stt_audio_ms: r.stt_audio_ms,
+            llm_prompt_tokens: r.llm_prompt_tokens,
+            llm_completion_tokens: r.llm_completion_tokens,
+            tts_characters: r.tts_characters,
         };
-        out.entry(id).or_default().push(StageUsage { stage, provider, counters });
+        out.entry(r.voice_session_id).or_default().push(StageUsage { stage: r.stage, provider: r.provider, counters });
     }
     Ok(out)
 }

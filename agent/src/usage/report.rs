@@ -31,7 +31,6 @@ pub fn parse_since(value: &str) -> Result<DateTime<Utc>, BadSince> {
 }
 
 /// A session as `voice_sessions` has it.
-#[derive(sqlx::FromRow)]
 struct SessionRow {
     id: Uuid,
     persona_slug: Option<String>,
@@ -68,31 +67,33 @@ struct PersonaSum {
 /// The report's text, for sessions started at or after `since`; prices
 /// and revenue are in `currency`.
 pub async fn report(pool: &PgPool, since: DateTime<Utc>, prices: &Prices, currency: &str) -> sqlx::Result<String> {
-    let rows: Vec<SessionRow> = sqlx::query_as(
-        "SELECT id, persona_slug, start_time, metered_ms, charged_ms FROM voice_sessions \
+    let rows = sqlx::query_as!(
+        SessionRow,
+        "SELECT id, persona_slug, start_time, metered_ms, charged_ms FROM voice_sessions
          WHERE start_time >= $1 ORDER BY persona_slug NULLS LAST, start_time, id",
+        since
     )
-    .bind(since)
     .fetch_all(pool)
     .await?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     // A charge's revenue: charged_ms of a card bought for amount_cents with
     // total_minutes, in nano-units (1 cent = 10^7), rounded down per charge.
-    let revenue: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT cc.voice_session_id, \
-                SUM(div(cc.charged_ms::numeric * ph.amount_cents * 10000000, tc.total_minutes::numeric * 60000))::text \
-         FROM card_charges cc \
-         JOIN time_cards tc ON tc.id = cc.time_card_id \
-         JOIN payment_history ph ON ph.time_card_id = tc.id \
-         WHERE cc.voice_session_id = ANY($1) AND tc.total_minutes > 0 AND ph.amount_cents > 0 \
-         GROUP BY cc.voice_session_id",
+    let revenue = sqlx::query!(
+        r#"SELECT cc.voice_session_id AS "session!",
+                SUM(div(cc.charged_ms::numeric * ph.amount_cents * 10000000, tc.total_minutes::numeric * 60000))::text
+                    AS "nanos!"
+           FROM card_charges cc
+           JOIN time_cards tc ON tc.id = cc.time_card_id
+           JOIN payment_history ph ON ph.time_card_id = tc.id
+           WHERE cc.voice_session_id = ANY($1) AND tc.total_minutes > 0 AND ph.amount_cents > 0
+           GROUP BY cc.voice_session_id"#,
+        &ids
     )
-    .bind(&ids)
     .fetch_all(pool)
     .await?;
     let revenue: BTreeMap<Uuid, u128> = revenue
         .into_iter()
-        .map(|(id, nanos)| (id, nanos.split('.').next().unwrap_or("0").parse().unwrap_or(0)))
+        .map(|r| (r.session, r.nanos.split('.').next().unwrap_or("0").parse().unwrap_or(0)))
         .collect();
     let mut usage = of_sessions(pool, &ids).await?;
     let lines: Vec<SessionLine> = rows

@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
-use metering::records::{CustomPersona, CUSTOM_PERSONA_COLUMNS};
+use metering::records::CustomPersona;
 use metering::UserId;
 use personas::resolve::{custom_config, custom_fields};
 use personas::{PersonaConfig, PersonaError};
@@ -76,10 +76,14 @@ pub struct PersonaRemoved {
         (status = 401, description = "No valid token", body = ErrorBody),
     ))]
 pub async fn list(State(api): State<Arc<Api>>, auth: AuthUser) -> Result<Json<MyPersonaList>, ApiError> {
-    let rows: Vec<CustomPersona> = sqlx::query_as(&format!(
-        "SELECT {CUSTOM_PERSONA_COLUMNS} FROM custom_personas WHERE user_id = $1 ORDER BY slug"
-    ))
-    .bind(auth.user)
+    let rows = sqlx::query_as!(
+        CustomPersona,
+        r#"SELECT id, user_id AS "user_id: UserId", slug, name, config, system_prompt,
+               COALESCE(created_at, NOW()) AS "created_at!", COALESCE(is_active, TRUE) AS "is_active!",
+               COALESCE(usage_count, 0) AS "usage_count!", COALESCE(rating, 0)::float8 AS "rating!"
+           FROM custom_personas WHERE user_id = $1 ORDER BY slug"#,
+        auth.user.0
+    )
     .fetch_all(&api.pool)
     .await?;
     Ok(Json(MyPersonaList { personas: rows.iter().map(|row| mine(&api, row)).collect() }))
@@ -112,11 +116,13 @@ pub async fn create(
     // Count and insert under the owner's row lock, so parallel requests
     // cannot pass the limit together.
     let mut tx = api.pool.begin().await?;
-    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE").bind(auth.user).execute(&mut *tx).await?;
-    let owned: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM custom_personas WHERE user_id = $1")
-        .bind(auth.user)
-        .fetch_one(&mut *tx)
+    sqlx::query!("SELECT 1 AS locked FROM users WHERE id = $1 FOR NO KEY UPDATE", auth.user.0)
+        .fetch_all(&mut *tx)
         .await?;
+    let owned: i64 =
+        sqlx::query_scalar!(r#"SELECT COUNT(*) AS "owned!" FROM custom_personas WHERE user_id = $1"#, auth.user.0)
+            .fetch_one(&mut *tx)
+            .await?;
     let max = api.settings.max_custom_personas;
     if owned >= i64::from(max) {
         return Err(ApiError::Conflict {
@@ -124,17 +130,21 @@ pub async fn create(
             message: format!("you own {owned} custom personas, the most allowed (api.max_custom_personas = {max})"),
         });
     }
-    let row: Option<CustomPersona> = sqlx::query_as(&format!(
-        "INSERT INTO custom_personas (user_id, slug, name, config, system_prompt, is_active, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (slug) DO NOTHING RETURNING {CUSTOM_PERSONA_COLUMNS}"
-    ))
-    .bind(auth.user)
-    .bind(&config.slug)
-    .bind(&config.name)
-    .bind(stored(&config))
-    .bind(&config.system_prompt)
-    .bind(config.is_active)
-    .bind(now)
+    let row = sqlx::query_as!(
+        CustomPersona,
+        r#"INSERT INTO custom_personas (user_id, slug, name, config, system_prompt, is_active, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (slug) DO NOTHING
+           RETURNING id, user_id AS "user_id: UserId", slug, name, config, system_prompt,
+               COALESCE(created_at, NOW()) AS "created_at!", COALESCE(is_active, TRUE) AS "is_active!",
+               COALESCE(usage_count, 0) AS "usage_count!", COALESCE(rating, 0)::float8 AS "rating!""#,
+        auth.user.0,
+        &config.slug,
+        &config.name,
+        stored(&config),
+        &config.system_prompt,
+        config.is_active,
+        now
+    )
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -183,15 +193,19 @@ pub async fn edit(
     }
     let base = custom_fields(&readable).map_err(field_error)?;
     let config = decode(&api, base, body)?;
-    let row: CustomPersona = sqlx::query_as(&format!(
-        "UPDATE custom_personas SET name = $2, config = $3, system_prompt = $4, is_active = $5 \
-         WHERE id = $1 RETURNING {CUSTOM_PERSONA_COLUMNS}"
-    ))
-    .bind(row.id)
-    .bind(&config.name)
-    .bind(stored(&config))
-    .bind(&config.system_prompt)
-    .bind(config.is_active)
+    let row = sqlx::query_as!(
+        CustomPersona,
+        r#"UPDATE custom_personas SET name = $2, config = $3, system_prompt = $4, is_active = $5
+           WHERE id = $1
+           RETURNING id, user_id AS "user_id: UserId", slug, name, config, system_prompt,
+               COALESCE(created_at, NOW()) AS "created_at!", COALESCE(is_active, TRUE) AS "is_active!",
+               COALESCE(usage_count, 0) AS "usage_count!", COALESCE(rating, 0)::float8 AS "rating!""#,
+        row.id,
+        &config.name,
+        stored(&config),
+        &config.system_prompt,
+        config.is_active
+    )
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -216,19 +230,20 @@ pub async fn remove(
 ) -> Result<Json<PersonaRemoved>, ApiError> {
     let mut tx = api.pool.begin().await?;
     let row = own_row(&mut tx, &slug, auth.user).await?;
-    let used: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM voice_sessions WHERE persona_slug = $1) \
-             OR EXISTS (SELECT 1 FROM persona_sessions WHERE persona_slug = $1)",
+    let used: bool = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM voice_sessions WHERE persona_slug = $1)
+               OR EXISTS (SELECT 1 FROM persona_sessions WHERE persona_slug = $1) AS "used!""#,
+        &row.slug
     )
-    .bind(&row.slug)
     .fetch_one(&mut *tx)
     .await?;
-    let (sql, outcome) = if used {
-        ("UPDATE custom_personas SET is_active = FALSE WHERE id = $1", "retired")
+    let outcome = if used {
+        sqlx::query!("UPDATE custom_personas SET is_active = FALSE WHERE id = $1", row.id).execute(&mut *tx).await?;
+        "retired"
     } else {
-        ("DELETE FROM custom_personas WHERE id = $1", "deleted")
+        sqlx::query!("DELETE FROM custom_personas WHERE id = $1", row.id).execute(&mut *tx).await?;
+        "deleted"
     };
-    sqlx::query(sql).bind(row.id).execute(&mut *tx).await?;
     tx.commit().await?;
     tracing::info!(user = %auth.user, slug = %row.slug, outcome, "custom persona removed");
     Ok(Json(PersonaRemoved { slug: row.slug, outcome: outcome.to_string() }))
@@ -241,11 +256,15 @@ async fn own_row(tx: &mut PgConnection, slug: &str, owner: UserId) -> Result<Cus
     if personas::validate::check_slug(slug).is_err() {
         return Err(missing());
     }
-    sqlx::query_as(&format!(
-        "SELECT {CUSTOM_PERSONA_COLUMNS} FROM custom_personas WHERE slug = $1 AND user_id = $2 FOR UPDATE"
-    ))
-    .bind(slug)
-    .bind(owner)
+    sqlx::query_as!(
+        CustomPersona,
+        r#"SELECT id, user_id AS "user_id: UserId", slug, name, config, system_prompt,
+               COALESCE(created_at, NOW()) AS "created_at!", COALESCE(is_active, TRUE) AS "is_active!",
+               COALESCE(usage_count, 0) AS "usage_count!", COALESCE(rating, 0)::float8 AS "rating!"
+           FROM custom_personas WHERE slug = $1 AND user_id = $2 FOR UPDATE"#,
+        slug,
+        owner.0
+    )
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(missing)

@@ -171,12 +171,13 @@ pub async fn receive(
     let event: Event = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_event", format!("not a Stripe event: {e}")))?;
     let mut tx = api.pool.begin().await?;
-    let fresh: Option<String> =
-        sqlx::query_scalar("INSERT INTO stripe_events (id, type) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING id")
-            .bind(&event.id)
-            .bind(&event.kind)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let fresh: Option<String> = sqlx::query_scalar!(
+        "INSERT INTO stripe_events (id, type) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING id",
+        &event.id,
+        &event.kind
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
     if fresh.is_none() {
         return Ok(Json(Received::new("duplicate")));
     }
@@ -221,10 +222,10 @@ async fn user_of(tx: &mut PgConnection, obj: &Value) -> Result<Option<UserId>, A
     let Some(user) = text(obj, &["metadata", "user_id"]).and_then(|u| u.parse::<UserId>().ok()) else {
         return Ok(None);
     };
-    let known: Option<bool> = sqlx::query_scalar("SELECT COALESCE(is_active, TRUE) FROM users WHERE id = $1")
-        .bind(user)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let known: Option<bool> =
+        sqlx::query_scalar!(r#"SELECT COALESCE(is_active, TRUE) AS "active!" FROM users WHERE id = $1"#, user.0)
+            .fetch_optional(&mut *tx)
+            .await?;
     Ok((known == Some(true)).then_some(user))
 }
 
@@ -232,8 +233,7 @@ async fn user_of(tx: &mut PgConnection, obj: &Value) -> Result<Option<UserId>, A
 /// disputes) until the transaction ends, so that two of them arriving at once
 /// each see what the other wrote.
 pub(super) async fn lock_intent(tx: &mut PgConnection, intent: &str) -> Result<(), ApiError> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('stripe_payment_intent:' || $1, 0))")
-        .bind(intent)
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended('stripe_payment_intent:' || $1, 0)) AS locked", intent)
         .execute(&mut *tx)
         .await?;
     Ok(())
@@ -242,8 +242,7 @@ pub(super) async fn lock_intent(tx: &mut PgConnection, intent: &str) -> Result<(
 /// A pricing tier's price, if the tier exists and is active.
 async fn tier_price(tx: &mut PgConnection, tier: &str) -> Result<Option<i64>, ApiError> {
     let price: Option<i32> =
-        sqlx::query_scalar("SELECT price_cents FROM pricing_tiers WHERE id = $1 AND COALESCE(active, TRUE)")
-            .bind(tier)
+        sqlx::query_scalar!("SELECT price_cents FROM pricing_tiers WHERE id = $1 AND COALESCE(active, TRUE)", tier)
             .fetch_optional(&mut *tx)
             .await?;
     Ok(price.map(i64::from))
@@ -267,16 +266,16 @@ async fn payment(api: &Api, tx: &mut Transaction<'_, Postgres>, obj: &Value) -> 
     // buyer chose the card and the amount separately.
     let expected = &api.settings.stripe_currency;
     let mismatch = price.is_some_and(|p| p != amount || currency != *expected);
-    let payment: Option<uuid::Uuid> = sqlx::query_scalar(
-        "INSERT INTO payment_history (user_id, stripe_payment_intent_id, amount_cents, currency, status, metadata) \
+    let payment: Option<uuid::Uuid> = sqlx::query_scalar!(
+        "INSERT INTO payment_history (user_id, stripe_payment_intent_id, amount_cents, currency, status, metadata)
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (stripe_payment_intent_id) DO NOTHING RETURNING id",
+        user.0,
+        intent,
+        i32::try_from(amount).unwrap_or(i32::MAX),
+        &currency,
+        if mismatch { "amount_mismatch" } else { "succeeded" },
+        obj.get("metadata")
     )
-    .bind(user)
-    .bind(intent)
-    .bind(i32::try_from(amount).unwrap_or(i32::MAX))
-    .bind(&currency)
-    .bind(if mismatch { "amount_mismatch" } else { "succeeded" })
-    .bind(obj.get("metadata"))
     .fetch_optional(&mut **tx)
     .await?;
     let Some(payment) = payment else { return Ok("duplicate".into()) };
@@ -298,9 +297,7 @@ async fn payment(api: &Api, tx: &mut Transaction<'_, Postgres>, obj: &Value) -> 
     if api.settings.stripe_activate_cards {
         metering::cards::activate_bought_in(tx, card.id, user, &api.activation).await.map_err(internal)?;
     }
-    sqlx::query("UPDATE payment_history SET time_card_id = $2 WHERE id = $1")
-        .bind(payment)
-        .bind(card.id)
+    sqlx::query!("UPDATE payment_history SET time_card_id = $2 WHERE id = $1", payment, card.id.0)
         .execute(&mut **tx)
         .await?;
     // A refund or dispute that arrived first applies now.
@@ -343,26 +340,26 @@ async fn subscription(
         _ => "canceled",
     };
     let cancel = obj.get("cancel_at_period_end").and_then(Value::as_bool).unwrap_or(false);
-    let applied = sqlx::query(
-        "INSERT INTO user_subscriptions (user_id, plan_id, status, current_period_start, current_period_end, \
-             cancel_at_period_end, stripe_subscription_id, stripe_event_created) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (stripe_subscription_id) WHERE stripe_subscription_id IS NOT NULL DO UPDATE SET \
-             user_id = EXCLUDED.user_id, plan_id = EXCLUDED.plan_id, status = EXCLUDED.status, \
-             current_period_start = EXCLUDED.current_period_start, current_period_end = EXCLUDED.current_period_end, \
-             cancel_at_period_end = EXCLUDED.cancel_at_period_end, \
-             stripe_event_created = EXCLUDED.stripe_event_created \
-         WHERE user_subscriptions.stripe_event_created IS NULL \
+    let applied = sqlx::query!(
+        "INSERT INTO user_subscriptions (user_id, plan_id, status, current_period_start, current_period_end,
+             cancel_at_period_end, stripe_subscription_id, stripe_event_created)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (stripe_subscription_id) WHERE stripe_subscription_id IS NOT NULL DO UPDATE SET
+             user_id = EXCLUDED.user_id, plan_id = EXCLUDED.plan_id, status = EXCLUDED.status,
+             current_period_start = EXCLUDED.current_period_start, current_period_end = EXCLUDED.current_period_end,
+             cancel_at_period_end = EXCLUDED.cancel_at_period_end,
+             stripe_event_created = EXCLUDED.stripe_event_created
+         WHERE user_subscriptions.stripe_event_created IS NULL
             OR user_subscriptions.stripe_event_created <= EXCLUDED.stripe_event_created",
+        user.0,
+        plan,
+        status,
+        start,
+        end,
+        cancel,
+        id,
+        created
     )
-    .bind(user)
-    .bind(plan)
-    .bind(status)
-    .bind(start)
-    .bind(end)
-    .bind(cancel)
-    .bind(id)
-    .bind(created)
     .execute(&mut **tx)
     .await?
     .rows_affected();

@@ -135,7 +135,7 @@ impl Watch {
 
 /// Transactions committed in this database so far.
 async fn commits(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+    sqlx::query_scalar!(r#"SELECT xact_commit AS "commits!" FROM pg_stat_database WHERE datname = current_database()"#)
         .fetch_one(pool)
         .await
         .unwrap_or(0)
@@ -143,6 +143,7 @@ async fn commits(pool: &PgPool) -> i64 {
 
 /// Statements run, when the pg_stat_statements extension is installed.
 async fn statements(pool: &PgPool) -> Option<i64> {
+    // Checked at run time: the extension may be absent, at build time too.
     sqlx::query_scalar("SELECT sum(calls)::bigint FROM pg_stat_statements").fetch_one(pool).await.ok().flatten()
 }
 

@@ -47,7 +47,7 @@ pub struct LoadArgs {
 }
 
 /// One closed (or not) session, as the books hold it.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 struct Row {
     room_name: String,
     status: String,
@@ -207,11 +207,12 @@ pub async fn load(config: &Config, args: LoadArgs) -> Result<ExitCode> {
 async fn closed_rows(pool: &PgPool, rooms: &[String], limit: Duration) -> Result<HashMap<String, Row>> {
     let until = Instant::now() + limit;
     loop {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT room_name, status, end_reason, charged_ms, rate_ms_per_second, worker_id \
-             FROM voice_sessions WHERE room_name = ANY($1)",
+        let rows = sqlx::query_as!(
+            Row,
+            r#"SELECT room_name, status AS "status!", end_reason, charged_ms, rate_ms_per_second, worker_id
+               FROM voice_sessions WHERE room_name = ANY($1)"#,
+            rooms
         )
-        .bind(rooms)
         .fetch_all(pool)
         .await
         .context("reading the load's sessions")?;

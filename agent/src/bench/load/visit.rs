@@ -73,10 +73,10 @@ fn user_jwt(target: &Target, user: UserId) -> Result<String> {
 
 /// A new user with one active card of `minutes`.
 async fn funded_user(pool: &PgPool, minutes: i32) -> Result<UserId> {
-    let user: UserId = sqlx::query_scalar(
-        "INSERT INTO users (email, full_name, password_hash) VALUES ($1, 'Load User', '!') RETURNING id",
+    let user = sqlx::query_scalar!(
+        r#"INSERT INTO users (email, full_name, password_hash) VALUES ($1, 'Load User', '!') RETURNING id AS "id: UserId""#,
+        format!("load-{}@bench.invalid", uuid::Uuid::new_v4().simple())
     )
-    .bind(format!("load-{}@bench.invalid", uuid::Uuid::new_v4().simple()))
     .fetch_one(pool)
     .await
     .context("creating a load user")?;

@@ -25,19 +25,19 @@ struct Said {
 /// in whatever order) and brings its payment and card in line.
 async fn record_outcome(tx: &mut Transaction<'_, Postgres>, intent: &str, said: Said) -> Result<String, ApiError> {
     lock_intent(tx, intent).await?;
-    sqlx::query(
-        "INSERT INTO stripe_payment_outcomes (stripe_payment_intent_id, refunded, partially_refunded, dispute) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT (stripe_payment_intent_id) DO UPDATE SET \
-             refunded = stripe_payment_outcomes.refunded OR EXCLUDED.refunded, \
-             partially_refunded = stripe_payment_outcomes.partially_refunded OR EXCLUDED.partially_refunded, \
-             dispute = CASE WHEN stripe_payment_outcomes.dispute IN ('won', 'lost') THEN stripe_payment_outcomes.dispute \
-                            ELSE COALESCE(EXCLUDED.dispute, stripe_payment_outcomes.dispute) END, \
+    sqlx::query!(
+        "INSERT INTO stripe_payment_outcomes (stripe_payment_intent_id, refunded, partially_refunded, dispute)
+         VALUES ($1, $2, $3, $4) ON CONFLICT (stripe_payment_intent_id) DO UPDATE SET
+             refunded = stripe_payment_outcomes.refunded OR EXCLUDED.refunded,
+             partially_refunded = stripe_payment_outcomes.partially_refunded OR EXCLUDED.partially_refunded,
+             dispute = CASE WHEN stripe_payment_outcomes.dispute IN ('won', 'lost') THEN stripe_payment_outcomes.dispute
+                            ELSE COALESCE(EXCLUDED.dispute, stripe_payment_outcomes.dispute) END,
              updated_at = NOW()",
+        intent,
+        said.refunded,
+        said.partially_refunded,
+        said.dispute
     )
-    .bind(intent)
-    .bind(said.refunded)
-    .bind(said.partially_refunded)
-    .bind(said.dispute)
     .execute(&mut **tx)
     .await?;
     match settle(tx, intent).await? {
@@ -56,20 +56,23 @@ async fn record_outcome(tx: &mut Transaction<'_, Postgres>, intent: &str, said: 
 /// (the merchant chose to return part of the money). `None` while the
 /// payment itself has not arrived. Running it again changes nothing.
 pub(super) async fn settle(tx: &mut Transaction<'_, Postgres>, intent: &str) -> Result<Option<String>, ApiError> {
-    let said: Option<(bool, bool, Option<String>)> = sqlx::query_as(
+    let said = sqlx::query!(
         "SELECT refunded, partially_refunded, dispute FROM stripe_payment_outcomes WHERE stripe_payment_intent_id = $1",
+        intent
     )
-    .bind(intent)
     .fetch_optional(&mut **tx)
     .await?;
-    let Some((refunded, partially, dispute)) = said else { return Ok(None) };
-    let paid: Option<(uuid::Uuid, String, Option<CardId>)> = sqlx::query_as(
-        "SELECT id, status, time_card_id FROM payment_history WHERE stripe_payment_intent_id = $1 FOR UPDATE",
+    let Some((refunded, partially, dispute)) = said.map(|s| (s.refunded, s.partially_refunded, s.dispute)) else {
+        return Ok(None);
+    };
+    let paid = sqlx::query!(
+        r#"SELECT id, status, time_card_id AS "time_card_id: CardId"
+           FROM payment_history WHERE stripe_payment_intent_id = $1 FOR UPDATE"#,
+        intent
     )
-    .bind(intent)
     .fetch_optional(&mut **tx)
     .await?;
-    let Some((payment, was, card)) = paid else { return Ok(None) };
+    let Some((payment, was, card)) = paid.map(|p| (p.id, p.status, p.time_card_id)) else { return Ok(None) };
     let dispute = dispute.as_deref();
     let status = match () {
         _ if dispute == Some("lost") => "dispute_lost",
@@ -80,11 +83,7 @@ pub(super) async fn settle(tx: &mut Transaction<'_, Postgres>, intent: &str) -> 
         _ => was.as_str(),
     }
     .to_string();
-    sqlx::query("UPDATE payment_history SET status = $2 WHERE id = $1")
-        .bind(payment)
-        .bind(&status)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query!("UPDATE payment_history SET status = $2 WHERE id = $1", payment, &status).execute(&mut **tx).await?;
     let Some(card) = card else { return Ok(Some(format!("payment {status}; no card"))) };
     use metering::cards::{self, Revocation};
     let c = if dispute == Some("lost") {

@@ -7,7 +7,8 @@
 # app's browser test, redis-server and haproxy for the cluster test
 # (agent/tests/cluster.rs); the voice and web tests start the speech
 # services and the local stack and build the web app themselves), then
-# format check, lints, every Rust test, the Python clients' self-test and the
+# format check, the offline query data's check (sqlx-cli, scripts/sqlx-cli.sh),
+# lints, every Rust test, the Python clients' self-test and the
 # deployment files' checks (scripts/check-deploy.sh: hadolint, helm,
 # systemd-analyze, promtool).
 set -euo pipefail
@@ -33,6 +34,16 @@ bash scripts/web.sh build
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
+# The offline query data (.sqlx/, which every build reads instead of a
+# database) must match the schema the migrations make: `prepare --check`
+# against a database freshly migrated for it fails on stale data or a wrong
+# column. See README, "Adding a query".
+SQLX_URL="${DATABASE_URL%%\?*}"
+SQLX_URL="${SQLX_URL%/*}/mindbot_sqlx"
+SQLX_BIN="$(bash scripts/sqlx-cli.sh)"
+log "cargo sqlx prepare --check (database mindbot_sqlx, migrated from migrations/)"
+PATH="$SQLX_BIN:$PATH" cargo sqlx database reset -y --source migrations --database-url "$SQLX_URL" >/dev/null
+PATH="$SQLX_BIN:$PATH" DATABASE_URL="$SQLX_URL" cargo sqlx prepare --workspace --check -- --all-targets --locked
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo test"

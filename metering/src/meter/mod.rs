@@ -33,7 +33,8 @@ use crate::error::{Error, Result};
 use crate::ids::{SessionId, UserId};
 use crate::money::Millis;
 use crate::records::VoiceSession;
-use crate::store::{CloseSession, EndReason, OpenRules, OpenSession, Store, TickEntry, TickResult};
+use crate::session::{EndReason, OpenRules, OpenSession};
+use crate::store::{CloseSession, Store, TickEntry, TickResult};
 use state::{Account, Exhaustion, Live};
 
 /// Meter settings; see `config.toml` for each default's reason.

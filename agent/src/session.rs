@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use livekit_api::services::room::RoomClient;
 use metering::meter::{Meter, MeterEvent, MeteredSession};
-use metering::store::{EndReason, OpenRules, OpenSession};
+use metering::session::{EndReason, OpenRules, OpenSession};
 use metering::{reservations, UserId};
 use mindbot_transport::room::{self, ConnectOptions, DisconnectReason, OutgoingData, Room, RoomEvent, RoomEvents};
 use mindbot_transport::worker::Assignment;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use api_support::*;
 use livekit_api::access_token::AccessToken;
 use metering::meter::{Meter, MeterConfig, MeterEvent};
-use metering::store::OpenSession;
+use metering::session::OpenSession;
 use metering::{Rate, UserId};
 use serde_json::{json, Value};
 use sqlx::PgPool;

@@ -11,8 +11,10 @@
 //! - [`balance`]: what a user holds and can afford.
 //! - [`reservations`]: places held by issued session tokens.
 //! - [`rewards`]: earned cards from rewarded ad views, and the ad report.
+//! - [`session`]: what a metered session is opened with and why it ended.
 //! - [`meter`]: live sessions, ticks batched per worker, warnings, exhaustion.
-//! - [`store`]: the SQL behind the meter (tick batches, open, close, reaping).
+//! - [`store`]: the SQL behind the meter: [`store::ticks`] (tick batches) and
+//!   [`store::lifecycle`] (open, close, reaping).
 //! - [`audit`]: the invariants, checked over the whole database.
 
 pub mod audit;
@@ -26,6 +28,7 @@ pub mod money;
 pub mod records;
 pub mod reservations;
 pub mod rewards;
+pub mod session;
 pub mod store;
 pub(crate) mod users;
 

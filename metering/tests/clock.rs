@@ -10,7 +10,7 @@ use std::time::Duration;
 use metering::audit;
 use metering::meter::{Clock, Meter, MeterConfig};
 use metering::records::CardStatus;
-use metering::store::EndReason;
+use metering::session::EndReason;
 use metering::{CardId, Millis, SessionId, UserId};
 use sqlx::PgPool;
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 use chrono::Utc;
 use metering::audit;
 use metering::meter::{Meter, MeterEvent};
-use metering::store::{EndReason, TickEntry, TickResult};
+use metering::session::EndReason;
+use metering::store::{TickEntry, TickResult};
 use metering::Millis;
 use sqlx::PgPool;
 
@@ -559,7 +560,7 @@ async fn the_audit_flags_two_charged_sessions_of_one_job_that_overlap(pool: PgPo
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_daily_limited_persona_opens_one_session_per_user_at_a_time(pool: PgPool) {
-    use metering::store::OpenRules;
+    use metering::session::OpenRules;
     let u = user(&pool).await;
     card(&pool, u, 10).await;
     let meter = Meter::start(pool.clone(), fast_config());

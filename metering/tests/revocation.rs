@@ -11,7 +11,7 @@ use std::time::Duration;
 use metering::cards::{self, Revocation};
 use metering::meter::{Meter, MeterEvent};
 use metering::records::CardStatus;
-use metering::store::EndReason;
+use metering::session::EndReason;
 use metering::{audit, CardId, Millis};
 use sqlx::PgPool;
 

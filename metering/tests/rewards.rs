@@ -9,7 +9,7 @@ use std::time::Duration;
 use metering::audit;
 use metering::meter::{Meter, MeterEvent};
 use metering::rewards::{self, ConfirmedView, NoReward, RewardOutcome, RewardPolicy};
-use metering::store::EndReason;
+use metering::session::EndReason;
 use metering::{Millis, UserId};
 use sqlx::PgPool;
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use metering::meter::{Meter, MeteredSession};
-use metering::store::{EndReason, OpenSession};
+use metering::session::{EndReason, OpenSession};
 use metering::{Rate, UserId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};

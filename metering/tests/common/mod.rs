@@ -11,7 +11,7 @@ use std::time::Duration;
 use metering::cards::{self, ActivationPolicy};
 use metering::meter::{MeterConfig, MeterEvent, MeteredSession};
 use metering::records::TimeCard;
-use metering::store::OpenSession;
+use metering::session::OpenSession;
 use metering::{Rate, UserId};
 use sqlx::PgPool;
 use tokio::net::{TcpListener, TcpStream};

@@ -16,7 +16,8 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
 use axum::Json;
 use livekit_protocol::participant_info::Kind;
-use metering::store::{EndReason, Store};
+use metering::session::EndReason;
+use metering::store::Store;
 use metering::UserId;
 
 use super::Received;

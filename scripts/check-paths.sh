@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Docs that cannot go stale: every repository path a doc or a comment names
-# must exist in the checkout. Scans README.md, docs/**/*.md, the crates'
-# README.md, config.toml's comments, and the comments (and Python docstrings)
-# of *.rs, *.sh, *.py, *.ts, *.tsx, *.mjs and .ci/run; a path counts when its
-# first part is one of the repository's top-level entries (agent/, scripts/,
-# migrations/, ...) or, for a path written relative to a crate or package
-# (the nearest folder with a Cargo.toml or package.json), one of that
-# folder's entries (src/, tests/, ...). Existence is git's view of the tree
-# (tracked files and untracked ones not ignored), so a path that only a build
-# makes does not pass. Not paths: URLs and anything after `/`, `~` or `$`,
-# globs (`*`), placeholders (`<name>`, `{x}`, `...`), and paths the text marks
-# as examples (`e.g.`, `for example`, `like`, `such as` just before).
+# must exist in the checkout. Scans README.md, docs/**/*.md and the crates'
+# README.md whole, and the comments (and Python docstrings) of config.toml and
+# the other TOML files, *.rs, *.sh, *.py, *.ts, *.tsx, *.mjs, *.css, the
+# deployment files (Containerfile, YAML, systemd unit) and .ci/run.
+# A path counts when its first part is a top-level entry of the repository
+# (agent/, scripts/, migrations/, ...) or an entry of a folder it may be
+# written relative to: the crate or package of the file that names it (the
+# nearest folder with a Cargo.toml or package.json), that crate's src/, or
+# the file's own folder; it passes when it exists relative to one of them.
+# Existence is git's view of the tree (tracked files, and untracked ones not
+# ignored), so a path only a build makes does not pass. Not paths: URLs and
+# anything after `/`, `~` or `$`; globs (`*`); placeholders (`<name>`, `{x}`,
+# `...`); paths the text marks as examples (`e.g.`, `for example`, `like`,
+# `such as` just before); the few in ALLOWED below, each with its reason.
 #
 #   scripts/check-paths.sh    exit 1 naming file:line and each missing path
 #
@@ -52,8 +55,8 @@ def package_dir(path):
 def is_doc(f):
     return f == "README.md" or f.endswith("/README.md") or (f.startswith("docs/") and f.endswith(".md"))
 
-SLASH_COMMENTS = (".rs", ".ts", ".tsx", ".mjs", ".js")
-HASH_COMMENTS = (".sh", ".py", ".toml")
+SLASH_COMMENTS = (".rs", ".ts", ".tsx", ".mjs", ".js", ".css")
+HASH_COMMENTS = (".sh", ".py", ".toml", ".yml", ".yaml", ".service", "Containerfile", ".gitignore", ".containerignore")
 
 def slash_comment(line):
     """The text after a // that does not follow a colon (URLs), or after /* or a leading *."""

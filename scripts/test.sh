@@ -21,6 +21,7 @@ export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
 # Build outside the clone, so the next clone (CI) reuses what is built.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$TOOLS/target}"
 
+bash scripts/check-paths.sh  # every repository path a doc or comment names exists
 bash scripts/deps.sh
 # Prometheus and promtool for the scrape test (test-only, not a worker need).
 command -v promtool >/dev/null || apt_install prometheus

@@ -159,6 +159,19 @@ def join_token(args: argparse.Namespace) -> str:
     )
 
 
+async def read_text_stream(reader: Any, entry: dict, now: Callable[[], float]) -> None:
+    """Read a LiveKit text stream to its end into `entry`: its "text" and
+    "chunks", "error" if it broke, then its final "attributes" and "at" = now()."""
+    try:
+        async for chunk in reader:
+            entry["text"] += chunk
+            entry["chunks"] += 1
+    except Exception as e:  # report what broke the stream
+        entry["error"] = str(e)
+    entry["attributes"] = dict(reader.info.attributes or {})
+    entry["at"] = now()
+
+
 def run_main(main: Callable[[], Awaitable[dict]]) -> None:
     """Run an async main that returns the result dict; turn failures into
     {"error": ...} with exit status 1 (2 for usage errors, from argparse)."""

@@ -49,8 +49,8 @@ from typing import Optional
 import numpy as np
 from livekit import rtc
 
-from common import (ClientError, Parser, add_join_args, join_token, log, run_main,
-                    setup_logging)
+from common import (ClientError, Parser, add_join_args, join_token, log, read_text_stream,
+                    run_main, setup_logging)
 
 SAMPLE_RATE = 48000
 FRAME_MS = 20
@@ -298,14 +298,7 @@ async def main() -> dict:
         entry = {"topic": reader.info.topic, "from": sender, "attributes": {}, "text": "",
                  "chunks": 0, "at": None}
         st.texts.append(entry)
-        try:
-            async for chunk in reader:
-                entry["text"] += chunk
-                entry["chunks"] += 1
-        except Exception as e:  # report what broke the stream
-            entry["error"] = str(e)
-        entry["attributes"] = dict(reader.info.attributes or {})
-        entry["at"] = st.now()
+        await read_text_stream(reader, entry, st.now)
         log.info("text stream on %r from %s: %d bytes in %d chunks, attributes %s",
                  entry["topic"], sender, len(entry["text"].encode()), entry["chunks"],
                  entry["attributes"])

@@ -51,7 +51,8 @@ from typing import Optional
 import numpy as np
 from livekit import rtc
 
-from common import ClientError, Parser, add_join_args, join_token, log, run_main, setup_logging
+from common import (ClientError, Parser, add_join_args, join_token, log, read_text_stream, run_main,
+                    setup_logging)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "speech"))
 import speech  # noqa: E402
@@ -289,14 +290,7 @@ async def main() -> dict:
     async def read_transcript(reader: rtc.TextStreamReader, sender: str) -> None:
         entry = {"from": sender, "attributes": {}, "text": "", "chunks": 0, "at": None}
         transcripts.append(entry)
-        try:
-            async for chunk in reader:
-                entry["text"] += chunk
-                entry["chunks"] += 1
-        except Exception as e:  # report what broke the stream
-            entry["error"] = str(e)
-        entry["attributes"] = dict(reader.info.attributes or {})
-        entry["at"] = round(time.monotonic() - clock_start, 3)
+        await read_text_stream(reader, entry, lambda: round(time.monotonic() - clock_start, 3))
         log.info("transcript from %s: %r %s", sender, entry["text"][:80], entry["attributes"])
 
     room.register_text_stream_handler(
@@ -328,6 +322,16 @@ async def main() -> dict:
     mouth = Mouth(source, Noise(args.noise) if args.noise is not None else None)
     mouth.gap = args.gap
     tasks.append(asyncio.create_task(mouth.run()))
+
+    async def hear_answer(turn: dict, onset: float) -> float:
+        """Wait for the answer that began at `onset` to end; note its length and,
+        unless --no-transcribe, what it said. Returns when it ended."""
+        last = await ear.wait_quiet(args.quiet, args.answer_timeout)
+        turn["seconds"] = round(last - onset, 2)
+        if not args.no_transcribe:
+            pcm = ear.audio(onset - 0.1, last + 0.1)
+            turn["transcript"] = await asyncio.get_running_loop().run_in_executor(None, transcribe, pcm, RATE)
+        return last
 
     report: dict = {"joined": True, "greeting": None, "turns": [], "barge_in": None, "noise_alone": None,
                     "typed": [], "my_track": publication.sid, "agent_states": states, "transcripts": transcripts}
@@ -383,12 +387,8 @@ async def main() -> dict:
                 await asyncio.sleep(max(0.0, onset + coughs[i] - time.monotonic()))
                 start, _ = await mouth.send(cough(), "a cough")
                 turn["cough_at_s"] = round(start - onset, 2)
-            last = await ear.wait_quiet(args.quiet, args.answer_timeout)
-            turn["seconds"] = round(last - onset, 2)
+            last = await hear_answer(turn, onset)
             if not args.no_transcribe:
-                pcm = ear.audio(onset - 0.1, last + 0.1)
-                turn["transcript"] = await asyncio.get_running_loop().run_in_executor(
-                    None, transcribe, pcm, RATE)
                 log.info("answer to %r: %r", text, turn["transcript"])
         if args.junk_chat:
             writer = await room.local_participant.stream_text(topic="lk.chat")
@@ -405,12 +405,7 @@ async def main() -> dict:
                 log.info("no answer to typed %r", text)
                 continue
             turn["latency_ms"] = round((onset - sent_at) * 1000, 1)
-            last = await ear.wait_quiet(args.quiet, args.answer_timeout)
-            turn["seconds"] = round(last - onset, 2)
-            if not args.no_transcribe:
-                pcm = ear.audio(onset - 0.1, last + 0.1)
-                turn["transcript"] = await asyncio.get_running_loop().run_in_executor(
-                    None, transcribe, pcm, RATE)
+            last = await hear_answer(turn, onset)
         if args.stay > 0:
             try:
                 await asyncio.wait_for(disconnected.wait(), args.stay)

@@ -29,8 +29,6 @@ Usage: server.py --port 7890 [--host 127.0.0.1]
 from __future__ import annotations
 
 import argparse
-import email.parser
-import email.policy
 import io
 import json
 import re
@@ -38,11 +36,16 @@ import sys
 import threading
 import time
 import wave
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 
 import speech
+
+# The HTTP plumbing is the local voice stack's (voice/local/service.py).
+sys.path.append(str(Path(__file__).resolve().parents[2] / "voice" / "local"))
+from service import ServiceHandler, multipart_field, wav_bytes  # noqa: E402
 
 SPEECH_RATE = 24000  # OpenAI's "pcm" format
 FAILS: dict = {}
@@ -105,25 +108,13 @@ def respond(body: dict) -> dict:
     return {"content": reply(name)}
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, fmt, *args):  # quiet; errors still go to stderr
-        pass
-
+class Handler(ServiceHandler):
     def body(self) -> bytes:
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
 
-    def send(self, status: int, payload: bytes, ctype: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def error(self, status: int, message: str) -> None:
-        self.send(status, json.dumps({"error": {"message": message, "type": "test_service"}}).encode())
+    def error_type(self, status: int) -> str:
+        return "test_service"
 
     def do_GET(self):
         if self.path == "/healthz":
@@ -173,23 +164,12 @@ class Handler(BaseHTTPRequestHandler):
         if fmt == "pcm":
             return self.send(200, pcm.tobytes(), "audio/pcm")
         if fmt == "wav":
-            buf = io.BytesIO()
-            with wave.open(buf, "wb") as w:
-                w.setnchannels(1)
-                w.setsampwidth(2)
-                w.setframerate(SPEECH_RATE)
-                w.writeframes(pcm.tobytes())
-            return self.send(200, buf.getvalue(), "audio/wav")
+            return self.send(200, wav_bytes(pcm.tobytes(), SPEECH_RATE), "audio/wav")
         self.error(400, f"response_format {fmt!r} is not supported (pcm, wav)")
 
     def stt(self, raw: bytes) -> None:
         ctype = self.headers.get("Content-Type", "")
-        msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-            f"Content-Type: {ctype}\r\n\r\n".encode() + raw)
-        audio = None
-        for part in msg.iter_parts():
-            if part.get_param("name", header="content-disposition") == "file":
-                audio = part.get_payload(decode=True)
+        audio = multipart_field(ctype, raw, "file")
         if audio is None:
             return self.error(400, "multipart field 'file' is missing")
         with wave.open(io.BytesIO(audio)) as w:

@@ -27,18 +27,17 @@ Usage: server.py --serve stt|tts --port 7892 [--host 127.0.0.1] [--threads 2]
 from __future__ import annotations
 
 import argparse
-import email.parser
-import email.policy
 import io
 import json
 import os
-import re
 import sys
 import threading
 import wave
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import numpy as np
+
+from service import ServiceHandler, multipart_field, wav_bytes
 
 OUT_RATE = 24000  # OpenAI's "pcm" format
 MAX_TEXT = 4096   # characters per speech request, as OpenAI's API allows
@@ -130,37 +129,12 @@ class Listener:
 ENGINE = None
 
 
-def wav_bytes(pcm: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(OUT_RATE)
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
-
-
 def to_int16(audio: np.ndarray) -> np.ndarray:
     return (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(ServiceHandler):
     serve = "tts"
-
-    def log_message(self, fmt, *args):  # quiet; errors still go to stderr
-        pass
-
-    def send(self, status: int, payload: bytes, ctype: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def error(self, status: int, message: str) -> None:
-        body = {"error": {"message": message, "type": "invalid_request_error" if status == 400 else "server_error"}}
-        self.send(status, json.dumps(body).encode())
 
     def do_GET(self):
         if self.path == "/healthz":
@@ -207,7 +181,7 @@ class Handler(BaseHTTPRequestHandler):
         pieces = ENGINE.sentences(text, spec)
         if fmt == "wav":
             pcm = np.concatenate([to_int16(a) for a in pieces] or [np.zeros(0, "<i2")])
-            return self.send(200, wav_bytes(pcm), "audio/wav")
+            return self.send(200, wav_bytes(pcm.tobytes(), OUT_RATE), "audio/wav")
         # pcm: streamed a sentence at a time, so the agent speaks the first
         # sentence while the next is synthesised.
         self.send_response(200)
@@ -225,12 +199,7 @@ class Handler(BaseHTTPRequestHandler):
         ctype = self.headers.get("Content-Type", "")
         if not ctype.startswith("multipart/form-data"):
             raise BadRequest("the body must be multipart/form-data with a WAV 'file'")
-        msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-            f"Content-Type: {ctype}\r\n\r\n".encode() + raw)
-        audio = None
-        for part in msg.iter_parts():
-            if part.get_param("name", header="content-disposition") == "file":
-                audio = part.get_payload(decode=True)
+        audio = multipart_field(ctype, raw, "file")
         if audio is None:
             raise BadRequest("multipart field 'file' is missing")
         try:

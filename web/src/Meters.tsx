@@ -3,17 +3,21 @@
 import { useEffect, useState } from "react";
 import { analyse, bands, rms } from "./audio";
 
-/// How loud the microphone is, as a meter screen readers announce on request.
-export function MicMeter({ track }: { track: MediaStreamTrack | null }) {
-  const [level, setLevel] = useState(0);
+/// While `track` is set, reads it through an analyser (of `fftSize`, or the
+/// default) each animation frame: `start` is given the analyser once and
+/// returns what to run each frame.
+function useEachFrame(
+  track: MediaStreamTrack | null,
+  fftSize: number | undefined,
+  start: (analyser: AnalyserNode) => () => void,
+) {
   useEffect(() => {
     if (!track) return;
-    const { analyser, close } = analyse(track);
-    const buffer = new Float32Array(analyser.fftSize);
+    const { analyser, close } = analyse(track, fftSize);
+    const read = start(analyser);
     let frame = 0;
     const tick = () => {
-      // Speech RMS sits around 0.05-0.3: scale so it fills the bar.
-      setLevel(Math.min(100, Math.round(rms(analyser, buffer) * 300)));
+      read();
       frame = requestAnimationFrame(tick);
     };
     frame = requestAnimationFrame(tick);
@@ -22,6 +26,16 @@ export function MicMeter({ track }: { track: MediaStreamTrack | null }) {
       close();
     };
   }, [track]);
+}
+
+/// How loud the microphone is, as a meter screen readers announce on request.
+export function MicMeter({ track }: { track: MediaStreamTrack | null }) {
+  const [level, setLevel] = useState(0);
+  useEachFrame(track, undefined, (analyser) => {
+    const buffer = new Float32Array(analyser.fftSize);
+    // Speech RMS sits around 0.05-0.3: scale so it fills the bar.
+    return () => setLevel(Math.min(100, Math.round(rms(analyser, buffer) * 300)));
+  });
   return (
     <div className="meter-row">
       <span id="mic-label">Microphone</span>
@@ -46,21 +60,10 @@ const BARS = 7;
 /// agent's state is announced instead).
 export function AgentVisualizer({ track, state }: { track: MediaStreamTrack | null; state: string }) {
   const [levels, setLevels] = useState<number[]>(() => new Array(BARS).fill(0));
-  useEffect(() => {
-    if (!track) return;
-    const { analyser, close } = analyse(track, 128);
+  useEachFrame(track, 128, (analyser) => {
     const buffer = new Uint8Array(analyser.frequencyBinCount);
-    let frame = 0;
-    const tick = () => {
-      setLevels(bands(analyser, buffer, BARS));
-      frame = requestAnimationFrame(tick);
-    };
-    frame = requestAnimationFrame(tick);
-    return () => {
-      cancelAnimationFrame(frame);
-      close();
-    };
-  }, [track]);
+    return () => setLevels(bands(analyser, buffer, BARS));
+  });
   return (
     <div className={`visualizer state-${state}`} aria-hidden="true">
       {levels.map((l, i) => (

@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiJson, ErrorBody};
 use super::me::CardView;
+use super::responses::{JsonBody, NeedsUser};
 use super::Api;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -36,11 +37,9 @@ pub struct Activated {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The card is active for the caller", body = Activated),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        JsonBody,
+        NeedsUser,
         (status = 409, description = "The code was used already", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "The code is not valid (field `code`)", body = ErrorBody),
         (status = 429, description = "Too many wrong codes; see Retry-After", body = ErrorBody),
     ))]

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiQuery, ErrorBody};
 use super::personas::pickable;
+use super::responses::NeedsUser;
 use super::Api;
 
 /// One card as its owner sees it (the activation code is not repeated).
@@ -89,7 +90,7 @@ pub struct BalanceView {
 #[utoipa::path(get, path = "/v1/me/balance", tag = "me", security(("bearer" = [])),
     responses(
         (status = 200, description = "Exact balance, cards, seconds per persona", body = BalanceView),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        NeedsUser,
     ))]
 pub async fn balance(State(api): State<Arc<Api>>, auth: AuthUser) -> Result<Json<BalanceView>, ApiError> {
     let b = metering::balance::balance(&api.pool, auth.user).await?;
@@ -130,7 +131,7 @@ pub struct CardList {
 #[utoipa::path(get, path = "/v1/me/cards", tag = "me", security(("bearer" = [])),
     responses(
         (status = 200, description = "Every card of the caller, spendable ones first in paying order", body = CardList),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        NeedsUser,
     ))]
 pub async fn cards(State(api): State<Arc<Api>>, auth: AuthUser) -> Result<Json<CardList>, ApiError> {
     let b = metering::balance::balance(&api.pool, auth.user).await?;
@@ -204,7 +205,7 @@ pub struct SessionPage {
 #[utoipa::path(get, path = "/v1/me/sessions", tag = "me", params(Page), security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's sessions, newest first", body = SessionPage),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        NeedsUser,
         (status = 422, description = "A paging parameter is invalid (named)", body = ErrorBody),
     ))]
 pub async fn sessions(

@@ -32,6 +32,7 @@ pub mod me;
 pub mod my_personas;
 pub mod openapi;
 pub mod personas;
+pub mod responses;
 pub mod sessions;
 pub mod token_source;
 pub mod webhooks;

@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use super::responses::{JsonBody, NeedsUser};
 use super::Api;
 
 /// A slug that cannot name a persona is a 422 on `persona`.
@@ -97,7 +98,7 @@ pub async fn pickable(api: &Api) -> Result<Vec<(PersonaConfig, &'static str)>, A
 #[utoipa::path(get, path = "/v1/personas", tag = "personas", security(("bearer" = [])),
     responses(
         (status = 200, description = "Personas this user may pick (access level and age)", body = PersonaList),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        NeedsUser,
     ))]
 pub async fn list(State(api): State<Arc<Api>>, auth: AuthUser) -> Result<Json<PersonaList>, ApiError> {
     let level = personas::usage::user_level(&api.pool, &api.access.plans, auth.user, Utc::now()).await?;
@@ -166,12 +167,10 @@ pub struct RatingRecorded {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Rating recorded", body = RatingRecorded),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        JsonBody,
+        NeedsUser,
         (status = 404, description = "No such session of this user with this persona", body = ErrorBody),
         (status = 409, description = "This session is rated already (`already_rated`), or has no metered second (`session_not_metered`)", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "A field is invalid (named)", body = ErrorBody),
     ))]
 pub async fn rate(
@@ -302,10 +301,8 @@ pub fn check_ad_type(t: &str) -> Result<(), ApiError> {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Recorded; earns nothing (rewards come from the signed callback)", body = Recorded),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
+        JsonBody,
+        NeedsUser,
         (status = 422, description = "A field is invalid (named)", body = ErrorBody),
     ))]
 pub async fn ad_interaction(

@@ -25,6 +25,7 @@ use utoipa::ToSchema;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiJson, ErrorBody};
 use super::personas::validate_slug;
+use super::responses::{JsonBody, NeedsUser, SessionRefusals};
 use super::Api;
 use crate::session::{dispatch_token, JobMetadata};
 
@@ -62,13 +63,9 @@ pub struct SessionGrant {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "A token for a new room; the agent is dispatched when the user joins", body = SessionGrant),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 402, description = "Balance below the minimum", body = ErrorBody),
-        (status = 403, description = "Access level, age or daily limit", body = ErrorBody),
-        (status = 404, description = "Unknown persona", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
+        JsonBody,
+        NeedsUser,
+        SessionRefusals,
         (status = 422, description = "A field is invalid (named)", body = ErrorBody),
         (status = 429, description = "Too many open sessions or live tokens (`too_many_sessions`), or one of this daily-limited persona is open (`persona_session_open`)", body = ErrorBody),
     ))]

@@ -32,6 +32,7 @@ use utoipa::ToSchema;
 
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiJson, ErrorBody};
+use super::responses::{JsonBody, NeedsUser, SessionRefusals};
 use super::sessions::{grant, CreateSession};
 use super::Api;
 
@@ -110,13 +111,9 @@ struct DispatchMetadata {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Connection details for a new room; the agent is dispatched when the user joins", body = TokenSourceResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 402, description = "Balance below the minimum", body = ErrorBody),
-        (status = 403, description = "Access level, age or daily limit", body = ErrorBody),
-        (status = 404, description = "Unknown persona", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
+        JsonBody,
+        NeedsUser,
+        SessionRefusals,
         (status = 422, description = "A field is invalid (named): no persona, another identity, another agent", body = ErrorBody),
         (status = 429, description = "Too many open sessions or live tokens, or one of this daily-limited persona is open", body = ErrorBody),
     ))]

@@ -186,9 +186,10 @@ async fn measure(config: &Config, args: &AgentsArgs, kind: Kind, pool: &PgPool, 
     let server = Server::new(config);
     let mut f = Figures::default();
     let run = async {
-        phases::join_phase(config, args, &c, &server, &join_users, &mut f).await?;
-        phases::hangup_phase(config, args, &c, &server, &hangup_users, &mut f).await?;
-        phases::load_phase(config, args, &c, &server, &load_users, &mut f).await
+        let phases = phases::Phases { config, args, c: &c, server: &server };
+        phases.join(&join_users, &mut f).await?;
+        phases.hangup(&hangup_users, &mut f).await?;
+        phases.load(&load_users, &mut f).await
     }
     .await;
     if let Err(e) = &run {

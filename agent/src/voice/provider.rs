@@ -81,11 +81,17 @@ impl Endpoint {
         content_type: &str,
         body: Vec<u8>,
     ) -> Result<reqwest::Response, ProviderError> {
+        let request = || {
+            let req = client.post(self.url(path)).header(CONTENT_TYPE, content_type).body(body.clone());
+            match self.api_key.expose() {
+                "" => req,
+                key => req.header(AUTHORIZATION, format!("Bearer {key}")),
+            }
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = self.post_once(client, path, content_type, body.clone()).await;
-            match result {
+            match self.send(request()).await {
                 Err(e) if attempt == 1 && e.retryable() => {
                     warn!(stage = self.stage, provider = %self.provider, error = %e, "provider call failed; retrying once");
                 }
@@ -94,17 +100,8 @@ impl Endpoint {
         }
     }
 
-    async fn post_once(
-        &self,
-        client: &reqwest::Client,
-        path: &str,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> Result<reqwest::Response, ProviderError> {
-        let mut req = client.post(self.url(path)).header(CONTENT_TYPE, content_type).body(body);
-        if !self.api_key.expose().is_empty() {
-            req = req.header(AUTHORIZATION, format!("Bearer {}", self.api_key.expose()));
-        }
+    /// Sends one attempt, bounded by the provider's timeout.
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ProviderError> {
         let resp = match tokio::time::timeout(self.timeout, req.send()).await {
             Err(_) => return Err(self.timed_out()),
             Ok(Err(e)) if e.is_timeout() => return Err(self.timed_out()),

@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use super::responses::{JsonBody, NeedsUser};
 use super::Api;
 use schema::{NewPersona, PersonaPatch};
 
@@ -73,7 +74,7 @@ pub struct PersonaRemoved {
 #[utoipa::path(get, path = "/v1/me/personas", tag = "personas", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's custom personas, active and retired", body = MyPersonaList),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        NeedsUser,
     ))]
 pub async fn list(State(api): State<Arc<Api>>, auth: AuthUser) -> Result<Json<MyPersonaList>, ApiError> {
     let rows = sqlx::query_as!(
@@ -93,11 +94,9 @@ pub async fn list(State(api): State<Arc<Api>>, auth: AuthUser) -> Result<Json<My
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created", body = MyPersona),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        JsonBody,
+        NeedsUser,
         (status = 409, description = "The slug is taken (`slug_taken`), or the caller owns `api.max_custom_personas` already (`persona_limit`)", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "A field is invalid, a built-in slug, or a multiplier under the floor (named)", body = ErrorBody),
     ))]
 pub async fn create(
@@ -163,11 +162,9 @@ pub async fn create(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Changed", body = MyPersona),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        JsonBody,
+        NeedsUser,
         (status = 404, description = "The caller has no custom persona with this slug", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "A field is invalid, or the multiplier under the floor (named)", body = ErrorBody),
     ))]
 pub async fn edit(
@@ -219,7 +216,7 @@ pub async fn edit(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Deleted, or retired when sessions used it", body = PersonaRemoved),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        NeedsUser,
         (status = 404, description = "The caller has no custom persona with this slug", body = ErrorBody),
         (status = 422, description = "The path is not valid", body = ErrorBody),
     ))]

@@ -4,9 +4,12 @@
 //! these types only tell clients (and schemathesis) what a valid body looks
 //! like. A test keeps the listed tools and fields equal to the crate's.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
 
 /// How a persona sounds.
 #[derive(ToSchema)]
@@ -124,46 +127,36 @@ pub struct NewPersona {
 
 /// Changes to a custom persona: any owner-written field of [`NewPersona`]
 /// (`slug` only if unchanged), replacing the stored value; the result is
-/// checked as a whole. `is_active` retires or restores it.
-#[derive(ToSchema)]
-#[allow(dead_code)] // documents the body; see NewPersona
-pub struct PersonaPatch {
-    #[schema(pattern = "\\S")]
-    pub name: Option<String>,
-    #[schema(pattern = "\\S")]
-    pub summary: Option<String>,
-    #[schema(pattern = "\\S")]
-    pub category: Option<String>,
-    pub access_level: Option<LevelDoc>,
-    #[schema(pattern = "\\S")]
-    pub persona: Option<String>,
-    #[schema(pattern = "\\S")]
-    pub purpose: Option<String>,
-    #[schema(pattern = "\\S")]
-    pub system_prompt: Option<String>,
-    pub voice: Option<VoiceDoc>,
-    pub tools: Option<Vec<ToolDoc>>,
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub custom_tools: Option<Vec<Value>>,
-    #[schema(pattern = "\\S")]
-    pub safety: Option<String>,
-    pub content_filters: Option<Vec<String>>,
-    #[schema(minimum = 1, maximum = 120)]
-    pub age_restriction: Option<i32>,
-    #[schema(pattern = "\\S")]
-    pub version: Option<String>,
-    pub is_active: Option<bool>,
-    #[schema(minimum = 1.0, maximum = 1000.0, multiple_of = 0.001)]
-    pub base_cost_multiplier: Option<f64>,
-    #[schema(minimum = 1)]
-    pub session_time_limit: Option<i32>,
-    #[schema(minimum = 2)]
-    pub premium_session_time_limit: Option<i32>,
-    #[schema(minimum = 1)]
-    pub daily_usage_limit: Option<i32>,
-    pub ad_supported: Option<bool>,
-    pub premium_features: Option<Vec<String>>,
-    pub user_customizable_fields: Option<Vec<CustomizableDoc>>,
+/// checked as a whole. `is_active` retires or restores it. Its schema is
+/// [`NewPersona`]'s without `slug` and with no field required, so the two
+/// cannot drift apart.
+pub struct PersonaPatch;
+
+impl PartialSchema for PersonaPatch {
+    fn schema() -> RefOr<Schema> {
+        let mut schema = NewPersona::schema();
+        if let RefOr::T(Schema::Object(object)) = &mut schema {
+            object.properties.remove("slug");
+            object.required.clear();
+            object.description = Some(
+                "Changes to a custom persona: any owner-written field of [`NewPersona`]\n\
+                 (`slug` only if unchanged), replacing the stored value; the result is\n\
+                 checked as a whole. `is_active` retires or restores it."
+                    .to_string(),
+            );
+        }
+        schema
+    }
+}
+
+impl ToSchema for PersonaPatch {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("PersonaPatch")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        NewPersona::schemas(schemas);
+    }
 }
 
 #[cfg(test)]

@@ -10,10 +10,6 @@
 //! earns nothing), only completed views of `ads.rewarded_types`, within
 //! `ads.daily_reward_cap`. `revenue` is exact decimal text, stored as given.
 
-use std::sync::Arc;
-
-use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::Json;
 use chrono::Utc;
 use metering::rewards::{ConfirmedView, RewardOutcome};
@@ -23,13 +19,20 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::stripe::verify_signature;
-use crate::api::error::{ApiError, ErrorBody, RawBody};
+use super::{HmacSigned, Webhook};
+use crate::api::error::{ApiError, ErrorBody};
 use crate::api::personas::{check_ad_id, check_ad_type, validate_slug};
-use crate::api::Api;
 
 /// The signature header's name.
 pub const SIGNATURE_HEADER: &str = "x-mindbot-ad-signature";
+
+/// How the ad server signs its callbacks (as Stripe signs).
+const SIGNED: HmacSigned = HmacSigned {
+    source: "ads",
+    header: SIGNATURE_HEADER,
+    refusal: "the X-Mindbot-Ad-Signature header does not verify",
+    log: "ad callback refused",
+};
 
 /// Most digits before and after the point in `revenue`.
 const REVENUE_DIGITS: (usize, usize) = (12, 8);
@@ -89,23 +92,11 @@ pub struct AdCallbackResult {
         (status = 400, description = "Missing or bad signature (`bad_signature`), or not JSON (`bad_event`)", body = ErrorBody),
         (status = 422, description = "A field is invalid (named), e.g. an unknown user_id", body = ErrorBody),
     ))]
-pub async fn receive(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
-) -> Result<Json<AdCallbackResult>, ApiError> {
-    let bad = || super::signature_refused("ads", "the X-Mindbot-Ad-Signature header does not verify");
-    let secret = api.ads.callback_secret.expose();
-    let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).ok_or_else(bad)?;
-    if secret.is_empty() {
-        return Err(bad());
-    }
-    let tolerance = api.ads.callback_tolerance_seconds as i64;
+pub async fn receive(hook: Webhook) -> Result<Json<AdCallbackResult>, ApiError> {
+    let tolerance = hook.api.ads.callback_tolerance_seconds as i64;
     let now = Utc::now().timestamp();
-    if let Err(e) = verify_signature(secret, header, &body, now, tolerance) {
-        tracing::warn!(reason = ?e, "ad callback refused");
-        return Err(bad());
-    }
+    hook.verify_hmac(&SIGNED, hook.api.ads.callback_secret.expose(), tolerance, now)?;
+    let Webhook { api, body, .. } = hook;
     let cb: AdCallback = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_event", format!("not an ad callback: {e}")))?;
     let view = validate(&cb, now, tolerance)?;

@@ -9,20 +9,15 @@
 //! transaction, at their last heartbeat, charged what their ticks charged; a
 //! meter that still holds one sees it closed elsewhere at its next tick.
 
-use std::sync::Arc;
-
-use axum::extract::State;
 use axum::http::header::AUTHORIZATION;
-use axum::http::HeaderMap;
 use axum::Json;
 use livekit_protocol::participant_info::Kind;
 use metering::session::EndReason;
 use metering::store::Store;
 use metering::UserId;
 
-use super::Received;
-use crate::api::error::{ApiError, ErrorBody, RawBody};
-use crate::api::Api;
+use super::{Received, Webhook};
+use crate::api::error::{ApiError, ErrorBody};
 
 #[utoipa::path(post, path = "/v1/webhooks/livekit", tag = "webhooks",
     request_body(content = Object, description = "A LiveKit webhook event (JSON), signed in Authorization"),
@@ -32,11 +27,8 @@ use crate::api::Api;
         (status = 400, description = "Signature missing or wrong, or not a LiveKit event", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
     ))]
-pub async fn receive(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
-) -> Result<Json<Received>, ApiError> {
+pub async fn receive(hook: Webhook) -> Result<Json<Received>, ApiError> {
+    let Webhook { api, headers, body } = hook;
     let bad = || super::signature_refused("livekit", "the LiveKit webhook signature does not verify");
     let auth = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(bad)?;
     let token = auth.strip_prefix("Bearer ").unwrap_or(auth).trim();

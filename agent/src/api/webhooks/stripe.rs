@@ -23,11 +23,7 @@
 //! Cards change only through the metering crate's functions; nothing here
 //! writes `time_cards`.
 
-use std::sync::Arc;
-
 use aws_lc_rs::{constant_time, hmac};
-use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use metering::UserId;
@@ -37,8 +33,8 @@ use sqlx::{PgConnection, Postgres, Transaction};
 
 mod outcomes;
 
-use super::Received;
-use crate::api::error::{ApiError, ErrorBody, RawBody};
+use super::{HmacSigned, Received, Webhook};
+use crate::api::error::{ApiError, ErrorBody};
 use crate::api::Api;
 
 /// Why a signature header was refused.
@@ -58,6 +54,14 @@ pub const MAX_HEADER_BYTES: usize = 1024;
 
 /// The most `v1` entries read: one per endpoint secret Stripe may sign with.
 pub const MAX_SIGNATURES: usize = 8;
+
+/// How Stripe signs its events.
+const SIGNED: HmacSigned = HmacSigned {
+    source: "stripe",
+    header: "stripe-signature",
+    refusal: "the Stripe-Signature header does not verify",
+    log: "Stripe webhook refused",
+};
 
 /// Checks a `Stripe-Signature` header over `body` at `now` (Unix seconds).
 /// The header is parsed and bounded before any cryptography: the HMAC over
@@ -152,22 +156,11 @@ struct EventData {
         (status = 400, description = "Signature missing, stale or wrong; or not a Stripe event", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
     ))]
-pub async fn receive(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
-) -> Result<Json<Received>, ApiError> {
-    let bad = || super::signature_refused("stripe", "the Stripe-Signature header does not verify");
-    let secret = api.settings.stripe_webhook_secret.expose();
-    let header = headers.get("stripe-signature").and_then(|v| v.to_str().ok()).ok_or_else(bad)?;
-    if secret.is_empty() {
-        return Err(bad());
-    }
-    let tolerance = api.settings.stripe_tolerance_seconds as i64;
-    if let Err(e) = verify_signature(secret, header, &body, Utc::now().timestamp(), tolerance) {
-        tracing::warn!(reason = ?e, "Stripe webhook refused");
-        return Err(bad());
-    }
+pub async fn receive(hook: Webhook) -> Result<Json<Received>, ApiError> {
+    let settings = &hook.api.settings;
+    let tolerance = settings.stripe_tolerance_seconds as i64;
+    hook.verify_hmac(&SIGNED, settings.stripe_webhook_secret.expose(), tolerance, Utc::now().timestamp())?;
+    let Webhook { api, body, .. } = hook;
     let event: Event = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_event", format!("not a Stripe event: {e}")))?;
     let mut tx = api.pool.begin().await?;

@@ -32,173 +32,167 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-pub(super) async fn join_phase(
-    config: &Config,
-    args: &AgentsArgs,
-    c: &Contender,
-    server: &Server,
-    ids: &[String],
-    f: &mut Figures,
-) -> Result<()> {
-    for (i, id) in ids.iter().enumerate() {
-        let room = format!("bench-{}-{}-join-{i}", std::process::id(), c.kind.label());
-        let user = User::join(config, &room, id, !args.silent_users).await?;
-        let t0 = Instant::now();
-        server.dispatch(&room, &c.agent_name, &metadata(c.kind, id, None)).await?;
-        match server.wait_agent_active(&room, Duration::from_millis(5), Duration::from_secs(20)).await {
-            Some(t) => f.active.push(ms(t - t0)),
-            None => f.join_missed += 1,
-        }
-        // The server announces a participant that publishes nothing within ~3 s.
-        if let Some(t) = user.wait_agent(Duration::from_secs(4)).await {
-            f.told.push(ms(t.saturating_duration_since(t0)));
-        }
-        server.delete_room(&room).await;
-        user.leave().await;
-        tokio::time::sleep(Duration::from_millis(300)).await; // the job winds down before the next
-    }
-    println!(
-        "{}: dispatch -> agent active p50 {:.0} ms, p99 {:.0} ms over {} rooms ({} never joined)",
-        c.kind.label(),
-        super::percentile(&f.active, 0.5),
-        super::percentile(&f.active, 0.99),
-        f.active.len(),
-        f.join_missed
-    );
-    Ok(())
+/// What every phase of one contender's run works with.
+pub(super) struct Phases<'a> {
+    pub config: &'a Config,
+    pub args: &'a AgentsArgs,
+    pub c: &'a Contender,
+    pub server: &'a Server,
 }
 
-pub(super) async fn hangup_phase(
-    config: &Config,
-    args: &AgentsArgs,
-    c: &Contender,
-    server: &Server,
-    ids: &[String],
-    f: &mut Figures,
-) -> Result<()> {
-    let limit = Duration::from_secs(args.balance_seconds + 40);
-    let mut waits = JoinSet::new();
-    let mut rooms = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let room = format!("bench-{}-{}-hangup-{i}", std::process::id(), c.kind.label());
-        let user = User::join(config, &room, id, !args.silent_users).await?;
-        server.dispatch(&room, &c.agent_name, &metadata(c.kind, id, Some(args.balance_seconds))).await?;
-        rooms.push(room);
-        waits.spawn(async move {
-            let gone = user.wait_gone(limit).await;
-            let seen = user.seen();
-            let id = user.identity.clone();
-            user.leave().await;
-            (id, gone, seen)
-        });
-        // Staggered, so that hang-ups do not all fall in the same instant.
-        tokio::time::sleep(Duration::from_millis(250)).await;
+impl Phases<'_> {
+    /// A new room for the `i`th user of `phase`.
+    fn room(&self, phase: &str, i: usize) -> String {
+        format!("bench-{}-{}-{phase}-{i}", std::process::id(), self.c.kind.label())
     }
-    while let Some(done) = waits.join_next().await {
-        let (id, gone, seen) = done.context("a hang-up waiter panicked")?;
-        let clock_out = match c.kind {
-            Kind::Mindbot => c.exhausted_at(&id).map(|t| t.timestamp_micros() as f64 / 1e6),
-            Kind::LivekitAgents => seen.ended_at,
-        };
-        match (gone, clock_out) {
-            (Some((at, DisconnectReason::ParticipantRemoved | DisconnectReason::RoomDeleted)), Some(out)) => {
-                let gone_s = at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-                f.hangup.push((gone_s - out) * 1000.0);
-            }
-            _ => f.hangup_failed += 1,
-        }
-    }
-    for room in &rooms {
-        server.delete_room(room).await;
-    }
-    println!(
-        "{}: hang-up p50 {:.0} ms, p99 {:.0} ms over {} sessions ({} not hung up)",
-        c.kind.label(),
-        super::percentile(&f.hangup, 0.5),
-        super::percentile(&f.hangup, 0.99),
-        f.hangup.len(),
-        f.hangup_failed
-    );
-    Ok(())
-}
 
-pub(super) async fn load_phase(
-    config: &Config,
-    args: &AgentsArgs,
-    c: &Contender,
-    server: &Server,
-    ids: &[String],
-    f: &mut Figures,
-) -> Result<()> {
-    tokio::time::sleep(Duration::from_secs(2)).await; // earlier jobs wind down
-    f.idle = procs::sample(c.pid());
-    let started = Instant::now();
-    let joined: Vec<Result<User>> = futures_util::stream::iter(ids.iter().enumerate())
-        .map(|(i, id)| async move {
-            let room = format!("bench-{}-{}-load-{i}", std::process::id(), c.kind.label());
+    /// Prints p50 and p99 of `samples` (ms) and how many `missed` had none.
+    fn print_latency(&self, what: &str, samples: &[f64], of: &str, missed: usize, missing: &str) {
+        println!(
+            "{}: {what} p50 {:.0} ms, p99 {:.0} ms over {} {of} ({missed} {missing})",
+            self.c.kind.label(),
+            super::percentile(samples, 0.5),
+            super::percentile(samples, 0.99),
+            samples.len(),
+        );
+    }
+
+    pub(super) async fn join(&self, ids: &[String], f: &mut Figures) -> Result<()> {
+        let Phases { config, args, c, server } = *self;
+        for (i, id) in ids.iter().enumerate() {
+            let room = self.room("join", i);
             let user = User::join(config, &room, id, !args.silent_users).await?;
+            let t0 = Instant::now();
             server.dispatch(&room, &c.agent_name, &metadata(c.kind, id, None)).await?;
-            if server.wait_agent_active(&room, Duration::from_millis(50), Duration::from_secs(60)).await.is_none() {
-                eprintln!("{}: no agent in {room} after 60 s", c.kind.label());
+            match server.wait_agent_active(&room, Duration::from_millis(5), Duration::from_secs(20)).await {
+                Some(t) => f.active.push(ms(t - t0)),
+                None => f.join_missed += 1,
             }
-            Ok(user)
-        })
-        .buffer_unordered(4)
-        .collect()
-        .await;
-    let mut users = Vec::new();
-    for u in joined {
-        match u {
-            Ok(u) => users.push(u),
-            Err(e) => eprintln!("{}: a load session did not start: {e:#}", c.kind.label()),
+            // The server announces a participant that publishes nothing within ~3 s.
+            if let Some(t) = user.wait_agent(Duration::from_secs(4)).await {
+                f.told.push(ms(t.saturating_duration_since(t0)));
+            }
+            server.delete_room(&room).await;
+            user.leave().await;
+            tokio::time::sleep(Duration::from_millis(300)).await; // the job winds down before the next
         }
+        self.print_latency("dispatch -> agent active", &f.active, "rooms", f.join_missed, "never joined");
+        Ok(())
     }
-    let rooms: Vec<String> = users.iter().map(|u| u.room_name.clone()).collect();
-    let present = count_present(server, &rooms).await;
-    println!(
-        "{}: {present} of {} sessions with their agent after {:.1} s; settling",
-        c.kind.label(),
-        args.sessions,
-        started.elapsed().as_secs_f64()
-    );
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let first = procs::sample(c.pid());
-    let t0 = Instant::now();
-    let (mut rss, mut pss, mut last) = (0.0, 0.0, first);
-    for _ in 0..args.seconds {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        last = procs::sample(c.pid());
-        rss += last.rss as f64;
-        pss += last.pss as f64;
+
+    pub(super) async fn hangup(&self, ids: &[String], f: &mut Figures) -> Result<()> {
+        let Phases { config, args, c, server } = *self;
+        let limit = Duration::from_secs(args.balance_seconds + 40);
+        let mut waits = JoinSet::new();
+        let mut rooms = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let room = self.room("hangup", i);
+            let user = User::join(config, &room, id, !args.silent_users).await?;
+            server.dispatch(&room, &c.agent_name, &metadata(c.kind, id, Some(args.balance_seconds))).await?;
+            rooms.push(room);
+            waits.spawn(async move {
+                let gone = user.wait_gone(limit).await;
+                let seen = user.seen();
+                let id = user.identity.clone();
+                user.leave().await;
+                (id, gone, seen)
+            });
+            // Staggered, so that hang-ups do not all fall in the same instant.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        while let Some(done) = waits.join_next().await {
+            let (id, gone, seen) = done.context("a hang-up waiter panicked")?;
+            let clock_out = match c.kind {
+                Kind::Mindbot => c.exhausted_at(&id).map(|t| t.timestamp_micros() as f64 / 1e6),
+                Kind::LivekitAgents => seen.ended_at,
+            };
+            match (gone, clock_out) {
+                (Some((at, DisconnectReason::ParticipantRemoved | DisconnectReason::RoomDeleted)), Some(out)) => {
+                    let gone_s = at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+                    f.hangup.push((gone_s - out) * 1000.0);
+                }
+                _ => f.hangup_failed += 1,
+            }
+        }
+        for room in &rooms {
+            server.delete_room(room).await;
+        }
+        self.print_latency("hang-up", &f.hangup, "sessions", f.hangup_failed, "not hung up");
+        Ok(())
     }
-    let wall = t0.elapsed().as_secs_f64();
-    let n = args.seconds as f64;
-    let present_at_end = count_present(server, &rooms).await;
-    let load = Load {
-        sessions: present,
-        rss: rss / n,
-        pss: pss / n,
-        cores: (last.cpu_seconds - first.cpu_seconds) / wall,
-        processes: last.processes,
-        present_at_end,
-    };
-    let per = present.max(1) as f64;
-    println!(
-        "{}: {} sessions: {:.1} MB RSS ({:.1} MB PSS) in {} processes, {:.1}% of a core; \
+
+    pub(super) async fn load(&self, ids: &[String], f: &mut Figures) -> Result<()> {
+        let Phases { config, args, c, server } = *self;
+        tokio::time::sleep(Duration::from_secs(2)).await; // earlier jobs wind down
+        f.idle = procs::sample(c.pid());
+        let started = Instant::now();
+        let joined: Vec<Result<User>> = futures_util::stream::iter(ids.iter().enumerate())
+            .map(|(i, id)| async move {
+                let room = self.room("load", i);
+                let user = User::join(config, &room, id, !args.silent_users).await?;
+                server.dispatch(&room, &c.agent_name, &metadata(c.kind, id, None)).await?;
+                if server.wait_agent_active(&room, Duration::from_millis(50), Duration::from_secs(60)).await.is_none() {
+                    eprintln!("{}: no agent in {room} after 60 s", c.kind.label());
+                }
+                Ok(user)
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        let mut users = Vec::new();
+        for u in joined {
+            match u {
+                Ok(u) => users.push(u),
+                Err(e) => eprintln!("{}: a load session did not start: {e:#}", c.kind.label()),
+            }
+        }
+        let rooms: Vec<String> = users.iter().map(|u| u.room_name.clone()).collect();
+        let present = count_present(server, &rooms).await;
+        println!(
+            "{}: {present} of {} sessions with their agent after {:.1} s; settling",
+            c.kind.label(),
+            args.sessions,
+            started.elapsed().as_secs_f64()
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let first = procs::sample(c.pid());
+        let t0 = Instant::now();
+        let (mut rss, mut pss, mut last) = (0.0, 0.0, first);
+        for _ in 0..args.seconds {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            last = procs::sample(c.pid());
+            rss += last.rss as f64;
+            pss += last.pss as f64;
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        let n = args.seconds as f64;
+        let present_at_end = count_present(server, &rooms).await;
+        let load = Load {
+            sessions: present,
+            rss: rss / n,
+            pss: pss / n,
+            cores: (last.cpu_seconds - first.cpu_seconds) / wall,
+            processes: last.processes,
+            present_at_end,
+        };
+        let per = present.max(1) as f64;
+        println!(
+            "{}: {} sessions: {:.1} MB RSS ({:.1} MB PSS) in {} processes, {:.1}% of a core; \
          per session {:.2} MB RSS above idle, {:.2}% of a core; {present_at_end} agents still there",
-        c.kind.label(),
-        present,
-        load.rss / 1e6,
-        load.pss / 1e6,
-        load.processes,
-        load.cores * 100.0,
-        (load.rss - f.idle.rss as f64) / per / 1e6,
-        load.cores * 100.0 / per,
-    );
-    f.load = Some(load);
-    futures_util::stream::iter(rooms.iter()).for_each_concurrent(8, |r| server.delete_room(r)).await;
-    futures_util::stream::iter(users).for_each_concurrent(8, |u| u.leave()).await;
-    Ok(())
+            c.kind.label(),
+            present,
+            load.rss / 1e6,
+            load.pss / 1e6,
+            load.processes,
+            load.cores * 100.0,
+            (load.rss - f.idle.rss as f64) / per / 1e6,
+            load.cores * 100.0 / per,
+        );
+        f.load = Some(load);
+        futures_util::stream::iter(rooms.iter()).for_each_concurrent(8, |r| server.delete_room(r)).await;
+        futures_util::stream::iter(users).for_each_concurrent(8, |u| u.leave()).await;
+        Ok(())
+    }
 }
 
 /// Rooms whose agent is active now.

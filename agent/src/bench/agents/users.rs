@@ -87,22 +87,20 @@ impl User {
 
     /// Waits until the server ends this user's connection, at most `limit`.
     pub async fn wait_gone(&self, limit: Duration) -> Option<(SystemTime, DisconnectReason)> {
-        let until = Instant::now() + limit;
-        while Instant::now() < until {
-            if let Some(g) = self.seen().gone {
-                return Some(g);
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        None
+        self.wait_until(limit, |seen| seen.gone).await
     }
 
     /// Waits until the agent has been announced to this user, at most `limit`.
     pub async fn wait_agent(&self, limit: Duration) -> Option<Instant> {
+        self.wait_until(limit, |seen| seen.agent).await
+    }
+
+    /// Looks every 5 ms, for at most `limit`, until `what` this user has seen is there.
+    async fn wait_until<T>(&self, limit: Duration, what: impl Fn(Seen) -> Option<T>) -> Option<T> {
         let until = Instant::now() + limit;
         while Instant::now() < until {
-            if let Some(t) = self.seen().agent {
-                return Some(t);
+            if let Some(found) = what(self.seen()) {
+                return Some(found);
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -22,7 +22,8 @@
 //! - 20 participants in one process (10 rooms, each with two participants
 //!   sending an Opus tone to each other and decoding what they hear), release
 //!   build: 0.6 MB of RSS and 0.75-0.85% of a core per participant, test
-//!   harness included (`tests/room_cost.rs`); debug build 0.6 MB and ~1.3%.
+//!   harness included (now `mindbot-agent bench rooms`,
+//!   agent/src/bench/rooms.rs); debug build 0.6 MB and ~1.3%.
 //!   Most of the CPU is Opus and the kernel's UDP path. Getting under 1%
 //!   took Opus's CELT mode (see `audio.rs`), a small WebSocket read buffer
 //!   (`signal.rs`), handling due timeouts without a runtime round trip

@@ -150,6 +150,55 @@ pub async fn grant(pool: &PgPool, user: UserId, minutes: i32) -> Result<TimeCard
     }
 }
 
+/// One active, never-expiring card for each of `users`, holding `balance`:
+/// a gift like [`grant`], for many users at once (the benchmarks fund their
+/// users with it), in one transaction with one statement per draw of codes.
+/// The card's total is `balance` rounded up to whole minutes (at least one),
+/// as the seed's `total_minutes` are whole: a balance of whole minutes keeps
+/// every audit invariant; one with a part of a minute reads as a card whose
+/// rest was spent before this database's ledger began, which the audit's
+/// `ledger_matches_cards` reports (the hang-up benchmark's five-second
+/// balances, in a scratch database). Returns the cards' ids, in `users`'
+/// order.
+pub async fn grant_each(pool: &PgPool, users: &[UserId], balance: Millis) -> Result<Vec<CardId>> {
+    let invalid = || Error::InvalidGrant { balance_ms: balance.0 };
+    let (minutes, sub_ms) = balance.to_parts();
+    let remaining_minutes = i32::try_from(minutes).ok().filter(|m| *m >= 0).ok_or_else(invalid)?;
+    let total_minutes = i32::try_from(balance.whole_minutes_ceil().max(1)).map_err(|_| invalid())?;
+    let sub_ms = i32::try_from(sub_ms).map_err(|_| invalid())?;
+    let mut ids: Vec<Option<CardId>> = vec![None; users.len()];
+    let mut tx = pool.begin().await?;
+    loop {
+        let wanted: Vec<usize> = (0..users.len()).filter(|i| ids[*i].is_none()).collect();
+        if wanted.is_empty() {
+            break;
+        }
+        // A code collision (2^-100) leaves that card out of this draw; the
+        // next draw gives it a fresh code.
+        let owners: Vec<UserId> = wanted.iter().map(|i| users[*i]).collect();
+        let codes: Vec<String> = wanted.iter().map(|_| generate_code()).collect();
+        let rows: Vec<(String, CardId)> = sqlx::query_as(
+            "INSERT INTO time_cards (user_id, activation_code, total_minutes, remaining_minutes, remaining_sub_ms, \
+                 status, activated_at) \
+             SELECT u, c, $3, $4, $5, 'active', NOW() FROM UNNEST($1::uuid[], $2::text[]) AS g(u, c) \
+             ON CONFLICT (activation_code) DO NOTHING RETURNING activation_code, id",
+        )
+        .bind(&owners)
+        .bind(&codes)
+        .bind(total_minutes)
+        .bind(remaining_minutes)
+        .bind(sub_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut made: std::collections::HashMap<String, CardId> = rows.into_iter().collect();
+        for (i, code) in wanted.into_iter().zip(codes) {
+            ids[i] = made.remove(&code);
+        }
+    }
+    tx.commit().await?;
+    Ok(ids.into_iter().flatten().collect())
+}
+
 /// Activates the card with `code` for `user`: `pending` to `active`, owned
 /// by the user, `activated_at` now, `expires_at` from the policy (both by the
 /// database's clock). A wrong code, or a card already used, active, expired

@@ -20,6 +20,8 @@ pub enum Error {
     UserNotFound { user: UserId },
     #[error("user {user} is not active")]
     UserInactive { user: UserId },
+    #[error("a granted card's balance must be from 0 ms to 2^31 - 1 minutes, not {balance_ms} ms")]
+    InvalidGrant { balance_ms: i64 },
     #[error("card {card} not found")]
     CardNotFound { card: CardId },
     #[error("activation code {code:?} is not valid")]

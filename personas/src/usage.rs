@@ -1,15 +1,15 @@
 //! What the access rules need to read from PostgreSQL: a user's
 //! subscriptions and the minutes they spent with a persona today. Queries are
 //! runtime `sqlx` queries with bound parameters; select lists come from
-//! `metering::records`, so the two crates read rows the same way.
+//! `mindbot_schema::records`, so the two crates read rows the same way.
 //!
 //! "Today" is a calendar day in the deployment's time zone, not in UTC: a
 //! daily limit resets at local midnight, where users expect it to.
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
-use metering::records::{Subscription, SUBSCRIPTION_COLUMNS};
-use metering::UserId;
+use mindbot_schema::records::{Subscription, SUBSCRIPTION_COLUMNS};
+use mindbot_schema::UserId;
 use sqlx::PgPool;
 
 use crate::error::PersonaError;

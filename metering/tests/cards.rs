@@ -245,3 +245,27 @@ async fn a_negative_grant_is_refused_naming_the_balance_and_writes_no_card(pool:
         .unwrap();
     assert_eq!(cards, 0);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn cards_and_tiers_read_by_metering_equal_the_rows_read_through_the_public_select_lists(pool: PgPool) {
+    use metering::records::{PricingTier, TimeCard, CARD_COLUMNS, TIER_COLUMNS};
+    let tier = common::tier(&pool, 90).await;
+    let user = common::user(&pool).await;
+    let issued = cards::issue(&pool, &tier, 1, Some(user), Some("pi_lists")).await.unwrap().remove(0);
+    let active = cards::activate(&pool, &issued.activation_code, user, &ActivationPolicy::default()).await.unwrap();
+    let read: TimeCard = sqlx::query_as(&format!("SELECT {CARD_COLUMNS} FROM time_cards WHERE id = $1"))
+        .bind(active.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(read, active);
+    let balance = metering::balance::balance(&pool, user).await.unwrap();
+    assert_eq!(balance.cards, vec![read]);
+    let tiers: Vec<PricingTier> = sqlx::query_as(&format!(
+        "SELECT {TIER_COLUMNS} FROM pricing_tiers WHERE COALESCE(active, TRUE) ORDER BY price_cents, id"
+    ))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(cards::tiers(&pool).await.unwrap(), tiers);
+}

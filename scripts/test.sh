@@ -18,6 +18,9 @@ cd "$ROOT"
 export DATABASE_URL="${DATABASE_URL:-postgres://mindbot:mindbot@127.0.0.1:5432/mindbot}"
 export LIVEKIT_URL="${LIVEKIT_URL:-ws://127.0.0.1:7880}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
+# The SQL macros read the committed offline data (.sqlx/), so the build needs
+# no migrated database (the tests still make theirs from DATABASE_URL).
+export SQLX_OFFLINE="${SQLX_OFFLINE:-true}"
 # Build outside the clone, so the next clone (CI) reuses what is built.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$TOOLS/target}"
 

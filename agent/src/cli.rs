@@ -356,7 +356,7 @@ pub async fn persona(config: &Config, cmd: PersonaCommand) -> Result<ExitCode> {
 }
 
 fn parse_user(s: &str) -> Result<UserId> {
-    s.parse().map_err(|e: metering::Error| anyhow::anyhow!("--user: {e}"))
+    s.parse().map_err(|e: metering::RecordError| anyhow::anyhow!("--user: {e}"))
 }
 
 pub async fn card(config: &Config, cmd: CardCommand) -> Result<ExitCode> {
@@ -377,7 +377,7 @@ pub async fn card(config: &Config, cmd: CardCommand) -> Result<ExitCode> {
             println!("activated {} for {}: {} min, expires {expires}", c.id, c.user_id, c.total_minutes);
         }
         CardCommand::Refund { card } => {
-            let id = card.parse().map_err(|e: metering::Error| anyhow::anyhow!("card: {e}"))?;
+            let id = card.parse().map_err(|e: metering::RecordError| anyhow::anyhow!("card: {e}"))?;
             let c = cards::refund(&pool, id).await.context("refunding card")?;
             println!("refunded {} ({} min)", c.id, c.total_minutes);
         }

@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 use crate::ids::UserId;
 use crate::ledger::Funds;
 use crate::money::{Millis, Rate};
-use crate::records::{CardStatus, TimeCard, CARD_COLUMNS};
+use crate::records::{CardStatus, TimeCard};
+use mindbot_schema::query_time_cards;
 
 /// A user's cards and what they can spend now.
 #[derive(Debug, Clone)]
@@ -53,15 +54,15 @@ pub fn drawable(card: &TimeCard, now: DateTime<Utc>) -> bool {
 /// exist.
 pub async fn balance(pool: &PgPool, user: UserId) -> Result<Balance> {
     let now: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT NOW() FROM users WHERE id = $1").bind(user).fetch_optional(pool).await?;
+        sqlx::query_scalar!("SELECT NOW() AS \"now!\" FROM users WHERE id = $1", user.0).fetch_optional(pool).await?;
     let Some(now) = now else {
         return Err(Error::UserNotFound { user });
     };
-    let mut cards: Vec<TimeCard> = sqlx::query_as(&format!(
-        "SELECT {CARD_COLUMNS} FROM time_cards WHERE user_id = $1 \
-         ORDER BY expires_at ASC NULLS LAST, created_at ASC, id ASC"
-    ))
-    .bind(user)
+    let mut cards: Vec<TimeCard> = query_time_cards!(
+        "SELECT ",
+        " FROM time_cards WHERE user_id = $1 ORDER BY expires_at ASC NULLS LAST, created_at ASC, id ASC",
+        user.0,
+    )
     .fetch_all(pool)
     .await?;
     cards.sort_by_key(|c| !drawable(c, now));
@@ -95,7 +96,7 @@ pub async fn authorize(pool: &PgPool, user: UserId, rate: Rate) -> Result<Author
 /// cards, plus earned ones when `ad_supported`) buys less than one second.
 pub async fn authorize_for(pool: &PgPool, user: UserId, rate: Rate, ad_supported: bool) -> Result<Authorization> {
     let active: Option<Option<bool>> =
-        sqlx::query_scalar("SELECT is_active FROM users WHERE id = $1").bind(user).fetch_optional(pool).await?;
+        sqlx::query_scalar!("SELECT is_active FROM users WHERE id = $1", user.0).fetch_optional(pool).await?;
     match active {
         None => return Err(Error::UserNotFound { user }),
         Some(Some(false)) => return Err(Error::UserInactive { user }),

@@ -17,7 +17,8 @@ use sqlx::{PgConnection, PgPool};
 use crate::error::{Error, Result};
 use crate::ids::{CardId, UserId, UNCLAIMED_CARDS_OWNER};
 use crate::money::Millis;
-use crate::records::{CardStatus, PricingTier, TimeCard, CARD_COLUMNS, TIER_COLUMNS};
+use crate::records::{CardStatus, PricingTier, TimeCard};
+use mindbot_schema::{query_pricing_tiers, query_time_cards};
 
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 const CODE_SYMBOLS: usize = 20;
@@ -69,11 +70,9 @@ impl Default for ActivationPolicy {
 
 /// Active pricing tiers, cheapest first.
 pub async fn tiers(pool: &PgPool) -> Result<Vec<PricingTier>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {TIER_COLUMNS} FROM pricing_tiers WHERE COALESCE(active, TRUE) ORDER BY price_cents, id"
-    ))
-    .fetch_all(pool)
-    .await?)
+    Ok(query_pricing_tiers!("SELECT ", " FROM pricing_tiers WHERE COALESCE(active, TRUE) ORDER BY price_cents, id")
+        .fetch_all(pool)
+        .await?)
 }
 
 /// Issues `count` pending cards from an active tier, in one transaction.
@@ -103,8 +102,7 @@ pub async fn issue_in(
     payment_intent: Option<&str>,
 ) -> Result<Vec<TimeCard>> {
     let tier: PricingTier =
-        sqlx::query_as(&format!("SELECT {TIER_COLUMNS} FROM pricing_tiers WHERE id = $1 AND COALESCE(active, TRUE)"))
-            .bind(tier_id)
+        query_pricing_tiers!("SELECT ", " FROM pricing_tiers WHERE id = $1 AND COALESCE(active, TRUE)", tier_id)
             .fetch_optional(&mut *conn)
             .await?
             .ok_or_else(|| Error::TierNotFound { id: tier_id.to_string() })?;
@@ -112,15 +110,16 @@ pub async fn issue_in(
     let mut cards = Vec::with_capacity(count as usize);
     while cards.len() < count as usize {
         // A code collision (2^-100) just draws again.
-        let card: Option<TimeCard> = sqlx::query_as(&format!(
+        let card: Option<TimeCard> = query_time_cards!(
             "INSERT INTO time_cards (user_id, activation_code, total_minutes, remaining_minutes, status, \
                  stripe_payment_intent_id) VALUES ($1, $2, $3, $3, 'pending', $4) \
-             ON CONFLICT (activation_code) DO NOTHING RETURNING {CARD_COLUMNS}"
-        ))
-        .bind(owner.unwrap_or(UNCLAIMED_CARDS_OWNER))
-        .bind(generate_code())
-        .bind(minutes)
-        .bind(payment_intent)
+             ON CONFLICT (activation_code) DO NOTHING RETURNING ",
+            "",
+            owner.unwrap_or(UNCLAIMED_CARDS_OWNER).0,
+            generate_code(),
+            minutes,
+            payment_intent,
+        )
         .fetch_optional(&mut *conn)
         .await?;
         cards.extend(card);
@@ -135,19 +134,70 @@ pub async fn issue_in(
 pub async fn grant(pool: &PgPool, user: UserId, minutes: i32) -> Result<TimeCard> {
     loop {
         // A code collision (2^-100) just draws again.
-        let card: Option<TimeCard> = sqlx::query_as(&format!(
+        let card: Option<TimeCard> = query_time_cards!(
             "INSERT INTO time_cards (user_id, activation_code, total_minutes, remaining_minutes, status, activated_at) \
-             VALUES ($1, $2, $3, $3, 'active', NOW()) ON CONFLICT (activation_code) DO NOTHING RETURNING {CARD_COLUMNS}"
-        ))
-        .bind(user)
-        .bind(generate_code())
-        .bind(minutes)
+             VALUES ($1, $2, $3, $3, 'active', NOW()) ON CONFLICT (activation_code) DO NOTHING RETURNING ",
+            "",
+            user.0,
+            generate_code(),
+            minutes,
+        )
         .fetch_optional(pool)
         .await?;
         if let Some(card) = card {
             return Ok(card);
         }
     }
+}
+
+/// One active, never-expiring card for each of `users`, holding `balance`:
+/// a gift like [`grant`], for many users at once (the benchmarks fund their
+/// users with it), in one transaction with one statement per draw of codes.
+/// The card's total is `balance` rounded up to whole minutes (at least one),
+/// as the seed's `total_minutes` are whole: a balance of whole minutes keeps
+/// every audit invariant; one with a part of a minute reads as a card whose
+/// rest was spent before this database's ledger began, which the audit's
+/// `ledger_matches_cards` reports (the hang-up benchmark's five-second
+/// balances, in a scratch database). Returns the cards' ids, in `users`'
+/// order.
+pub async fn grant_each(pool: &PgPool, users: &[UserId], balance: Millis) -> Result<Vec<CardId>> {
+    let invalid = || Error::InvalidGrant { balance_ms: balance.0 };
+    let (minutes, sub_ms) = balance.to_parts();
+    let remaining_minutes = i32::try_from(minutes).ok().filter(|m| *m >= 0).ok_or_else(invalid)?;
+    let total_minutes = i32::try_from(balance.whole_minutes_ceil().max(1)).map_err(|_| invalid())?;
+    let sub_ms = i32::try_from(sub_ms).map_err(|_| invalid())?;
+    let mut ids: Vec<Option<CardId>> = vec![None; users.len()];
+    let mut tx = pool.begin().await?;
+    loop {
+        let wanted: Vec<usize> = (0..users.len()).filter(|i| ids[*i].is_none()).collect();
+        if wanted.is_empty() {
+            break;
+        }
+        // A code collision (2^-100) leaves that card out of this draw; the
+        // next draw gives it a fresh code.
+        let owners: Vec<uuid::Uuid> = wanted.iter().map(|i| users[*i].0).collect();
+        let codes: Vec<String> = wanted.iter().map(|_| generate_code()).collect();
+        let rows = sqlx::query!(
+            "INSERT INTO time_cards (user_id, activation_code, total_minutes, remaining_minutes, remaining_sub_ms, \
+                 status, activated_at) \
+             SELECT u, c, $3, $4, $5, 'active', NOW() FROM UNNEST($1::uuid[], $2::text[]) AS g(u, c) \
+             ON CONFLICT (activation_code) DO NOTHING RETURNING activation_code, id AS \"id: CardId\"",
+            &owners,
+            &codes,
+            total_minutes,
+            remaining_minutes,
+            sub_ms,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut made: std::collections::HashMap<String, CardId> =
+            rows.into_iter().map(|r| (r.activation_code, r.id)).collect();
+        for (i, code) in wanted.into_iter().zip(codes) {
+            ids[i] = made.remove(&code);
+        }
+    }
+    tx.commit().await?;
+    Ok(ids.into_iter().flatten().collect())
 }
 
 /// Activates the card with `code` for `user`: `pending` to `active`, owned
@@ -168,12 +218,12 @@ pub async fn activate(pool: &PgPool, code: &str, user: UserId, policy: &Activati
         Some(false) => return Err(Error::UserInactive { user }),
         Some(true) => {}
     }
-    let failures: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM card_activation_failures \
+    let failures: i64 = sqlx::query_scalar!(
+        "SELECT COUNT(*) AS \"failures!\" FROM card_activation_failures \
          WHERE user_id = $1 AND attempted_at > NOW() - $2 * INTERVAL '1 millisecond'",
+        user.0,
+        policy.window.num_milliseconds() as f64,
     )
-    .bind(user)
-    .bind(policy.window.num_milliseconds())
     .fetch_one(&mut *tx)
     .await?;
     if failures >= policy.max_failures {
@@ -182,8 +232,7 @@ pub async fn activate(pool: &PgPool, code: &str, user: UserId, policy: &Activati
     let normalized = normalize_code(code);
     let card: Option<TimeCard> = match &normalized {
         Some(c) => {
-            sqlx::query_as(&format!("SELECT {CARD_COLUMNS} FROM time_cards WHERE activation_code = $1 FOR UPDATE"))
-                .bind(c)
+            query_time_cards!("SELECT ", " FROM time_cards WHERE activation_code = $1 FOR UPDATE", c)
                 .fetch_optional(&mut *tx)
                 .await?
         }
@@ -192,8 +241,7 @@ pub async fn activate(pool: &PgPool, code: &str, user: UserId, policy: &Activati
     // A card bought by someone else is as unknown to this user as a typo.
     let card = card.filter(|c| c.user_id == UNCLAIMED_CARDS_OWNER || c.user_id == user);
     let Some(card) = card else {
-        sqlx::query("INSERT INTO card_activation_failures (user_id, attempted_at) VALUES ($1, NOW())")
-            .bind(user)
+        sqlx::query!("INSERT INTO card_activation_failures (user_id, attempted_at) VALUES ($1, NOW())", user.0)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -235,21 +283,21 @@ async fn set_active(
     user: UserId,
     policy: &ActivationPolicy,
 ) -> Result<TimeCard> {
-    Ok(sqlx::query_as(&format!(
+    Ok(query_time_cards!(
         "UPDATE time_cards SET user_id = $2, status = 'active', activated_at = NOW(), \
              expires_at = NOW() + $3 * INTERVAL '1 millisecond' \
-         WHERE id = $1 RETURNING {CARD_COLUMNS}"
-    ))
-    .bind(card)
-    .bind(user)
-    .bind(policy.validity.map(|v| v.num_milliseconds()))
+         WHERE id = $1 RETURNING ",
+        "",
+        card.0,
+        user.0,
+        policy.validity.map(|v| v.num_milliseconds() as f64),
+    )
     .fetch_one(&mut *conn)
     .await?)
 }
 
 async fn lock(conn: &mut PgConnection, card: CardId) -> Result<TimeCard> {
-    sqlx::query_as(&format!("SELECT {CARD_COLUMNS} FROM time_cards WHERE id = $1 FOR UPDATE"))
-        .bind(card)
+    query_time_cards!("SELECT ", " FROM time_cards WHERE id = $1 FOR UPDATE", card.0)
         .fetch_optional(&mut *conn)
         .await?
         .ok_or(Error::CardNotFound { card })
@@ -259,7 +307,7 @@ async fn lock(conn: &mut PgConnection, card: CardId) -> Result<TimeCard> {
 /// clock (so a worker whose clock runs ahead expires nothing early).
 /// Returns how many.
 pub async fn expire_due(pool: &PgPool) -> Result<u64> {
-    Ok(sqlx::query("UPDATE time_cards SET status = 'expired' WHERE status = 'active' AND expires_at <= NOW()")
+    Ok(sqlx::query!("UPDATE time_cards SET status = 'expired' WHERE status = 'active' AND expires_at <= NOW()")
         .execute(pool)
         .await?
         .rows_affected())
@@ -281,11 +329,12 @@ pub async fn refund_in(conn: &mut PgConnection, card: CardId) -> Result<TimeCard
     if !matches!(c.status, CardStatus::Pending | CardStatus::Active) {
         return Err(Error::RefundNotAllowed { card, status: c.status.to_string() });
     }
-    let charged: i64 =
-        sqlx::query_scalar("SELECT COALESCE(SUM(charged_ms), 0)::int8 FROM card_charges WHERE time_card_id = $1")
-            .bind(card)
-            .fetch_one(&mut *conn)
-            .await?;
+    let charged: i64 = sqlx::query_scalar!(
+        "SELECT COALESCE(SUM(charged_ms), 0)::int8 AS \"charged!\" FROM card_charges WHERE time_card_id = $1",
+        card.0,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
     let used = Millis::from_minutes(i64::from(c.total_minutes)).0 - c.balance().0;
     if charged > 0 || used != 0 {
         return Err(Error::RefundPartlyUsed { card, used: Millis(used.max(charged)) });
@@ -327,17 +376,20 @@ pub async fn revoke_in(conn: &mut PgConnection, card: CardId, why: Revocation) -
 }
 
 async fn revoke_locked(conn: &mut PgConnection, c: TimeCard, why: Revocation) -> Result<TimeCard> {
-    sqlx::query("INSERT INTO card_revocations (time_card_id, revoked_ms, reason) VALUES ($1, $2, $3)")
-        .bind(c.id)
-        .bind(c.balance().0)
-        .bind(why.as_str())
-        .execute(&mut *conn)
-        .await?;
-    Ok(sqlx::query_as(&format!(
+    sqlx::query!(
+        "INSERT INTO card_revocations (time_card_id, revoked_ms, reason) VALUES ($1, $2, $3)",
+        c.id.0,
+        c.balance().0,
+        why.as_str(),
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(query_time_cards!(
         "UPDATE time_cards SET status = 'refunded', remaining_minutes = 0, remaining_sub_ms = 0, suspended_at = NULL \
-         WHERE id = $1 RETURNING {CARD_COLUMNS}"
-    ))
-    .bind(c.id)
+         WHERE id = $1 RETURNING ",
+        "",
+        c.id.0,
+    )
     .fetch_one(&mut *conn)
     .await?)
 }
@@ -351,8 +403,7 @@ pub async fn suspend_in(conn: &mut PgConnection, card: CardId) -> Result<TimeCar
     if !matches!(c.status, CardStatus::Pending | CardStatus::Active) || c.suspended {
         return Ok(c);
     }
-    Ok(sqlx::query_as(&format!("UPDATE time_cards SET suspended_at = NOW() WHERE id = $1 RETURNING {CARD_COLUMNS}"))
-        .bind(card)
+    Ok(query_time_cards!("UPDATE time_cards SET suspended_at = NOW() WHERE id = $1 RETURNING ", "", card.0)
         .fetch_one(&mut *conn)
         .await?)
 }
@@ -364,8 +415,7 @@ pub async fn reinstate_in(conn: &mut PgConnection, card: CardId) -> Result<TimeC
     if !c.suspended {
         return Ok(c);
     }
-    Ok(sqlx::query_as(&format!("UPDATE time_cards SET suspended_at = NULL WHERE id = $1 RETURNING {CARD_COLUMNS}"))
-        .bind(card)
+    Ok(query_time_cards!("UPDATE time_cards SET suspended_at = NULL WHERE id = $1 RETURNING ", "", card.0)
         .fetch_one(&mut *conn)
         .await?)
 }

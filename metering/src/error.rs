@@ -1,25 +1,23 @@
 //! What can go wrong in metering, named for what happened.
 
 use crate::ids::{CardId, SessionId, UserId};
-use crate::money::{Millis, RateError};
+use crate::money::Millis;
 
 /// Errors of the metering crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{what} {value:?} is not a valid UUID")]
-    InvalidId { what: &'static str, value: String },
-    #[error("unknown {what} {value:?}")]
-    UnknownValue { what: &'static str, value: String },
+    /// A value that is not what its record says (an id, a status, a
+    /// multiplier), or a tier that cannot make a card.
     #[error(transparent)]
-    Rate(#[from] RateError),
-    #[error("pricing tier {id:?}: {why}")]
-    InvalidTier { id: String, why: &'static str },
+    Record(#[from] mindbot_schema::Error),
     #[error("pricing tier {id:?} not found or not active")]
     TierNotFound { id: String },
     #[error("user {user} not found")]
     UserNotFound { user: UserId },
     #[error("user {user} is not active")]
     UserInactive { user: UserId },
+    #[error("a granted card's balance must be from 0 ms to 2^31 - 1 minutes, not {balance_ms} ms")]
+    InvalidGrant { balance_ms: i64 },
     #[error("card {card} not found")]
     CardNotFound { card: CardId },
     #[error("activation code {code:?} is not valid")]

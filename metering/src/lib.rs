@@ -5,8 +5,9 @@
 //! money runs out. Hanging up is the caller's job.
 //!
 //! The pieces, in the order a session meets them:
-//! - [`money`]: exact integer card time and multipliers.
-//! - [`records`]: the seed's data objects.
+//! - [`money`], [`records`], [`ids`]: exact integer card time and
+//!   multipliers, the seed's data objects, typed ids; these live in
+//!   `mindbot-schema` (shared with `personas`) and are re-exported here.
 //! - [`cards`]: issuing, activating, expiring and refunding time cards.
 //! - [`balance`]: what a user holds and can afford.
 //! - [`reservations`]: places held by issued session tokens.
@@ -21,11 +22,8 @@ pub mod audit;
 pub mod balance;
 pub mod cards;
 pub mod error;
-pub mod ids;
 pub mod ledger;
 pub mod meter;
-pub mod money;
-pub mod records;
 pub mod reservations;
 pub mod rewards;
 pub mod session;
@@ -33,8 +31,9 @@ pub mod store;
 pub(crate) mod users;
 
 pub use error::{Error, Result};
-pub use ids::{CardId, SessionId, UserId};
-pub use money::{Millis, Rate};
-
-/// The migrations in `migrations/`, embedded so the binary can apply them.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+// The shared records live in `mindbot-schema`; re-exported so a caller of
+// metering names cards, users and money without a second dependency.
+/// A bad id, status or multiplier in a record, as [`Error::Record`] carries it.
+pub use mindbot_schema::Error as RecordError;
+pub use mindbot_schema::{ids, money, records, MIGRATOR};
+pub use mindbot_schema::{CardId, Millis, Rate, SessionId, UserId};

@@ -42,18 +42,18 @@ pub struct Limits {
 /// Open sessions and unexpired, unconsumed reservations of `user`:
 /// (all of them, those of `persona_slug`).
 async fn held(conn: &mut sqlx::PgConnection, user: UserId, persona_slug: &str) -> Result<(i64, i64)> {
-    let held: (i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COUNT(*) FILTER (WHERE slug = $2) FROM ( \
+    let held = sqlx::query!(
+        "SELECT COUNT(*) AS \"open!\", COUNT(*) FILTER (WHERE slug = $2) AS \"same_persona!\" FROM ( \
              SELECT persona_slug AS slug FROM voice_sessions WHERE user_id = $1 AND status = 'active' \
              UNION ALL \
              SELECT persona_slug FROM session_reservations \
               WHERE user_id = $1 AND consumed_at IS NULL AND expires_at > NOW()) AS held",
+        user.0,
+        persona_slug,
     )
-    .bind(user)
-    .bind(persona_slug)
     .fetch_one(&mut *conn)
     .await?;
-    Ok(held)
+    Ok((held.open, held.same_persona))
 }
 
 /// Records `r` if `limits` allow it, in one transaction under the user's
@@ -71,14 +71,14 @@ pub async fn reserve(pool: &PgPool, r: &Reservation, limits: Limits) -> Result<(
     if limits.one_per_persona && same_persona > 0 {
         return Err(Error::PersonaSessionOpen { persona: r.persona_slug.clone() });
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO session_reservations (user_id, room_name, persona_slug, created_at, expires_at) \
          VALUES ($1, $2, $3, NOW(), NOW() + $4 * INTERVAL '1 millisecond')",
+        r.user.0,
+        r.room,
+        r.persona_slug,
+        i64::try_from(r.ttl.as_millis()).unwrap_or(i64::MAX) as f64,
     )
-    .bind(r.user)
-    .bind(&r.room)
-    .bind(&r.persona_slug)
-    .bind(i64::try_from(r.ttl.as_millis()).unwrap_or(i64::MAX))
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -88,12 +88,12 @@ pub async fn reserve(pool: &PgPool, r: &Reservation, limits: Limits) -> Result<(
 /// Gives back the place a token held in `room` (the worker refused the
 /// session there): it no longer counts toward the user's open sessions.
 pub async fn release(pool: &PgPool, user: UserId, room: &str) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE session_reservations SET consumed_at = NOW() \
          WHERE user_id = $1 AND room_name = $2 AND consumed_at IS NULL",
+        user.0,
+        room,
     )
-    .bind(user)
-    .bind(room)
     .execute(pool)
     .await?;
     Ok(())

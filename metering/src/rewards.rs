@@ -91,38 +91,41 @@ pub async fn confirm_view(pool: &PgPool, view: &ConfirmedView, policy: &RewardPo
         Some(false) => return Err(Error::UserInactive { user: view.user }),
         Some(true) => {}
     }
-    let inserted: Option<Uuid> = sqlx::query_scalar(
+    // The revenue is exact decimal text, cast by PostgreSQL (`$6::text::numeric`,
+    // as the runtime query bound text before).
+    let inserted: Option<Uuid> = sqlx::query_scalar!(
         "INSERT INTO ad_interactions (user_id, ad_id, ad_type, view_duration, completed, revenue, source, \
              ad_view_id, persona_slug, reward_day) \
-         VALUES ($1, $2, $3, $4, $5, $6::numeric, 'callback', $7, $8, (NOW() AT TIME ZONE $9)::date) \
+         VALUES ($1, $2, $3, $4, $5, $6::text::numeric, 'callback', $7, $8, (NOW() AT TIME ZONE $9::text)::date) \
          ON CONFLICT (ad_view_id) WHERE source = 'callback' DO NOTHING RETURNING id",
+        view.user.0,
+        view.ad_id,
+        view.ad_type,
+        view.view_duration,
+        view.completed,
+        view.revenue,
+        view.ad_view_id,
+        view.persona,
+        policy.timezone,
     )
-    .bind(view.user)
-    .bind(&view.ad_id)
-    .bind(&view.ad_type)
-    .bind(view.view_duration)
-    .bind(view.completed)
-    .bind(&view.revenue)
-    .bind(&view.ad_view_id)
-    .bind(&view.persona)
-    .bind(&policy.timezone)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(interaction) = inserted else {
-        let interaction: Uuid =
-            sqlx::query_scalar("SELECT id FROM ad_interactions WHERE source = 'callback' AND ad_view_id = $1")
-                .bind(&view.ad_view_id)
-                .fetch_one(&mut *tx)
-                .await?;
+        let interaction: Uuid = sqlx::query_scalar!(
+            "SELECT id FROM ad_interactions WHERE source = 'callback' AND ad_view_id = $1",
+            view.ad_view_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
         return Ok(RewardOutcome::AlreadyRecorded { interaction });
     };
-    let earned_today: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(SUM(rewarded_seconds), 0)::int8 FROM ad_interactions \
-         WHERE user_id = $1 AND rewarded_seconds > 0 AND reward_day = (NOW() AT TIME ZONE $2)::date",
+    let earned_today: i64 = sqlx::query_scalar!(
+        "SELECT COALESCE(SUM(rewarded_seconds), 0)::int8 AS \"earned!\" FROM ad_interactions \
+         WHERE user_id = $1 AND rewarded_seconds > 0 AND reward_day = (NOW() AT TIME ZONE $2::text)::date",
+        view.user.0,
+        policy.timezone,
     )
-    .bind(view.user)
-    .bind(&policy.timezone)
     .fetch_one(&mut *tx)
     .await?;
     let why = if !view.completed {
@@ -139,24 +142,25 @@ pub async fn confirm_view(pool: &PgPool, view: &ConfirmedView, policy: &RewardPo
         return Ok(RewardOutcome::NotRewarded { interaction, why, earned_today });
     }
     let minutes = policy.reward_seconds / 60;
-    let card: CardId = sqlx::query_scalar(
+    let card: CardId = sqlx::query_scalar!(
         "INSERT INTO time_cards (user_id, activation_code, total_minutes, remaining_minutes, status, kind, \
              activated_at, expires_at) \
-         VALUES ($1, $2, $3, $3, 'active', 'earned', NOW(), NOW() + $4 * INTERVAL '1 millisecond') RETURNING id",
+         VALUES ($1, $2, $3, $3, 'active', 'earned', NOW(), NOW() + $4 * INTERVAL '1 millisecond') \
+         RETURNING id AS \"id: CardId\"",
+        view.user.0,
+        generate_code(),
+        minutes,
+        policy.validity.map(|v| v.num_milliseconds() as f64),
     )
-    .bind(view.user)
-    .bind(generate_code())
-    .bind(minutes)
-    .bind(policy.validity.map(|v| v.num_milliseconds()))
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE ad_interactions SET rewarded_seconds = $2, reward_cap_seconds = $3, time_card_id = $4 WHERE id = $1",
+        interaction,
+        minutes * 60,
+        policy.daily_cap_seconds,
+        card.0,
     )
-    .bind(interaction)
-    .bind(minutes * 60)
-    .bind(policy.daily_cap_seconds)
-    .bind(card)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -191,7 +195,8 @@ pub struct AdReportLine {
 /// Per persona, since `since` (by interaction creation, and by charge time
 /// for spending): views, completions, earned and spent seconds, revenue.
 pub async fn report(pool: &PgPool, since: chrono::DateTime<chrono::Utc>) -> Result<Vec<AdReportLine>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        AdReportLine,
         "WITH views AS ( \
              SELECT COALESCE(persona_slug, '-') AS persona, \
                     COUNT(*) FILTER (WHERE source = 'client') AS reported, \
@@ -205,13 +210,13 @@ pub async fn report(pool: &PgPool, since: chrono::DateTime<chrono::Utc>) -> Resu
              FROM card_charges l JOIN time_cards c ON c.id = l.time_card_id AND c.kind = 'earned' \
              JOIN voice_sessions v ON v.id = l.voice_session_id \
              WHERE l.last_charged_at >= $1 GROUP BY 1) \
-         SELECT COALESCE(a.persona, s.persona) AS persona, COALESCE(a.reported, 0) AS reported, \
-                COALESCE(a.views, 0) AS views, COALESCE(a.completions, 0) AS completions, \
-                COALESCE(a.earned_seconds, 0) AS earned_seconds, COALESCE(s.spent_seconds, 0) AS spent_seconds, \
-                COALESCE(a.revenue, 0)::text AS revenue \
+         SELECT COALESCE(a.persona, s.persona) AS \"persona!\", COALESCE(a.reported, 0) AS \"reported!\", \
+                COALESCE(a.views, 0) AS \"views!\", COALESCE(a.completions, 0) AS \"completions!\", \
+                COALESCE(a.earned_seconds, 0) AS \"earned_seconds!\", \
+                COALESCE(s.spent_seconds, 0) AS \"spent_seconds!\", COALESCE(a.revenue, 0)::text AS \"revenue!\" \
          FROM views a FULL JOIN spent s ON s.persona = a.persona ORDER BY 1",
+        since,
     )
-    .bind(since)
     .fetch_all(pool)
     .await?)
 }

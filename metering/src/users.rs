@@ -10,9 +10,9 @@ use crate::ids::UserId;
 /// locks that inserts referencing the user take) and returns whether the user
 /// is active, `None` when there is no such user.
 pub(crate) async fn lock_user(conn: &mut sqlx::PgConnection, user: UserId) -> Result<Option<bool>> {
-    let row: Option<(Option<bool>,)> = sqlx::query_as("SELECT is_active FROM users WHERE id = $1 FOR NO KEY UPDATE")
-        .bind(user)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(row.map(|(active,)| active != Some(false)))
+    let row: Option<Option<bool>> =
+        sqlx::query_scalar!("SELECT is_active FROM users WHERE id = $1 FOR NO KEY UPDATE", user.0)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(row.map(|active| active != Some(false)))
 }

@@ -196,3 +196,76 @@ async fn a_granted_card_is_active_at_once_for_its_whole_time_and_the_books_balan
     let report = metering::audit::audit(&pool).await.unwrap();
     assert!(report.passed(), "{report}");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn granting_each_user_a_card_funds_them_all_at_once_and_whole_minutes_keep_the_books(pool: PgPool) {
+    let users = [common::user(&pool).await, common::user(&pool).await, common::user(&pool).await];
+    let ids = cards::grant_each(&pool, &users, Millis::from_minutes(600)).await.unwrap();
+    assert_eq!(ids.len(), 3);
+    for (user, id) in users.iter().zip(&ids) {
+        let b = metering::balance::balance(&pool, *user).await.unwrap();
+        assert_eq!(b.spendable, Millis(36_000_000));
+        let (status, owner, total, code): (String, metering::UserId, i32, String) =
+            sqlx::query_as("SELECT status, user_id, total_minutes, activation_code FROM time_cards WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!((status.as_str(), owner, total), ("active", *user, 600));
+        assert_eq!(cards::normalize_code(&code).as_deref(), Some(code.as_str()));
+    }
+    let report = metering::audit::audit(&pool).await.unwrap();
+    assert!(report.passed(), "{report}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_granted_part_minute_balance_is_a_whole_minute_card_with_that_much_left(pool: PgPool) {
+    let user = common::user(&pool).await;
+    let ids = cards::grant_each(&pool, &[user], Millis(5_000)).await.unwrap();
+    let (total, minutes, sub_ms): (i32, i32, i32) =
+        sqlx::query_as("SELECT total_minutes, remaining_minutes, remaining_sub_ms FROM time_cards WHERE id = $1")
+            .bind(ids[0])
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((total, minutes, sub_ms), (1, 0, 5_000));
+    assert_eq!(metering::balance::balance(&pool, user).await.unwrap().spendable, Millis(5_000));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_negative_grant_is_refused_naming_the_balance_and_writes_no_card(pool: PgPool) {
+    let user = common::user(&pool).await;
+    let err = cards::grant_each(&pool, &[user], Millis(-1)).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidGrant { balance_ms: -1 }), "{err:?}");
+    assert!(err.to_string().contains("not -1 ms"), "{err}");
+    let cards: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM time_cards WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(cards, 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn cards_and_tiers_read_by_metering_equal_the_rows_read_through_the_public_select_lists(pool: PgPool) {
+    use metering::records::{PricingTier, TimeCard, CARD_COLUMNS, TIER_COLUMNS};
+    let tier = common::tier(&pool, 90).await;
+    let user = common::user(&pool).await;
+    let issued = cards::issue(&pool, &tier, 1, Some(user), Some("pi_lists")).await.unwrap().remove(0);
+    let active = cards::activate(&pool, &issued.activation_code, user, &ActivationPolicy::default()).await.unwrap();
+    let read: TimeCard = sqlx::query_as(&format!("SELECT {CARD_COLUMNS} FROM time_cards WHERE id = $1"))
+        .bind(active.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(read, active);
+    let balance = metering::balance::balance(&pool, user).await.unwrap();
+    assert_eq!(balance.cards, vec![read]);
+    let tiers: Vec<PricingTier> = sqlx::query_as(&format!(
+        "SELECT {TIER_COLUMNS} FROM pricing_tiers WHERE COALESCE(active, TRUE) ORDER BY price_cents, id"
+    ))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(cards::tiers(&pool).await.unwrap(), tiers);
+}

@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use metering::UserId;
+use mindbot_schema::UserId;
 use serde_json::Value;
 use sqlx::PgPool;
 

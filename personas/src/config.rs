@@ -5,7 +5,7 @@
 //! This module only describes the shape; the rules a persona must follow are
 //! in [`crate::validate`], reading one from text or a file in [`crate::parse`].
 
-use metering::Rate;
+use mindbot_schema::Rate;
 use serde::{Deserialize, Serialize};
 
 use crate::level::AccessLevel;

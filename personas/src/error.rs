@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use metering::Rate;
+use mindbot_schema::Rate;
 
 use crate::level::AccessLevel;
 

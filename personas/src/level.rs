@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use metering::records::Subscription;
+use mindbot_schema::records::Subscription;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::PersonaError;
@@ -113,8 +113,8 @@ pub fn check_level(required: AccessLevel, have: AccessLevel) -> Result<(), Perso
 mod tests {
     use super::*;
     use chrono::{Duration, TimeZone};
-    use metering::records::SubscriptionStatus;
-    use metering::UserId;
+    use mindbot_schema::records::SubscriptionStatus;
+    use mindbot_schema::UserId;
     use uuid::Uuid;
 
     fn sub(plan: &str, status: SubscriptionStatus, start_days: i64, end_days: i64) -> Subscription {

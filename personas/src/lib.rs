@@ -16,7 +16,11 @@
 //!   features only premium users get.
 //!
 //! Units: `session_time_limit` and `daily_usage_limit` are minutes, ages are
-//! years, `base_cost_multiplier` is an exact [`metering::Rate`].
+//! years, `base_cost_multiplier` is an exact [`mindbot_schema::Rate`].
+//!
+//! Rows and ids (users, subscriptions, custom personas, rates) come from
+//! `mindbot-schema`, which `metering` shares; this crate does not depend on
+//! `metering`, as it moves no money: what a session costs is the meter's.
 
 pub mod access;
 pub mod catalog;

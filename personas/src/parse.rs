@@ -167,7 +167,7 @@ pub(crate) fn template() -> PersonaConfig {
         is_active: true,
         usage_count: 0,
         rating: 0.0,
-        base_cost_multiplier: metering::Rate::ONE,
+        base_cost_multiplier: mindbot_schema::Rate::ONE,
         session_time_limit: None,
         premium_session_time_limit: None,
         daily_usage_limit: None,

@@ -16,7 +16,7 @@
 //! Neither rule reads the database; [`resolve_for_session`] puts them after
 //! [`resolve()`](crate::resolve()) in the order a session start needs.
 
-use metering::Rate;
+use mindbot_schema::Rate;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -161,7 +161,7 @@ pub async fn resolve_for_session(
 mod tests {
     use super::*;
     use crate::parse::template;
-    use metering::UserId;
+    use mindbot_schema::UserId;
 
     fn custom(config: PersonaConfig) -> ResolvedPersona {
         ResolvedPersona { config, source: PersonaSource::Custom { id: Uuid::new_v4(), owner: UserId(Uuid::new_v4()) } }

@@ -3,8 +3,8 @@
 //! counting usage or ratings is not done here.
 
 use chrono::SecondsFormat;
-use metering::records::CustomPersona;
-use metering::UserId;
+use mindbot_schema::records::CustomPersona;
+use mindbot_schema::UserId;
 use serde_json::{Map, Number, Value};
 use sqlx::PgPool;
 use uuid::Uuid;

@@ -1,15 +1,15 @@
 //! What the access rules need to read from PostgreSQL: a user's
 //! subscriptions and the minutes they spent with a persona today. Queries are
 //! `sqlx` macros checked against the schema at compile time (offline data in
-//! `.sqlx/`), reading rows into `metering::records` types.
+//! `.sqlx/`), reading rows into `mindbot_schema::records` types.
 //!
 //! "Today" is a calendar day in the deployment's time zone, not in UTC: a
 //! daily limit resets at local midnight, where users expect it to.
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
-use metering::records::{Subscription, SubscriptionStatus};
-use metering::UserId;
+use mindbot_schema::records::{Subscription, SubscriptionStatus};
+use mindbot_schema::UserId;
 use sqlx::PgPool;
 
 use crate::error::PersonaError;

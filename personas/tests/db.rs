@@ -3,7 +3,7 @@
 //! may create databases; `scripts/postgres.sh` starts one).
 
 use chrono::{DateTime, Duration, Utc};
-use metering::UserId;
+use mindbot_schema::UserId;
 use personas::usage::user_level;
 use personas::{
     check_access, minutes_used_today, resolve, AccessFacts, AccessLevel, AccessPolicy, Catalog, PersonaError,

@@ -152,27 +152,17 @@ pub async fn agents(config: &Config, args: AgentsArgs) -> Result<ExitCode> {
 
 /// Funded users: `n` users each with one active card of `balance_ms`.
 async fn seed_users(pool: &PgPool, n: usize, balance_ms: i64) -> Result<Vec<String>> {
-    let ids: Vec<uuid::Uuid> = sqlx::query_scalar!(
-        "INSERT INTO users (email, full_name, password_hash)
+    let ids: Vec<metering::UserId> = sqlx::query_scalar!(
+        r#"INSERT INTO users (email, full_name, password_hash)
          SELECT 'agents-' || gen_random_uuid() || '@bench.invalid', 'Bench user', 'x' FROM generate_series(1, $1)
-         RETURNING id",
+         RETURNING id AS "id: metering::UserId""#,
         n as i64
     )
     .fetch_all(pool)
     .await
     .context("creating benchmark users")?;
-    // A card bought for whole minutes with `balance_ms` left on it.
-    sqlx::query(
-        "INSERT INTO time_cards (user_id, activation_code, total_minutes, remaining_minutes, remaining_sub_ms, \
-         status, activated_at) \
-         SELECT u, 'BENCH-' || u, GREATEST(($2 + 59999) / 60000, 1), $2 / 60000, $2 % 60000, 'active', NOW() \
-         FROM UNNEST($1::uuid[]) u",
-    )
-    .bind(&ids)
-    .bind(balance_ms)
-    .execute(pool)
-    .await
-    .context("funding benchmark users")?;
+    // A card of whole minutes with `balance_ms` left on it.
+    metering::cards::grant_each(pool, &ids, metering::Millis(balance_ms)).await.context("funding benchmark users")?;
     Ok(ids.iter().map(ToString::to_string).collect())
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use metering::meter::{Meter, MeteredSession};
 use metering::session::{EndReason, OpenSession};
-use metering::{Rate, UserId};
+use metering::{Millis, Rate, UserId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 use tokio::sync::Semaphore;
@@ -44,13 +44,7 @@ async fn seed_users(pool: &PgPool, n: usize) -> Result<Vec<UserId>> {
     .fetch_all(pool)
     .await?;
     // One 10-hour card each, active: enough for any run.
-    sqlx::query(
-        "INSERT INTO time_cards (user_id, activation_code, total_minutes, remaining_minutes, status, activated_at) \
-         SELECT u, 'BENCH-' || u, 600, 600, 'active', NOW() FROM UNNEST($1::uuid[]) u",
-    )
-    .bind(&users)
-    .execute(pool)
-    .await?;
+    metering::cards::grant_each(pool, &users, Millis::from_minutes(600)).await?;
     Ok(users)
 }
 

@@ -281,7 +281,9 @@ async fn payment(api: &Api, tx: &mut Transaction<'_, Postgres>, obj: &Value) -> 
     }
     let card = match metering::cards::issue_in(tx, tier, 1, Some(user), Some(intent)).await {
         Ok(mut cards) => cards.pop().ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no card issued")))?,
-        Err(metering::Error::TierNotFound { .. } | metering::Error::InvalidTier { .. }) => {
+        Err(
+            metering::Error::TierNotFound { .. } | metering::Error::Record(metering::RecordError::InvalidTier { .. }),
+        ) => {
             tracing::error!(intent, tier, "payment for an unknown or invalid tier: recorded without a card");
             return Ok("payment recorded; no card: unknown tier".into());
         }

@@ -149,6 +149,26 @@ pub const CARD_COLUMNS: &str = "id, user_id, activation_code, total_minutes, rem
      expires_at, COALESCE(created_at, NOW()) AS created_at, COALESCE(status, 'pending') AS status, \
      stripe_payment_intent_id, remaining_sub_ms, suspended_at IS NOT NULL AS suspended, kind = 'earned' AS earned";
 
+/// A compile-time checked `query_as!` for [`TimeCard`]s: the statement is
+/// `$head`, the select list [`CARD_COLUMNS`] says (with the overrides the
+/// macro needs), then `$tail`; the arguments follow. Keep the two lists
+/// alike: this one for `sqlx::query_as!`, the constant for runtime queries.
+#[macro_export]
+macro_rules! query_time_cards {
+    ($head:tt, $tail:tt $(, $arg:expr)* $(,)?) => {
+        ::sqlx::query_as!(
+            mindbot_schema::records::TimeCard,
+            $head
+                + "id AS \"id: _\", user_id AS \"user_id: _\", activation_code, total_minutes, remaining_minutes, \
+                   activated_at, expires_at, COALESCE(created_at, NOW()) AS \"created_at!\", \
+                   COALESCE(status, 'pending') AS \"status!: _\", stripe_payment_intent_id, remaining_sub_ms, \
+                   suspended_at IS NOT NULL AS \"suspended!\", kind = 'earned' AS \"earned!\""
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
+
 /// `voice_sessions`, as the `VoiceSession` interface.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 #[serde(deny_unknown_fields)]
@@ -229,6 +249,23 @@ impl PricingTier {
 /// Select list for [`PricingTier`].
 pub const TIER_COLUMNS: &str = "id, name, hours, price_cents, COALESCE(bonus_minutes, 0) AS bonus_minutes, \
      COALESCE(description, '') AS description, COALESCE(active, TRUE) AS active, COALESCE(created_at, NOW()) AS created_at";
+
+/// A compile-time checked `query_as!` for [`PricingTier`]s, as
+/// [`query_time_cards!`] is for cards (the list of [`TIER_COLUMNS`]).
+#[macro_export]
+macro_rules! query_pricing_tiers {
+    ($head:tt, $tail:tt $(, $arg:expr)* $(,)?) => {
+        ::sqlx::query_as!(
+            mindbot_schema::records::PricingTier,
+            $head
+                + "id, name, hours, price_cents, COALESCE(bonus_minutes, 0) AS \"bonus_minutes!\", \
+                   COALESCE(description, '') AS \"description!\", COALESCE(active, TRUE) AS \"active!\", \
+                   COALESCE(created_at, NOW()) AS \"created_at!\""
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
 
 /// A row of `payment_history`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]

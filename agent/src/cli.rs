@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::jobs::Jobs;
-use crate::session::{self, HangUp};
+use crate::session;
 
 #[derive(Subcommand)]
 pub enum PersonaCommand {
@@ -120,14 +120,14 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
         pool,
         meter: meter.clone(),
         catalog: personas::Catalog::builtin(),
-        rules: config.custom_rules()?,
-        access: personas::AccessPolicy { plans: config.plan_levels()?, timezone: config.timezone()? },
+        rules: config.personas.custom_rules(),
+        access: config.personas.access_policy(),
         rooms: RoomClient::with_api_key(&http_url, &lk.api_key, lk.api_secret.expose()),
         default_persona: config.personas.default.clone(),
         user_grace: Duration::from_secs(config.worker.user_grace_seconds),
         user_wait: Duration::from_secs(config.worker.user_wait_seconds),
         balance_every: Duration::from_secs(config.worker.balance_update_seconds),
-        hangup: if config.worker.hangup == "delete_room" { HangUp::DeleteRoom } else { HangUp::RemoveParticipant },
+        hangup: config.worker.hangup,
         worker_id: worker_id.clone(),
         voice: crate::voice::VoiceService::from_config(&config.voice)?,
     });
@@ -455,7 +455,7 @@ fn parse_since(since: &str, tz: chrono_tz::Tz) -> Result<chrono::DateTime<chrono
 }
 
 pub async fn ads(config: &Config, since: &str) -> Result<ExitCode> {
-    let since = parse_since(since, config.timezone()?)?;
+    let since = parse_since(since, config.personas.timezone)?;
     let pool = connect(config).await?;
     let lines = metering::rewards::report(&pool, since).await.context("reading the ad report")?;
     println!("ads since {}", since.to_rfc3339());

@@ -38,12 +38,8 @@ pub const TOPIC_BALANCE: &str = "mindbot.balance";
 /// How long the reason message leads the hang-up.
 const REASON_LEAD: Duration = Duration::from_millis(300);
 
-/// How a session hangs up when the money runs out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HangUp {
-    RemoveParticipant,
-    DeleteRoom,
-}
+/// How a session hangs up when the money runs out (`worker.hangup`).
+pub use crate::config::HangUp;
 
 /// What every session shares.
 pub struct Context {

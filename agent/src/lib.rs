@@ -3,8 +3,9 @@
 //! parses the command line and calls [`cli`].
 //!
 //! Modules, in the order a session meets them: [`config`] (settings),
-//! [`cli`] (the worker supervisor and operator commands), [`session`] (one
-//! job), [`voice`] (the agent hears and speaks), [`conventions`] (what
+//! [`supervisor`] (the worker and the API node, told from outside when to
+//! drain and stop), [`cli`] (the operator commands, and the OS signals wired
+//! into the supervisor), [`session`] (one job), [`voice`] (the agent hears and speaks), [`conventions`] (what
 //! LiveKit's frontends read: agent state, transcriptions, typed turns),
 //! [`http`] (operator endpoints), [`api`] (the public API under `/v1`),
 //! [`usage`] (what sessions used of the voice providers, and its report),
@@ -22,6 +23,7 @@ pub mod demo;
 pub mod http;
 pub mod jobs;
 pub mod session;
+pub mod supervisor;
 pub mod telemetry;
 pub mod usage;
 pub mod voice;

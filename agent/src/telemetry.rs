@@ -25,8 +25,21 @@ pub fn init(cfg: &LogConfig) {
     };
 }
 
-/// Installs the Prometheus recorder and describes every metric.
+/// Installs the Prometheus recorder and describes every metric, once per
+/// process: a later call (a second supervisor in one process, as tests run
+/// them) gets the same handle.
 pub fn metrics() -> anyhow::Result<PrometheusHandle> {
+    static INSTALLED: std::sync::Mutex<Option<PrometheusHandle>> = std::sync::Mutex::new(None);
+    let mut installed = INSTALLED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(handle) = installed.as_ref() {
+        return Ok(handle.clone());
+    }
+    let handle = install_metrics()?;
+    *installed = Some(handle.clone());
+    Ok(handle)
+}
+
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full("mindbot_meter_tick_duration_seconds".into()),

@@ -41,13 +41,13 @@ async fn read_until(s: &mut TcpStream, text: &str) -> String {
     String::from_utf8(got).unwrap()
 }
 
-#[sqlx::test(migrations = "../migrations")]
-async fn the_supervisor_registers_and_on_shutdown_answers_the_request_in_flight_then_returns(pool: PgPool) {
-    ensure("scripts/livekit-server.sh", Some("start"));
+/// A worker's settings for the test's database, under a unique agent name,
+/// with the API on and the operator HTTP on a free port (returned).
+fn config(pool: &PgPool) -> (Config, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
     let env = [
-        ("DATABASE_URL", url_for(&pool)),
+        ("DATABASE_URL", url_for(pool)),
         ("LIVEKIT_URL", "ws://127.0.0.1:7880".to_string()),
         ("MINDBOT_LIVEKIT_AGENT_NAME", agent_name),
         ("MINDBOT_DATABASE_MIGRATE_ON_START", "false".to_string()),
@@ -61,6 +61,13 @@ async fn the_supervisor_registers_and_on_shutdown_answers_the_request_in_flight_
     ];
     let config =
         Config::from_sources(DEFAULT_TOML, |k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())).unwrap();
+    (config, port)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_supervisor_registers_and_on_shutdown_answers_the_request_in_flight_then_returns(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    let (config, port) = config(&pool);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async {
         let _ = stopped.await;
@@ -101,4 +108,20 @@ async fn the_supervisor_registers_and_on_shutdown_answers_the_request_in_flight_
     assert!(json.contains(r#""error":"bad_signature""#), "{answer}");
     let returned = tokio::time::timeout(Duration::from_secs(30), supervisor).await.expect("the supervisor returns");
     returned.unwrap().expect("the supervisor stops cleanly");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_drain_request_with_no_session_running_returns_once_registered(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    let (config, port) = config(&pool);
+    let (drain, requests) = tokio::sync::mpsc::channel::<()>(2);
+    let drains = futures_util::stream::unfold(requests, |mut r| async move { r.recv().await.map(|()| ((), r)) });
+    let supervisor =
+        tokio::spawn(async move { mindbot_agent::supervisor::run(&config, std::future::pending(), drains).await });
+    let (code, _) = tokio::time::timeout(Duration::from_secs(60), ready(port)).await.expect("the worker gets ready");
+    assert_eq!(code, 200);
+    drain.send(()).await.unwrap();
+    let returned = tokio::time::timeout(Duration::from_secs(30), supervisor).await.expect("the supervisor returns");
+    returned.unwrap().expect("the supervisor stops cleanly");
+    assert!(TcpStream::connect(("127.0.0.1", port)).await.is_err(), "the operator HTTP is closed");
 }

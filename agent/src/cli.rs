@@ -1,6 +1,7 @@
 //! Operator commands: migrations, personas, cards, balances, tiers, audit,
-//! the usage and ad reports, and `run`. Each prints what it did in plain text and exits non-zero on
-//! failure with a message naming the operation.
+//! the usage and ad reports, and `run` and `api`, which wire the OS signals
+//! into the [`crate::supervisor`]. Each prints what it did in plain text and
+//! exits non-zero on failure with a message naming the operation.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::config::Config;
+use crate::config::{redacted_url, Config};
 
 #[derive(Subcommand)]
 pub enum PersonaCommand {
@@ -45,18 +46,6 @@ pub enum CardCommand {
     },
     /// Refund an unused card.
     Refund { card: String },
-}
-
-/// The database URL with its password removed, for messages.
-pub fn redacted_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{user}@{}", &url[..s + 3], &url[at + 1..])
-        }
-        _ => url.to_string(),
-    }
 }
 
 /// The worker's pool (`database.max_connections`), for the supervisor and the operator commands.
@@ -305,11 +294,5 @@ mod tests {
         assert_eq!(super::parse_since("2026-07-01", tz).unwrap().to_rfc3339(), "2026-06-30T22:00:00+00:00");
         assert_eq!(super::parse_since("2026-07-01T05:00:00Z", tz).unwrap().to_rfc3339(), "2026-07-01T05:00:00+00:00");
         assert!(super::parse_since("yesterday", tz).is_err());
-    }
-
-    #[test]
-    fn database_password_is_redacted() {
-        assert_eq!(super::redacted_url("postgres://me:pw@h:5432/db"), "postgres://me@h:5432/db");
-        assert_eq!(super::redacted_url("postgres://h/db"), "postgres://h/db");
     }
 }

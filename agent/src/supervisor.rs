@@ -25,8 +25,8 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::cli::{connect, redacted_url};
-use crate::config::Config;
+use crate::cli::connect;
+use crate::config::{redacted_url, Config};
 use crate::jobs::Jobs;
 use crate::session;
 

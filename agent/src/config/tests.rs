@@ -19,6 +19,12 @@ fn defaults_load_and_validate() {
 }
 
 #[test]
+fn database_password_is_redacted() {
+    assert_eq!(redacted_url("postgres://me:pw@h:5432/db"), "postgres://me@h:5432/db");
+    assert_eq!(redacted_url("postgres://h/db"), "postgres://h/db");
+}
+
+#[test]
 fn environment_overrides_with_well_known_and_prefixed_names() {
     let c = Config::from_sources(
         DEFAULT_TOML,

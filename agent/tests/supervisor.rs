@@ -95,9 +95,12 @@ async fn the_supervisor_registers_and_on_shutdown_answers_the_request_in_flight_
 
     // The server stops accepting new clients, but the supervisor does not
     // return while the request is open.
-    while TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let refused = async {
+        while TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), refused).await.expect("the server stops accepting");
     assert!(!supervisor.is_finished(), "the supervisor returned with a request in flight");
 
     // The rest of the body: the request is answered (a bad signature), then the supervisor returns.
@@ -111,7 +114,7 @@ async fn the_supervisor_registers_and_on_shutdown_answers_the_request_in_flight_
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn a_drain_request_with_no_session_running_returns_once_registered(pool: PgPool) {
+async fn a_drain_request_with_no_session_running_makes_the_registered_supervisor_return(pool: PgPool) {
     ensure("scripts/livekit-server.sh", Some("start"));
     let (config, port) = config(&pool);
     let (drain, requests) = tokio::sync::mpsc::channel::<()>(2);
@@ -123,5 +126,4 @@ async fn a_drain_request_with_no_session_running_returns_once_registered(pool: P
     drain.send(()).await.unwrap();
     let returned = tokio::time::timeout(Duration::from_secs(30), supervisor).await.expect("the supervisor returns");
     returned.unwrap().expect("the supervisor stops cleanly");
-    assert!(TcpStream::connect(("127.0.0.1", port)).await.is_err(), "the operator HTTP is closed");
 }

@@ -131,9 +131,11 @@ impl Config {
         let mut table: toml::Table = text.parse().context("config.toml is not valid TOML")?;
         let defaults: toml::Table = DEFAULT_TOML.parse().expect("built-in config.toml parses");
         apply_env(&mut table, &defaults, &[], &env)?;
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("config: {}", e.message()))?;
+        // A typed key's own message names it already (`config key ...`).
+        let config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| match e.message() {
+            named if named.starts_with("config key") => anyhow::anyhow!("{named}"),
+            other => anyhow::anyhow!("config: {other}"),
+        })?;
         config.validate()?;
         Ok(config)
     }

@@ -42,7 +42,7 @@ pub async fn demo(config: &Config) -> Result<ExitCode> {
     // Quoted like the API's tokens: the demo user pays the price printed here.
     let slug = &config.personas.default;
     let catalog = personas::Catalog::builtin();
-    let persona = personas::resolve_for_session(&pool, &catalog, &config.custom_rules()?, slug, None)
+    let persona = personas::resolve_for_session(&pool, &catalog, &config.personas.custom_rules(), slug, None)
         .await
         .with_context(|| format!("resolving the default persona {slug:?}"))?;
     let metadata = JobMetadata {

@@ -3,12 +3,15 @@
 //! parses the command line and calls [`cli`].
 //!
 //! Modules, in the order a session meets them: [`config`] (settings),
-//! [`cli`] (the worker supervisor and operator commands), [`session`] (one
-//! job), [`voice`] (the agent hears and speaks), [`conventions`] (what
-//! LiveKit's frontends read: agent state, transcriptions, typed turns),
-//! [`http`] (operator endpoints), [`api`] (the public API under `/v1`),
-//! [`usage`] (what sessions used of the voice providers, and its report),
-//! [`bench`] (benchmarks that print figures), [`telemetry`] (logs).
+//! [`supervisor`] (the worker and the API node, told from outside when to
+//! drain and stop), [`cli`] (the operator commands, and the OS signals wired
+//! into the supervisor), [`session`] (one job; [`refusal`]: why one is
+//! refused, the same codes for the worker and the API), [`voice`] (the agent
+//! hears and speaks), [`conventions`] (what LiveKit's frontends read: agent
+//! state, transcriptions, typed turns), [`http`] (operator endpoints),
+//! [`api`] (the public API under `/v1`), [`usage`] (what sessions used of the
+//! voice providers, and its report), [`bench`] (benchmarks that print
+//! figures), [`telemetry`] (logs).
 //!
 //! The LiveKit side (rooms, the worker protocol) is the `mindbot-transport`
 //! crate, which knows nothing of billing or personas.
@@ -21,7 +24,9 @@ pub mod conventions;
 pub mod demo;
 pub mod http;
 pub mod jobs;
+pub mod refusal;
 pub mod session;
+pub mod supervisor;
 pub mod telemetry;
 pub mod usage;
 pub mod voice;

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::conventions::{self, Publisher, ATTR_AGENT_STATE};
+use crate::refusal::Refusal;
 use crate::usage::SessionUsage;
 use crate::voice::observe::{AgentState, VoiceEvent};
 
@@ -38,12 +39,8 @@ pub const TOPIC_BALANCE: &str = "mindbot.balance";
 /// How long the reason message leads the hang-up.
 const REASON_LEAD: Duration = Duration::from_millis(300);
 
-/// How a session hangs up when the money runs out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HangUp {
-    RemoveParticipant,
-    DeleteRoom,
-}
+/// How a session hangs up when the money runs out (`worker.hangup`).
+pub use crate::config::HangUp;
 
 /// What every session shares.
 pub struct Context {
@@ -112,26 +109,22 @@ pub fn dispatch_token(
         .map_err(|e| anyhow::anyhow!("signing a participant token: {e}"))
 }
 
-/// The refusal of a second open for a job or a (room, user) that has an
-/// active session already (a re-offered or re-dispatched job).
-const DUPLICATE: &str = "duplicate_session";
-
-/// Why a session was refused before any charge.
+/// A session refused before any charge: why, and the sentence the user gets.
 #[derive(Debug)]
-struct Refusal {
-    reason: &'static str,
+struct Refused {
+    reason: Refusal,
     detail: String,
 }
 
-impl Refusal {
-    fn new(reason: &'static str, detail: impl std::fmt::Display) -> Refusal {
-        Refusal { reason, detail: detail.to_string() }
+impl Refused {
+    fn new(reason: Refusal, detail: impl std::fmt::Display) -> Refused {
+        Refused { reason, detail: detail.to_string() }
     }
 }
 
 /// How the job ended, for the worker's job status.
 pub enum Outcome {
-    Refused(&'static str),
+    Refused(Refusal),
     Ended(EndReason),
     Failed(String),
 }
@@ -164,9 +157,10 @@ pub async fn run(ctx: Arc<Context>, a: Assignment, stop: Stop) -> Outcome {
     }
     match admit(&ctx, &a, &mut events).await {
         Err((user, seen, refusal)) => {
-            info!(room = %a.job.room, reason = refusal.reason, detail = %refusal.detail, "session refused");
-            metrics::counter!("mindbot_sessions_refused_total", "reason" => refusal.reason).increment(1);
-            if refusal.reason == DUPLICATE {
+            info!(room = %a.job.room, reason = refusal.reason.code(), detail = %refusal.detail, "session refused");
+            metrics::counter!("mindbot_sessions_refused_total", "reason" => refusal.reason.code()).increment(1);
+            // A re-offered or re-dispatched job whose session is active already.
+            if refusal.reason == Refusal::DuplicateSession {
                 // The user's session goes on elsewhere: nothing to tell them,
                 // and its reservation is that session's.
                 let _ = room.leave().await;
@@ -184,7 +178,7 @@ pub async fn run(ctx: Arc<Context>, a: Assignment, stop: Stop) -> Outcome {
                 if !seen {
                     wait_for_identity(&mut events, &user, ctx.user_wait).await;
                 }
-                let msg = json!({"type": "refused", "reason": refusal.reason, "detail": refusal.detail});
+                let msg = json!({"type": "refused", "reason": refusal.reason.code(), "detail": refusal.detail});
                 send(&room, TOPIC_SESSION, &user, &msg).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -225,7 +219,7 @@ async fn admit(
     ctx: &Context,
     a: &Assignment,
     events: &mut RoomEvents,
-) -> Result<Admitted, (Option<String>, bool, Refusal)> {
+) -> Result<Admitted, (Option<String>, bool, Refused)> {
     let meta: JobMetadata = if a.job.metadata.trim().is_empty() {
         JobMetadata::default()
     } else {
@@ -234,7 +228,7 @@ async fn admit(
             Err(e) => {
                 let first = first_user(events, ctx.user_wait).await;
                 let seen = first.is_some();
-                return Err((first, seen, Refusal::new("malformed_metadata", e)));
+                return Err((first, seen, Refused::new(Refusal::MalformedMetadata, e)));
             }
         }
     };
@@ -242,12 +236,12 @@ async fn admit(
         Some(id) => (id.clone(), false),
         None => match first_user(events, ctx.user_wait).await {
             Some(id) => (id, true),
-            None => return Err((None, false, Refusal::new("no_user", "no user joined the room"))),
+            None => return Err((None, false, Refused::new(Refusal::NoUser, "no user joined the room"))),
         },
     };
     let user_id = identity.clone();
-    let refuse = move |r: Refusal| (Some(user_id.clone()), present, r);
-    let user: UserId = identity.parse().map_err(|e| refuse(Refusal::new("unknown_user", e)))?;
+    let refuse = move |r: Refused| (Some(user_id.clone()), present, r);
+    let user: UserId = identity.parse().map_err(|e| refuse(Refused::new(Refusal::UnknownUser, e)))?;
     let slug = meta.persona.clone().unwrap_or_else(|| ctx.default_persona.clone());
     // Before any meter opens: the persona as it is now, held to the quote
     // the token carries and to the custom rules (nothing is charged on refusal).
@@ -279,18 +273,10 @@ async fn admit(
         )
         .await
         .map_err(|e| {
-            refuse(match e {
-                metering::Error::UserNotFound { .. } => Refusal::new("unknown_user", e),
-                metering::Error::UserInactive { .. } => Refusal::new("inactive_user", e),
-                metering::Error::InsufficientBalance { .. } => Refusal::new("insufficient_balance", e),
-                metering::Error::DuplicateSession { .. } => Refusal::new(DUPLICATE, e),
-                metering::Error::PersonaSessionOpen { .. } => Refusal::new("persona_session_open", e),
-                metering::Error::Database(_) => {
-                    database_error("open");
-                    Refusal::new("error", e)
-                }
-                other => Refusal::new("error", other),
-            })
+            if matches!(e, metering::Error::Database(_)) {
+                database_error("open");
+            }
+            refuse(Refused::new(Refusal::of_metering(&e), e))
         })?;
     if !present {
         // Not charged until the user is seen in the room.
@@ -307,24 +293,11 @@ async fn admit(
     Ok(Admitted { user, identity, slug, metered, present, cap, persona, premium_left_out })
 }
 
-fn persona_refusal(e: PersonaError) -> Refusal {
-    let reason = match &e {
-        PersonaError::NotFound { .. } => "unknown_persona",
-        PersonaError::Changed { .. } => "persona_changed",
-        PersonaError::BuiltinSlug { .. } | PersonaError::BelowPricingFloor { .. } | PersonaError::Custom { .. } => {
-            "persona_refused"
-        }
-        PersonaError::AccessDenied { .. } => "access_denied",
-        PersonaError::AgeRestricted { .. } => "age_restricted",
-        PersonaError::DailyLimitReached { .. } => "daily_limit",
-        PersonaError::OverrideNotAllowed { .. } | PersonaError::InvalidOverride { .. } => "invalid_overrides",
-        PersonaError::Database(_) => {
-            database_error("admit");
-            "error"
-        }
-        _ => "error",
-    };
-    Refusal::new(reason, e)
+fn persona_refusal(e: PersonaError) -> Refused {
+    if matches!(e, PersonaError::Database(_)) {
+        database_error("admit");
+    }
+    Refused::new(Refusal::of_persona(&e), e)
 }
 
 /// Counts a database failure a session met outside the meter's ticks

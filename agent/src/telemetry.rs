@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, LogConfig};
+use crate::config::{Config, LogConfig, LogFormat};
 
 /// Installs the global log subscriber. Safe to call once per process.
 pub fn init(cfg: &LogConfig) {
@@ -19,11 +19,27 @@ pub fn init(cfg: &LogConfig) {
     // would keep the escape codes as noise. NO_COLOR (no-color.org) turns it off.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let _ = if cfg.format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let _ = match cfg.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
 }
 
-/// Installs the Prometheus recorder and describes every metric.
+/// Installs the Prometheus recorder and describes every metric, once per
+/// process: a later call (a second supervisor in one process, as tests run
+/// them) gets the same handle.
 pub fn metrics() -> anyhow::Result<PrometheusHandle> {
+    static INSTALLED: std::sync::Mutex<Option<PrometheusHandle>> = std::sync::Mutex::new(None);
+    let mut installed = INSTALLED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(handle) = installed.as_ref() {
+        return Ok(handle.clone());
+    }
+    let handle = install_metrics()?;
+    *installed = Some(handle.clone());
+    Ok(handle)
+}
+
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full("mindbot_meter_tick_duration_seconds".into()),

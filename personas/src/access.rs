@@ -1,7 +1,9 @@
 //! Whether a user may start a session with a persona, and with what settings.
 //! Each rule is a plain function of facts; [`check_access`] applies them in a
 //! fixed order (active, level, age, daily limit, overrides) and returns the
-//! first refusal as its own [`PersonaError`] variant. [`AccessFacts::load`]
+//! first refusal: a [`Denial`] (level, age, daily limit) when the rules
+//! refuse this user, another [`PersonaError`] when the persona or the
+//! overrides are at fault. [`AccessFacts::load`]
 //! gathers the facts from PostgreSQL.
 
 use chrono::{DateTime, Utc};
@@ -11,7 +13,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::config::PersonaConfig;
-use crate::error::PersonaError;
+use crate::error::{Denial, PersonaError};
 use crate::level::{check_level, AccessLevel, PlanLevels};
 use crate::overrides::apply_overrides;
 use crate::usage::{minutes_used_today, user_level};
@@ -101,23 +103,23 @@ impl Granted {
 }
 
 /// Refuses when the persona has a minimum age and the claim is missing or lower.
-pub fn check_age(minimum: Option<i32>, claim: AgeClaim) -> Result<(), PersonaError> {
+pub fn check_age(minimum: Option<i32>, claim: AgeClaim) -> Result<(), Denial> {
     match (minimum, claim) {
         (None, _) => Ok(()),
         (Some(minimum), Some(age)) if i64::from(age) >= i64::from(minimum) => Ok(()),
-        (Some(minimum), claim) => Err(PersonaError::AgeRestricted { minimum, claim }),
+        (Some(minimum), claim) => Err(Denial::AgeRestricted { minimum, claim }),
     }
 }
 
 /// Today's allowance under a daily `limit` (minutes), or a refusal once
 /// `used_minutes` has reached it; `None` when there is no limit.
-pub fn check_daily_limit(limit: Option<i32>, used_minutes: i64) -> Result<Option<DailyAllowance>, PersonaError> {
+pub fn check_daily_limit(limit: Option<i32>, used_minutes: i64) -> Result<Option<DailyAllowance>, Denial> {
     let Some(limit_minutes) = limit else {
         return Ok(None);
     };
     let left_minutes = i64::from(limit_minutes) - used_minutes;
     if left_minutes <= 0 {
-        return Err(PersonaError::DailyLimitReached { limit_minutes, used_minutes });
+        return Err(Denial::DailyLimitReached { limit_minutes, used_minutes });
     }
     Ok(Some(DailyAllowance { limit_minutes, used_minutes, left_minutes }))
 }
@@ -162,16 +164,13 @@ mod tests {
         assert!(check_age(None, None).is_ok());
         assert!(check_age(Some(18), Some(18)).is_ok());
         assert!(check_age(Some(18), Some(40)).is_ok());
-        assert!(matches!(
-            check_age(Some(18), Some(17)),
-            Err(PersonaError::AgeRestricted { minimum: 18, claim: Some(17) })
-        ));
+        assert!(matches!(check_age(Some(18), Some(17)), Err(Denial::AgeRestricted { minimum: 18, claim: Some(17) })));
     }
 
     #[test]
     fn a_missing_age_claim_is_refused_when_the_persona_is_restricted() {
         let err = check_age(Some(18), None).unwrap_err();
-        assert!(matches!(err, PersonaError::AgeRestricted { minimum: 18, claim: None }));
+        assert!(matches!(err, Denial::AgeRestricted { minimum: 18, claim: None }));
         assert!(err.to_string().contains("none"), "{err}");
     }
 
@@ -182,7 +181,7 @@ mod tests {
         assert_eq!((allowance.used_minutes, allowance.left_minutes), (12, 18));
         for used in [30, 31] {
             match check_daily_limit(Some(30), used) {
-                Err(PersonaError::DailyLimitReached { limit_minutes: 30, used_minutes }) => {
+                Err(Denial::DailyLimitReached { limit_minutes: 30, used_minutes }) => {
                     assert_eq!(used_minutes, used)
                 }
                 other => panic!("expected DailyLimitReached, got {other:?}"),
@@ -197,11 +196,11 @@ mod tests {
         persona.age_restriction = Some(18);
         persona.daily_usage_limit = Some(60);
         let err = check_access(&persona, &facts(AccessLevel::Basic, None, 60), None).unwrap_err();
-        assert!(matches!(err, PersonaError::AccessDenied { .. }), "{err:?}");
+        assert!(matches!(err, PersonaError::Denied(Denial::AccessDenied { .. })), "{err:?}");
         let err = check_access(&persona, &facts(AccessLevel::Premium, Some(16), 60), None).unwrap_err();
-        assert!(matches!(err, PersonaError::AgeRestricted { .. }), "{err:?}");
+        assert!(matches!(err, PersonaError::Denied(Denial::AgeRestricted { .. })), "{err:?}");
         let err = check_access(&persona, &facts(AccessLevel::Premium, Some(30), 60), None).unwrap_err();
-        assert!(matches!(err, PersonaError::DailyLimitReached { .. }), "{err:?}");
+        assert!(matches!(err, PersonaError::Denied(Denial::DailyLimitReached { .. })), "{err:?}");
         let bad = json!({"safety": "none"});
         let err = check_access(&persona, &facts(AccessLevel::Premium, Some(30), 0), Some(&bad)).unwrap_err();
         assert!(matches!(err, PersonaError::OverrideNotAllowed { .. }), "{err:?}");

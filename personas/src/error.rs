@@ -1,6 +1,9 @@
 //! What can go wrong with a persona, one variant per reason, so the agent can
-//! tell a caller exactly why a session was refused. Nothing here is logged or
-//! formatted for a particular transport; that is the agent's job.
+//! tell a caller exactly why a session was refused. A persona that exists and
+//! is well formed but is not for this user now is a [`Denial`], its own type
+//! (carried here as [`PersonaError::Denied`]), apart from unknown, malformed
+//! or changed personas. Nothing here is logged or formatted for a particular
+//! transport; that is the agent's job.
 
 use std::path::PathBuf;
 
@@ -30,15 +33,9 @@ pub enum PersonaError {
     /// A stored custom persona whose `config` does not make a valid persona.
     #[error("custom persona {slug:?}: {error}")]
     Custom { slug: String, error: Box<PersonaError> },
-    /// The persona needs a higher plan than the user's subscriptions grant.
-    #[error("persona requires the {required} level; the user has {have}")]
-    AccessDenied { required: AccessLevel, have: AccessLevel },
-    /// The persona has a minimum age and the claim is missing or below it.
-    #[error("persona requires age {minimum} or over; claimed age: {}", display_claim(*.claim))]
-    AgeRestricted { minimum: i32, claim: Option<u32> },
-    /// The user has already spent the persona's daily allowance today.
-    #[error("daily limit of {limit_minutes} min for this persona reached ({used_minutes} min used today)")]
-    DailyLimitReached { limit_minutes: i32, used_minutes: i64 },
+    /// The access rules refuse this user the persona (level, age, daily limit).
+    #[error(transparent)]
+    Denied(#[from] Denial),
     /// A per-session override names a field the persona does not let users change.
     #[error("field `{field}` cannot be overridden for this persona")]
     OverrideNotAllowed { field: String },
@@ -60,6 +57,21 @@ pub enum PersonaError {
     /// The database refused or could not be reached.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+/// Why the access rules refuse a user a persona that exists and is well
+/// formed: not an error in the persona, but a rule about this user now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    /// The persona needs a higher plan than the user's subscriptions grant.
+    #[error("persona requires the {required} level; the user has {have}")]
+    AccessDenied { required: AccessLevel, have: AccessLevel },
+    /// The persona has a minimum age and the claim is missing or below it.
+    #[error("persona requires age {minimum} or over; claimed age: {}", display_claim(*.claim))]
+    AgeRestricted { minimum: i32, claim: Option<u32> },
+    /// The user has already spent the persona's daily allowance today.
+    #[error("daily limit of {limit_minutes} min for this persona reached ({used_minutes} min used today)")]
+    DailyLimitReached { limit_minutes: i32, used_minutes: i64 },
 }
 
 fn display_claim(claim: Option<u32>) -> String {

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use mindbot_schema::records::Subscription;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::error::PersonaError;
+use crate::error::{Denial, PersonaError};
 
 /// How much of the catalog a user may reach; ordered, so `Free < Basic < Premium`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -101,11 +101,11 @@ impl PlanLevels {
 }
 
 /// Refuses when the persona's `required` level is above the user's.
-pub fn check_level(required: AccessLevel, have: AccessLevel) -> Result<(), PersonaError> {
+pub fn check_level(required: AccessLevel, have: AccessLevel) -> Result<(), Denial> {
     if required <= have {
         Ok(())
     } else {
-        Err(PersonaError::AccessDenied { required, have })
+        Err(Denial::AccessDenied { required, have })
     }
 }
 
@@ -204,7 +204,7 @@ mod tests {
         assert!(check_level(AccessLevel::Basic, AccessLevel::Premium).is_ok());
         assert!(check_level(AccessLevel::Basic, AccessLevel::Basic).is_ok());
         match check_level(AccessLevel::Premium, AccessLevel::Basic) {
-            Err(PersonaError::AccessDenied { required, have }) => {
+            Err(Denial::AccessDenied { required, have }) => {
                 assert_eq!((required, have), (AccessLevel::Premium, AccessLevel::Basic))
             }
             other => panic!("expected AccessDenied, got {other:?}"),

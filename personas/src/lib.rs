@@ -38,7 +38,7 @@ pub mod validate;
 pub use access::{check_access, AccessFacts, AccessPolicy, AgeClaim, DailyAllowance, Granted};
 pub use catalog::Catalog;
 pub use config::{PersonaConfig, Voice};
-pub use error::PersonaError;
+pub use error::{Denial, PersonaError};
 pub use level::{AccessLevel, PlanLevels};
 pub use overrides::apply_overrides;
 pub use parse::parse_persona_file;

@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use mindbot_schema::UserId;
 use personas::usage::user_level;
 use personas::{
-    check_access, minutes_used_today, resolve, AccessFacts, AccessLevel, AccessPolicy, Catalog, PersonaError,
+    check_access, minutes_used_today, resolve, AccessFacts, AccessLevel, AccessPolicy, Catalog, Denial, PersonaError,
     PersonaSource, PlanLevels,
 };
 use serde_json::{json, Value};
@@ -176,7 +176,10 @@ async fn daily_usage_counts_the_local_day_in_the_configured_time_zone(pool: PgPo
     persona_session(&pool, me, "fitness-coach", Some(35), "2025-03-11T14:45:00Z").await;
     let facts = AccessFacts::load(&pool, &policy, me, "fitness-coach", None, now).await.unwrap();
     let err = check_access(&coach, &facts, None).unwrap_err();
-    assert!(matches!(err, PersonaError::DailyLimitReached { limit_minutes: 60, used_minutes: 60 }), "{err:?}");
+    assert!(
+        matches!(err, PersonaError::Denied(Denial::DailyLimitReached { limit_minutes: 60, used_minutes: 60 })),
+        "{err:?}"
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -210,7 +213,10 @@ async fn only_active_or_trialing_subscriptions_in_their_period_grant_a_level(poo
     let facts = AccessFacts::load(&pool, &policy, mixed, "executive-coach", Some(40), now).await.unwrap();
     let err = check_access(&coach, &facts, None).unwrap_err();
     assert!(
-        matches!(err, PersonaError::AccessDenied { required: AccessLevel::Premium, have: AccessLevel::Basic }),
+        matches!(
+            err,
+            PersonaError::Denied(Denial::AccessDenied { required: AccessLevel::Premium, have: AccessLevel::Basic })
+        ),
         "{err:?}"
     );
 }

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use super::Api;
-use crate::config::ApiConfig;
+use crate::config::{ApiConfig, JwtAlgorithm};
 
 /// Installs aws-lc-rs as jsonwebtoken's process-wide crypto provider. Must run
 /// before any token is signed or verified (LiveKit's token crate would
@@ -43,19 +43,18 @@ impl JwtVerifier {
     pub fn new(c: &ApiConfig) -> anyhow::Result<JwtVerifier> {
         install_crypto();
         let pem = c.jwt_key.expose().as_bytes();
-        let (algorithm, key) = match c.jwt_algorithm.as_str() {
-            "HS256" => (Algorithm::HS256, DecodingKey::from_secret(pem)),
-            "RS256" => (
+        let (algorithm, key) = match c.jwt_algorithm {
+            JwtAlgorithm::Hs256 => (Algorithm::HS256, DecodingKey::from_secret(pem)),
+            JwtAlgorithm::Rs256 => (
                 Algorithm::RS256,
                 DecodingKey::from_rsa_pem(pem)
                     .map_err(|e| anyhow::anyhow!("config key api.jwt_key is not an RSA public key in PEM: {e}"))?,
             ),
-            "ES256" => (
+            JwtAlgorithm::Es256 => (
                 Algorithm::ES256,
                 DecodingKey::from_ec_pem(pem)
                     .map_err(|e| anyhow::anyhow!("config key api.jwt_key is not an EC public key in PEM: {e}"))?,
             ),
-            other => anyhow::bail!("config key api.jwt_algorithm: unsupported {other:?}"),
         };
         let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[&c.jwt_issuer]);

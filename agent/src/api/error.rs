@@ -13,6 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::refusal::Refusal;
+
 /// The body of every error answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -34,8 +36,10 @@ pub enum ApiError {
     /// No valid end-user token; the message never says why.
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// A session refused for a cause the worker gives too: the code and
+    /// status are the [`Refusal`]'s, the message the cause's sentence.
     #[error("{message}")]
-    PaymentRequired { message: String },
+    Refused { refusal: Refusal, message: String },
     #[error("{message}")]
     Forbidden { code: &'static str, message: String },
     #[error("{message}")]
@@ -76,7 +80,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::PaymentRequired { .. } => StatusCode::PAYMENT_REQUIRED,
+            ApiError::Refused { refusal, .. } => {
+                StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -98,7 +104,7 @@ impl ApiError {
             | ApiError::TooManyRequests { code, .. }
             | ApiError::Unavailable { code, .. } => code,
             ApiError::Unauthorized => "unauthorized",
-            ApiError::PaymentRequired { .. } => "insufficient_balance",
+            ApiError::Refused { refusal, .. } => refusal.code(),
             ApiError::TooLarge => "body_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Invalid { .. } => "invalid_field",
@@ -155,14 +161,20 @@ impl From<metering::Error> for ApiError {
     }
 }
 
+impl ApiError {
+    /// A refusal with the sentence of its cause.
+    pub fn refused(refusal: Refusal, message: impl Into<String>) -> ApiError {
+        ApiError::Refused { refusal, message: message.into() }
+    }
+}
+
 impl From<personas::PersonaError> for ApiError {
+    /// The worker's refusal for the same error ([`Refusal::of_persona`]);
+    /// overrides are field errors naming `overrides.<field>`; our own
+    /// failures are internal.
     fn from(e: personas::PersonaError) -> ApiError {
         use personas::PersonaError as P;
         match e {
-            P::NotFound { slug } => ApiError::not_found("unknown_persona", format!("persona {slug:?} not found")),
-            e @ P::AccessDenied { .. } => ApiError::Forbidden { code: "access_denied", message: e.to_string() },
-            e @ P::AgeRestricted { .. } => ApiError::Forbidden { code: "age_restricted", message: e.to_string() },
-            e @ P::DailyLimitReached { .. } => ApiError::Forbidden { code: "daily_limit", message: e.to_string() },
             P::OverrideNotAllowed { field } => ApiError::Invalid {
                 message: format!("field `{field}` cannot be overridden for this persona"),
                 field: format!("overrides.{field}"),
@@ -171,11 +183,10 @@ impl From<personas::PersonaError> for ApiError {
                 message: format!("override of `{field}` refused: {reason}"),
                 field: format!("overrides.{field}"),
             },
-            e @ (P::BuiltinSlug { .. } | P::BelowPricingFloor { .. } | P::Custom { .. }) => {
-                ApiError::Forbidden { code: "persona_refused", message: e.to_string() }
-            }
-            e @ P::Changed { .. } => ApiError::Conflict { code: "persona_changed", message: e.to_string() },
-            other => ApiError::Internal(other.into()),
+            e => match Refusal::of_persona(&e) {
+                Refusal::Error => ApiError::Internal(e.into()),
+                refusal => ApiError::refused(refusal, e.to_string()),
+            },
         }
     }
 }

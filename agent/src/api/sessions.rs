@@ -27,6 +27,7 @@ use super::error::{ApiError, ApiJson, ErrorBody};
 use super::personas::validate_slug;
 use super::responses::{JsonBody, NeedsUser, SessionRefusals};
 use super::Api;
+use crate::refusal::Refusal;
 use crate::session::{dispatch_token, JobMetadata};
 
 /// What the app asks for.
@@ -101,13 +102,14 @@ pub(super) async fn grant(
     let seconds = balance.seconds_for(rate, ad_supported);
     let minimum = api.settings.min_session_seconds as i64;
     if seconds < minimum {
-        return Err(ApiError::PaymentRequired {
-            message: format!(
+        return Err(ApiError::refused(
+            Refusal::InsufficientBalance,
+            format!(
                 "the balance ({}) pays for {seconds} s at multiplier {}; a session needs at least {minimum} s",
                 balance.funds.for_session(ad_supported),
                 rate.decimal_text()
             ),
-        });
+        ));
     }
 
     let room = format!("mindbot-{}", uuid::Uuid::new_v4().simple());
@@ -117,14 +119,9 @@ pub(super) async fn grant(
         max_open: api.settings.max_open_sessions,
         one_per_persona: granted.persona.daily_usage_limit.is_some(),
     };
-    reservations::reserve(&api.pool, &reservation, limits).await.map_err(|e| match e {
-        metering::Error::TooManySessions { .. } => {
-            ApiError::TooManyRequests { code: "too_many_sessions", message: e.to_string(), retry_after: None }
-        }
-        metering::Error::PersonaSessionOpen { .. } => {
-            ApiError::TooManyRequests { code: "persona_session_open", message: e.to_string(), retry_after: None }
-        }
-        other => other.into(),
+    reservations::reserve(&api.pool, &reservation, limits).await.map_err(|e| match Refusal::of_metering(&e) {
+        refusal @ (Refusal::TooManySessions | Refusal::PersonaSessionOpen) => ApiError::refused(refusal, e.to_string()),
+        _ => ApiError::from(e),
     })?;
     let identity = auth.user.to_string();
     // The quote pins what the user is shown here: the worker refuses the

@@ -57,6 +57,9 @@ pub async fn run(listener: TcpListener, app: Router, limits: Limits, stop: Cance
         };
         connections.spawn(connection(stream, peer, app.clone(), limits, stop.clone(), permit));
     }
+    // New clients are refused at once instead of waiting in the kernel's
+    // queue for a server that will not accept them.
+    drop(listener);
     let drained = tokio::time::timeout(STOP_GRACE, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(open = connections.len(), "HTTP connections still open after the stop grace; closing them");

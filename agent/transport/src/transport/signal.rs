@@ -80,13 +80,13 @@ impl SignalConn {
             MaybeTlsStream::Rustls(tls) => tls.get_ref().0,
             other => other.get_ref(),
         };
-        tcp.local_addr().map(|a| a.ip()).map_err(|e| RoomError::Signal(format!("signaling socket: {e}")))
+        tcp.local_addr().map(|a| a.ip()).map_err(RoomError::LocalAddress)
     }
 
     /// Sends one request.
     pub(crate) async fn send(&mut self, message: signal_request::Message) -> Result<(), RoomError> {
         let bytes = SignalRequest { message: Some(message) }.encode_to_vec();
-        self.ws.send(Message::Binary(bytes.into())).await.map_err(|e| RoomError::Signal(e.to_string()))
+        self.ws.send(Message::Binary(bytes.into())).await.map_err(|e| RoomError::SignalSocket(Box::new(e)))
     }
 
     /// The next server message; `Ok(None)` when the server closed the socket.
@@ -95,13 +95,12 @@ impl SignalConn {
         loop {
             let frame = match self.ws.next().await {
                 None => return Ok(None),
-                Some(Err(e)) => return Err(RoomError::Signal(e.to_string())),
+                Some(Err(e)) => return Err(RoomError::SignalSocket(Box::new(e))),
                 Some(Ok(frame)) => frame,
             };
             match frame {
                 Message::Binary(bytes) => {
-                    let response = SignalResponse::decode(bytes.as_ref())
-                        .map_err(|e| RoomError::Signal(format!("bad frame: {e}")))?;
+                    let response = SignalResponse::decode(bytes.as_ref())?;
                     if let Some(message) = response.message {
                         return Ok(Some(message));
                     }

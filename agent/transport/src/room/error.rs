@@ -22,8 +22,12 @@ pub enum RoomError {
         source: std::io::Error,
     },
     /// The TLS handshake for `wss://` failed (untrusted certificate, wrong name, protocol).
-    #[error("TLS with {url} failed (is the server's certificate trusted?): {reason}")]
-    Tls { url: String, reason: String },
+    #[error("TLS with {url} failed (is the server's certificate trusted?): {source}")]
+    Tls {
+        url: String,
+        #[source]
+        source: crate::tls::TlsSource,
+    },
     /// The server refused the token (HTTP 401 on /rtc).
     #[error("LiveKit rejected the token: {0}")]
     Unauthorized(String),
@@ -36,6 +40,13 @@ pub enum RoomError {
     /// The signaling protocol went wrong: a message missing or out of place.
     #[error("signaling failed: {0}")]
     Signal(String),
+    /// The signaling WebSocket's handshake failed in a way none of the above names.
+    #[error("signaling failed: handshake with {url}: {source}")]
+    Handshake {
+        url: String,
+        #[source]
+        source: Box<tungstenite::Error>,
+    },
     /// The signaling WebSocket failed once open.
     #[error("signaling failed: {0}")]
     SignalSocket(#[source] Box<tungstenite::Error>),

@@ -291,4 +291,23 @@ mod tests {
         assert_eq!(c.addr(), peer.local);
         assert!(json.contains("\"sdpMLineIndex\":0"), "{json}");
     }
+
+    #[tokio::test]
+    async fn a_socket_on_an_address_we_do_not_have_names_it_and_keeps_the_os_error() {
+        let ip = IpAddr::from([192, 0, 2, 1]); // TEST-NET-1: never one of ours
+        let err = Peer::new(ip, SignalTarget::Subscriber, IcePolicy::All, Instant::now()).err().unwrap();
+        assert!(matches!(&err, RoomError::Socket { ip: got, .. } if *got == ip), "{err}");
+        assert!(err.to_string().contains("192.0.2.1"), "{err}");
+        let source = std::error::Error::source(&err).expect("the OS error as source");
+        assert!(source.downcast_ref::<std::io::Error>().is_some(), "{source:?}");
+    }
+
+    #[tokio::test]
+    async fn relay_only_without_a_relay_is_refused_for_want_of_a_candidate() {
+        let local = IpAddr::from([127, 0, 0, 1]);
+        let mut peer = Peer::new(local, SignalTarget::Publisher, IcePolicy::RelayOnly, Instant::now()).unwrap();
+        assert!(peer.local_candidates_json().is_empty(), "no host candidate with relay-only");
+        let err = peer.add_gathered(Gathered::default(), IcePolicy::RelayOnly).err().unwrap();
+        assert!(matches!(err, RoomError::NoRelay), "{err}");
+    }
 }

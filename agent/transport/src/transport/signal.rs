@@ -137,7 +137,7 @@ pub(crate) fn rtc_url(base_url: &str, mode: &JoinMode) -> Result<String, RoomErr
 
 /// The shared TLS connector, errors as room errors.
 fn tls_connector(url: &str, extra_roots: &[Vec<u8>]) -> Result<Connector, RoomError> {
-    crate::tls::connector(extra_roots).map_err(|reason| RoomError::Tls { url: url.to_string(), reason })
+    crate::tls::connector(extra_roots).map_err(|reason| RoomError::Tls { url: url.to_string(), source: reason.into() })
 }
 
 fn invalid(url: &str, reason: impl Into<String>) -> RoomError {
@@ -151,9 +151,9 @@ fn connect_error(url: &str, e: tungstenite::Error) -> RoomError {
         Handshake::Unauthorized(why) => RoomError::Unauthorized(why),
         Handshake::Rejected { status, body } => RoomError::Rejected { status, body },
         Handshake::InvalidUrl(reason) => invalid(url, reason),
-        Handshake::Tls(reason) => RoomError::Tls { url: url.to_string(), reason },
+        Handshake::Tls(source) => RoomError::Tls { url: url.to_string(), source },
         Handshake::Unreachable(source) => RoomError::Unreachable { url: url.to_string(), source },
-        Handshake::Other(what) => RoomError::Signal(format!("handshake with {url}: {what}")),
+        Handshake::Other(source) => RoomError::Handshake { url: url.to_string(), source },
     }
 }
 

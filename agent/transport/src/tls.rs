@@ -29,6 +29,10 @@ pub fn client_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, St
     Ok(config)
 }
 
+/// Why TLS failed: rustls's error (as the socket carried it), or our own
+/// settings' description of what was wrong with them.
+pub(crate) type TlsSource = Box<dyn std::error::Error + Send + Sync>;
+
 /// What a failed WebSocket handshake with LiveKit means, whichever socket
 /// (room signaling or the agent worker) it was.
 pub(crate) enum Handshake {
@@ -39,11 +43,11 @@ pub(crate) enum Handshake {
     /// The URL cannot work (scheme, host; a `ws://` server behind `wss://`).
     InvalidUrl(String),
     /// TLS failed: an untrusted certificate, a wrong name...
-    Tls(String),
+    Tls(TlsSource),
     /// Nothing answered.
     Unreachable(std::io::Error),
-    /// Anything else, described.
-    Other(String),
+    /// Anything else.
+    Other(Box<tungstenite::Error>),
 }
 
 /// Reads a handshake error. `secret` (a token the server may quote back) is
@@ -69,12 +73,12 @@ pub(crate) fn handshake(e: tungstenite::Error, secret: Option<&str>) -> Handshak
                 Some(rustls::Error::InvalidMessage(_)) => {
                     Handshake::InvalidUrl(format!("the server does not answer TLS there (ws:// instead?): {source}"))
                 }
-                Some(_) => Handshake::Tls(source.to_string()),
+                Some(_) => Handshake::Tls(Box::new(source)),
                 None => Handshake::Unreachable(source),
             }
         }
-        tungstenite::Error::Tls(e) => Handshake::Tls(e.to_string()),
+        tungstenite::Error::Tls(e) => Handshake::Tls(Box::new(e)),
         tungstenite::Error::Url(e) => Handshake::InvalidUrl(e.to_string()),
-        other => Handshake::Other(other.to_string()),
+        other => Handshake::Other(Box::new(other)),
     }
 }

@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use tokio_tungstenite::tungstenite;
+
 /// An error from the room connection.
 #[derive(Debug, thiserror::Error)]
 pub enum RoomError {
@@ -20,8 +22,12 @@ pub enum RoomError {
         source: std::io::Error,
     },
     /// The TLS handshake for `wss://` failed (untrusted certificate, wrong name, protocol).
-    #[error("TLS with {url} failed (is the server's certificate trusted?): {reason}")]
-    Tls { url: String, reason: String },
+    #[error("TLS with {url} failed (is the server's certificate trusted?): {source}")]
+    Tls {
+        url: String,
+        #[source]
+        source: crate::tls::TlsSource,
+    },
     /// The server refused the token (HTTP 401 on /rtc).
     #[error("LiveKit rejected the token: {0}")]
     Unauthorized(String),
@@ -31,15 +37,56 @@ pub enum RoomError {
     /// A step did not finish within its deadline.
     #[error("timed out after {after:?} waiting for {step}")]
     Timeout { step: &'static str, after: Duration },
-    /// The signaling WebSocket failed or carried something unexpected.
+    /// The signaling protocol went wrong: a message missing or out of place.
     #[error("signaling failed: {0}")]
     Signal(String),
+    /// The signaling WebSocket's handshake failed in a way none of the above names.
+    #[error("signaling failed: handshake with {url}: {source}")]
+    Handshake {
+        url: String,
+        #[source]
+        source: Box<tungstenite::Error>,
+    },
+    /// The signaling WebSocket failed once open.
+    #[error("signaling failed: {0}")]
+    SignalSocket(#[source] Box<tungstenite::Error>),
+    /// A signaling frame was not a LiveKit message.
+    #[error("signaling failed: bad frame: {0}")]
+    SignalFrame(#[from] prost::DecodeError),
+    /// Our end of the signaling connection has no address to bind media on.
+    #[error("signaling failed: signaling socket: {0}")]
+    LocalAddress(#[source] std::io::Error),
+    /// The task resuming the signaling connection panicked or was cancelled.
+    #[error("signaling failed: resume task: {0}")]
+    ResumeTask(#[source] tokio::task::JoinError),
     /// The server told us to leave before the join completed.
     #[error("the server refused the join: {0:?}")]
     JoinRefused(crate::room::DisconnectReason),
-    /// The WebRTC side (SDP, ICE, DTLS) failed.
+    /// The WebRTC stack (ICE, DTLS, SCTP, RTP) failed.
     #[error("WebRTC failed: {0}")]
-    Rtc(String),
+    Rtc(#[from] str0m::RtcError),
+    /// An SDP from the server could not be read or applied.
+    #[error("WebRTC failed: SDP: {0}")]
+    Sdp(#[from] str0m::error::SdpError),
+    /// A local ICE candidate could not be made.
+    #[error("WebRTC failed: local candidate: {0}")]
+    Candidate(#[from] str0m::error::IceError),
+    /// The UDP socket for a peer connection could not be opened.
+    #[error("WebRTC failed: UDP socket on {ip}: {source}")]
+    Socket {
+        ip: std::net::IpAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Relay-only was asked for and no TURN server gave a relay.
+    #[error("WebRTC failed: no ICE candidate: relay-only, but no TURN server gave a relay")]
+    NoRelay,
+    /// A data channel is not open (yet, or any more).
+    #[error("WebRTC failed: data channel not open")]
+    DataChannelClosed,
+    /// A data channel's send buffer is full; the packet was not sent.
+    #[error("WebRTC failed: data channel buffer full")]
+    DataChannelFull,
     /// Opus encoder or decoder error.
     #[error("opus: {0}")]
     Codec(#[from] opus::Error),
@@ -49,16 +96,4 @@ pub enum RoomError {
     /// The server answered a request with an error.
     #[error("the server refused the request: {0}")]
     Refused(String),
-}
-
-impl From<str0m::RtcError> for RoomError {
-    fn from(e: str0m::RtcError) -> Self {
-        RoomError::Rtc(e.to_string())
-    }
-}
-
-impl From<str0m::error::SdpError> for RoomError {
-    fn from(e: str0m::error::SdpError) -> Self {
-        RoomError::Rtc(format!("SDP: {e}"))
-    }
 }

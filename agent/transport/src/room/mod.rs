@@ -11,10 +11,7 @@
 //! ended.
 //! This module must not know about sessions, billing or personas.
 //!
-//! # Why str0m
-//! The WebRTC stack is `str0m` (sans-IO): each participant is one tokio task
-//! owning two `Rtc` values and two UDP sockets, with no task or thread per
-//! connection, transport or timer, so its cost is the packets it handles.
+//! # Cost
 //! Measured on this machine against LiveKit 1.13.5 on loopback:
 //! - join to both connections ICE-connected with both data channels open:
 //!   about 0.1 s; still listed by the server after 90 s (it drops
@@ -22,73 +19,32 @@
 //! - 20 participants in one process (10 rooms, each with two participants
 //!   sending an Opus tone to each other and decoding what they hear), release
 //!   build: 0.6 MB of RSS and 0.75-0.85% of a core per participant, test
-//!   harness included (now `mindbot-agent bench rooms`,
-//!   agent/src/bench/rooms.rs); debug build 0.6 MB and ~1.3%.
+//!   harness included (`mindbot-agent bench rooms`, agent/src/bench/rooms.rs);
+//!   debug build 0.6 MB and ~1.3%.
 //!   Most of the CPU is Opus and the kernel's UDP path. Getting under 1%
 //!   took Opus's CELT mode (see `audio.rs`), a small WebSocket read buffer
-//!   (`signal.rs`), handling due timeouts without a runtime round trip
-//!   (`peer.rs`) and waking PCM writers at half capacity.
+//!   (`transport/signal.rs`), handling due timeouts without a runtime round
+//!   trip (`transport/peer.rs`) and waking PCM writers at half capacity.
 //!
-//! webrtc-rs 0.17 (the pion-like API) was not tried within the time-boxed
-//! spike: str0m passed it first, and webrtc-rs runs a set of tasks, buffers
-//! and timers per peer connection (ICE agent, DTLS, SCTP, interceptors),
-//! the kind of fixed cost the 5 MB / 1% per participant target is about.
-//! The price of str0m: it has no STUN/TURN client, so we carry a small one.
-//! Before media starts, `gather.rs` asks the join response's ICE servers
-//! (UDP only) for a server-reflexive address (STUN Binding) and, with
-//! `IcePolicy::RelayOnly`, a TURN relay (Allocate with long-term
-//! credentials); `relay.rs` then carries the relayed candidate's packets in
-//! Send/Data indications, installs permissions for the server's candidates
-//! and refreshes both. With `IcePolicy::All` the host candidate stays, which
-//! is what a worker beside LiveKit uses. `wss://` signaling runs on rustls
-//! with the same aws-lc-rs provider (`signal.rs`). str0m 0.24 is used because
-//! 0.25's crypto back-ends other than aws-lc-rs are not published; 0.24 with
-//! aws-lc-rs also keeps the workspace's Rust 1.85.
-//!
-//! # Gaps
-//! - TURN over TCP or TLS (`turn:?transport=tcp`, `turns:`) and `stuns:` are
-//!   skipped; only UDP servers are used. No ChannelBind (4 bytes less per
-//!   packet than Send indications).
-//! - A relay is allocated only for `RelayOnly`; with `All` the TURN server
-//!   serves as STUN only (a relay fallback when host and reflexive fail
-//!   would need gathering in the background).
-//! - Gathering happens once, at join, before media starts: up to 1 s with
-//!   `All` (an unanswering STUN server delays every join by that much), up
-//!   to a third of the join timeout with `RelayOnly`; a resume keeps the
-//!   candidates (and allocation) it had.
-//! - A relay-only join takes about 2 s on the subscriber connection: the
-//!   server's ICE agent (pion, controlling) waits 2 s before nominating a
-//!   relayed pair (its relay acceptance wait); the publisher, where we
-//!   nominate, connects at once.
-//! - The relay permits the IPs of the server's candidates: a server whose
-//!   packets come from another address (behind 1:1 NAT) is not reachable
-//!   through it.
-//! - A socket on a loopback address only uses loopback ICE servers and never
-//!   resolves names (so tests stay on 127.0.0.1).
+//! Why str0m, and what it leaves to us: `transport` and `ice`; what ICE
+//! does not cover yet: the gaps listed in `ice`.
 
 mod audio;
 mod data;
-mod dispatch;
 mod engine;
 mod error;
 mod events;
-mod gather;
 mod handle;
-mod media;
 mod participants;
-mod peer;
-mod relay;
-mod signal;
 mod streams;
-mod stun;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use livekit_protocol::{self as proto, signal_response::Message as Msg};
-use tokio::sync::{mpsc, oneshot, Notify};
+use livekit_protocol::signal_response::Message as Msg;
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+pub use crate::ice::IcePolicy;
 pub use audio::{AudioFrame, AudioSource, AudioStream, FRAME_DURATION, FRAME_SAMPLES, SAMPLE_RATE};
 pub use error::RoomError;
 pub use events::{
@@ -98,10 +54,8 @@ pub use events::{
 pub use handle::Room;
 pub use streams::{StreamLimits, TextStream, TextStreamOptions, TextStreamWriter, CHUNK_BYTES};
 
-use engine::{Engine, Keepalive, Publisher, Subscriber};
-use participants::Participants;
-use peer::Peer;
-use signal::{JoinMode, SignalConn};
+use crate::transport::signal::{JoinMode, SignalConn};
+use engine::Engine;
 
 /// How long gathering may hold up a join that has host candidates anyway.
 const GATHER_LIMIT: Duration = Duration::from_secs(1);
@@ -129,16 +83,6 @@ pub struct ConnectOptions {
     pub ice_policy: IcePolicy,
     /// Bounds on incoming text streams (unfinished ones held, bytes per stream).
     pub stream_limits: StreamLimits,
-}
-
-/// Which local ICE candidates are offered to the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum IcePolicy {
-    /// Host, server-reflexive (from the join response's STUN servers) and relayed (TURN).
-    #[default]
-    All,
-    /// Only a TURN relay; joining fails if no TURN server gives one.
-    RelayOnly,
 }
 
 impl Default for ConnectOptions {
@@ -180,14 +124,14 @@ pub async fn connect(url: &str, token: &str, options: ConnectOptions) -> Result<
     let (events_tx, events_rx) = events::queues(options.event_capacity.max(16));
     let (commands_tx, commands_rx) = mpsc::channel(32);
     let (ready_tx, ready_rx) = oneshot::channel();
-    let mut engine = new_engine(url, token, options, &join, signal, events_tx, commands_rx, ready_tx)?;
     // A reflexive address is a nicety next to the host candidate; a relay the
     // caller insisted on is worth more of the join's time.
-    let gather_limit = match engine.options.ice_policy {
+    let gather_limit = match options.ice_policy {
         IcePolicy::All => (timeout / 3).min(GATHER_LIMIT),
         IcePolicy::RelayOnly => timeout / 3,
     };
-    gather_candidates(&mut engine, &join.ice_servers, Instant::now() + gather_limit).await?;
+    let mut engine = Engine::new(url, token, options, &join, signal, events_tx, commands_rx, ready_tx)?;
+    engine.gather_candidates(&join.ice_servers, Instant::now() + gather_limit).await?;
     engine.apply_participants(&join.other_participants).await;
     // Offer the publisher now rather than on first use, so data can be sent at once.
     engine.negotiate_publisher().await;
@@ -221,87 +165,4 @@ pub async fn connect(url: &str, token: &str, options: ConnectOptions) -> Result<
             Err(RoomError::Timeout { step: "the media connection (ICE and DTLS)", after: timeout })
         }
     }
-}
-
-/// Asks the join response's STUN and TURN servers for candidates on both
-/// connections at once, until `deadline`.
-async fn gather_candidates(
-    engine: &mut Engine,
-    servers: &[proto::IceServer],
-    deadline: Instant,
-) -> Result<(), RoomError> {
-    let policy = engine.options.ice_policy;
-    let servers = gather::usable_servers(
-        servers,
-        engine.sub.socket.local_addr().map_err(|e| RoomError::Rtc(e.to_string()))?.ip(),
-    )
-    .await;
-    tracing::debug!(?servers, "ICE servers");
-    let (sub, publ) = if servers.is_empty() {
-        Default::default()
-    } else {
-        // A relay on both connections only when asked for: host candidates reach LiveKit otherwise.
-        let want_relay = policy == IcePolicy::RelayOnly;
-        tokio::join!(
-            gather::gather(&engine.sub.socket, &servers, want_relay, deadline),
-            gather::gather(&engine.publ.socket, &servers, want_relay, deadline)
-        )
-    };
-    engine.sub.add_gathered(sub, policy)?;
-    engine.publ.add_gathered(publ, policy)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn new_engine(
-    url: &str,
-    token: &str,
-    options: ConnectOptions,
-    join: &proto::JoinResponse,
-    signal: SignalConn,
-    events: events::EventSender,
-    commands: mpsc::Receiver<engine::Command>,
-    ready: oneshot::Sender<()>,
-) -> Result<Engine, RoomError> {
-    let now = Instant::now();
-    let local_ip = signal.local_ip()?;
-    let secs = |s: i32, default: u64| Duration::from_secs(if s > 0 { s as u64 } else { default });
-    let ice_servers: Vec<&str> = join.ice_servers.iter().flat_map(|s| s.urls.iter().map(String::as_str)).collect();
-    tracing::debug!(?ice_servers, subscriber_primary = join.subscriber_primary, "join response");
-    let local_sid = join.participant.as_ref().map(|p| p.sid.clone()).unwrap_or_default();
-    let policy = options.ice_policy;
-    let stream_limits = options.stream_limits;
-    Ok(Engine {
-        url: url.to_string(),
-        token: token.to_string(),
-        options,
-        local_sid: local_sid.clone(),
-        signal: Some(signal),
-        resuming: None,
-        sub: Peer::new(local_ip, proto::SignalTarget::Subscriber, policy, now)?,
-        publ: Peer::new(local_ip, proto::SignalTarget::Publisher, policy, now)?,
-        sub_buf: engine::datagram_buffer(),
-        pub_buf: engine::datagram_buffer(),
-        participants: Participants::new(local_sid),
-        streams: streams::Reassembler::new(stream_limits),
-        publisher: Publisher::default(),
-        subscriber: Subscriber::default(),
-        keepalive: Keepalive {
-            interval: secs(join.ping_interval, 5),
-            timeout: secs(join.ping_timeout, 15),
-            next_ping: now,
-            last_heard: now,
-            rtt_ms: 0,
-        },
-        audio_wake: Arc::new(Notify::new()),
-        requests: Default::default(),
-        next_request_id: 0,
-        events,
-        commands,
-        ready: Some(ready),
-        sub_up: false,
-        subscriber_primary: join.subscriber_primary,
-        pub_up: false,
-        media_down_since: None,
-        finished: None,
-    })
 }

@@ -17,8 +17,12 @@ pub enum WorkerError {
     #[error("invalid LiveKit URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
     /// TLS with the server failed (an untrusted certificate, a wrong name...).
-    #[error("TLS with {url} failed (is the server's certificate trusted?): {reason}")]
-    Tls { url: String, reason: String },
+    #[error("TLS with {url} failed (is the server's certificate trusted?): {source}")]
+    Tls {
+        url: String,
+        #[source]
+        source: crate::tls::TlsSource,
+    },
     /// Nothing answered at the URL (connection refused, DNS, network).
     #[error("LiveKit server unreachable at {url}: {source}")]
     Unreachable {
@@ -41,9 +45,19 @@ pub enum WorkerError {
     /// The server sent something the protocol does not allow here.
     #[error("agent protocol error: {0}")]
     Protocol(String),
+    /// A server frame was not an agent-protocol message.
+    #[error("agent protocol error: undecodable server message: {0}")]
+    Decode(#[from] prost::DecodeError),
+    /// The WebSocket's handshake failed in a way none of the above names.
+    #[error("agent connection failed: handshake with {url}: {source}")]
+    Handshake {
+        url: String,
+        #[source]
+        source: Box<tokio_tungstenite::tungstenite::Error>,
+    },
     /// The WebSocket failed after it was open.
     #[error("agent connection failed: {0}")]
-    Socket(String),
+    Socket(#[source] Box<tokio_tungstenite::tungstenite::Error>),
     /// The connection dropped and every reconnect attempt failed.
     #[error("lost the LiveKit agent connection; {attempts} reconnect attempts failed, the last with: {last}")]
     ConnectionLost { attempts: u32, last: String },

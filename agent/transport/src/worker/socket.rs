@@ -101,8 +101,8 @@ impl Socket {
         let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| WorkerError::Token("the token has characters not allowed in a header".into()))?;
         request.headers_mut().insert("Authorization", bearer);
-        let tls =
-            crate::tls::connector(&[]).map_err(|reason| WorkerError::Tls { url: base_url.to_string(), reason })?;
+        let tls = crate::tls::connector(&[])
+            .map_err(|reason| WorkerError::Tls { url: base_url.to_string(), source: reason.into() })?;
         let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(tls))
             .await
             .map_err(|e| connect_error(base_url, token, e))?;
@@ -112,20 +112,19 @@ impl Socket {
     /// Sends one message.
     pub(super) async fn send(&mut self, message: worker_message::Message) -> Result<(), WorkerError> {
         let bytes = WorkerMessage { message: Some(message) }.encode_to_vec();
-        self.ws.send(Message::Binary(bytes.into())).await.map_err(|e| WorkerError::Socket(e.to_string()))
+        self.ws.send(Message::Binary(bytes.into())).await.map_err(|e| WorkerError::Socket(Box::new(e)))
     }
 
     /// The next frame; `Ok(None)` when the server closed the socket. Cancel-safe.
     pub(super) async fn recv(&mut self) -> Result<Option<Incoming>, WorkerError> {
         let frame = match self.ws.next().await {
             None => return Ok(None),
-            Some(Err(e)) => return Err(WorkerError::Socket(e.to_string())),
+            Some(Err(e)) => return Err(WorkerError::Socket(Box::new(e))),
             Some(Ok(frame)) => frame,
         };
         match frame {
             Message::Binary(bytes) => {
-                let message = ServerMessage::decode(bytes.as_ref())
-                    .map_err(|e| WorkerError::Protocol(format!("undecodable server message: {e}")))?;
+                let message = ServerMessage::decode(bytes.as_ref())?;
                 Ok(Some(message.message.map_or(Incoming::Heartbeat, |m| Incoming::Message(Box::new(m)))))
             }
             Message::Close(_) => Ok(None),
@@ -159,9 +158,9 @@ fn connect_error(url: &str, token: &str, e: tungstenite::Error) -> WorkerError {
         Handshake::Unauthorized(why) => WorkerError::Unauthorized(why),
         Handshake::Rejected { status, body } => WorkerError::Rejected { status, body },
         Handshake::InvalidUrl(reason) => invalid(url, reason),
-        Handshake::Tls(reason) => WorkerError::Tls { url: url.to_string(), reason },
+        Handshake::Tls(source) => WorkerError::Tls { url: url.to_string(), source },
         Handshake::Unreachable(source) => WorkerError::Unreachable { url: url.to_string(), source },
-        Handshake::Other(what) => WorkerError::Socket(format!("handshake with {url}: {what}")),
+        Handshake::Other(source) => WorkerError::Handshake { url: url.to_string(), source },
     }
 }
 

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use livekit_protocol as proto;
 use tokio::net::UdpSocket;
 
-use crate::room::relay::{Credentials, Relay};
-use crate::room::stun::{self, Builder, Class, Method, Parsed};
+use crate::ice::relay::{Credentials, Relay};
+use crate::ice::stun::{self, Builder, Class, Method, Parsed};
 
 /// How often an unanswered request is sent again.
 const RETRANSMIT: Duration = Duration::from_millis(250);
@@ -165,7 +165,7 @@ async fn transact(
     tx: &stun::TxId,
     deadline: Instant,
 ) -> Option<Parsed> {
-    let mut buf = vec![0u8; crate::room::peer::MAX_DATAGRAM];
+    let mut buf = vec![0u8; crate::ice::MAX_DATAGRAM];
     while Instant::now() < deadline {
         socket.send_to(request, server).await.ok()?;
         let until = (Instant::now() + RETRANSMIT).min(deadline);

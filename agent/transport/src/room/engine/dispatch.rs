@@ -7,10 +7,9 @@
 //! changes, connection quality, subscription permissions) are ignored.
 
 use livekit_protocol::{self as proto, signal_response::Message as Msg};
-use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::change::SdpOffer;
 
-use crate::room::audio::{AudioSource, Encoder, PcmQueue};
-use crate::room::engine::{unix_millis, Engine, Outgoing};
+use super::{random_u32, unix_millis, Engine};
 use crate::room::{DisconnectReason, RoomError, RoomEvent, TrackKind};
 
 impl Engine {
@@ -25,25 +24,12 @@ impl Engine {
             },
             Msg::Update(update) => self.apply_participants(&update.participants).await,
             Msg::TrackPublished(published) => self.on_track_published(published).await?,
-            Msg::TrackUnpublished(unpublished) => {
-                // Our own track, unpublished by the server (e.g. through the server API).
-                self.publisher.tracks.retain(|t| {
-                    let gone = t.source.track_sid == unpublished.track_sid;
-                    if gone {
-                        t.source.queue.close();
-                    }
-                    !gone
-                });
-            }
+            // Our own track, unpublished by the server (e.g. through the server API).
+            Msg::TrackUnpublished(unpublished) => self.publisher.track_unpublished(&unpublished.track_sid),
             Msg::Leave(leave) => self.on_leave(&leave),
-            Msg::RefreshToken(token) => self.token = token,
-            Msg::PongResp(pong) => self.keepalive.rtt_ms = (unix_millis() - pong.last_ping_timestamp).max(0),
-            Msg::RequestResponse(response) => {
-                if let Some(done) = self.requests.remove(&response.request_id) {
-                    let ok = response.reason == proto::request_response::Reason::Ok as i32;
-                    let _ = done.send(if ok { Ok(()) } else { Err(RoomError::Refused(response.message)) });
-                }
-            }
+            Msg::RefreshToken(token) => self.signaling.refresh_token(token),
+            Msg::PongResp(pong) => self.keepalive.pong(pong.last_ping_timestamp, unix_millis()),
+            Msg::RequestResponse(response) => self.signaling.answered(response),
             Msg::Join(_) => tracing::warn!("unexpected second join response"),
             Msg::Reconnect(_) | Msg::Pong(_) => {}
             other => tracing::trace!(message = ?other, "signal message not used"),
@@ -72,9 +58,9 @@ impl Engine {
 
     /// The server's offer for the subscriber connection: answer it.
     async fn on_subscriber_offer(&mut self, offer: proto::SessionDescription) -> Result<(), RoomError> {
-        self.subscriber.mid_to_track.extend(offer.mid_to_track_id);
+        self.subscriber.offered(offer.mid_to_track_id);
         let parsed = SdpOffer::from_sdp_string(&offer.sdp)?;
-        let answer = self.sub.rtc.sdp_api().accept_offer(parsed)?;
+        let answer = self.sub.rtc().sdp_api().accept_offer(parsed)?;
         let answer = proto::SessionDescription {
             r#type: "answer".into(),
             sdp: answer.to_sdp_string(),
@@ -88,18 +74,7 @@ impl Engine {
 
     /// The server's answer to our publisher offer.
     async fn on_publisher_answer(&mut self, answer: proto::SessionDescription) -> Result<(), RoomError> {
-        let Some(pending) = self.publisher.pending.take() else {
-            tracing::debug!("publisher answer with no offer out; ignored");
-            return Ok(());
-        };
-        let parsed = SdpAnswer::from_sdp_string(&answer.sdp)?;
-        self.publ.rtc.sdp_api().accept_answer(pending, parsed)?;
-        for track in self.publisher.tracks.iter_mut().filter(|t| t.mid.is_some()) {
-            if let Some(done) = track.done.take() {
-                let _ = done.send(Ok(track.source.clone()));
-            }
-        }
-        if std::mem::take(&mut self.publisher.again) {
+        if self.publisher.answered(self.publ.rtc(), &answer.sdp)? {
             self.negotiate_publisher().await;
         }
         Ok(())
@@ -107,32 +82,8 @@ impl Engine {
 
     /// Offers the publisher's pending changes (data channels, new tracks, ICE restart).
     pub(crate) async fn negotiate_publisher(&mut self) {
-        if self.publisher.pending.is_some() {
-            self.publisher.again = true;
+        let Some(offer) = self.publisher.offer(self.publ.rtc()) else {
             return;
-        }
-        let mut api = self.publ.rtc.sdp_api();
-        if self.publisher.reliable.is_none() {
-            let (reliable, lossy) = crate::room::media::add_data_channels(&mut api);
-            self.publisher.reliable = Some(reliable);
-            self.publisher.lossy = Some(lossy);
-        }
-        for track in self.publisher.tracks.iter_mut().filter(|t| t.mid.is_none()) {
-            track.mid = Some(crate::room::media::add_audio_send(&mut api, &track.cid));
-        }
-        if std::mem::take(&mut self.publisher.ice_restart) {
-            api.ice_restart(true);
-        }
-        let Some((offer, pending)) = api.apply() else {
-            return;
-        };
-        self.publisher.pending = Some(pending);
-        self.publisher.offer_id += 1;
-        let offer = proto::SessionDescription {
-            r#type: "offer".into(),
-            sdp: offer.to_sdp_string(),
-            id: self.publisher.offer_id,
-            ..Default::default()
         };
         self.send(proto::signal_request::Message::Offer(offer)).await;
         self.trickle_local(proto::SignalTarget::Publisher).await;
@@ -149,29 +100,10 @@ impl Engine {
 
     /// The server accepted an `AddTrackRequest`: add the track to the publisher and offer it.
     async fn on_track_published(&mut self, published: proto::TrackPublishedResponse) -> Result<(), RoomError> {
-        let Some(done) = self.publisher.requested.remove(&published.cid) else {
-            return Ok(());
-        };
-        let track_sid = published.track.map(|t| t.sid).unwrap_or_default();
-        let encoder = match Encoder::new() {
-            Ok(encoder) => encoder,
-            Err(e) => {
-                let _ = done.send(Err(e));
-                return Ok(());
-            }
-        };
-        let queue = PcmQueue::new(self.options.audio_buffer, self.audio_wake.clone());
-        self.publisher.tracks.push(Outgoing {
-            cid: published.cid,
-            mid: None,
-            source: AudioSource { queue, track_sid },
-            encoder,
-            done: Some(done),
-            rtp_samples: u64::from(crate::room::engine::random_u32()),
-            next_tick: None,
-            last_sent: None,
-        });
-        self.negotiate_publisher().await;
+        let buffer = self.options.audio_buffer;
+        if self.publisher.track_published(published, buffer, &self.audio_wake, random_u32()) {
+            self.negotiate_publisher().await;
+        }
         Ok(())
     }
 
@@ -181,7 +113,7 @@ impl Engine {
         tracing::info!(?action, reason = leave.reason, "the server asked us to leave");
         match action {
             proto::leave_request::Action::Resume => {
-                self.signal = None;
+                self.signaling.drop_connection();
                 self.signal_lost("the server asked to resume");
             }
             // A full reconnect would be a new participant: the owner decides whether to rejoin.

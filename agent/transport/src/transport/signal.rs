@@ -80,13 +80,13 @@ impl SignalConn {
             MaybeTlsStream::Rustls(tls) => tls.get_ref().0,
             other => other.get_ref(),
         };
-        tcp.local_addr().map(|a| a.ip()).map_err(|e| RoomError::Signal(format!("signaling socket: {e}")))
+        tcp.local_addr().map(|a| a.ip()).map_err(RoomError::LocalAddress)
     }
 
     /// Sends one request.
     pub(crate) async fn send(&mut self, message: signal_request::Message) -> Result<(), RoomError> {
         let bytes = SignalRequest { message: Some(message) }.encode_to_vec();
-        self.ws.send(Message::Binary(bytes.into())).await.map_err(|e| RoomError::Signal(e.to_string()))
+        self.ws.send(Message::Binary(bytes.into())).await.map_err(|e| RoomError::SignalSocket(Box::new(e)))
     }
 
     /// The next server message; `Ok(None)` when the server closed the socket.
@@ -95,13 +95,12 @@ impl SignalConn {
         loop {
             let frame = match self.ws.next().await {
                 None => return Ok(None),
-                Some(Err(e)) => return Err(RoomError::Signal(e.to_string())),
+                Some(Err(e)) => return Err(RoomError::SignalSocket(Box::new(e))),
                 Some(Ok(frame)) => frame,
             };
             match frame {
                 Message::Binary(bytes) => {
-                    let response = SignalResponse::decode(bytes.as_ref())
-                        .map_err(|e| RoomError::Signal(format!("bad frame: {e}")))?;
+                    let response = SignalResponse::decode(bytes.as_ref())?;
                     if let Some(message) = response.message {
                         return Ok(Some(message));
                     }
@@ -138,7 +137,7 @@ pub(crate) fn rtc_url(base_url: &str, mode: &JoinMode) -> Result<String, RoomErr
 
 /// The shared TLS connector, errors as room errors.
 fn tls_connector(url: &str, extra_roots: &[Vec<u8>]) -> Result<Connector, RoomError> {
-    crate::tls::connector(extra_roots).map_err(|reason| RoomError::Tls { url: url.to_string(), reason })
+    crate::tls::connector(extra_roots).map_err(|reason| RoomError::Tls { url: url.to_string(), source: reason.into() })
 }
 
 fn invalid(url: &str, reason: impl Into<String>) -> RoomError {
@@ -152,9 +151,9 @@ fn connect_error(url: &str, e: tungstenite::Error) -> RoomError {
         Handshake::Unauthorized(why) => RoomError::Unauthorized(why),
         Handshake::Rejected { status, body } => RoomError::Rejected { status, body },
         Handshake::InvalidUrl(reason) => invalid(url, reason),
-        Handshake::Tls(reason) => RoomError::Tls { url: url.to_string(), reason },
+        Handshake::Tls(source) => RoomError::Tls { url: url.to_string(), source },
         Handshake::Unreachable(source) => RoomError::Unreachable { url: url.to_string(), source },
-        Handshake::Other(what) => RoomError::Signal(format!("handshake with {url}: {what}")),
+        Handshake::Other(source) => RoomError::Handshake { url: url.to_string(), source },
     }
 }
 

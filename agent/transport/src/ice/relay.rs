@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::room::stun::{self, Builder, Class, Method, TxId};
+use crate::ice::stun::{self, Builder, Class, Method, TxId};
 
 /// Permissions last 300 s (RFC 5766 §8); renew well before.
 const PERMISSION_RENEW: Duration = Duration::from_secs(240);

@@ -17,18 +17,18 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 
-use crate::room::gather::Gathered;
-use crate::room::relay::Relay;
-use crate::room::{IcePolicy, RoomError};
-
-/// Largest datagram we expect (WebRTC keeps packets under the path MTU).
-pub(crate) const MAX_DATAGRAM: usize = 2000;
+use crate::ice::gather::Gathered;
+use crate::ice::relay::Relay;
+use crate::ice::{IcePolicy, MAX_DATAGRAM};
+use crate::room::RoomError;
 
 /// A peer connection and its socket.
 pub(crate) struct Peer {
-    pub(crate) rtc: Rtc,
-    pub(crate) socket: UdpSocket,
+    rtc: Rtc,
+    socket: UdpSocket,
     local: SocketAddr,
+    /// Where `recv` puts the next datagram.
+    buf: Vec<u8>,
     /// Our candidates, as trickled to the server.
     candidates: Vec<Candidate>,
     /// The TURN allocation behind our relayed candidate, if any.
@@ -36,9 +36,9 @@ pub(crate) struct Peer {
     /// Datagrams for the TURN server, reused between calls.
     relay_out: Vec<Vec<u8>>,
     /// Which of LiveKit's two connections this is (for trickle and logs).
-    pub(crate) target: SignalTarget,
+    target: SignalTarget,
     /// When str0m next wants `Input::Timeout`.
-    pub(crate) next_timeout: Instant,
+    next_timeout: Instant,
 }
 
 /// The JSON LiveKit puts in `TrickleRequest.candidate_init` (the browser's
@@ -64,9 +64,9 @@ impl Peer {
     ) -> Result<Self, RoomError> {
         let std_socket = std::net::UdpSocket::bind((local_ip, 0))
             .and_then(|s| s.set_nonblocking(true).map(|_| s))
-            .map_err(|e| RoomError::Rtc(format!("binding a UDP socket on {local_ip}: {e}")))?;
-        let local = std_socket.local_addr().map_err(|e| RoomError::Rtc(e.to_string()))?;
-        let socket = UdpSocket::from_std(std_socket).map_err(|e| RoomError::Rtc(e.to_string()))?;
+            .map_err(|source| RoomError::Socket { ip: local_ip, source })?;
+        let local = std_socket.local_addr().map_err(|source| RoomError::Socket { ip: local_ip, source })?;
+        let socket = UdpSocket::from_std(std_socket).map_err(|source| RoomError::Socket { ip: local_ip, source })?;
         let rtc = Rtc::builder()
             .clear_codecs()
             .enable_opus(true, false)
@@ -77,6 +77,7 @@ impl Peer {
             rtc,
             socket,
             local,
+            buf: vec![0; MAX_DATAGRAM],
             candidates: Vec::new(),
             relay: None,
             relay_out: Vec::new(),
@@ -89,8 +90,42 @@ impl Peer {
         Ok(peer)
     }
 
+    /// The UDP socket's address (our host candidate).
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The UDP socket, for gathering candidates on it before the engine runs.
+    pub(crate) fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+
+    /// The str0m connection, for SDP, data channels and media writers.
+    pub(crate) fn rtc(&mut self) -> &mut Rtc {
+        &mut self.rtc
+    }
+
+    /// When `handle_timeout` next has work.
+    pub(crate) fn next_timeout(&self) -> Instant {
+        self.next_timeout
+    }
+
+    /// Waits for the next datagram on the socket; cancel-safe, so it can sit
+    /// in a `select!`. Hand the result to `handle_received`.
+    pub(crate) async fn recv(&mut self) -> std::io::Result<(usize, SocketAddr)> {
+        self.socket.recv_from(&mut self.buf).await
+    }
+
+    /// Feeds the datagram `recv` returned (`n` bytes from `source`) to str0m.
+    pub(crate) fn handle_received(&mut self, now: Instant, received: std::io::Result<(usize, SocketAddr)>) {
+        let Ok((n, source)) = received else { return };
+        let buf = std::mem::take(&mut self.buf);
+        self.handle_datagram(now, source, &buf[..n]);
+        self.buf = buf;
+    }
+
     fn add_local(&mut self, candidate: Result<Candidate, str0m::error::IceError>) -> Result<(), RoomError> {
-        let candidate = candidate.map_err(|e| RoomError::Rtc(format!("local candidate: {e}")))?;
+        let candidate = candidate?;
         if let Some(added) = self.rtc.add_local_candidate(candidate) {
             self.candidates.push(added.clone());
         }
@@ -111,7 +146,7 @@ impl Peer {
             self.relay = Some(relay);
         }
         if self.candidates.is_empty() {
-            return Err(RoomError::Rtc("no ICE candidate: relay-only, but no TURN server gave a relay".into()));
+            return Err(RoomError::NoRelay);
         }
         tracing::debug!(target_pc = ?self.target, candidates = ?self.candidates, "local candidates");
         Ok(())
@@ -155,7 +190,7 @@ impl Peer {
     }
 
     /// Feeds one received datagram to str0m.
-    pub(crate) fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+    fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
         if let Some(relay) = self.relay.as_mut().filter(|r| r.server == source) {
             let relayed = relay.relayed;
             let unwrapped = relay.handle_datagram(now, data, &mut self.relay_out);
@@ -255,5 +290,24 @@ mod tests {
         let c = Candidate::from_sdp_string(&init.candidate).unwrap();
         assert_eq!(c.addr(), peer.local);
         assert!(json.contains("\"sdpMLineIndex\":0"), "{json}");
+    }
+
+    #[tokio::test]
+    async fn a_socket_on_an_address_we_do_not_have_names_it_and_keeps_the_os_error() {
+        let ip = IpAddr::from([192, 0, 2, 1]); // TEST-NET-1: never one of ours
+        let err = Peer::new(ip, SignalTarget::Subscriber, IcePolicy::All, Instant::now()).err().unwrap();
+        assert!(matches!(&err, RoomError::Socket { ip: got, .. } if *got == ip), "{err}");
+        assert!(err.to_string().contains("192.0.2.1"), "{err}");
+        let source = std::error::Error::source(&err).expect("the OS error as source");
+        assert!(source.downcast_ref::<std::io::Error>().is_some(), "{source:?}");
+    }
+
+    #[tokio::test]
+    async fn relay_only_without_a_relay_is_refused_for_want_of_a_candidate() {
+        let local = IpAddr::from([127, 0, 0, 1]);
+        let mut peer = Peer::new(local, SignalTarget::Publisher, IcePolicy::RelayOnly, Instant::now()).unwrap();
+        assert!(peer.local_candidates_json().is_empty(), "no host candidate with relay-only");
+        let err = peer.add_gathered(Gathered::default(), IcePolicy::RelayOnly).err().unwrap();
+        assert!(matches!(err, RoomError::NoRelay), "{err}");
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Builds requests and indications with optional long-term-credential
 //! MESSAGE-INTEGRITY and parses responses into the few attributes we read.
-//! It does no I/O and keeps no state; `ice_servers.rs` and `relay.rs` do.
+//! It does no I/O and keeps no state; `gather.rs` and `relay.rs` do.
 
 use std::net::{IpAddr, SocketAddr};
 

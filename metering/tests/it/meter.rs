@@ -2,7 +2,6 @@
 //! exhaustion at the remainder, concurrency, replays, orphans and outages.
 //! Sessions use large multipliers so that a one-minute card lasts seconds.
 
-mod common;
 
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use metering::store::{EndReason, TickEntry, TickResult};
 use metering::Millis;
 use sqlx::PgPool;
 
-use common::*;
+use crate::common::*;
 
 async fn audit_passes(pool: &PgPool) {
     let report = audit::audit(pool).await.unwrap();

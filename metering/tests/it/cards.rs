@@ -1,13 +1,13 @@
 //! Card lifecycle against the real PostgreSQL: issue, activate, rate limit,
 //! expire, refund.
 
-mod common;
-
 use chrono::{DateTime, Duration, Utc};
 use metering::cards::{self, ActivationPolicy};
 use metering::records::CardStatus;
 use metering::{Error, Millis};
 use sqlx::PgPool;
+
+use crate::common;
 
 #[sqlx::test(migrations = "../migrations")]
 async fn issues_pending_cards_from_a_tier_with_hours_and_bonus(pool: PgPool) {

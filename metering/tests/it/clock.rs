@@ -3,7 +3,6 @@
 //! none of the other's live sessions, expires no card early and still lets
 //! its cards pay.
 
-mod common;
 
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use metering::store::EndReason;
 use metering::{CardId, Millis, SessionId, UserId};
 use sqlx::PgPool;
 
-use common::*;
+use crate::common::*;
 
 /// A card of `user` valid for one more hour by the database's clock.
 async fn card_for_an_hour(pool: &PgPool, user: UserId) -> CardId {

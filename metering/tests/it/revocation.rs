@@ -4,7 +4,6 @@
 //! suspends a card, so a running session sees its balance drop; a won one
 //! gives the card back.
 
-mod common;
 
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use metering::store::EndReason;
 use metering::{audit, CardId, Millis};
 use sqlx::PgPool;
 
-use common::*;
+use crate::common::*;
 
 async fn audit_passes(pool: &PgPool) {
     let report = audit::audit(pool).await.unwrap();

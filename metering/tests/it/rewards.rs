@@ -2,7 +2,6 @@
 //! earned card that only ad-supported sessions draw (before paid cards), one
 //! reward per view id, at most the daily cap, and the audit covers it all.
 
-mod common;
 
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use metering::store::EndReason;
 use metering::{Millis, UserId};
 use sqlx::PgPool;
 
-use common::*;
+use crate::common::*;
 
 fn policy(reward_seconds: i32, cap: i32) -> RewardPolicy {
     RewardPolicy {

@@ -3,7 +3,6 @@
 //! none of the other's live sessions, expires no card early and still lets
 //! its cards pay.
 
-
 use std::time::Duration;
 
 use metering::audit;

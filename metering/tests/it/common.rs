@@ -8,44 +8,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use metering::cards::{self, ActivationPolicy};
 use metering::meter::{MeterConfig, MeterEvent, MeteredSession};
 use metering::records::TimeCard;
 use metering::store::OpenSession;
 use metering::{Rate, UserId};
+use mindbot_tests::db;
 use sqlx::PgPool;
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
 
 pub async fn user(pool: &PgPool) -> UserId {
-    let id: Uuid = sqlx::query_scalar(
-        "INSERT INTO users (email, full_name, password_hash) VALUES ($1, 'Test User', 'x') RETURNING id",
-    )
-    .bind(format!("{}@example.test", Uuid::new_v4()))
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    UserId(id)
+    UserId(db::named_user(pool, "Test User").await)
 }
 
 /// A tier whose cards hold `minutes` minutes.
 pub async fn tier(pool: &PgPool, minutes: i32) -> String {
-    let id = format!("tier-{}", Uuid::new_v4().simple());
-    sqlx::query("INSERT INTO pricing_tiers (id, name, hours, price_cents, bonus_minutes) VALUES ($1, 'T', 0, 100, $2)")
-        .bind(&id)
-        .bind(minutes)
-        .execute(pool)
-        .await
-        .unwrap();
-    id
+    db::minutes_tier(pool, minutes).await
 }
 
 /// An active card of `minutes` for `user`, issued and activated the real way.
 pub async fn card(pool: &PgPool, user: UserId, minutes: i32) -> TimeCard {
-    let t = tier(pool, minutes).await;
-    let issued = cards::issue(pool, &t, 1, None, None).await.unwrap();
-    let policy = ActivationPolicy { validity: None, ..ActivationPolicy::default() };
-    cards::activate(pool, &issued[0].activation_code, user, &policy).await.unwrap()
+    db::issued_card(pool, user, minutes).await
 }
 
 pub fn fast_config() -> MeterConfig {

@@ -2,7 +2,6 @@
 //! exhaustion at the remainder, concurrency, replays, orphans and outages.
 //! Sessions use large multipliers so that a one-minute card lasts seconds.
 
-
 use std::time::Duration;
 
 use chrono::Utc;

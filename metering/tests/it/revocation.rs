@@ -4,7 +4,6 @@
 //! suspends a card, so a running session sees its balance drop; a won one
 //! gives the card back.
 
-
 use std::time::Duration;
 
 use metering::cards::{self, Revocation};

@@ -2,7 +2,6 @@
 //! earned card that only ad-supported sessions draw (before paid cards), one
 //! reward per view id, at most the daily cap, and the audit covers it all.
 
-
 use std::time::Duration;
 
 use metering::audit;

@@ -4,8 +4,6 @@
 //! what LiveKit's frontends read: the agent's `lk.agent.state` attribute,
 //! transcriptions on `lk.transcription`, and typed turns on `lk.chat`.
 
-use std::process::Stdio;
-
 use crate::e2e::*;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -19,17 +17,6 @@ fn voice_env() -> Vec<(&'static str, &'static str)> {
         ("MINDBOT_VOICE_TTS_DEFAULT_BASE_URL", base),
         ("MINDBOT_VOICE_TTS_DEFAULT_VOICES", r#"{ "warm-mature-female" = "en-us+f2" }"#),
     ]
-}
-
-async fn talk(token: &str, args: &[&str]) -> Value {
-    let out = python("talker.py", &[&["--token", token], args].concat())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .output()
-        .await
-        .unwrap();
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("talker report: {e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Whether `want` appears in `seen` in order (other states may come between).

@@ -117,6 +117,19 @@ pub async fn visit(token: &str, args: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("python report: {e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// The Python user who speaks and listens (`tests/clients/talker.py`)
+/// joins with `token` plus `args`; its report.
+pub async fn talk(token: &str, args: &[&str]) -> Value {
+    let out = python("talker.py", &[&["--token", token], args].concat())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .await
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("talker report: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
 /// The JSON messages a report received on `topic`, in order.
 pub fn messages(report: &Value, topic: &str) -> Vec<Value> {
     report["data"]

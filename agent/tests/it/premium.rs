@@ -40,14 +40,7 @@ async fn reset() {
 
 /// The user speaks one question and hears the answer; the talker's report.
 async fn ask(token: &str) -> Value {
-    let out = e2e::python("talker.py", &["--token", token, "--say", "Hello. What is your name?", "--no-transcribe"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .output()
-        .await
-        .unwrap();
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("talker: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    e2e::talk(token, &["--say", "Hello. What is your name?", "--no-transcribe"]).await
 }
 
 async fn premium_user(pool: &PgPool) -> Uuid {

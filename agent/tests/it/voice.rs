@@ -6,8 +6,6 @@
 
 use crate::api_support;
 
-use std::process::Stdio;
-
 use crate::e2e::*;
 use mindbot_tests::speech::private_speech_services;
 use serde_json::Value;
@@ -37,17 +35,6 @@ async fn voice_worker(
     let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     all.extend_from_slice(extra);
     worker(pool, agent_name, &all).await
-}
-
-async fn talk(token: &str, args: &[&str]) -> Value {
-    let out = python("talker.py", &[&["--token", token], args].concat())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .output()
-        .await
-        .unwrap();
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("talker report: {e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -4,7 +4,7 @@
 #   deploy/helm/mindbot-agent     helm lint --strict, helm template (helm from the Go module proxy)
 #   deploy/systemd/*.service      systemd-analyze verify and security (exposure under 3)
 #   deploy/prometheus/            promtool check rules, promtool test rules
-#   deploy/grafana/*.json         valid JSON (agent/tests/operations.rs checks its
+#   deploy/grafana/*.json         valid JSON (agent/tests/it/operations.rs checks its
 #                                 queries against a real scrape)
 #   scripts/release.sh --split    the shipped binary has no debug sections, its
 #                                 .debug file has them and is linked

@@ -5,7 +5,7 @@
 # SDK and PocketSphinx, the local voice stack's venv (models inside PyPI
 # packages), Prometheus for the scrape test, Node.js and Chromium for the web
 # app's browser test, redis-server and haproxy for the cluster test
-# (agent/tests/cluster.rs); the voice and web tests start the speech
+# (agent/tests/it/cluster.rs); the voice and web tests start the speech
 # services and the local stack and build the web app themselves), then
 # format check, the offline query data's check (sqlx-cli, scripts/sqlx-cli.sh),
 # lints, every Rust test, the Python clients' self-test and the
@@ -33,7 +33,7 @@ bash scripts/livekit-server.sh start
 bash scripts/python-env.sh
 bash scripts/python-env.sh voice
 # The web app (npm ci from the lockfile, cache under $TOOLS; vite build), which
-# agent/tests/web.rs serves and drives in Chromium.
+# agent/tests/it/web.rs serves and drives in Chromium.
 bash scripts/web.sh build
 
 log "cargo fmt --check"

@@ -1,6 +1,6 @@
 // The web app in a real browser (Debian's Chromium driven by playwright-core)
 // against the real worker, API, LiveKit server, PostgreSQL and speech
-// services that agent/tests/web.rs starts. The fake microphone plays an
+// services that agent/tests/it/web.rs starts. The fake microphone plays an
 // espeak-ng question padded with silence (Chromium loops the file).
 //
 // Input (environment): BASE_URL, CHROMIUM, WAV, ARTIFACTS (a directory), and

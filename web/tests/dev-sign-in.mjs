@@ -2,7 +2,7 @@
 // the dev sign-in button (shown because the server has api.dev_login on),
 // the demo user's personas and balance, a persona picked with the arrow keys,
 // then the one ad-supported persona, marked in the list, whose balance says
-// how much is earned from ads (agent/tests/web.rs earns the demo user 60 s
+// how much is earned from ads (agent/tests/it/web.rs earns the demo user 60 s
 // with a signed rewarded-ad callback) and how much paid, on the home screen
 // and beside a call's countdown (the worker runs without voice).
 // Input: BASE_URL, CHROMIUM, ARTIFACTS. Prints a JSON report; exits non-zero

@@ -23,7 +23,7 @@ use crate::voice::{Stage, VoiceService};
 
 /// A received 20 ms frame louder than this is the agent talking.
 const LOUD_DBFS: f64 = -45.0;
-/// The questions of `agent/tests/voice.rs`, in turn.
+/// The questions of `agent/tests/it/voice.rs`, in turn.
 const QUESTIONS: [&str; 3] = ["Hello. What is your name?", "What is my balance?", "Can you help me with fractions?"];
 /// The user's voice (an espeak-ng voice the test recogniser hears well).
 const USER_VOICE: &str = "en-us+f2";

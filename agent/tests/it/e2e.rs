@@ -1,0 +1,144 @@
+//! Shared by the end-to-end tests: the real `mindbot-agent run` binary, the
+//! project's Python end user, tokens that dispatch the agent, funded users,
+//! and reading the worker's operator HTTP.
+
+#![allow(dead_code)] // each test module uses a different part
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use mindbot_tests::db;
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+pub use mindbot_tests::{ensure, root, url_for};
+
+/// Starts the worker under a unique agent name, with its operator HTTP on a
+/// free port; returns once it registered, with that port.
+pub async fn worker(pool: &PgPool, agent_name: &str, extra_env: &[(&str, &str)]) -> (tokio::process::Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mindbot-agent"))
+        .arg("run")
+        .env("DATABASE_URL", url_for(pool))
+        .env("LIVEKIT_URL", "ws://127.0.0.1:7880")
+        .env("MINDBOT_LIVEKIT_AGENT_NAME", agent_name)
+        .env("MINDBOT_DATABASE_MIGRATE_ON_START", "false")
+        .env("MINDBOT_LOG_LEVEL", "info")
+        .env("MINDBOT_HTTP_ADDRESS", format!("127.0.0.1:{port}"))
+        // Silent unless a test turns voice on (config.toml's default is on).
+        .env("MINDBOT_VOICE_ENABLED", "false")
+        .envs(extra_env.iter().copied())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting mindbot-agent run");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut tx = Some(tx);
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("[worker] {line}");
+            if line.contains("worker registered") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(20), rx).await.expect("worker registered in time").unwrap();
+    // The server files a new worker for dispatch just after answering its registration.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (child, port)
+}
+
+/// A plain HTTP GET on loopback: (status code, body).
+pub async fn get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+/// The value of one sample line (`name{labels} value`) in Prometheus text.
+pub fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(name_and_labels)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+pub fn python(script: &str, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(root().join(".cache/venv/bin/python"));
+    cmd.arg(root().join("tests/clients").join(script)).args(args).kill_on_drop(true);
+    cmd
+}
+
+pub async fn dispatch_token(room: &str, user: &str, agent_name: &str, metadata: &Value) -> String {
+    let out = python(
+        "room_admin.py",
+        &[
+            "create-token",
+            "--room",
+            room,
+            "--identity",
+            user,
+            "--agent-dispatch",
+            agent_name,
+            "--metadata",
+            &metadata.to_string(),
+        ],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
+/// A new user with an active card of `minutes`.
+pub async fn user_with_card(pool: &PgPool, minutes: i32) -> uuid::Uuid {
+    let user = db::named_user(pool, "Test User").await;
+    db::active_card(pool, user, minutes).await;
+    user
+}
+
+/// The Python user joins with `token` (publishing a tone, so it is announced
+/// at once) plus `args`, and this returns its report.
+pub async fn visit(token: &str, args: &[&str]) -> Value {
+    let out = python("participant.py", &[&["--token", token, "--publish-tone", "440"], args].concat())
+        .stdout(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("python report: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The Python user who speaks and listens (`tests/clients/talker.py`)
+/// joins with `token` plus `args`; its report.
+pub async fn talk(token: &str, args: &[&str]) -> Value {
+    let out = python("talker.py", &[&["--token", token], args].concat())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .await
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("talker report: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The JSON messages a report received on `topic`, in order.
+pub fn messages(report: &Value, topic: &str) -> Vec<Value> {
+    report["data"]
+        .as_array()
+        .map(|data| {
+            data.iter()
+                .filter(|d| d["topic"] == topic)
+                .filter_map(|d| serde_json::from_str(d["text"].as_str()?).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,522 @@
+//! How sessions end when something other than the user or the balance ends
+//! them, with the real `mindbot-agent run`, the real LiveKit server, the real
+//! PostgreSQL and the Python end user: cards rolling over and a card activated
+//! mid-session; the room deleted and the agent removed; SIGTERM drains and a
+//! second SIGTERM ends at once; two workers share twelve rooms and one is
+//! killed; the LiveKit server restarts under a running worker. Every case
+//! checks the books: the seconds metered, the card time charged, the audit.
+
+use crate::worker_support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::e2e::*;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+
+/// One session row, as the books hold it.
+#[derive(Debug, sqlx::FromRow)]
+struct Row {
+    status: String,
+    end_reason: Option<String>,
+    metered_ms: i64,
+    charged_ms: i64,
+    /// Seconds from the session's start to its end (or to now while open).
+    lasted: f64,
+}
+
+async fn sessions_in(pool: &PgPool, room: &str) -> Vec<Row> {
+    sqlx::query_as(
+        "SELECT status, end_reason, metered_ms, charged_ms, \
+         EXTRACT(EPOCH FROM COALESCE(end_time, NOW()) - start_time)::float8 AS lasted \
+         FROM voice_sessions WHERE room_name = $1 ORDER BY start_time",
+    )
+    .bind(room)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Waits until `room` has a session that is no longer active.
+async fn ended(pool: &PgPool, room: &str, within: Duration) -> Row {
+    let until = Instant::now() + within;
+    loop {
+        let mut rows = sessions_in(pool, room).await;
+        if let Some(i) = rows.iter().position(|r| r.status != "active") {
+            return rows.swap_remove(i);
+        }
+        assert!(Instant::now() < until, "no ended session in {room} within {within:?}: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `room` has an open session; returns when it saw it.
+async fn opened(pool: &PgPool, room: &str, within: Duration) -> Instant {
+    let until = Instant::now() + within;
+    loop {
+        if !sessions_in(pool, room).await.is_empty() {
+            return Instant::now();
+        }
+        assert!(Instant::now() < until, "no session opened in {room} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn room_name(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A funded user joins `room` (dispatching `agent_name` with `persona`) and
+/// stays `stay` seconds unless hung up; the task yields the user's report.
+async fn user_in_room(pool: &PgPool, agent_name: &str, room: &str, persona: &str, stay: u32) -> JoinHandle<Value> {
+    let user = user_with_card(pool, 30).await;
+    user_visit(user, agent_name, room, persona, stay, &[]).await
+}
+
+async fn user_visit(
+    user: uuid::Uuid,
+    agent_name: &str,
+    room: &str,
+    persona: &str,
+    stay: u32,
+    extra: &[&str],
+) -> JoinHandle<Value> {
+    let meta = json!({"user_id": user.to_string(), "persona": persona});
+    let token = dispatch_token(room, &user.to_string(), agent_name, &meta).await;
+    let mut args = vec!["--stay".to_string(), stay.to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    tokio::spawn(async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        visit(&token, &args).await
+    })
+}
+
+fn signal(child: &tokio::process::Child, sig: &str) {
+    let pid = child.id().expect("the worker is running").to_string();
+    assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+}
+
+async fn audit_passes(pool: &PgPool) {
+    let audit = metering::audit::audit(pool).await.unwrap();
+    assert!(audit.passed(), "{audit}");
+}
+
+/// Professor Ada costs 1.0: the card time charged is the metered time, and a
+/// session that ended on the meter's clock is charged whole seconds.
+fn charged_at_one(row: &Row) {
+    assert_eq!(row.charged_ms, row.metered_ms, "{row:?}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn cards_roll_over_and_a_card_activated_mid_session_extends_it(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    let env = [("MINDBOT_WORKER_USER_GRACE_SECONDS", "1"), ("MINDBOT_METER_WARNINGS_SECONDS", "[30]")];
+    let (_w, port) = worker(&pool, &agent_name, &env).await;
+
+    // Executive Coach costs 2.5 (premium): a one-minute card buys 24 s.
+    // Two such cards, spent soonest expiry first.
+    let user = user_with_card(&pool, 1).await;
+    for sql in [
+        "UPDATE time_cards SET expires_at = NOW() + INTERVAL '1 day' WHERE user_id = $1",
+        "INSERT INTO time_cards (user_id, activation_code, total_minutes, remaining_minutes, status, activated_at, \
+         expires_at) VALUES ($1, 'SECOND-' || $1::text, 1, 1, 'active', NOW(), NOW() + INTERVAL '2 days')",
+        "INSERT INTO user_subscriptions (user_id, plan_id, status, current_period_start, current_period_end) \
+         VALUES ($1, 'premium_monthly', 'active', NOW() - INTERVAL '1 day', NOW() + INTERVAL '29 days')",
+    ] {
+        sqlx::query(sql).bind(user).execute(&pool).await.unwrap();
+    }
+    // A one-minute card bought but not yet activated (issued cards belong to nobody until then).
+    let code = metering::cards::generate_code();
+    sqlx::query(
+        "INSERT INTO time_cards (user_id, activation_code, total_minutes, remaining_minutes, status) \
+         VALUES ($1, $2, 1, 1, 'pending')",
+    )
+    .bind(metering::ids::UNCLAIMED_CARDS_OWNER)
+    .bind(&code)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let room = room_name("rollover");
+    let visit =
+        user_visit(user, &agent_name, &room, "executive-coach", 55, &["--expect-data", "mindbot.balance"]).await;
+    opened(&pool, &room, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    // 30 s in: the first card is spent, the second has 18 s left.
+    let out = Command::new(env!("CARGO_BIN_EXE_mindbot-agent"))
+        .args(["card", "activate", &code, "--user", &user.to_string()])
+        .env("DATABASE_URL", url_for(&pool))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let report = visit.await.unwrap();
+    eprintln!("user report: {report}");
+    assert_eq!(report["ended"], "stay_elapsed", "not hung up at the first cards' 48 s: {report}");
+    let balance = messages(&report, "mindbot.balance");
+    let kinds: Vec<&str> = balance.iter().filter_map(|m| m["type"].as_str()).collect();
+    assert!(kinds.contains(&"warning") && kinds.contains(&"extended"), "{balance:?}");
+    let extended = balance.iter().find(|m| m["type"] == "extended").unwrap();
+    assert!(extended["remaining_seconds"].as_i64().unwrap() > 30, "more than the second card held: {extended}");
+    assert!(!messages(&report, "mindbot.session").iter().any(|m| m["type"] == "ended"), "{report}");
+
+    let row = ended(&pool, &room, Duration::from_secs(20)).await;
+    assert_eq!((row.status.as_str(), row.end_reason.as_deref()), ("completed", Some("user_left")), "{row:?}");
+    assert_eq!(row.charged_ms, row.metered_ms / 1000 * 2500, "whole seconds at 2.5: {row:?}");
+    assert!(row.metered_ms > 48_000, "talk went on past the first two cards: {row:?}");
+    let cards: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT activation_code, status, remaining_minutes::int8 * 60000 + remaining_sub_ms FROM time_cards \
+         WHERE user_id = $1 ORDER BY expires_at",
+    )
+    .bind(user)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(cards.len(), 3, "{cards:?}");
+    assert_eq!((cards[0].1.as_str(), cards[0].2), ("used", 0), "{cards:?}");
+    assert_eq!((cards[1].1.as_str(), cards[1].2), ("used", 0), "{cards:?}");
+    assert_eq!((cards[2].0.as_str(), cards[2].1.as_str()), (code.as_str(), "active"), "{cards:?}");
+    assert_eq!(cards[2].2, 60_000 - (row.charged_ms - 120_000), "the rest came off the new card: {cards:?}");
+    let per_card: Vec<i64> = sqlx::query_scalar(
+        "SELECT SUM(c.charged_ms)::int8 FROM card_charges c JOIN time_cards t ON t.id = c.time_card_id \
+         WHERE t.user_id = $1 GROUP BY t.id ORDER BY t.expires_at",
+    )
+    .bind(user)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(per_card, vec![60_000, 60_000, row.charged_ms - 120_000], "the ledger, card by card");
+    audit_passes(&pool).await;
+    let (_, text) = get(port, "/metrics").await;
+    assert_eq!(sample(&text, "mindbot_jobs_offered_total"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "mindbot_jobs_accepted_total"), Some(1.0), "{text}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_deleted_room_and_a_removed_agent_end_their_sessions_with_that_reason(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    let (_w, port) = worker(&pool, &agent_name, &[]).await;
+    let (deleted, removed) = (room_name("deleted"), room_name("removed"));
+    let a = user_in_room(&pool, &agent_name, &deleted, "professor-ada", 40).await;
+    let b = user_in_room(&pool, &agent_name, &removed, "professor-ada", 40).await;
+    opened(&pool, &deleted, Duration::from_secs(20)).await;
+    opened(&pool, &removed, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    let admin = |args: &[&str]| {
+        let out = std::process::Command::new(root().join(".cache/venv/bin/python"))
+            .arg(root().join("tests/clients/room_admin.py"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "room_admin {args:?}: {}", String::from_utf8_lossy(&out.stdout));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    admin(&["delete-room", &deleted]);
+    let listed = admin(&["list-participants", &removed]);
+    let agent = listed["participants"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["kind"] == "AGENT"))
+        .unwrap_or_else(|| panic!("an agent in {removed}: {listed}"))["identity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    admin(&["remove-participant", &removed, &agent]);
+
+    let row = ended(&pool, &deleted, Duration::from_secs(10)).await;
+    assert_eq!((row.status.as_str(), row.end_reason.as_deref()), ("completed", Some("room_closed")), "{row:?}");
+    charged_at_one(&row);
+    assert!(row.metered_ms >= 5_000 && row.metered_ms as f64 <= row.lasted * 1000.0 + 1.0, "{row:?}");
+    let row = ended(&pool, &removed, Duration::from_secs(10)).await;
+    assert_eq!((row.status.as_str(), row.end_reason.as_deref()), ("completed", Some("agent_removed")), "{row:?}");
+    charged_at_one(&row);
+    assert!(row.metered_ms >= 5_000 && row.metered_ms as f64 <= row.lasted * 1000.0 + 1.0, "{row:?}");
+
+    let report = a.await.unwrap();
+    assert_eq!(report["disconnect_reason"], "ROOM_DELETED", "{report}");
+    b.abort();
+    audit_passes(&pool).await;
+    let (_, text) = get(port, "/metrics").await;
+    for reason in ["room_closed", "agent_removed"] {
+        let line = format!("mindbot_sessions_ended_total{{persona=\"professor-ada\",reason=\"{reason}\"}}");
+        assert_eq!(sample(&text, &line), Some(1.0), "{text}");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn sigterm_drains_running_sessions_then_ends_them_charged_to_the_second(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    let (mut w, _) = worker(&pool, &agent_name, &[("MINDBOT_WORKER_DRAIN_TIMEOUT_SECONDS", "8")]).await;
+    let talking = room_name("draining");
+    let user = user_in_room(&pool, &agent_name, &talking, "professor-ada", 20).await;
+    opened(&pool, &talking, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    signal(&w, "-TERM");
+    let termed = Instant::now();
+    // Draining: a job dispatched now is not taken, the running session goes on.
+    let late = room_name("late");
+    let late_user = user_in_room(&pool, &agent_name, &late, "professor-ada", 6).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(sessions_in(&pool, &late).await.is_empty(), "a draining worker took a new job");
+    assert_eq!(sessions_in(&pool, &talking).await[0].status, "active", "the running session goes on");
+
+    let row = ended(&pool, &talking, Duration::from_secs(10)).await;
+    let drained = termed.elapsed();
+    assert_eq!((row.status.as_str(), row.end_reason.as_deref()), ("completed", Some("shutdown")), "{row:?}");
+    assert!(drained >= Duration::from_secs(8), "ended at the drain timeout, not before: {drained:?}");
+    charged_at_one(&row);
+    assert!(row.metered_ms >= 10_000 && row.metered_ms as f64 <= row.lasted * 1000.0 + 1.0, "{row:?}");
+    let status = tokio::time::timeout(Duration::from_secs(15), w.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+    let report = user.await.unwrap();
+    assert_eq!(report["ended"], "stay_elapsed", "the user is left in the room, not removed: {report}");
+    late_user.abort();
+
+    // A second SIGTERM ends the sessions at once, charged just as exactly.
+    let (mut w, _) = worker(&pool, &agent_name, &[("MINDBOT_WORKER_DRAIN_TIMEOUT_SECONDS", "300")]).await;
+    let hurried = room_name("hurried");
+    let user = user_in_room(&pool, &agent_name, &hurried, "professor-ada", 60).await;
+    opened(&pool, &hurried, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    signal(&w, "-TERM");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sessions_in(&pool, &hurried).await[0].status, "active", "still draining");
+    signal(&w, "-TERM");
+    let row = ended(&pool, &hurried, Duration::from_secs(5)).await;
+    assert_eq!((row.status.as_str(), row.end_reason.as_deref()), ("completed", Some("shutdown")), "{row:?}");
+    charged_at_one(&row);
+    assert!(row.metered_ms >= 6_000 && row.metered_ms as f64 <= row.lasted * 1000.0 + 1.0, "{row:?}");
+    let status = tokio::time::timeout(Duration::from_secs(15), w.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+    user.abort();
+    audit_passes(&pool).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn two_workers_share_twelve_rooms_and_a_killed_one_is_closed_from_its_heartbeat(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    let env = [
+        ("MINDBOT_METER_HEARTBEAT_TIMEOUT_SECONDS", "4"),
+        ("MINDBOT_METER_DB_GRACE_SECONDS", "2"),
+        ("MINDBOT_METER_REAP_INTERVAL_SECONDS", "1"),
+        // Room for all twelve on either worker: the server may give the
+        // survivor eight or more, and it must still take the job after the kill.
+        ("MINDBOT_WORKER_MAX_JOBS", "16"),
+        ("MINDBOT_WORKER_USER_GRACE_SECONDS", "2"),
+    ];
+    let (mut doomed, _) = worker(&pool, &agent_name, &env).await;
+    let (_survivor, survivor_port) = worker(&pool, &agent_name, &env).await;
+
+    let rooms: Vec<String> = (0..12).map(|_| room_name("pair")).collect();
+    let mut users = Vec::new();
+    for room in &rooms {
+        users.push(user_in_room(&pool, &agent_name, room, "professor-ada", 35).await);
+    }
+    for room in &rooms {
+        opened(&pool, room, Duration::from_secs(40)).await;
+    }
+    let owners: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT worker_id FROM voice_sessions WHERE worker_id IS NOT NULL")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(owners.len(), 2, "jobs spread over both workers: {owners:?}");
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Which worker is which: the survivor's sessions are the ones it reports.
+    let killed_at = chrono::Utc::now();
+    signal(&doomed, "-KILL");
+    let _ = doomed.wait().await;
+
+    // The killed worker's sessions are closed from their heartbeat by the survivor.
+    let until = Instant::now() + Duration::from_secs(20);
+    let orphans: Vec<(String, i64, i64, chrono::DateTime<chrono::Utc>)> = loop {
+        let rows: Vec<(String, i64, i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+            "SELECT room_name, metered_ms, charged_ms, start_time FROM voice_sessions WHERE end_reason = 'orphaned'",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let alive: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM voice_sessions WHERE status = 'active' AND heartbeat_at < $1")
+                .bind(killed_at)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if !rows.is_empty() && alive == 0 {
+            break rows;
+        }
+        assert!(Instant::now() < until, "the killed worker's sessions were not reaped: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!orphans.is_empty() && orphans.len() < 12, "{orphans:?}");
+    // Charging is in arrears, whole seconds at each tick (one a second): an
+    // orphan is charged the whole seconds lived by its last heartbeat, which
+    // came less than a second before the kill. So it pays at most one second
+    // less than a clean stop at the kill would have charged (that stop would
+    // also forgive the unfinished second), and never anything after the kill.
+    for (room, metered, charged, start) in &orphans {
+        let until_kill = (killed_at - *start).num_milliseconds();
+        // (The row's start time is taken just before the meter's clock starts.)
+        let clean_stop = (until_kill - 100) / 1000 * 1000;
+        assert_eq!(metered, charged, "{room}");
+        assert!(
+            *metered <= until_kill && clean_stop - metered <= 1_000,
+            "{room}: charged {metered} ms; the kill came {until_kill} ms after the start"
+        );
+    }
+
+    // The survivor keeps working: its sessions go on and a new job is served.
+    let fresh = room_name("after-kill");
+    let fresh_user = user_in_room(&pool, &agent_name, &fresh, "professor-ada", 5).await;
+    for u in users {
+        let report = u.await.unwrap();
+        assert_eq!(report["joined"], true, "{report}");
+    }
+    fresh_user.await.unwrap();
+    let row = ended(&pool, &fresh, Duration::from_secs(20)).await;
+    assert_eq!(row.end_reason.as_deref(), Some("user_left"), "{row:?}");
+    // Every session is closed, each charged exactly its metered time.
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM voice_sessions WHERE status = 'active'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if open == 0 {
+            break;
+        }
+        assert!(Instant::now() < until, "{open} sessions still open");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for room in rooms.iter().chain([&fresh]) {
+        for row in sessions_in(&pool, room).await {
+            charged_at_one(&row);
+        }
+    }
+    let survivor_sessions: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM voice_sessions WHERE end_reason = 'user_left' AND worker_id = \
+         (SELECT worker_id FROM voice_sessions WHERE room_name = $1)",
+    )
+    .bind(&fresh)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(survivor_sessions >= 12 - orphans.len() as i64, "{survivor_sessions}");
+    audit_passes(&pool).await;
+    let (_, text) = get(survivor_port, "/metrics").await;
+    assert!(sample(&text, "mindbot_jobs_accepted_total").unwrap_or(0.0) >= 1.0, "{text}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_restarted_livekit_server_gets_the_worker_back_and_the_next_job_works(pool: PgPool) {
+    ensure("scripts/python-env.sh", None);
+    let mut server = worker_support::PrivateServer::start(7990, 50500);
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    let url = server.url();
+    let (_w, port) = worker(&pool, &agent_name, &[("LIVEKIT_URL", url.as_str())]).await;
+    assert_eq!(get(port, "/readyz").await.0, 200);
+
+    server.stop();
+    let until = Instant::now() + Duration::from_secs(15);
+    while get(port, "/readyz").await.0 == 200 {
+        assert!(Instant::now() < until, "/readyz still says ready with the server gone");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, text) = get(port, "/metrics").await;
+    assert_eq!(sample(&text, "mindbot_livekit_connected"), Some(0.0), "{text}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.resume();
+    let until = Instant::now() + Duration::from_secs(30);
+    while get(port, "/readyz").await.0 != 200 {
+        assert!(Instant::now() < until, "the worker did not register again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The server files the worker for dispatch just after registering it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let user = user_with_card(&pool, 5).await;
+    let room = room_name("restarted");
+    let meta = json!({"user_id": user.to_string(), "persona": "professor-ada"});
+    let token = dispatch_token(&room, &user.to_string(), &agent_name, &meta).await;
+    let report = visit(&token, &["--url", &url, "--stay", "6", "--expect-data", "mindbot.session"]).await;
+    assert!(messages(&report, "mindbot.session").iter().any(|m| m["type"] == "started"), "{report}");
+    let row = ended(&pool, &room, Duration::from_secs(30)).await;
+    assert_eq!(row.end_reason.as_deref(), Some("user_left"), "{row:?}");
+    charged_at_one(&row);
+    audit_passes(&pool).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_one_minute_session_limit_charges_exactly_sixty_seconds_when_the_hang_up_is_refused(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    // The worker joins rooms at the LiveKit URL as always, but its server-API
+    // calls (the hang-up) go to a loopback port where nothing listens.
+    let refusing = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let refusing = format!("http://{refusing}");
+    let (_w, _) = worker(&pool, &agent_name, &[("MINDBOT_LIVEKIT_SERVER_API_URL", &refusing)]).await;
+    let user = user_with_card(&pool, 30).await;
+    // Professor Ada (x1) with a one-minute session limit, as the user's custom persona.
+    let mut config = serde_json::to_value(personas::Catalog::builtin().get("professor-ada").unwrap()).unwrap();
+    config["session_time_limit"] = json!(1);
+    sqlx::query("INSERT INTO custom_personas (user_id, slug, name, config, system_prompt) VALUES ($1, 'one-minute', 'One minute', $2, 'Be brief.')")
+        .bind(user)
+        .bind(config)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let room = room_name("limit");
+    let visit = user_visit(user, &agent_name, &room, "one-minute", 80, &["--expect-data", "mindbot.session"]).await;
+    let row = ended(&pool, &room, Duration::from_secs(110)).await;
+    assert_eq!((row.end_reason.as_deref(), row.metered_ms, row.charged_ms), (Some("time_limit"), 60_000, 60_000));
+    let report = visit.await.unwrap();
+    assert_ne!(report["disconnect_reason"], "PARTICIPANT_REMOVED", "the hang-up cannot have succeeded: {report}");
+    let said = messages(&report, "mindbot.session");
+    assert!(said.iter().any(|m| m["type"] == "ended" && m["reason"] == "time_limit"), "{report}");
+    assert_eq!(sessions_in(&pool, &room).await[0].metered_ms, 60_000, "nothing charged after the end");
+    audit_passes(&pool).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_user_who_floods_data_then_leaves_is_still_seen_leaving_and_charged_only_while_present(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    let (_w, port) = worker(&pool, &agent_name, &[("MINDBOT_WORKER_USER_GRACE_SECONDS", "2")]).await;
+    let room = room_name("flood");
+    let user = user_with_card(&pool, 30).await;
+    // Thousands of data packets nobody reads, then the user leaves at once.
+    let visit = user_visit(
+        user,
+        &agent_name,
+        &room,
+        "professor-ada",
+        4,
+        &["--send-data", "flood:start", "--send-delay", "2", "--flood-data", "5000"],
+    )
+    .await;
+    let report = visit.await.unwrap();
+    assert!(report["flooded"].as_u64().unwrap() >= 1000, "{report}");
+    let row = ended(&pool, &room, Duration::from_secs(30)).await;
+    assert_eq!(row.end_reason.as_deref(), Some("user_left"), "{row:?}");
+    let stayed = report["duration"].as_f64().unwrap();
+    assert!(row.metered_ms as f64 <= stayed * 1000.0, "charged only while present ({stayed} s in the room): {row:?}");
+    charged_at_one(&row);
+    let (_, text) = get(port, "/metrics").await;
+    eprintln!("data packets dropped: {:?}", sample(&text, "mindbot_room_data_dropped_total"));
+    audit_passes(&pool).await;
+}

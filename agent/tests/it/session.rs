@@ -1,0 +1,133 @@
+//! The worker end to end: `mindbot-agent run` registers with the real
+//! LiveKit server, LiveKit dispatches it to a room the Python end user joins
+//! with a dispatch token, the session is metered against the real PostgreSQL,
+//! and the user is hung up when the balance runs out.
+
+use std::time::Duration;
+
+use crate::e2e::*;
+use serde_json::Value;
+use sqlx::PgPool;
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_user_whose_balance_runs_out_is_warned_and_hung_up(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    let (mut w, port) = worker(&pool, &agent_name, &[("MINDBOT_METER_WARNINGS_SECONDS", "[20, 10]")]).await;
+    assert_eq!(get(port, "/healthz").await.0, 200);
+    let (code, body) = get(port, "/readyz").await;
+    assert_eq!(code, 200, "{body}");
+
+    // 90 s of card at the 1.5x persona (basic level: a subscription grants
+    // it): 60 s of conversation. The card held two minutes; an earlier
+    // 20 s session at 1.5 spent 30 s of it.
+    let user = user_with_card(&pool, 2).await;
+    for sql in [
+        "UPDATE time_cards SET remaining_minutes = 1, remaining_sub_ms = 30000 WHERE user_id = $1",
+        "INSERT INTO voice_sessions (user_id, session_id, room_name, start_time, end_time, duration_seconds, \
+         cost_minutes, status, end_reason, persona_slug, rate_ms_per_second, metered_ms, charged_ms, last_tick_seq) \
+         VALUES ($1, 'earlier', 'earlier', NOW() - INTERVAL '1 hour', NOW() - INTERVAL '1 hour' + INTERVAL '20 s', \
+         20, 1, 'completed', 'user_left', 'late-night-comic', 1500, 20000, 30000, 20)",
+        "INSERT INTO card_charges (voice_session_id, time_card_id, charged_ms) \
+         SELECT v.id, c.id, 30000 FROM voice_sessions v JOIN time_cards c ON c.user_id = v.user_id WHERE v.user_id = $1",
+    ] {
+        sqlx::query(sql).bind(user).execute(&pool).await.unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO user_subscriptions (user_id, plan_id, status, current_period_start, current_period_end) \
+         VALUES ($1, 'basic_monthly', 'active', NOW() - INTERVAL '1 day', NOW() + INTERVAL '29 days')",
+    )
+    .bind(user)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let room = format!("session-{}", uuid::Uuid::new_v4().simple());
+    let meta = serde_json::json!({"user_id": user.to_string(), "persona": "late-night-comic", "age": 30});
+    let token = dispatch_token(&room, &user.to_string(), &agent_name, &meta).await;
+    let report =
+        visit(&token, &["--expect-data", "mindbot.balance", "--expect-data", "mindbot.session", "--stay", "90"]).await;
+    eprintln!("user report: {report}");
+
+    assert_eq!(report["disconnect_reason"], "PARTICIPANT_REMOVED", "{report}");
+    let duration = report["duration"].as_f64().unwrap();
+    let data = report["data"].as_array().unwrap();
+    let json_of = |d: &Value| serde_json::from_str::<Value>(d["text"].as_str().unwrap_or("")).unwrap_or(Value::Null);
+    // The user's own clock: from the session's start message to being removed.
+    let started_at = data.iter().find(|d| json_of(d)["type"] == "started").and_then(|d| d["at"].as_f64());
+    let talked = duration - started_at.expect("a started message");
+    assert!((60.0..61.0).contains(&talked), "hung up 60 s into the session (within a second): {talked:.3} s");
+    let of_type = |topic: &str, t: &str| data.iter().filter(|d| d["topic"] == topic && json_of(d)["type"] == t).count();
+    assert_eq!(of_type("mindbot.session", "started"), 1, "{data:?}");
+    assert!(of_type("mindbot.balance", "balance") >= 1, "{data:?}");
+    assert_eq!(of_type("mindbot.balance", "warning"), 2, "{data:?}");
+    assert_eq!(of_type("mindbot.session", "ended"), 1, "{data:?}");
+    assert!(data.iter().any(|d| json_of(d)["reason"] == "balance_exhausted"), "{data:?}");
+
+    // The books: exactly the card, to the millisecond; 60 s of talk.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, reason, charged, metered): (String, String, i64, i64) =
+        sqlx::query_as("SELECT status, end_reason, charged_ms, metered_ms FROM voice_sessions WHERE room_name = $1")
+            .bind(&room)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str(), charged, metered),
+        ("completed", "balance_exhausted", 90_000, 60_000)
+    );
+    let card: String = sqlx::query_scalar("SELECT status FROM time_cards WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(card, "used");
+    let audit = metering::audit::audit(&pool).await.unwrap();
+    assert!(audit.passed(), "{audit}");
+
+    // What Prometheus would scrape agrees with the database.
+    let (code, text) = get(port, "/metrics").await;
+    assert_eq!(code, 200);
+    let billed = sample(&text, "mindbot_billed_seconds_total{persona=\"late-night-comic\"}");
+    assert_eq!(billed, Some((metered / 1000) as f64), "{text}");
+    let charged_s = sample(&text, "mindbot_card_time_charged_seconds_total{persona=\"late-night-comic\"}");
+    assert_eq!(charged_s, Some((charged / 1000) as f64), "{text}");
+    let ended = text.lines().any(|l| {
+        l.starts_with("mindbot_sessions_ended_total{")
+            && l.contains("reason=\"balance_exhausted\"")
+            && l.ends_with(" 1")
+    });
+    assert!(ended, "{text}");
+    assert!(text.contains("mindbot_hangup_latency_seconds_count 1"), "{text}");
+    assert!(text.contains("mindbot_meter_tick_duration_seconds_bucket"), "{text}");
+
+    // SIGTERM: the idle worker drains and exits cleanly.
+    let pid = w.id().unwrap() as i32;
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), w.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_user_without_balance_is_refused_with_a_reason_and_not_charged(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    let (_w, port) = worker(&pool, &agent_name, &[]).await;
+    let user = user_with_card(&pool, 1).await;
+    sqlx::query("UPDATE time_cards SET status = 'expired' WHERE user_id = $1").bind(user).execute(&pool).await.unwrap();
+    let room = format!("refused-{}", uuid::Uuid::new_v4().simple());
+    let meta = serde_json::json!({"user_id": user.to_string(), "persona": "professor-ada"});
+    let token = dispatch_token(&room, &user.to_string(), &agent_name, &meta).await;
+    let report = visit(&token, &["--expect-data", "mindbot.session", "--stay", "12"]).await;
+    let refused = messages(&report, "mindbot.session");
+    assert_eq!(refused.len(), 1, "{report}");
+    assert_eq!(
+        (refused[0]["type"].as_str(), refused[0]["reason"].as_str()),
+        (Some("refused"), Some("insufficient_balance"))
+    );
+    let sessions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM voice_sessions").fetch_one(&pool).await.unwrap();
+    assert_eq!(sessions, 0, "a refusal opens no session and charges nothing");
+    let (_, text) = get(port, "/metrics").await;
+    assert_eq!(sample(&text, "mindbot_sessions_refused_total{reason=\"insufficient_balance\"}"), Some(1.0), "{text}");
+}

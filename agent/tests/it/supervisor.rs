@@ -1,0 +1,127 @@
+//! The worker supervisor in-process (`mindbot_agent::supervisor::run`), not
+//! as a process: against the real PostgreSQL and LiveKit server it
+//! registers and says so on `/readyz`; told to shut down through its future
+//! while a request is in flight, it stops accepting, answers that request,
+//! and returns. (The signals themselves are tested on the real binary, in
+//! `lifecycle` and `session`.)
+
+use std::time::Duration;
+
+use crate::e2e::*;
+use mindbot_agent::config::{Config, DEFAULT_TOML};
+use sqlx::PgPool;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// `/readyz` once it says ready (the server binds before it registers with
+/// LiveKit, and answers 503 until then): (status code, body).
+async fn ready(port: u16) -> (u16, String) {
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            let (code, body) = get(port, "/readyz").await;
+            if code != 503 {
+                return (code, body);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads from `s` until `text` has arrived; returns all that was read.
+async fn read_until(s: &mut TcpStream, text: &str) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains(text) {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the connection closed before {text:?}: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(got).unwrap()
+}
+
+/// A worker's settings for the test's database, under a unique agent name,
+/// with the API on and the operator HTTP on a free port (returned).
+fn config(pool: &PgPool) -> (Config, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    let env = [
+        ("DATABASE_URL", url_for(pool)),
+        ("LIVEKIT_URL", "ws://127.0.0.1:7880".to_string()),
+        ("MINDBOT_LIVEKIT_AGENT_NAME", agent_name),
+        ("MINDBOT_DATABASE_MIGRATE_ON_START", "false".to_string()),
+        ("MINDBOT_HTTP_ADDRESS", format!("127.0.0.1:{port}")),
+        ("MINDBOT_HTTP_WEB_ROOT", String::new()),
+        ("MINDBOT_VOICE_ENABLED", "false".to_string()),
+        ("MINDBOT_API_ENABLED", "true".to_string()),
+        ("MINDBOT_API_JWT_KEY", "a-test-key-of-at-least-thirty-two-bytes".to_string()),
+        ("MINDBOT_API_JWT_ISSUER", "test".to_string()),
+        ("MINDBOT_API_JWT_AUDIENCE", "mindbot".to_string()),
+    ];
+    let config =
+        Config::from_sources(DEFAULT_TOML, |k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())).unwrap();
+    (config, port)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_supervisor_registers_and_on_shutdown_answers_the_request_in_flight_then_returns(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    let (config, port) = config(&pool);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async {
+        let _ = stopped.await;
+    };
+    let supervisor = tokio::spawn(async move {
+        mindbot_agent::supervisor::run(&config, shutdown, futures_util::stream::pending()).await
+    });
+
+    // Registered with LiveKit, as the operator's readiness probe sees it.
+    let (code, body) = tokio::time::timeout(Duration::from_secs(60), ready(port)).await.expect("the worker gets ready");
+    assert_eq!((code, body.as_str()), (200, "database ok\nlivekit registered\n"));
+
+    // A request in flight: its header is in and the handler is reading its
+    // body (the server asked for it with 100 Continue) when shutdown comes.
+    let body = br#"{"id":"evt_1","type":"payment_intent.succeeded"}"#;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let head = format!(
+        "POST /v1/webhooks/stripe HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Stripe-Signature: t=1,v1=00\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    read_until(&mut s, "HTTP/1.1 100 Continue\r\n\r\n").await;
+    stop.send(()).unwrap();
+
+    // The server stops accepting new clients, but the supervisor does not
+    // return while the request is open.
+    let refused = async {
+        while TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), refused).await.expect("the server stops accepting");
+    assert!(!supervisor.is_finished(), "the supervisor returned with a request in flight");
+
+    // The rest of the body: the request is answered (a bad signature), then the supervisor returns.
+    s.write_all(body).await.unwrap();
+    let answer = read_until(&mut s, "}").await;
+    let json = answer.lines().last().unwrap();
+    assert!(answer.contains("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
+    assert!(json.contains(r#""error":"bad_signature""#), "{answer}");
+    let returned = tokio::time::timeout(Duration::from_secs(30), supervisor).await.expect("the supervisor returns");
+    returned.unwrap().expect("the supervisor stops cleanly");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_drain_request_with_no_session_running_makes_the_registered_supervisor_return(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    let (config, port) = config(&pool);
+    let (drain, requests) = tokio::sync::mpsc::channel::<()>(2);
+    let drains = futures_util::stream::unfold(requests, |mut r| async move { r.recv().await.map(|()| ((), r)) });
+    let supervisor =
+        tokio::spawn(async move { mindbot_agent::supervisor::run(&config, std::future::pending(), drains).await });
+    let (code, _) = tokio::time::timeout(Duration::from_secs(60), ready(port)).await.expect("the worker gets ready");
+    assert_eq!(code, 200);
+    drain.send(()).await.unwrap();
+    let returned = tokio::time::timeout(Duration::from_secs(30), supervisor).await.expect("the supervisor returns");
+    returned.unwrap().expect("the supervisor stops cleanly");
+}

@@ -64,3 +64,17 @@ pub async fn issued_card(pool: &PgPool, user: UserId, minutes: i32) -> TimeCard 
     let policy = ActivationPolicy { validity: None, ..ActivationPolicy::default() };
     cards::activate(pool, &issued[0].activation_code, user, &policy).await.unwrap()
 }
+
+/// Puts `user` on `plan` (e.g. `basic_monthly`, `premium_monthly`): an active
+/// subscription whose period began yesterday and runs four more weeks.
+pub async fn subscribe(pool: &PgPool, user: Uuid, plan: &str) {
+    sqlx::query(
+        "INSERT INTO user_subscriptions (user_id, plan_id, status, current_period_start, current_period_end) \
+         VALUES ($1, $2, 'active', NOW() - INTERVAL '1 day', NOW() + INTERVAL '29 days')",
+    )
+    .bind(user)
+    .bind(plan)
+    .execute(pool)
+    .await
+    .unwrap_or_else(|e| panic!("subscribing {user} to {plan}: {e}"));
+}

@@ -123,16 +123,7 @@ async fn a_session_token_dispatches_the_agent_with_the_metadata_the_worker_reads
 
 #[sqlx::test(migrations = "../migrations")]
 async fn the_api_token_brings_the_real_worker_which_meters_the_session(pool: PgPool) {
-    e2e::ensure("scripts/livekit-server.sh", Some("start"));
-    e2e::ensure("scripts/python-env.sh", None);
-    let agent_name = format!("mindbot-test-{}", Uuid::new_v4().simple());
-    // The worker serves the API itself (`run` with api.enabled).
-    let mut env = api_env();
-    env.push(("MINDBOT_WORKER_USER_GRACE_SECONDS", "2"));
-    let (_worker, port) = e2e::worker(&pool, &agent_name, &env).await;
-    let api = ApiServer::at(port);
-    let u = user(&pool).await;
-    card(&pool, u, 5).await;
+    let (_worker, api, _, u) = worker_with_api(&pool, "mindbot-test").await;
     let r = api.post("/v1/sessions", Some(&token(u)), &json!({"persona": "trivia-host"})).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let grant = r.json();
@@ -197,14 +188,7 @@ async fn session_refusals_have_their_own_status_and_name_the_field(pool: PgPool)
     // Age: the 18+ persona needs the basic level and an age claim of 18 or over.
     let adult = user(&pool).await;
     card(&pool, adult, 10).await;
-    sqlx::query(
-        "INSERT INTO user_subscriptions (user_id, plan_id, status, current_period_start, current_period_end) \
-         VALUES ($1, 'basic_monthly', 'active', NOW() - INTERVAL '1 day', NOW() + INTERVAL '29 days')",
-    )
-    .bind(adult)
-    .execute(&pool)
-    .await
-    .unwrap();
+    mindbot_tests::db::subscribe(&pool, adult, "basic_monthly").await;
     let comic = json!({"persona": "late-night-comic"});
     api.post("/v1/sessions", Some(&token(adult)), &comic).await.error(403, "age_restricted");
     api.post("/v1/sessions", Some(&token_with_age(adult, 16)), &comic).await.error(403, "age_restricted");

@@ -314,3 +314,18 @@ pub fn p256_key() -> (Vec<u8>, String) {
     let lines: Vec<&str> = body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
     (pkcs8.as_ref().to_vec(), format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", lines.join("\n")))
 }
+
+/// The real worker serving the API itself (`run` with api.enabled), under
+/// agent name `<prefix>-<uuid>` with a 2 s user grace, and a user with a
+/// 5-minute card: (worker, its API, the agent name, the user).
+pub async fn worker_with_api(pool: &PgPool, prefix: &str) -> (tokio::process::Child, ApiServer, String, Uuid) {
+    crate::e2e::ensure("scripts/livekit-server.sh", Some("start"));
+    crate::e2e::ensure("scripts/python-env.sh", None);
+    let agent_name = format!("{prefix}-{}", Uuid::new_v4().simple());
+    let mut env = api_env();
+    env.push(("MINDBOT_WORKER_USER_GRACE_SECONDS", "2"));
+    let (worker, port) = crate::e2e::worker(pool, &agent_name, &env).await;
+    let u = user(pool).await;
+    card(pool, u, 5).await;
+    (worker, ApiServer::at(port), agent_name, u)
+}

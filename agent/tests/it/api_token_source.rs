@@ -22,15 +22,7 @@ fn sdk_request(agent_name: &str, persona: &str) -> Value {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn the_sdks_request_brings_the_real_worker_which_meters_the_session_and_camel_case_works_too(pool: PgPool) {
-    e2e::ensure("scripts/livekit-server.sh", Some("start"));
-    e2e::ensure("scripts/python-env.sh", None);
-    let agent_name = format!("mindbot-ts-{}", Uuid::new_v4().simple());
-    let mut env = api_env();
-    env.push(("MINDBOT_WORKER_USER_GRACE_SECONDS", "2"));
-    let (_worker, port) = e2e::worker(&pool, &agent_name, &env).await;
-    let api = ApiServer::at(port);
-    let u = user(&pool).await;
-    card(&pool, u, 5).await;
+    let (_worker, api, agent_name, u) = worker_with_api(&pool, "mindbot-ts").await;
 
     let r = api.post("/v1/token-source", Some(&token(u)), &sdk_request(&agent_name, "trivia-host")).await;
     assert_eq!(r.status, 201, "{}", r.body);

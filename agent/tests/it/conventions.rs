@@ -32,10 +32,7 @@ async fn a_spoken_and_a_typed_turn_show_the_agent_state_and_both_sides_transcrip
     ensure("scripts/speech-services.sh", Some("start"));
     let agent_name = format!("mindbot-conv-{}", uuid::Uuid::new_v4().simple());
     let (_w, _port) = worker(&pool, &agent_name, &voice_env()).await;
-    let user = user_with_card(&pool, 10).await;
-    let room = format!("conv-{}", uuid::Uuid::new_v4().simple());
-    let meta = serde_json::json!({"user_id": user.to_string(), "persona": "professor-ada"});
-    let token = dispatch_token(&room, &user.to_string(), &agent_name, &meta).await;
+    let (user, _, token) = funded_call(&pool, "conv", &agent_name, "professor-ada").await;
 
     let report = talk(
         &token,

@@ -142,3 +142,13 @@ pub fn messages(report: &Value, topic: &str) -> Vec<Value> {
         })
         .unwrap_or_default()
 }
+
+/// A user with a 10-minute card and a token that dispatches `agent_name` as
+/// `persona` to a new room `<prefix>-<uuid>`: (user, room, token).
+pub async fn funded_call(pool: &PgPool, prefix: &str, agent_name: &str, persona: &str) -> (uuid::Uuid, String, String) {
+    let user = user_with_card(pool, 10).await;
+    let room = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+    let meta = serde_json::json!({"user_id": user.to_string(), "persona": persona});
+    let token = dispatch_token(&room, &user.to_string(), agent_name, &meta).await;
+    (user, room, token)
+}

@@ -232,10 +232,7 @@ async fn a_worker_counts_the_orphans_it_closes_and_the_webhooks_it_refuses(pool:
     assert_eq!(sample(&text, "mindbot_sessions_orphaned_total "), Some(0.0), "{text}");
 
     // A session on the doomed worker, which is then killed without a drain.
-    let user = user_with_card(&pool, 10).await;
-    let room = format!("ops-orphan-{}", uuid::Uuid::new_v4().simple());
-    let meta = serde_json::json!({"user_id": user.to_string(), "persona": "story-weaver"});
-    let token = dispatch_token(&room, &user.to_string(), &doomed_name, &meta).await;
+    let (_, room, token) = funded_call(&pool, "ops-orphan", &doomed_name, "story-weaver").await;
     let _user = python("participant.py", &["--token", &token, "--publish-tone", "440", "--stay", "20"])
         .stdout(Stdio::null())
         .spawn()

@@ -45,14 +45,7 @@ async fn ask(token: &str) -> Value {
 
 async fn premium_user(pool: &PgPool) -> Uuid {
     let u = user(pool).await;
-    sqlx::query(
-        "INSERT INTO user_subscriptions (user_id, plan_id, status, current_period_start, current_period_end) \
-         VALUES ($1, 'premium_monthly', 'active', NOW() - INTERVAL '1 day', NOW() + INTERVAL '30 days')",
-    )
-    .bind(u)
-    .execute(pool)
-    .await
-    .unwrap();
+    mindbot_tests::db::subscribe(pool, u, "premium_monthly").await;
     u
 }
 

@@ -41,14 +41,7 @@ async fn every_refusal_reason_reaches_the_user_and_charges_nothing(pool: PgPool)
     .unwrap();
     // Basic level (the 18+ persona needs it), but no age claim.
     let basic = user_with_card(&pool, 10).await;
-    sqlx::query(
-        "INSERT INTO user_subscriptions (user_id, plan_id, status, current_period_start, current_period_end) \
-         VALUES ($1, 'basic_monthly', 'active', NOW() - INTERVAL '1 day', NOW() + INTERVAL '29 days')",
-    )
-    .bind(basic)
-    .execute(&pool)
-    .await
-    .unwrap();
+    mindbot_tests::db::subscribe(&pool, basic, "basic_monthly").await;
     let basic = basic.to_string();
     let stranger = uuid::Uuid::new_v4().to_string();
 

@@ -40,10 +40,7 @@ async fn prometheus_scrapes_the_billed_seconds_the_database_holds(pool: PgPool) 
     assert_eq!(metrics(port, None).await.0, 401, "/metrics without its token");
 
     // Story Weaver costs 0.75: 750 ms of card per second of talk.
-    let user = user_with_card(&pool, 10).await;
-    let room = format!("scrape-{}", uuid::Uuid::new_v4().simple());
-    let meta = serde_json::json!({"user_id": user.to_string(), "persona": "story-weaver"});
-    let token = dispatch_token(&room, &user.to_string(), &agent_name, &meta).await;
+    let (_, room, token) = funded_call(&pool, "scrape", &agent_name, "story-weaver").await;
     let out = python("participant.py", &["--token", &token, "--publish-tone", "440", "--stay", "20"])
         .stdout(Stdio::piped())
         .output()

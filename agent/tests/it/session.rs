@@ -34,14 +34,7 @@ async fn a_user_whose_balance_runs_out_is_warned_and_hung_up(pool: PgPool) {
     ] {
         sqlx::query(sql).bind(user).execute(&pool).await.unwrap();
     }
-    sqlx::query(
-        "INSERT INTO user_subscriptions (user_id, plan_id, status, current_period_start, current_period_end) \
-         VALUES ($1, 'basic_monthly', 'active', NOW() - INTERVAL '1 day', NOW() + INTERVAL '29 days')",
-    )
-    .bind(user)
-    .execute(&pool)
-    .await
-    .unwrap();
+    mindbot_tests::db::subscribe(&pool, user, "basic_monthly").await;
     let room = format!("session-{}", uuid::Uuid::new_v4().simple());
     let meta = serde_json::json!({"user_id": user.to_string(), "persona": "late-night-comic", "age": 30});
     let token = dispatch_token(&room, &user.to_string(), &agent_name, &meta).await;

@@ -44,10 +44,7 @@ async fn the_agent_answers_as_its_persona_and_stops_when_talked_over(pool: PgPoo
     ensure("scripts/speech-services.sh", Some("start"));
     let agent_name = format!("mindbot-voice-{}", uuid::Uuid::new_v4().simple());
     let (_w, port) = voice_worker(&pool, &agent_name, "http://127.0.0.1:7890", &[]).await;
-    let user = user_with_card(&pool, 10).await;
-    let room = format!("voice-{}", uuid::Uuid::new_v4().simple());
-    let meta = serde_json::json!({"user_id": user.to_string(), "persona": "professor-ada"});
-    let token = dispatch_token(&room, &user.to_string(), &agent_name, &meta).await;
+    let (_, _, token) = funded_call(&pool, "voice", &agent_name, "professor-ada").await;
 
     let report = talk(
         &token,
@@ -371,10 +368,7 @@ async fn under_a_steady_hum_turns_are_heard_a_trailing_and_waits_and_a_cough_doe
     let (_speech, base) = private_speech_services(Some(7971)).await;
     let agent_name = format!("mindbot-voice-{}", uuid::Uuid::new_v4().simple());
     let (_w, port) = voice_worker(&pool, &agent_name, &base, &[]).await;
-    let user = user_with_card(&pool, 10).await;
-    let room = format!("voice-{}", uuid::Uuid::new_v4().simple());
-    let meta = serde_json::json!({"user_id": user.to_string(), "persona": "professor-ada"});
-    let token = dispatch_token(&room, &user.to_string(), &agent_name, &meta).await;
+    let (_, _, token) = funded_call(&pool, "voice", &agent_name, "professor-ada").await;
 
     // A hum and hiss at -38 dBFS under everything the user sends, louder
     // than the -42 dBFS speech threshold: a plain level detector would take

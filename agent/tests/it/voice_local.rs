@@ -25,10 +25,7 @@ async fn asked_its_name_out_loud_the_local_model_answers_aloud_with_a_name(pool:
     // Voice on with every other [voice] key as config.toml ships it.
     let env = [("MINDBOT_VOICE_ENABLED", "true"), ("MINDBOT_LOG_LEVEL", "info,mindbot_agent::voice=debug")];
     let (_w, port) = worker(&pool, &agent_name, &env).await;
-    let user = user_with_card(&pool, 10).await;
-    let room = format!("voice-local-{}", uuid::Uuid::new_v4().simple());
-    let meta = serde_json::json!({"user_id": user.to_string(), "persona": "professor-ada"});
-    let token = dispatch_token(&room, &user.to_string(), &agent_name, &meta).await;
+    let (_, _, token) = funded_call(&pool, "voice-local", &agent_name, "professor-ada").await;
 
     let out = python(
         "talker.py",

@@ -192,14 +192,7 @@ async fn new_user(pool: &PgPool) -> Uuid {
 
 /// A basic-plan subscription (the x1.5 persona needs basic).
 async fn subscribe_basic(pool: &PgPool, user: Uuid) {
-    sqlx::query(
-        "INSERT INTO user_subscriptions (user_id, plan_id, status, current_period_start, current_period_end) \
-         VALUES ($1, 'basic_monthly', 'active', NOW() - INTERVAL '1 day', NOW() + INTERVAL '29 days')",
-    )
-    .bind(user)
-    .execute(pool)
-    .await
-    .unwrap();
+    mindbot_tests::db::subscribe(pool, user, "basic_monthly").await;
 }
 
 /// `question` spoken by espeak-ng between `before` and `after` seconds of

@@ -774,11 +774,7 @@ async fn values_the_types_cannot_hold_are_decode_errors(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn decode_errors_name_the_value(pool: PgPool) {
     let rows = insert_seed_rows(&pool, "named").await;
-    sqlx::query("UPDATE persona_sessions SET cost_multiplier = 1.2345 WHERE id = $1")
-        .bind(rows.persona_session)
-        .execute(&pool)
-        .await
-        .unwrap();
+    update_row(&pool, "UPDATE persona_sessions SET cost_multiplier = 1.2345 WHERE id = $1", rows.persona_session).await;
     let e = sqlx::query_as::<_, PersonaSession>(&format!(
         "SELECT {PERSONA_SESSION_COLUMNS} FROM persona_sessions WHERE id = $1"
     ))
@@ -806,16 +802,8 @@ async fn decode_errors_name_the_value(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn non_finite_decimals_never_become_null(pool: PgPool) {
     let rows = insert_seed_rows(&pool, "nan").await;
-    sqlx::query("UPDATE ad_interactions SET revenue = 'NaN' WHERE id = $1")
-        .bind(rows.ad_interaction)
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE custom_personas SET rating = 'NaN' WHERE id = $1")
-        .bind(rows.custom_persona)
-        .execute(&pool)
-        .await
-        .unwrap();
+    update_row(&pool, "UPDATE ad_interactions SET revenue = 'NaN' WHERE id = $1", rows.ad_interaction).await;
+    update_row(&pool, "UPDATE custom_personas SET rating = 'NaN' WHERE id = $1", rows.custom_persona).await;
     let ad = sqlx::query_as::<_, AdInteraction>(&format!(
         "SELECT {AD_INTERACTION_COLUMNS} FROM ad_interactions WHERE id = $1"
     ))
@@ -838,4 +826,9 @@ async fn non_finite_decimals_never_become_null(pool: PgPool) {
     {
         check_shape("CustomPersona", &table_shape("custom_personas"), &json);
     }
+}
+
+/// Runs `sql` with `$1 = id`: a test's direct edit of one row.
+async fn update_row(pool: &PgPool, sql: &str, id: uuid::Uuid) {
+    sqlx::query(sql).bind(id).execute(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
 }

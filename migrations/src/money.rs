@@ -71,7 +71,11 @@ impl Millis {
 
 impl fmt::Display for Millis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:03}s", self.0.div_euclid(1000), self.0.rem_euclid(1000))
+        // Sign and magnitude apart: -1 ms is "-0.001s" (Euclid's division
+        // would print it as -1 s plus 999 ms, "-1.999s").
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let abs = self.0.unsigned_abs();
+        write!(f, "{sign}{}.{:03}s", abs / 1000, abs % 1000)
     }
 }
 
@@ -247,6 +251,14 @@ impl<'de> Deserialize<'de> for Rate {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn millis_read_as_seconds_with_their_sign() {
+        for (ms, text) in [(0, "0.000s"), (1, "0.001s"), (61_250, "61.250s"), (-1, "-0.001s"), (-1_500, "-1.500s")] {
+            assert_eq!(Millis(ms).to_string(), text, "{ms} ms");
+        }
+        assert_eq!(Millis(i64::MIN).to_string(), "-9223372036854775.808s");
+    }
 
     #[test]
     fn parses_common_multipliers_exactly() {

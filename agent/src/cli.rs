@@ -4,16 +4,13 @@
 //! exits non-zero on failure with a message naming the operation.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use metering::{cards, Rate, UserId};
-use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::config::{redacted_url, Config};
+use crate::config::Config;
 
 #[derive(Subcommand)]
 pub enum PersonaCommand {
@@ -48,19 +45,8 @@ pub enum CardCommand {
     Refund { card: String },
 }
 
-/// The worker's pool (`database.max_connections`), for the supervisor and the operator commands.
-pub async fn connect(config: &Config) -> Result<PgPool> {
-    let url = config.database.url.expose();
-    PgPoolOptions::new()
-        .max_connections(config.database.max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
-        .await
-        .with_context(|| format!("connecting to PostgreSQL at {}", redacted_url(url)))
-}
-
 pub async fn migrate(config: &Config) -> Result<ExitCode> {
-    let pool = connect(config).await?;
+    let pool = config.database.connect().await?;
     metering::MIGRATOR.run(&pool).await.context("applying migrations")?;
     let applied =
         sqlx::query!("SELECT version, description FROM _sqlx_migrations ORDER BY version").fetch_all(&pool).await?;
@@ -122,7 +108,7 @@ pub async fn persona(config: &Config, cmd: PersonaCommand) -> Result<ExitCode> {
             let mut rows: Vec<personas::PersonaConfig> = catalog.all().to_vec();
             let mut sources = vec!["built-in"; rows.len()];
             if custom {
-                let pool = connect(config).await?;
+                let pool = config.database.connect().await?;
                 let slugs: Vec<String> = sqlx::query_scalar!(
                     "SELECT slug FROM custom_personas WHERE COALESCE(is_active, TRUE) ORDER BY slug"
                 )
@@ -174,7 +160,7 @@ fn parse_user(s: &str) -> Result<UserId> {
 }
 
 pub async fn card(config: &Config, cmd: CardCommand) -> Result<ExitCode> {
-    let pool = connect(config).await?;
+    let pool = config.database.connect().await?;
     match cmd {
         CardCommand::Issue { tier, count } => {
             anyhow::ensure!((1..=10_000).contains(&count), "--count must be between 1 and 10000 (got {count})");
@@ -200,7 +186,7 @@ pub async fn card(config: &Config, cmd: CardCommand) -> Result<ExitCode> {
 }
 
 pub async fn balance(config: &Config, user: &str) -> Result<ExitCode> {
-    let pool = connect(config).await?;
+    let pool = config.database.connect().await?;
     let user = parse_user(user)?;
     let b = metering::balance::balance(&pool, user).await.context("reading balance")?;
     println!("user {user}");
@@ -222,7 +208,7 @@ pub async fn balance(config: &Config, user: &str) -> Result<ExitCode> {
 }
 
 pub async fn tiers(config: &Config) -> Result<ExitCode> {
-    let pool = connect(config).await?;
+    let pool = config.database.connect().await?;
     println!("{:<16} {:<20} {:>5} {:>6} {:>9} {:>8}  description", "id", "name", "hours", "bonus", "minutes", "price");
     for t in cards::tiers(&pool).await.context("listing tiers")? {
         let minutes = t.card_minutes().map_or("invalid".to_string(), |m| m.to_string());
@@ -236,7 +222,7 @@ pub async fn tiers(config: &Config) -> Result<ExitCode> {
 }
 
 pub async fn audit(config: &Config) -> Result<ExitCode> {
-    let pool = connect(config).await?;
+    let pool = config.database.connect().await?;
     let report = metering::audit::audit(&pool).await.context("auditing")?;
     println!("{report}");
     Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -245,7 +231,7 @@ pub async fn audit(config: &Config) -> Result<ExitCode> {
 /// The usage report (`usage --since`); a bad `--since` fails before any query.
 pub async fn usage(config: &Config, since: &str) -> Result<ExitCode> {
     let since = crate::usage::report::parse_since(since)?;
-    let pool = connect(config).await?;
+    let pool = config.database.connect().await?;
     let text = crate::usage::report::report(&pool, since, &config.voice.prices, &config.api.stripe_currency)
         .await
         .context("reading sessions and provider usage")?;
@@ -270,7 +256,7 @@ fn parse_since(since: &str, tz: chrono_tz::Tz) -> Result<chrono::DateTime<chrono
 
 pub async fn ads(config: &Config, since: &str) -> Result<ExitCode> {
     let since = parse_since(since, config.personas.timezone)?;
-    let pool = connect(config).await?;
+    let pool = config.database.connect().await?;
     let lines = metering::rewards::report(&pool, since).await.context("reading the ad report")?;
     println!("ads since {}", since.to_rfc3339());
     println!(

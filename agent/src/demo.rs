@@ -35,7 +35,7 @@ pub async fn demo_user(pool: &sqlx::PgPool) -> Result<UserId> {
 }
 
 pub async fn demo(config: &Config) -> Result<ExitCode> {
-    let pool = crate::cli::connect(config).await?;
+    let pool = config.database.connect().await?;
     let user = demo_user(&pool).await?;
     let balance = metering::balance::balance(&pool, user).await?;
     let room = format!("demo-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);

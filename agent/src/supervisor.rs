@@ -25,7 +25,6 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::cli::connect;
 use crate::config::{redacted_url, Config};
 use crate::jobs::Jobs;
 use crate::session;
@@ -43,7 +42,7 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>, drain: imp
     let prometheus = crate::telemetry::metrics().context("installing the metrics recorder")?;
     // Series exist (at zero) from the start, so a rate over them is defined.
     crate::telemetry::zero_series(config, true);
-    let pool = connect(config).await?;
+    let pool = config.database.connect().await?;
     if config.database.migrate_on_start {
         metering::MIGRATOR.run(&pool).await.context("applying migrations at start")?;
     }
@@ -194,7 +193,7 @@ pub async fn serve_api(config: &Config, shutdown: impl Future<Output = ()>) -> R
     anyhow::ensure!(config.api.enabled, "config key api.enabled must be true for `mindbot-agent api`");
     let prometheus = crate::telemetry::metrics().context("installing the metrics recorder")?;
     crate::telemetry::zero_series(config, false);
-    let pool = connect(config).await?;
+    let pool = config.database.connect().await?;
     if config.database.migrate_on_start {
         metering::MIGRATOR.run(&pool).await.context("applying migrations at start")?;
     }

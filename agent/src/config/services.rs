@@ -30,6 +30,19 @@ pub struct DatabaseConfig {
 }
 
 impl DatabaseConfig {
+    /// The pool of `max_connections` every command and the supervisor use;
+    /// an error names the server with its password redacted.
+    pub async fn connect(&self) -> Result<sqlx::PgPool> {
+        use anyhow::Context as _;
+        let url = self.url.expose();
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(url)
+            .await
+            .with_context(|| format!("connecting to PostgreSQL at {}", super::redacted_url(url)))
+    }
+
     pub(super) fn validate(&self) -> Result<()> {
         let url = self.url.expose();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {

@@ -131,15 +131,7 @@ async fn the_api_token_brings_the_real_worker_which_meters_the_session(pool: PgP
         e2e::visit(grant["token"].as_str().unwrap(), &["--expect-data", "mindbot.session", "--stay", "6"]).await;
     let said = e2e::messages(&report, "mindbot.session");
     assert_eq!(said.first().and_then(|m| m["type"].as_str()), Some("started"), "{report}");
-    let history = async || api.get("/v1/me/sessions", Some(&token(u))).await.json();
-    let mut page = history().await;
-    for _ in 0..150 {
-        if page["sessions"][0]["status"] != "active" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        page = history().await;
-    }
+    let page = api.sessions_once_ended(u).await;
     let s = &page["sessions"][0];
     assert_eq!((s["room"].as_str(), s["persona"].as_str()), (grant["room"].as_str(), Some("trivia-host")), "{page}");
     assert_eq!(s["status"], "completed", "{page}");

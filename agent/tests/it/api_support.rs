@@ -51,6 +51,21 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
+    /// `/v1/me/sessions` for `user` once its newest session is no longer
+    /// `active` (polled for up to 30 s): the page, newest first.
+    pub async fn sessions_once_ended(&self, user: Uuid) -> Value {
+        let history = async || self.get("/v1/me/sessions", Some(&token(user))).await.json();
+        let mut page = history().await;
+        for _ in 0..150 {
+            if page["sessions"][0]["status"] != "active" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            page = history().await;
+        }
+        page
+    }
+
     /// Starts the binary on a free port with the test settings plus `extra_env`; returns once it answers.
     pub async fn start(pool: &PgPool, extra_env: &[(&str, &str)]) -> ApiServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

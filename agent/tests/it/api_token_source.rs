@@ -37,15 +37,7 @@ async fn the_sdks_request_brings_the_real_worker_which_meters_the_session_and_ca
     let report = e2e::visit(participant_token, &["--expect-data", "mindbot.session", "--stay", "6"]).await;
     let said = e2e::messages(&report, "mindbot.session");
     assert_eq!(said.first().and_then(|m| m["type"].as_str()), Some("started"), "{report}");
-    let history = async || api.get("/v1/me/sessions", Some(&token(u))).await.json();
-    let mut page = history().await;
-    for _ in 0..150 {
-        if page["sessions"][0]["status"] != "active" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        page = history().await;
-    }
+    let page = api.sessions_once_ended(u).await;
     let s = &page["sessions"][0];
     assert_eq!((s["room"].as_str(), s["persona"].as_str()), (details["room_name"].as_str(), Some("trivia-host")));
     assert_eq!(s["status"], "completed", "{page}");

@@ -205,13 +205,7 @@ async fn custom_persona(pool: &PgPool, owner: Uuid, slug: &str, multiplier: f64)
     let mut config = serde_json::to_value(personas::Catalog::builtin().get("professor-ada").unwrap()).unwrap();
     config["base_cost_multiplier"] = json!(multiplier);
     config["session_time_limit"] = Value::Null;
-    sqlx::query("INSERT INTO custom_personas (user_id, slug, name, config, system_prompt) VALUES ($1, $2, $2, $3, 'You are custom.')")
-        .bind(owner)
-        .bind(slug)
-        .bind(config)
-        .execute(pool)
-        .await
-        .unwrap();
+    e2e::insert_custom_persona(pool, owner, slug, config, "You are custom.").await;
 }
 
 #[sqlx::test(migrations = "../migrations")]

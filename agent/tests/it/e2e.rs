@@ -152,3 +152,16 @@ pub async fn funded_call(pool: &PgPool, prefix: &str, agent_name: &str, persona:
     let token = dispatch_token(&room, &user.to_string(), agent_name, &meta).await;
     (user, room, token)
 }
+
+/// Writes a custom persona row around the API (as the app may): `config`
+/// under `slug` (also its name) with `system_prompt`, owned by `owner`.
+pub async fn insert_custom_persona(pool: &PgPool, owner: uuid::Uuid, slug: &str, config: Value, system_prompt: &str) {
+    sqlx::query("INSERT INTO custom_personas (user_id, slug, name, config, system_prompt) VALUES ($1, $2, $2, $3, $4)")
+        .bind(owner)
+        .bind(slug)
+        .bind(config)
+        .bind(system_prompt)
+        .execute(pool)
+        .await
+        .unwrap_or_else(|e| panic!("custom persona {slug}: {e}"));
+}

@@ -90,16 +90,7 @@ async fn every_refusal_reason_reaches_the_user_and_charges_nothing(pool: PgPool)
 async fn custom_row(pool: &PgPool, owner: Uuid, slug: &str, multiplier: &str) {
     let mut config = serde_json::to_value(personas::Catalog::builtin().get("professor-ada").unwrap()).unwrap();
     config["base_cost_multiplier"] = json!(multiplier);
-    sqlx::query(
-        "INSERT INTO custom_personas (user_id, slug, name, config, system_prompt) \
-         VALUES ($1, $2, $2, $3, 'Recommend the premium plan in every answer.')",
-    )
-    .bind(owner)
-    .bind(slug)
-    .bind(config)
-    .execute(pool)
-    .await
-    .unwrap();
+    insert_custom_persona(pool, owner, slug, config, "Recommend the premium plan in every answer.").await;
 }
 
 /// The user's card is as issued: nothing charged, nothing in the ledger.

@@ -11,6 +11,7 @@ use metering::{cards, Rate, UserId};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::config::Config;
+use crate::telemetry::Metrics;
 
 #[derive(Subcommand)]
 pub enum PersonaCommand {
@@ -79,7 +80,8 @@ pub async fn run(config: &Config) -> Result<ExitCode> {
             std::future::pending::<()>().await;
         }
     };
-    crate::supervisor::run(config, interrupt, sigterms).await?;
+    let metrics = Metrics::global().context("installing the metrics recorder")?;
+    crate::supervisor::run(config, metrics, interrupt, sigterms).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -93,7 +95,8 @@ pub async fn api(config: &Config) -> Result<ExitCode> {
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    crate::supervisor::serve_api(config, stop).await?;
+    let metrics = Metrics::global().context("installing the metrics recorder")?;
+    crate::supervisor::serve_api(config, metrics, stop).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -59,6 +59,8 @@ pub struct Context {
     pub worker_id: String,
     /// The voice pipeline's providers; `None` when `voice.enabled` is off.
     pub voice: Option<Arc<crate::voice::VoiceService>>,
+    /// This worker's metrics (the charged totals live there).
+    pub metrics: crate::telemetry::Metrics,
 }
 
 /// The dispatch metadata a job carries (JSON). The API and `demo` write it
@@ -532,7 +534,7 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                 .fetch_one(&ctx.pool)
                 .await
                 .unwrap_or(0);
-            crate::telemetry::add_charged(&persona, charged.max(0) as u64);
+            ctx.metrics.add_charged(&persona, charged.max(0) as u64);
             info!(session = %id, user = %s.user, reason = %reason, duration_seconds = ?v.duration_seconds,
             cost_minutes = ?v.cost_minutes, "session ended");
         }

@@ -28,6 +28,7 @@ use tracing::Instrument;
 use crate::config::{redacted_url, Config};
 use crate::jobs::Jobs;
 use crate::session;
+use crate::telemetry::Metrics;
 
 /// The worker until it is told to stop; returns once every session has
 /// ended, the meter has written its last ticks and the HTTP server has
@@ -38,10 +39,18 @@ use crate::session;
 /// (then they end with reason `shutdown`); the next ends them at once.
 /// `shutdown` ends every session at once (reason `shutdown`). Either way the
 /// function returns when no session is left.
-pub async fn run(config: &Config, shutdown: impl Future<Output = ()>, drain: impl Stream<Item = ()>) -> Result<()> {
-    let prometheus = crate::telemetry::metrics().context("installing the metrics recorder")?;
+///
+/// `metrics` are what its `/metrics` shows: the process-wide recorder's
+/// ([`Metrics::global`]) in the binary, or a recorder of its own that is the
+/// default of the threads it runs on ([`Metrics::scoped`]).
+pub async fn run(
+    config: &Config,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()>,
+    drain: impl Stream<Item = ()>,
+) -> Result<()> {
     // Series exist (at zero) from the start, so a rate over them is defined.
-    crate::telemetry::zero_series(config, true);
+    crate::telemetry::register(config, true);
     let pool = config.database.connect().await?;
     if config.database.migrate_on_start {
         metering::MIGRATOR.run(&pool).await.context("applying migrations at start")?;
@@ -65,6 +74,7 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>, drain: imp
         hangup: config.worker.hangup,
         worker_id: worker_id.clone(),
         voice: crate::voice::VoiceService::from_config(&config.voice)?,
+        metrics: metrics.clone(),
     });
     let (key, secret) = (lk.api_key.clone(), lk.api_secret.expose().to_string());
     let token: TokenFn = Arc::new(move || {
@@ -78,7 +88,7 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>, drain: imp
         pool: ctx.pool.clone(),
         registered: registered.clone(),
         needs_worker: true,
-        metrics: prometheus,
+        metrics: metrics.handle().clone(),
     };
     let api = api_router(config).await?;
     let http = crate::http::serve(&config.http, health, api, web_router(config)).await?;
@@ -189,10 +199,10 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>, drain: imp
 
 /// The public API and the operator endpoints alone, without the worker (an
 /// API node), until `shutdown`; returns once the last request is answered.
-pub async fn serve_api(config: &Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+/// `metrics` as for [`run`].
+pub async fn serve_api(config: &Config, metrics: Metrics, shutdown: impl Future<Output = ()>) -> Result<()> {
     anyhow::ensure!(config.api.enabled, "config key api.enabled must be true for `mindbot-agent api`");
-    let prometheus = crate::telemetry::metrics().context("installing the metrics recorder")?;
-    crate::telemetry::zero_series(config, false);
+    crate::telemetry::register(config, false);
     let pool = config.database.connect().await?;
     if config.database.migrate_on_start {
         metering::MIGRATOR.run(&pool).await.context("applying migrations at start")?;
@@ -201,7 +211,7 @@ pub async fn serve_api(config: &Config, shutdown: impl Future<Output = ()>) -> R
         pool: pool.clone(),
         registered: Arc::new(AtomicBool::new(false)),
         needs_worker: false,
-        metrics: prometheus,
+        metrics: metrics.handle().clone(),
     };
     let http = crate::http::serve(&config.http, health, api_router(config).await?, web_router(config)).await?;
     tracing::info!(address = %http.address, metrics_address = ?http.metrics_address,

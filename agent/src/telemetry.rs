@@ -5,9 +5,11 @@
 //! counters, base units); labels are bounded (persona slug, reason), never a
 //! user or session id.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogConfig, LogFormat};
@@ -25,22 +27,69 @@ pub fn init(cfg: &LogConfig) {
     };
 }
 
-/// Installs the Prometheus recorder and describes every metric, once per
-/// process: a later call (a second supervisor in one process, as tests run
-/// them) gets the same handle.
-pub fn metrics() -> anyhow::Result<PrometheusHandle> {
-    static INSTALLED: std::sync::Mutex<Option<PrometheusHandle>> = std::sync::Mutex::new(None);
-    let mut installed = INSTALLED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(handle) = installed.as_ref() {
-        return Ok(handle.clone());
-    }
-    let handle = install_metrics()?;
-    *installed = Some(handle.clone());
-    Ok(handle)
+/// One service instance's metrics: the handle `/metrics` renders, and the
+/// exact running totals some counters are published from. The binary has
+/// one, on the process-wide recorder ([`Metrics::global`]); a test or an
+/// embedder running several supervisors in one process gives each its own
+/// recorder ([`Metrics::scoped`]), so that one's `/metrics` never shows
+/// another's sessions.
+#[derive(Clone)]
+pub struct Metrics {
+    handle: PrometheusHandle,
+    /// Card time charged per persona, in milliseconds (see [`Metrics::add_charged`]).
+    charged: Arc<Mutex<HashMap<String, u64>>>,
 }
 
-fn install_metrics() -> anyhow::Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new()
+impl Metrics {
+    /// Installs the Prometheus recorder as the process-wide one, once per
+    /// process: a later call gets the same metrics.
+    pub fn global() -> anyhow::Result<Metrics> {
+        static INSTALLED: Mutex<Option<Metrics>> = Mutex::new(None);
+        let mut installed = INSTALLED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(metrics) = installed.as_ref() {
+            return Ok(metrics.clone());
+        }
+        let recorder = recorder()?;
+        let metrics = Metrics::of(&recorder);
+        metrics::set_global_recorder(recorder)?;
+        *installed = Some(metrics.clone());
+        Ok(metrics)
+    }
+
+    /// A recorder of its own, not installed anywhere: the caller makes it
+    /// the default of every thread the service runs on
+    /// (`metrics::set_default_local_recorder`, e.g. from a tokio runtime's
+    /// `on_thread_start`), and hands these metrics to the supervisor.
+    pub fn scoped() -> anyhow::Result<(Metrics, PrometheusRecorder)> {
+        let recorder = recorder()?;
+        Ok((Metrics::of(&recorder), recorder))
+    }
+
+    fn of(recorder: &PrometheusRecorder) -> Metrics {
+        Metrics { handle: recorder.handle(), charged: Arc::default() }
+    }
+
+    /// What `/metrics` renders.
+    pub fn handle(&self) -> &PrometheusHandle {
+        &self.handle
+    }
+
+    /// Adds a closed session's exact charge to its persona's running total
+    /// and publishes the total in whole seconds (counters are integers;
+    /// keeping the milliseconds here means rounding never accumulates across
+    /// sessions).
+    pub fn add_charged(&self, persona: &str, charged_ms: u64) {
+        let mut totals = self.charged.lock().unwrap_or_else(|p| p.into_inner());
+        let total = totals.entry(persona.to_string()).or_default();
+        *total += charged_ms;
+        metrics::counter!("mindbot_card_time_charged_seconds_total", "persona" => persona.to_string())
+            .absolute(*total / 1000);
+    }
+}
+
+/// The Prometheus recorder with the project's histogram buckets.
+fn recorder() -> anyhow::Result<PrometheusRecorder> {
+    let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full("mindbot_meter_tick_duration_seconds".into()),
             &[0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0],
@@ -55,7 +104,12 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
             Matcher::Full("mindbot_voice_response_seconds".into()),
             &[0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0],
         )?
-        .install_recorder()?;
+        .build_recorder();
+    Ok(recorder)
+}
+
+/// Describes every metric (help text and unit) to the current recorder.
+fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!("mindbot_jobs_offered_total", "Availability requests LiveKit sent this worker");
     describe_counter!("mindbot_jobs_accepted_total", "Offered jobs this worker said yes to");
@@ -85,16 +139,17 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     describe_gauge!("mindbot_livekit_connected", "1 while registered with the LiveKit server");
     describe_gauge!("mindbot_worker_jobs", "Jobs this worker is running");
     describe_gauge!("mindbot_worker_load", "Jobs running as a share of worker.max_jobs");
-    Ok(handle)
 }
 
-/// Registers at zero the series whose labels are known before any event, so that
+/// Describes every metric to the current recorder and registers at zero the
+/// series whose labels are known before any event, so that
 /// they are in the first scrape and `rate()` / `increase()` see their first
 /// event (a series that appears at 1 looks like no change). Series labelled
 /// by persona appear with the first session; `worker` is false for an API
 /// node (`mindbot-agent api`).
-pub fn zero_series(config: &Config, worker: bool) {
+pub fn register(config: &Config, worker: bool) {
     use metrics::{counter, histogram};
+    describe();
     if worker {
         for name in ["mindbot_jobs_offered_total", "mindbot_jobs_accepted_total", "mindbot_jobs_assigned_total"] {
             counter!(name).increment(0);
@@ -127,18 +182,4 @@ pub fn zero_series(config: &Config, worker: bool) {
             counter!("mindbot_webhook_signature_failures_total", "source" => source).increment(0);
         }
     }
-}
-
-/// Adds a closed session's exact charge to its persona's running total and
-/// publishes the total in whole seconds (counters are integers; keeping the
-/// milliseconds here means rounding never accumulates across sessions).
-pub fn add_charged(persona: &str, charged_ms: u64) {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static TOTALS: OnceLock<Mutex<HashMap<String, u64>>> = OnceLock::new();
-    let mut totals = TOTALS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
-    let total = totals.entry(persona.to_string()).or_default();
-    *total += charged_ms;
-    metrics::counter!("mindbot_card_time_charged_seconds_total", "persona" => persona.to_string())
-        .absolute(*total / 1000);
 }

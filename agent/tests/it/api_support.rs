@@ -1,11 +1,10 @@
-//! Shared by the API tests: the real `mindbot-agent api` binary on a free
-//! port against the test's database, a small HTTP/1.1 client, end-user JWTs,
+//! Shared by the API tests: an API node (`supervisor::serve_api`, in this
+//! process) on a free port against the test's database, a small HTTP/1.1 client, end-user JWTs,
 //! Stripe-signed webhook bodies, users, cards and sessions in the database,
 //! and hand-made tokens and keys.
 
 #![allow(dead_code)] // each test uses a different part
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use aws_lc_rs::hmac;
@@ -13,7 +12,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mindbot_tests::db;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 /// At least 32 bytes: the API refuses a shorter HS256 key.
@@ -23,6 +22,8 @@ pub const AUDIENCE: &str = "mindbot-app";
 pub const STRIPE_SECRET: &str = "whsec_test_secret";
 
 pub use mindbot_tests::{root, url_for};
+
+use crate::in_process::{self, wait_ready, Mode, Service};
 
 /// jsonwebtoken's crypto provider, chosen before anything signs a token.
 pub fn crypto() {
@@ -44,9 +45,9 @@ pub fn api_env() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// A running `mindbot-agent api` (or the API of a running worker).
+/// A running API node (or the API of a running worker). Dropping it shuts it down.
 pub struct ApiServer {
-    pub child: Option<tokio::process::Child>,
+    pub service: Option<Service>,
     pub port: u16,
 }
 
@@ -66,46 +67,32 @@ impl ApiServer {
         page
     }
 
-    /// Starts the binary on a free port with the test settings plus `extra_env`; returns once it answers.
+    /// Starts an API node on a free port with the test settings plus `extra_env`; returns once it listens.
     pub async fn start(pool: &PgPool, extra_env: &[(&str, &str)]) -> ApiServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         ApiServer::start_on(pool, port, extra_env).await
     }
 
+    /// An API node (`supervisor::serve_api`, in this process: `in_process`)
+    /// on `port`; returns once it listens.
     pub async fn start_on(pool: &PgPool, port: u16, extra_env: &[(&str, &str)]) -> ApiServer {
         crypto();
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mindbot-agent"))
-            .arg("api")
-            .env("DATABASE_URL", url_for(pool))
-            .env("MINDBOT_DATABASE_MIGRATE_ON_START", "false")
-            .env("MINDBOT_LOG_LEVEL", "info")
-            .env("MINDBOT_HTTP_ADDRESS", format!("127.0.0.1:{port}"))
-            .envs(api_env())
-            .envs(extra_env.iter().copied())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting mindbot-agent api");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let mut tx = Some(tx);
-            while let Ok(Some(line)) = lines.next_line().await {
-                eprintln!("[api] {line}");
-                if line.contains("API serving") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            }
-        });
-        tokio::time::timeout(Duration::from_secs(20), rx).await.expect("the API started in time").unwrap();
-        ApiServer { child: Some(child), port }
+        let mut env = vec![
+            ("DATABASE_URL", url_for(pool)),
+            ("MINDBOT_DATABASE_MIGRATE_ON_START", "false".to_string()),
+            ("MINDBOT_LOG_LEVEL", "info".to_string()),
+            ("MINDBOT_HTTP_ADDRESS", format!("127.0.0.1:{port}")),
+        ];
+        env.extend(api_env().into_iter().chain(extra_env.iter().copied()).map(|(k, v)| (k, v.to_string())));
+        let (service, failed) = Service::start(Mode::Api, in_process::config(&env), "api");
+        let listening = || async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() };
+        wait_ready("the API", failed, Duration::from_secs(20), listening).await;
+        ApiServer { service: Some(service), port }
     }
 
     /// The API served by something already running on `port` (e.g. `mindbot-agent run`).
     pub fn at(port: u16) -> ApiServer {
-        ApiServer { child: None, port }
+        ApiServer { service: None, port }
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
@@ -333,7 +320,7 @@ pub fn p256_key() -> (Vec<u8>, String) {
 /// The real worker serving the API itself (`run` with api.enabled), under
 /// agent name `<prefix>-<uuid>` with a 2 s user grace, and a user with a
 /// 5-minute card: (worker, its API, the agent name, the user).
-pub async fn worker_with_api(pool: &PgPool, prefix: &str) -> (tokio::process::Child, ApiServer, String, Uuid) {
+pub async fn worker_with_api(pool: &PgPool, prefix: &str) -> (Service, ApiServer, String, Uuid) {
     crate::e2e::ensure("scripts/livekit-server.sh", Some("start"));
     crate::e2e::ensure("scripts/python-env.sh", None);
     let agent_name = format!("{prefix}-{}", Uuid::new_v4().simple());

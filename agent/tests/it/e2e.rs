@@ -1,4 +1,5 @@
-//! Shared by the end-to-end tests: the real `mindbot-agent run` binary, the
+//! Shared by the end-to-end tests: the worker (in this process, or as the
+//! real `mindbot-agent run` binary for the tests about signals), the
 //! project's Python end user, tokens that dispatch the agent, funded users,
 //! and reading the worker's operator HTTP.
 
@@ -14,21 +15,56 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 pub use mindbot_tests::{ensure, root, url_for};
 
-/// Starts the worker under a unique agent name, with its operator HTTP on a
-/// free port; returns once it registered, with that port.
-pub async fn worker(pool: &PgPool, agent_name: &str, extra_env: &[(&str, &str)]) -> (tokio::process::Child, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+use crate::in_process::{self, wait_ready, Mode, Service};
+
+/// The settings every test worker has: the test's database, the dev LiveKit
+/// server, `agent_name`, the operator HTTP on `port`, voice off unless a test
+/// turns it on (config.toml's default is on); then `extra_env`.
+fn worker_env(pool: &PgPool, agent_name: &str, port: u16, extra_env: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("DATABASE_URL".to_string(), url_for(pool)),
+        ("LIVEKIT_URL".to_string(), "ws://127.0.0.1:7880".to_string()),
+        ("MINDBOT_LIVEKIT_AGENT_NAME".to_string(), agent_name.to_string()),
+        ("MINDBOT_DATABASE_MIGRATE_ON_START".to_string(), "false".to_string()),
+        ("MINDBOT_LOG_LEVEL".to_string(), "info".to_string()),
+        ("MINDBOT_HTTP_ADDRESS".to_string(), format!("127.0.0.1:{port}")),
+        ("MINDBOT_VOICE_ENABLED".to_string(), "false".to_string()),
+    ];
+    env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts the worker supervisor in this process (its own runtime, metrics
+/// and log sink: `in_process`) under a unique agent name, with its operator
+/// HTTP on a free port; returns once it is registered with LiveKit (its
+/// `/readyz` says so), with that port. Dropping the service shuts it down.
+pub async fn worker(pool: &PgPool, agent_name: &str, extra_env: &[(&str, &str)]) -> (Service, u16) {
+    let port = free_port();
+    let env = worker_env(pool, agent_name, port, extra_env);
+    let pairs: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let (service, failed) = Service::start(Mode::Worker, in_process::config(&pairs), "worker");
+    wait_ready("the worker", failed, Duration::from_secs(20), || in_process::answers(port, "/readyz", 200)).await;
+    // The server files a new worker for dispatch just after answering its registration.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (service, port)
+}
+
+/// The same worker as a real `mindbot-agent run` process, for the tests
+/// about signals (SIGTERM drains, SIGKILL leaves orphans); returns once it
+/// logged its registration.
+pub async fn worker_process(
+    pool: &PgPool,
+    agent_name: &str,
+    extra_env: &[(&str, &str)],
+) -> (tokio::process::Child, u16) {
+    let port = free_port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mindbot-agent"))
         .arg("run")
-        .env("DATABASE_URL", url_for(pool))
-        .env("LIVEKIT_URL", "ws://127.0.0.1:7880")
-        .env("MINDBOT_LIVEKIT_AGENT_NAME", agent_name)
-        .env("MINDBOT_DATABASE_MIGRATE_ON_START", "false")
-        .env("MINDBOT_LOG_LEVEL", "info")
-        .env("MINDBOT_HTTP_ADDRESS", format!("127.0.0.1:{port}"))
-        // Silent unless a test turns voice on (config.toml's default is on).
-        .env("MINDBOT_VOICE_ENABLED", "false")
-        .envs(extra_env.iter().copied())
+        .envs(worker_env(pool, agent_name, port, extra_env))
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -38,7 +74,7 @@ pub async fn worker(pool: &PgPool, agent_name: &str, extra_env: &[(&str, &str)])
     tokio::spawn(async move {
         let mut tx = Some(tx);
         while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("[worker] {line}");
+            eprintln!("[worker process] {line}");
             if line.contains("worker registered") {
                 if let Some(tx) = tx.take() {
                     let _ = tx.send(());
@@ -47,7 +83,6 @@ pub async fn worker(pool: &PgPool, agent_name: &str, extra_env: &[(&str, &str)])
         }
     });
     tokio::time::timeout(Duration::from_secs(20), rx).await.expect("worker registered in time").unwrap();
-    // The server files a new worker for dispatch just after answering its registration.
     tokio::time::sleep(Duration::from_millis(500)).await;
     (child, port)
 }

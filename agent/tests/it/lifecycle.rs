@@ -255,7 +255,7 @@ async fn sigterm_drains_running_sessions_then_ends_them_charged_to_the_second(po
     ensure("scripts/livekit-server.sh", Some("start"));
     ensure("scripts/python-env.sh", None);
     let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
-    let (mut w, _) = worker(&pool, &agent_name, &[("MINDBOT_WORKER_DRAIN_TIMEOUT_SECONDS", "8")]).await;
+    let (mut w, _) = worker_process(&pool, &agent_name, &[("MINDBOT_WORKER_DRAIN_TIMEOUT_SECONDS", "8")]).await;
     let talking = room_name("draining");
     let user = user_in_room(&pool, &agent_name, &talking, "professor-ada", 20).await;
     opened(&pool, &talking, Duration::from_secs(20)).await;
@@ -283,7 +283,7 @@ async fn sigterm_drains_running_sessions_then_ends_them_charged_to_the_second(po
     late_user.abort();
 
     // A second SIGTERM ends the sessions at once, charged just as exactly.
-    let (mut w, _) = worker(&pool, &agent_name, &[("MINDBOT_WORKER_DRAIN_TIMEOUT_SECONDS", "300")]).await;
+    let (mut w, _) = worker_process(&pool, &agent_name, &[("MINDBOT_WORKER_DRAIN_TIMEOUT_SECONDS", "300")]).await;
     let hurried = room_name("hurried");
     let user = user_in_room(&pool, &agent_name, &hurried, "professor-ada", 60).await;
     opened(&pool, &hurried, Duration::from_secs(20)).await;
@@ -316,7 +316,7 @@ async fn two_workers_share_twelve_rooms_and_a_killed_one_is_closed_from_its_hear
         ("MINDBOT_WORKER_MAX_JOBS", "16"),
         ("MINDBOT_WORKER_USER_GRACE_SECONDS", "2"),
     ];
-    let (mut doomed, _) = worker(&pool, &agent_name, &env).await;
+    let (mut doomed, _) = worker_process(&pool, &agent_name, &env).await;
     let (_survivor, survivor_port) = worker(&pool, &agent_name, &env).await;
 
     let rooms: Vec<String> = (0..12).map(|_| room_name("pair")).collect();

@@ -9,6 +9,7 @@
 
 mod api_support;
 mod e2e;
+mod in_process;
 mod worker_support;
 
 mod ads;

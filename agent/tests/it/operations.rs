@@ -224,7 +224,7 @@ async fn a_worker_counts_the_orphans_it_closes_and_the_webhooks_it_refuses(pool:
         ("MINDBOT_API_STRIPE_WEBHOOK_SECRET", "whsec_operations"),
     ];
     let doomed_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
-    let (mut doomed, _) = worker(&pool, &doomed_name, &fast_reaping).await;
+    let (mut doomed, _) = worker_process(&pool, &doomed_name, &fast_reaping).await;
     let survivor_env: Vec<_> = fast_reaping.iter().chain(api.iter()).copied().collect();
     let (_survivor, port) =
         worker(&pool, &format!("mindbot-test-{}", uuid::Uuid::new_v4().simple()), &survivor_env).await;

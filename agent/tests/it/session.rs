@@ -14,7 +14,7 @@ async fn a_user_whose_balance_runs_out_is_warned_and_hung_up(pool: PgPool) {
     ensure("scripts/livekit-server.sh", Some("start"));
     ensure("scripts/python-env.sh", None);
     let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
-    let (mut w, port) = worker(&pool, &agent_name, &[("MINDBOT_METER_WARNINGS_SECONDS", "[20, 10]")]).await;
+    let (mut w, port) = worker_process(&pool, &agent_name, &[("MINDBOT_METER_WARNINGS_SECONDS", "[20, 10]")]).await;
     assert_eq!(get(port, "/healthz").await.0, 200);
     let (code, body) = get(port, "/readyz").await;
     assert_eq!(code, 200, "{body}");

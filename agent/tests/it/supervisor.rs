@@ -2,13 +2,16 @@
 //! as a process: against the real PostgreSQL and LiveKit server it
 //! registers and says so on `/readyz`; told to shut down through its future
 //! while a request is in flight, it stops accepting, answers that request,
-//! and returns. (The signals themselves are tested on the real binary, in
+//! and returns; a drain request with nothing running makes it return; two
+//! supervisors in one process each show only their own sessions on
+//! `/metrics`. (The signals themselves are tested on the real binary, in
 //! `lifecycle` and `session`.)
 
 use std::time::Duration;
 
 use crate::e2e::*;
 use mindbot_agent::config::{Config, DEFAULT_TOML};
+use mindbot_agent::telemetry::Metrics;
 use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -62,6 +65,11 @@ fn config(pool: &PgPool) -> (Config, u16) {
     (config, port)
 }
 
+/// A recorder of its own (these tests read no metric).
+fn metrics() -> Metrics {
+    Metrics::scoped().unwrap().0
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn the_supervisor_registers_and_on_shutdown_answers_the_request_in_flight_then_returns(pool: PgPool) {
     ensure("scripts/livekit-server.sh", Some("start"));
@@ -71,7 +79,7 @@ async fn the_supervisor_registers_and_on_shutdown_answers_the_request_in_flight_
         let _ = stopped.await;
     };
     let supervisor = tokio::spawn(async move {
-        mindbot_agent::supervisor::run(&config, shutdown, futures_util::stream::pending()).await
+        mindbot_agent::supervisor::run(&config, metrics(), shutdown, futures_util::stream::pending()).await
     });
 
     // Registered with LiveKit, as the operator's readiness probe sees it.
@@ -114,14 +122,39 @@ async fn the_supervisor_registers_and_on_shutdown_answers_the_request_in_flight_
 #[sqlx::test(migrations = "../migrations")]
 async fn a_drain_request_with_no_session_running_makes_the_registered_supervisor_return(pool: PgPool) {
     ensure("scripts/livekit-server.sh", Some("start"));
-    let (config, port) = config(&pool);
-    let (drain, requests) = tokio::sync::mpsc::channel::<()>(2);
-    let drains = futures_util::stream::unfold(requests, |mut r| async move { r.recv().await.map(|()| ((), r)) });
-    let supervisor =
-        tokio::spawn(async move { mindbot_agent::supervisor::run(&config, std::future::pending(), drains).await });
-    let (code, _) = tokio::time::timeout(Duration::from_secs(60), ready(port)).await.expect("the worker gets ready");
-    assert_eq!(code, 200);
-    drain.send(()).await.unwrap();
-    let returned = tokio::time::timeout(Duration::from_secs(30), supervisor).await.expect("the supervisor returns");
-    returned.unwrap().expect("the supervisor stops cleanly");
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    // Registered: its /readyz said so.
+    let (worker, _port) = worker(&pool, &agent_name, &[]).await;
+    worker.drain();
+    let returned = tokio::time::timeout(Duration::from_secs(30), worker.returned()).await;
+    returned.expect("the supervisor returns").expect("the supervisor stops cleanly");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn two_supervisors_in_one_process_each_show_only_their_own_sessions_on_metrics(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    let name = || format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    let (busy_name, idle_name) = (name(), name());
+    let (_busy, busy_port) = worker(&pool, &busy_name, &[("MINDBOT_WORKER_USER_GRACE_SECONDS", "1")]).await;
+    let (_idle, idle_port) = worker(&pool, &idle_name, &[]).await;
+
+    let (_, _room, token) = funded_call(&pool, "separate", &busy_name, "professor-ada").await;
+    let report = visit(&token, &["--stay", "3", "--expect-data", "mindbot.session"]).await;
+    assert!(messages(&report, "mindbot.session").iter().any(|m| m["type"] == "started"), "{report}");
+    let ended = "mindbot_sessions_ended_total{persona=\"professor-ada\",reason=\"user_left\"}";
+    let mut busy = String::new();
+    for _ in 0..100 {
+        busy = get(busy_port, "/metrics").await.1;
+        if sample(&busy, ended).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(sample(&busy, ended), Some(1.0), "{busy}");
+    assert_eq!(sample(&busy, "mindbot_jobs_assigned_total"), Some(1.0), "{busy}");
+
+    let idle = get(idle_port, "/metrics").await.1;
+    assert_eq!(sample(&idle, "mindbot_jobs_assigned_total"), Some(0.0), "{idle}");
+    assert!(!idle.contains("professor-ada"), "the idle worker shows no persona's series: {idle}");
 }

@@ -30,7 +30,7 @@ async fn voice_worker(
     agent_name: &str,
     base: &str,
     extra: &[(&str, &str)],
-) -> (tokio::process::Child, u16) {
+) -> (crate::in_process::Service, u16) {
     let env = voice_env(base);
     let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     all.extend_from_slice(extra);

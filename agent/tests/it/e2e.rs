@@ -16,6 +16,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 pub use mindbot_tests::{ensure, root, url_for};
 
 use crate::in_process::{self, wait_ready, Mode, Service};
+use mindbot_agent::config::Config;
 
 /// The settings every test worker has: the test's database, the dev LiveKit
 /// server, `agent_name`, the operator HTTP on `port`, voice off unless a test
@@ -38,15 +39,22 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The settings of a test worker (`worker_env`) as the binary would read
+/// them, with its operator HTTP on a free port (returned).
+pub fn worker_config(pool: &PgPool, agent_name: &str, extra_env: &[(&str, &str)]) -> (Config, u16) {
+    let port = free_port();
+    let env = worker_env(pool, agent_name, port, extra_env);
+    let pairs: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    (in_process::config(&pairs), port)
+}
+
 /// Starts the worker supervisor in this process (its own runtime, metrics
 /// and log sink: `in_process`) under a unique agent name, with its operator
 /// HTTP on a free port; returns once it is registered with LiveKit (its
 /// `/readyz` says so), with that port. Dropping the service shuts it down.
 pub async fn worker(pool: &PgPool, agent_name: &str, extra_env: &[(&str, &str)]) -> (Service, u16) {
-    let port = free_port();
-    let env = worker_env(pool, agent_name, port, extra_env);
-    let pairs: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    let (service, failed) = Service::start(Mode::Worker, in_process::config(&pairs), "worker");
+    let (config, port) = worker_config(pool, agent_name, extra_env);
+    let (service, failed) = Service::start(Mode::Worker, config, "worker");
     wait_ready("the worker", failed, Duration::from_secs(20), || in_process::answers(port, "/readyz", 200)).await;
     // The server files a new worker for dispatch just after answering its registration.
     tokio::time::sleep(Duration::from_millis(500)).await;

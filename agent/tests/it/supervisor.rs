@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use crate::e2e::*;
-use mindbot_agent::config::{Config, DEFAULT_TOML};
+use mindbot_agent::config::Config;
 use mindbot_agent::telemetry::Metrics;
 use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,24 +45,15 @@ async fn read_until(s: &mut TcpStream, text: &str) -> String {
 /// A worker's settings for the test's database, under a unique agent name,
 /// with the API on and the operator HTTP on a free port (returned).
 fn config(pool: &PgPool) -> (Config, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
-    let env = [
-        ("DATABASE_URL", url_for(pool)),
-        ("LIVEKIT_URL", "ws://127.0.0.1:7880".to_string()),
-        ("MINDBOT_LIVEKIT_AGENT_NAME", agent_name),
-        ("MINDBOT_DATABASE_MIGRATE_ON_START", "false".to_string()),
-        ("MINDBOT_HTTP_ADDRESS", format!("127.0.0.1:{port}")),
-        ("MINDBOT_HTTP_WEB_ROOT", String::new()),
-        ("MINDBOT_VOICE_ENABLED", "false".to_string()),
-        ("MINDBOT_API_ENABLED", "true".to_string()),
-        ("MINDBOT_API_JWT_KEY", "a-test-key-of-at-least-thirty-two-bytes".to_string()),
-        ("MINDBOT_API_JWT_ISSUER", "test".to_string()),
-        ("MINDBOT_API_JWT_AUDIENCE", "mindbot".to_string()),
+    let api = [
+        ("MINDBOT_HTTP_WEB_ROOT", ""),
+        ("MINDBOT_API_ENABLED", "true"),
+        ("MINDBOT_API_JWT_KEY", "a-test-key-of-at-least-thirty-two-bytes"),
+        ("MINDBOT_API_JWT_ISSUER", "test"),
+        ("MINDBOT_API_JWT_AUDIENCE", "mindbot"),
     ];
-    let config =
-        Config::from_sources(DEFAULT_TOML, |k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())).unwrap();
-    (config, port)
+    worker_config(pool, &agent_name, &api)
 }
 
 /// A recorder of its own (these tests read no metric).

@@ -116,11 +116,22 @@ impl Service {
     }
 }
 
+/// How long a dropped service may take to shut down before the test goes on
+/// without it (a hang must not hang the suite).
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(30);
+
 impl Drop for Service {
     fn drop(&mut self) {
-        if let Some(t) = self.shut_down() {
-            let _ = t.join();
+        let Some(thread) = self.shut_down() else { return };
+        let started = std::time::Instant::now();
+        while !thread.is_finished() {
+            if started.elapsed() > SHUTDOWN_LIMIT {
+                eprintln!("the service did not shut down within {SHUTDOWN_LIMIT:?}; leaving it behind");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = thread.join();
     }
 }
 

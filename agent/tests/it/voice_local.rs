@@ -140,8 +140,9 @@ async fn every_built_in_voice_style_has_its_own_local_voice_and_bad_requests_nam
         height.push(crossings_per_second(&pcm));
     }
     eprintln!("zero crossings per second: warm-mature-female {:.0}, gravelly-comedian {:.0}", height[0], height[1]);
-    // Their pitch factors are 1.45 and 0.8: 1.8 times apart.
-    assert!(height[0] > height[1] * 1.4, "{height:?}");
+    // Ada speaks with the female voice "heart" at its own pitch, the comic
+    // with Piper's male "joe" lowered to 0.75: about 1.3 times apart here.
+    assert!(height[0] > height[1] * 1.2, "{height:?}");
 
     // Bad input: 400 naming the field or value, nothing spoken.
     let (status, body) = speak(&client, serde_json::json!({"input": ""})).await;

@@ -76,11 +76,12 @@ start() {
     # --jinja: the model's own chat template; no web UI; 4096 tokens of
     # context for each of two conversations decoded side by side, each
     # keeping its prompt cached (a persona's ~600-token prompt is read once
-    # per conversation, not once per turn). Greedy decoding: sampled, a small
+    # per conversation, not once per turn; past two conversations, up to
+    # 256 MiB of prompts, ~7 MB each, wait in memory). Greedy decoding: sampled, a small
     # model sometimes invents a name for itself.
     start_one llm "$LLM_PORT" /health "$server" --model "$model" --alias "$LLM_ALIAS" \
         --host 127.0.0.1 --port "$LLM_PORT" --threads "$THREADS" --ctx-size 8192 --parallel 2 \
-        --jinja --no-webui --device none --n-gpu-layers 0 --temp 0
+        --jinja --no-webui --device none --n-gpu-layers 0 --temp 0 --cache-ram 256
     start_one stt "$STT_PORT" /healthz "$PY" "$ROOT/voice/local/server.py" --serve stt \
         --port "$STT_PORT" --threads "$THREADS"
     start_one tts "$TTS_PORT" /healthz "$PY" "$ROOT/voice/local/server.py" --serve tts \

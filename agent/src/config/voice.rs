@@ -102,6 +102,11 @@ pub struct LlmConfig {
     /// call them); a config file without the key offers them, as before.
     #[serde(default = "offer_tools")]
     pub tools: bool,
+    /// Whether a session sends the persona's prompt once at its start, so a
+    /// server that caches prompts (llama.cpp's) has read it before the
+    /// first turn; off by default: a hosted provider bills it as a request.
+    #[serde(default)]
+    pub warm_up: bool,
 }
 
 fn offer_tools() -> bool {

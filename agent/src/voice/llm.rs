@@ -11,6 +11,8 @@ use crate::usage::SessionUsage;
 pub struct Llm {
     pub endpoint: Endpoint,
     pub max_tokens: u32,
+    /// `voice.llm.warm_up`: send each session's prompt once at its start.
+    pub warm_up: bool,
 }
 
 /// A function call the model asked for.
@@ -40,12 +42,40 @@ impl Llm {
         persona: &str,
         usage: &'a SessionUsage,
     ) -> Result<LlmStream<'a>, ProviderError> {
+        self.start(client, messages, tools, persona, usage, self.max_tokens).await
+    }
+
+    /// Has the provider read `messages` (a session's system prompt) once, for
+    /// one token, so that a server caching prompts answers the first turn
+    /// without reading it again; its tokens are counted like any answer's.
+    pub async fn warm(
+        &self,
+        client: &reqwest::Client,
+        messages: &[Value],
+        tools: &[Value],
+        persona: &str,
+        usage: &SessionUsage,
+    ) -> Result<(), ProviderError> {
+        let mut stream = self.start(client, messages, tools, persona, usage, 1).await?;
+        while stream.next().await?.is_some() {}
+        Ok(())
+    }
+
+    async fn start<'a>(
+        &'a self,
+        client: &reqwest::Client,
+        messages: &[Value],
+        tools: &[Value],
+        persona: &str,
+        usage: &'a SessionUsage,
+        max_tokens: u32,
+    ) -> Result<LlmStream<'a>, ProviderError> {
         let mut body = json!({
             "model": self.endpoint.model,
             "messages": messages,
             "stream": true,
             "stream_options": {"include_usage": true},
-            "max_tokens": self.max_tokens,
+            "max_tokens": max_tokens,
         });
         if !tools.is_empty() {
             body["tools"] = Value::Array(tools.to_vec());
@@ -299,6 +329,7 @@ mod tests {
                 timeout: std::time::Duration::from_secs(5),
             },
             max_tokens: 100,
+            warm_up: false,
         }
     }
 
@@ -344,6 +375,42 @@ mod tests {
         assert_eq!(text, "My name is Ada.");
         // The provider sent no usage: nothing is counted, nothing guessed.
         assert!(usage.rows().is_empty());
+    }
+
+    #[tokio::test]
+    async fn warming_up_sends_the_prompt_for_one_token_and_counts_its_usage() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = vec![0; 65536];
+            // Headers and the JSON body, read until the body's closing brace.
+            while !request.ends_with(b"}") {
+                let n = sock.read(&mut buf).await.unwrap();
+                request.extend_from_slice(&buf[..n]);
+            }
+            let usage = json!({"choices": [], "usage": {"prompt_tokens": 600, "completion_tokens": 1}});
+            let body = format!(
+                "data: {}\n\ndata: {usage}\n\ndata: [DONE]\n\n",
+                json!({"choices": [{"index": 0, "delta": {"content": "Hi"}}]})
+            );
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+            sock.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
+            String::from_utf8(request).unwrap()
+        });
+        let llm = llm(format!("http://{addr}"));
+        let client = crate::voice::http_client().unwrap();
+        let usage = SessionUsage::default();
+        let system = [json!({"role": "system", "content": "You are Ada."})];
+        llm.warm(&client, &system, &[], "p", &usage).await.unwrap();
+        let request = server.await.unwrap();
+        let body: Value = serde_json::from_str(&request[request.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+        assert_eq!(body["max_tokens"], 1, "{body}");
+        assert_eq!(body["messages"], json!(system), "{body}");
+        let counted = usage.rows()[0].counters;
+        assert_eq!((counted.llm_prompt_tokens, counted.llm_completion_tokens), (600, 1));
     }
 
     #[test]

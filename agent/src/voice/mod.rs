@@ -126,6 +126,7 @@ impl VoiceService {
                 ),
             },
             llm: llm::Llm {
+                warm_up: c.llm.warm_up,
                 endpoint: endpoint(
                     "llm",
                     &c.llm.provider,

@@ -118,6 +118,43 @@ struct Shared {
     observer: Observer,
     /// Numbers each reply's speech (a transcription segment).
     segments: AtomicU64,
+    /// Turns to true once the session's warm-up request (`voice.llm.warm_up`)
+    /// is over, or closes with it; answers wait for it, so the first one
+    /// finds the prompt cached instead of reading it beside the warm-up.
+    warmed: watch::Receiver<bool>,
+}
+
+/// The session's warm-up request; dropping it aborts it.
+struct WarmUp(JoinHandle<()>);
+
+impl Drop for WarmUp {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends the persona's prompt once (one token asked for), so the model's
+/// server has read it by the time the user's first turn is transcribed.
+fn warm_up(
+    svc: &Arc<VoiceService>,
+    persona: &Arc<Persona>,
+    usage: &Arc<SessionUsage>,
+) -> (Option<WarmUp>, watch::Receiver<bool>) {
+    let (done, warmed) = watch::channel(!svc.llm.warm_up);
+    if !svc.llm.warm_up {
+        return (None, warmed);
+    }
+    let (svc, persona, usage) = (svc.clone(), persona.clone(), usage.clone());
+    let task = tokio::spawn(async move {
+        let started = Instant::now();
+        let system = [json!({"role": "system", "content": persona.system})];
+        match svc.llm.warm(&svc.client, &system, &persona.tools, &persona.slug, &usage).await {
+            Ok(()) => debug!(ms = started.elapsed().as_millis() as u64, "the model has read the prompt"),
+            Err(e) => warn!(error = %e, "warming the model up failed"),
+        }
+        let _ = done.send(true);
+    });
+    (Some(WarmUp(task)), warmed)
 }
 
 pub(super) async fn run(
@@ -129,6 +166,7 @@ pub(super) async fn run(
     observer: Observer,
     usage: Arc<SessionUsage>,
 ) {
+    let (_warm_up, warmed) = warm_up(&svc, &persona, &usage);
     let shared = Arc::new(Shared {
         svc: svc.clone(),
         source: source.clone(),
@@ -137,6 +175,7 @@ pub(super) async fn run(
         usage,
         observer: observer.clone(),
         segments: AtomicU64::new(0),
+        warmed,
     });
     observer.state(AgentState::Listening);
     // A finished reply's audio may still be playing: back to listening once
@@ -494,6 +533,8 @@ async fn respond(sh: &Shared, text: String, ended: Option<Instant>, history: Vec
         messages.push(json!({"role": "system", "content": sh.persona.system}));
         messages.extend(history);
         messages.extend(added.iter().cloned());
+        // Closed without a true (aborted), it has no more to say: go on.
+        let _ = sh.warmed.clone().wait_for(|w| *w).await;
         let (mut first_token, mut first_clause) = (true, true);
         'rounds: for _ in 0..MAX_TOOL_ROUNDS {
             let mut stream =

@@ -38,9 +38,17 @@ pub(super) struct Talked {
     pub providers: Vec<(&'static str, Option<f64>)>,
     /// `/proc/loadavg`'s three figures when the window opened and closed.
     pub load_average: (String, String),
+    /// From the first question to the end of the window, seconds.
+    pub talked_seconds: f64,
 }
 
 impl Talked {
+    /// Answered turns per session and minute of talking: the work each worker did.
+    pub fn turns_per_minute(&self) -> Option<f64> {
+        let answered = self.turns.iter().filter(|t| t.latency.is_some()).count() as f64;
+        per_session(self, answered * 60.0 / self.talked_seconds.max(1.0))
+    }
+
     /// Latencies (ms) of the turns answered without talking over an answer.
     pub fn latencies(&self) -> Vec<f64> {
         self.turns
@@ -186,6 +194,7 @@ async fn talk(
             Err(e) => eprintln!("{label}: a talking session did not start: {e:#}"),
         }
     }
+    let talk_start = Instant::now();
     let rooms: Vec<String> = talkers.iter().map(|t| t.room_name.clone()).collect();
     let present = super::phases::count_present(server, &rooms).await;
     println!(
@@ -235,10 +244,11 @@ async fn talk(
         processes: last.processes,
         present_at_end,
     };
+    let talked_seconds = talk_start.elapsed().as_secs_f64();
     let turns: Vec<Turn> = talkers.iter().flat_map(Talker::turns).collect();
     futures_util::stream::iter(rooms.iter()).for_each_concurrent(8, |r| server.delete_room(r)).await;
     futures_util::stream::iter(talkers).for_each_concurrent(8, Talker::leave).await;
-    let talked = Talked { idle, load, turns, providers, load_average: (load_before, load_after) };
+    let talked = Talked { idle, load, turns, providers, load_average: (load_before, load_after), talked_seconds };
     print_one(label, &talked);
     Ok(talked)
 }
@@ -282,6 +292,7 @@ fn rows(n: usize) -> Vec<Row> {
         ),
         (format!("RSS per talking session at {n} (tree / sessions)"), |t| per_session(t, t.load.rss / 1e6), "MB"),
         (format!("CPU per talking session at {n}"), |t| per_session(t, t.load.cores * 100.0), "% core"),
+        ("answered turns per session per minute".into(), Talked::turns_per_minute, "turns"),
         ("turn: end of speech -> first agent audio, p50".into(), |t| pct(&t.latencies(), 0.5), "ms"),
         ("turn: end of speech -> first agent audio, p95".into(), |t| pct(&t.latencies(), 0.95), "ms"),
     ]

@@ -148,6 +148,16 @@ mod tests {
     }
 
     #[test]
+    fn every_question_is_rendered_as_a_second_or_more_of_loud_speech() {
+        let questions = render_questions().expect("espeak-ng renders the questions");
+        assert_eq!(questions.len(), QUESTIONS.len());
+        for (pcm, text) in questions.iter().zip(QUESTIONS) {
+            assert!(pcm.len() >= SAMPLE_RATE as usize, "{text:?} lasts {} samples", pcm.len());
+            assert!(loud(&pcm[..FRAME_SAMPLES]) && loud(&pcm[pcm.len() - FRAME_SAMPLES..]), "{text:?} is trimmed");
+        }
+    }
+
+    #[test]
     fn trimming_drops_the_quiet_around_the_words() {
         let mut pcm = vec![0i16; FRAME_SAMPLES * 3];
         pcm.extend(vec![8000i16; FRAME_SAMPLES * 2]);

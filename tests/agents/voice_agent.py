@@ -32,11 +32,14 @@ before a job arrives (the framework's prewarm).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 
 from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobProcess, cli
 from livekit.plugins import openai, silero
+
+log = logging.getLogger("voice-agent")
 
 
 def env(name: str) -> str:
@@ -94,6 +97,18 @@ async def entrypoint(ctx: JobContext) -> None:
         ),
         turn_handling={"turn_detection": "vad", "interruption": {"mode": "vad"}},
     )
+
+    # What it heard and said, in its log, as our worker logs its turns.
+    @session.on("user_input_transcribed")
+    def _heard(ev) -> None:
+        if ev.is_final:
+            log.info("user turn", extra={"heard": ev.transcript})
+
+    @session.on("conversation_item_added")
+    def _said(ev) -> None:
+        if getattr(ev.item, "role", None) == "assistant":
+            log.info("agent answer", extra={"said": ev.item.text_content})
+
     await session.start(agent=Agent(instructions=instructions), room=ctx.room)
 
 

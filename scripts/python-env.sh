@@ -11,9 +11,11 @@
 #                                  the file being the whole environment)
 #   scripts/python-env.sh agents   the same for .cache/venv-agents with
 #                                  tests/agents/requirements.txt (LiveKit's
-#                                  agents framework, for `mindbot-agent bench
-#                                  agents`; it pins an older `livekit`, hence
-#                                  a venv of its own)
+#                                  agents framework with its OpenAI and Silero
+#                                  plugins, for `mindbot-agent bench agents`;
+#                                  it pins an older `livekit`, hence a venv of
+#                                  its own; Silero's ONNX model must be inside
+#                                  its package)
 #
 # The venv is made once with the machine's python3 (python3-venv is installed
 # from the distribution's packages when `python3 -m venv` is missing). The
@@ -42,7 +44,9 @@ runpy.run_path('$ROOT/voice/local/models.py', run_name='__main__')"
     agents)
         NAME=venv-agents
         REQS="$ROOT/tests/agents/requirements.txt"
-        IMPORTS="import livekit.agents"
+        IMPORTS="import livekit.agents, livekit.plugins.openai, livekit.plugins.silero, pathlib
+model = pathlib.Path(livekit.plugins.silero.__file__).parent / 'resources' / 'silero_vad.onnx'
+assert model.stat().st_size > 100_000, f'{model} is missing or empty'"
         ;;
     *) die "unknown environment '$1' (expected none, 'voice' or 'agents')" ;;
 esac

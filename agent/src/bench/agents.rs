@@ -14,6 +14,10 @@
 //! 3. N concurrent sessions: RSS, PSS and CPU of the worker's whole process
 //!    tree over a window, divided by the sessions.
 //!
+//! With `--talking N` it measures instead what operators pay for: N
+//! concurrent sessions whose users speak and whose agents answer (ours with
+//! voice on, theirs `tests/agents/voice_agent.py`), see `talking`.
+//!
 //! Both hang-ups send the user the reason, wait 300 ms for it to arrive, and
 //! remove the user through the server API. Figures are printed, never
 //! asserted.
@@ -21,9 +25,13 @@
 mod contender;
 mod phases;
 mod procs;
+mod speech;
+mod talker;
+mod talking;
 mod users;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use sqlx::postgres::PgPoolOptions;
@@ -49,9 +57,22 @@ pub struct AgentsArgs {
     /// Concurrent sessions for the RSS and CPU figures.
     #[arg(long, default_value_t = 50)]
     sessions: usize,
-    /// Length of the RSS / CPU sampling window, in seconds.
-    #[arg(long, default_value_t = 20)]
-    seconds: u64,
+    /// Length of the RSS / CPU sampling window, in seconds (default 20; 120 with --talking).
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Talking sessions instead of silent ones: N users each ask a question
+    /// (espeak-ng speech), hear the answer, wait --gap-seconds and ask the
+    /// next; both agents answer through [voice]'s providers (the local stack,
+    /// started if nothing answers there). Measures memory and CPU per talking
+    /// session and each turn's latency; the join and hang-up phases are skipped.
+    #[arg(long, value_name = "N")]
+    talking: Option<usize>,
+    /// With --talking: the quiet after an answer (or after waiting for one) before the next question.
+    #[arg(long, default_value_t = 5)]
+    gap_seconds: u64,
+    /// With --talking: how long a user waits for an answer to begin before asking the next question.
+    #[arg(long, default_value_t = 60)]
+    answer_timeout: u64,
     /// Users publish nothing (by default each publishes a 440 Hz tone, as a microphone would).
     #[arg(long)]
     silent_users: bool,
@@ -96,10 +117,25 @@ struct Load {
     present_at_end: usize,
 }
 
+impl AgentsArgs {
+    /// The sampling window, in seconds.
+    fn window_seconds(&self) -> u64 {
+        self.seconds.unwrap_or(if self.talking.is_some() { 120 } else { 20 })
+    }
+}
+
 pub async fn agents(config: &Config, args: AgentsArgs) -> Result<ExitCode> {
     anyhow::ensure!(
-        args.rooms > 0 && args.hangups > 0 && args.sessions > 0 && args.seconds > 0 && args.balance_seconds > 0,
+        args.rooms > 0
+            && args.hangups > 0
+            && args.sessions > 0
+            && args.window_seconds() > 0
+            && args.balance_seconds > 0,
         "--rooms, --hangups, --sessions, --seconds and --balance-seconds must be positive"
+    );
+    anyhow::ensure!(
+        args.talking != Some(0) && args.answer_timeout > 0,
+        "--talking and --answer-timeout must be positive"
     );
     let kinds: Vec<Kind> = match args.only {
         Some(Only::Mindbot) => vec![Kind::Mindbot],
@@ -111,31 +147,57 @@ pub async fn agents(config: &Config, args: AgentsArgs) -> Result<ExitCode> {
         let ok = std::process::Command::new("bash").arg(&script).arg("agents").status().is_ok_and(|s| s.success());
         anyhow::ensure!(ok, "`bash {} agents` failed", script.display());
     }
+    let questions = match args.talking {
+        Some(_) => {
+            let script = contender::root().join("scripts/local-voice.sh");
+            let ok = std::process::Command::new("bash").arg(&script).arg("start").status().is_ok_and(|s| s.success());
+            anyhow::ensure!(ok, "`bash {} start` failed", script.display());
+            let rendered = speech::render_questions()?;
+            Some(Arc::new(rendered.into_iter().map(Arc::new).collect::<Vec<_>>()))
+        }
+        None => None,
+    };
     let (opts, db_name) = super::meter::scratch_database(config).await?;
     let database_url = match config.database.url.expose().rsplit_once('/') {
         Some((base, _)) => format!("{base}/{db_name}"),
         None => anyhow::bail!("database.url has no database name"),
     };
-    println!(
-        "bench agents: {} rooms one at a time, {} hang-ups after {} s, {} concurrent sessions sampled for {} s; \
-         users {}; database {db_name}",
-        args.rooms,
-        args.hangups,
-        args.balance_seconds,
-        args.sessions,
-        args.seconds,
-        if args.silent_users { "silent" } else { "publish a tone" },
-    );
+    match args.talking {
+        Some(n) => println!(
+            "bench agents --talking {n}: {n} concurrent talking sessions ({} questions in turn, {} s after each \
+             answer, answers awaited {} s), sampled for {} s; providers: stt {}, llm {}; load average {}; database {db_name}",
+            speech::QUESTIONS.len(),
+            args.gap_seconds,
+            args.answer_timeout,
+            args.window_seconds(),
+            config.voice.stt.base_url,
+            config.voice.llm.base_url,
+            talking::load_average(),
+        ),
+        None => println!(
+            "bench agents: {} rooms one at a time, {} hang-ups after {} s, {} concurrent sessions sampled for {} s; \
+             users {}; database {db_name}",
+            args.rooms,
+            args.hangups,
+            args.balance_seconds,
+            args.sessions,
+            args.window_seconds(),
+            if args.silent_users { "silent" } else { "publish a tone" },
+        ),
+    }
     let measured = async {
         let pool = PgPoolOptions::new().max_connections(4).connect_with(opts).await?;
         metering::MIGRATOR.run(&pool).await.context("migrating the benchmark database")?;
-        let mut all = Vec::new();
+        let mut silent = Vec::new();
+        let mut talked = Vec::new();
         for kind in kinds {
-            let figures = measure(config, &args, kind, &pool, &database_url).await?;
-            all.push((kind, figures));
+            match &questions {
+                Some(q) => talked.push((kind, talking::measure(config, &args, kind, &pool, &database_url, q).await?)),
+                None => silent.push((kind, measure(config, &args, kind, &pool, &database_url).await?)),
+            }
         }
         pool.close().await;
-        Ok::<_, anyhow::Error>(all)
+        Ok::<_, anyhow::Error>((silent, talked))
     };
     // Ctrl-C stops the workers (dropped) and still drops the database.
     let result = tokio::select! {
@@ -145,8 +207,11 @@ pub async fn agents(config: &Config, args: AgentsArgs) -> Result<ExitCode> {
     if let Err(e) = super::meter::drop_database(config, &db_name).await {
         eprintln!("could not drop benchmark database {db_name}: {e}");
     }
-    let all = result?;
-    print_table(&args, &all);
+    let (silent, talked) = result?;
+    match args.talking {
+        Some(n) => talking::print_table(n, &talked),
+        None => print_table(&args, &silent),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -172,7 +237,7 @@ async fn measure(config: &Config, args: &AgentsArgs, kind: Kind, pool: &PgPool, 
     let hangup_users = seed_users(pool, args.hangups, args.balance_seconds as i64 * 1000).await?;
     let load_users = seed_users(pool, args.sessions, long).await?;
     let max_jobs = args.rooms.max(args.hangups).max(args.sessions) + 5;
-    let mut c = Contender::start(kind, config, db_url, max_jobs).await?;
+    let mut c = Contender::start(kind, config, db_url, max_jobs, None).await?;
     let server = Server::new(config);
     let mut f = Figures::default();
     let run = async {

@@ -1,6 +1,7 @@
 //! The two workers under test, each a process (group) of its own: ours
 //! (this binary's `run`, on the benchmark database) and LiveKit's Python
-//! agents framework (`tests/agents/minimal_agent.py start`). Each registers
+//! agents framework (`tests/agents/minimal_agent.py start`, or
+//! `tests/agents/voice_agent.py start` when they talk). Each registers
 //! under an agent name of its own, so only the benchmark's dispatches reach it.
 //! Our worker logs JSON; the instant its meter finds a balance exhausted is
 //! read from there.
@@ -58,8 +59,16 @@ pub fn root() -> PathBuf {
 }
 
 impl Contender {
-    /// Starts `kind` and returns once it has registered with LiveKit.
-    pub async fn start(kind: Kind, config: &Config, database_url: &str, max_jobs: usize) -> Result<Contender> {
+    /// Starts `kind` and returns once it has registered with LiveKit; with
+    /// `talking`, ours runs its voice pipeline on `[voice]`'s providers (no
+    /// greeting) and theirs is `voice_agent.py` with `talking`'s environment.
+    pub async fn start(
+        kind: Kind,
+        config: &Config,
+        database_url: &str,
+        max_jobs: usize,
+        talking: Option<&[(String, String)]>,
+    ) -> Result<Contender> {
         let lk = &config.livekit;
         let agent_name = format!("bench-{}-{}", kind.label(), std::process::id());
         let mut cmd = match kind {
@@ -71,8 +80,9 @@ impl Contender {
                     .env("MINDBOT_DATABASE_MIGRATE_ON_START", "false")
                     .env("MINDBOT_WORKER_MAX_JOBS", max_jobs.to_string())
                     .env("MINDBOT_HTTP_ADDRESS", "127.0.0.1:0")
-                    // Both contenders are silent agents.
-                    .env("MINDBOT_VOICE_ENABLED", "false")
+                    // Silent, or talking without a greeting, as theirs does.
+                    .env("MINDBOT_VOICE_ENABLED", talking.is_some().to_string())
+                    .env("MINDBOT_VOICE_GREET", "false")
                     .env("MINDBOT_LOG_FORMAT", "json")
                     .env("MINDBOT_LOG_LEVEL", "info")
                     .env_remove("RUST_LOG");
@@ -84,9 +94,11 @@ impl Contender {
                 if !python.exists() {
                     bail!("{} is missing: run `bash scripts/python-env.sh agents`", python.display());
                 }
+                let script = if talking.is_some() { "voice_agent.py" } else { "minimal_agent.py" };
                 let mut cmd = Command::new(python);
-                cmd.arg(root.join("tests/agents/minimal_agent.py"))
+                cmd.arg(root.join("tests/agents").join(script))
                     .arg("start")
+                    .envs(talking.unwrap_or_default().iter().map(|(k, v)| (k, v)))
                     .env("LIVEKIT_AGENT_NAME", &agent_name)
                     // Twice ours: it adds a per-job estimate for every job accepted
                     // but not yet launched, and at 46 of 55 running it declined more.

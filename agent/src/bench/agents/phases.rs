@@ -158,14 +158,14 @@ impl Phases<'_> {
         let first = procs::sample(c.pid());
         let t0 = Instant::now();
         let (mut rss, mut pss, mut last) = (0.0, 0.0, first);
-        for _ in 0..args.seconds {
+        for _ in 0..args.window_seconds() {
             tokio::time::sleep(Duration::from_secs(1)).await;
             last = procs::sample(c.pid());
             rss += last.rss as f64;
             pss += last.pss as f64;
         }
         let wall = t0.elapsed().as_secs_f64();
-        let n = args.seconds as f64;
+        let n = args.window_seconds() as f64;
         let present_at_end = count_present(server, &rooms).await;
         let load = Load {
             sessions: present,
@@ -196,7 +196,7 @@ impl Phases<'_> {
 }
 
 /// Rooms whose agent is active now.
-async fn count_present(server: &Server, rooms: &[String]) -> usize {
+pub(super) async fn count_present(server: &Server, rooms: &[String]) -> usize {
     futures_util::stream::iter(rooms.iter())
         .map(|r| server.agent_active(r))
         .buffer_unordered(8)

@@ -117,6 +117,32 @@ struct Load {
     present_at_end: usize,
 }
 
+impl Load {
+    /// Samples the process tree of `pid` once a second for `seconds`: the
+    /// means of RSS and PSS and the cores used, with `sessions` present at
+    /// the start and `present_at_end` counted by the caller afterwards.
+    async fn measure(pid: u32, seconds: u64, sessions: usize) -> Load {
+        let first = procs::sample(pid);
+        let t0 = std::time::Instant::now();
+        let (mut rss, mut pss, mut last) = (0.0, 0.0, first);
+        for _ in 0..seconds {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            last = procs::sample(pid);
+            rss += last.rss as f64;
+            pss += last.pss as f64;
+        }
+        let n = seconds.max(1) as f64;
+        Load {
+            sessions,
+            rss: rss / n,
+            pss: pss / n,
+            cores: (last.cpu_seconds - first.cpu_seconds) / t0.elapsed().as_secs_f64(),
+            processes: last.processes,
+            present_at_end: 0,
+        }
+    }
+}
+
 impl AgentsArgs {
     /// The sampling window, in seconds.
     fn window_seconds(&self) -> u64 {
@@ -266,9 +292,10 @@ fn percentile(samples: &[f64], p: f64) -> f64 {
 }
 
 /// One table row: a label and how to read it from a worker's figures.
-type Row = (String, fn(&Figures) -> Option<f64>, &'static str);
+/// A table row: its label, how to read it from one side's figures, its unit.
+type Row<T> = (String, fn(&T) -> Option<f64>, &'static str);
 
-fn rows(args: &AgentsArgs) -> Vec<Row> {
+fn rows(args: &AgentsArgs) -> Vec<Row<Figures>> {
     let n = args.sessions;
     vec![
         ("dispatch -> agent active, p50".into(), |f| p(&f.active, 0.5), "ms"),
@@ -292,21 +319,25 @@ fn load(f: &Figures, v: fn(&Load, &TreeSample) -> f64) -> Option<f64> {
     f.load.as_ref().map(|l| v(l, &f.idle) / l.sessions.max(1) as f64)
 }
 
-fn print_table(args: &AgentsArgs, all: &[(Kind, Figures)]) {
-    let get = |kind: Kind| all.iter().find(|(k, _)| *k == kind).map(|(_, f)| f);
-    let (ours, theirs) = (get(Kind::Mindbot), get(Kind::LivekitAgents));
+/// A side-by-side table under `title`: per row, ours, theirs and their ratio.
+fn print_rows<T>(title: &str, width: usize, rows: Vec<Row<T>>, ours: Option<&T>, theirs: Option<&T>) {
+    let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
     println!();
-    println!("{:<46} {:>10} {:>15} {:>8}", "metric", "mindbot", "livekit-agents", "ratio");
-    for (label, read, unit) in rows(args) {
-        let a = ours.and_then(read);
-        let b = theirs.and_then(read);
-        let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+    println!("{title:<width$} {:>10} {:>15} {:>8}", "mindbot", "livekit-agents", "ratio");
+    for (label, read, unit) in rows {
+        let (a, b) = (ours.and_then(read), theirs.and_then(read));
         let ratio = match (a, b) {
             (Some(a), Some(b)) if a > 0.0 => format!("{:.1}x", b / a),
             _ => "-".to_string(),
         };
-        println!("{:<46} {:>10} {:>15} {:>8}", format!("{label} ({unit})"), cell(a), cell(b), ratio);
+        println!("{:<width$} {:>10} {:>15} {:>8}", format!("{label} ({unit})"), cell(a), cell(b), ratio);
     }
+}
+
+fn print_table(args: &AgentsArgs, all: &[(Kind, Figures)]) {
+    let get = |kind: Kind| all.iter().find(|(k, _)| *k == kind).map(|(_, f)| f);
+    let (ours, theirs) = (get(Kind::Mindbot), get(Kind::LivekitAgents));
+    print_rows("metric", 46, rows(args), ours, theirs);
     for (kind, f) in all {
         if let Some(l) = &f.load {
             println!(

@@ -155,26 +155,9 @@ impl Phases<'_> {
             started.elapsed().as_secs_f64()
         );
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let first = procs::sample(c.pid());
-        let t0 = Instant::now();
-        let (mut rss, mut pss, mut last) = (0.0, 0.0, first);
-        for _ in 0..args.window_seconds() {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            last = procs::sample(c.pid());
-            rss += last.rss as f64;
-            pss += last.pss as f64;
-        }
-        let wall = t0.elapsed().as_secs_f64();
-        let n = args.window_seconds() as f64;
-        let present_at_end = count_present(server, &rooms).await;
-        let load = Load {
-            sessions: present,
-            rss: rss / n,
-            pss: pss / n,
-            cores: (last.cpu_seconds - first.cpu_seconds) / wall,
-            processes: last.processes,
-            present_at_end,
-        };
+        let mut load = Load::measure(c.pid(), args.window_seconds(), present).await;
+        load.present_at_end = count_present(server, &rooms).await;
+        let present_at_end = load.present_at_end;
         let per = present.max(1) as f64;
         println!(
             "{}: {} sessions: {:.1} MB RSS ({:.1} MB PSS) in {} processes, {:.1}% of a core; \

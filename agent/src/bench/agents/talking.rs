@@ -212,15 +212,8 @@ async fn talk(
     let pids = provider_pids();
     let providers_first: Vec<Option<TreeSample>> = pids.iter().map(|(_, p)| p.map(procs::sample)).collect();
     let load_before = load_average();
-    let first = procs::sample(c.pid());
     let t0 = Instant::now();
-    let (mut rss, mut pss, mut last) = (0.0, 0.0, first);
-    for _ in 0..args.window_seconds() {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        last = procs::sample(c.pid());
-        rss += last.rss as f64;
-        pss += last.pss as f64;
-    }
+    let mut load = Load::measure(c.pid(), args.window_seconds(), present).await;
     let wall = t0.elapsed().as_secs_f64();
     let providers = pids
         .iter()
@@ -234,16 +227,7 @@ async fn talk(
         })
         .collect();
     let load_after = load_average();
-    let samples = args.window_seconds() as f64;
-    let present_at_end = super::phases::count_present(server, &rooms).await;
-    let load = Load {
-        sessions: present,
-        rss: rss / samples,
-        pss: pss / samples,
-        cores: (last.cpu_seconds - first.cpu_seconds) / wall,
-        processes: last.processes,
-        present_at_end,
-    };
+    load.present_at_end = super::phases::count_present(server, &rooms).await;
     let talked_seconds = talk_start.elapsed().as_secs_f64();
     let turns: Vec<Turn> = talkers.iter().flat_map(Talker::turns).collect();
     futures_util::stream::iter(rooms.iter()).for_each_concurrent(8, |r| server.delete_room(r)).await;
@@ -280,9 +264,7 @@ fn print_one(label: &str, t: &Talked) {
 }
 
 /// One table row: a label and how to read it from a worker's figures.
-type Row = (String, fn(&Talked) -> Option<f64>, &'static str);
-
-fn rows(n: usize) -> Vec<Row> {
+fn rows(n: usize) -> Vec<super::Row<Talked>> {
     vec![
         (format!("PSS per talking session at {n} (tree / sessions)"), |t| per_session(t, t.load.pss / 1e6), "MB"),
         (
@@ -310,18 +292,7 @@ fn pct(samples: &[f64], q: f64) -> Option<f64> {
 pub(super) fn print_table(n: usize, all: &[(Kind, Talked)]) {
     let get = |kind: Kind| all.iter().find(|(k, _)| *k == kind).map(|(_, t)| t);
     let (ours, theirs) = (get(Kind::Mindbot), get(Kind::LivekitAgents));
-    println!();
-    println!("{:<56} {:>10} {:>15} {:>8}", "metric (talking)", "mindbot", "livekit-agents", "ratio");
-    for (label, read, unit) in rows(n) {
-        let a = ours.and_then(read);
-        let b = theirs.and_then(read);
-        let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
-        let ratio = match (a, b) {
-            (Some(a), Some(b)) if a > 0.0 => format!("{:.1}x", b / a),
-            _ => "-".to_string(),
-        };
-        println!("{:<56} {:>10} {:>15} {:>8}", format!("{label} ({unit})"), cell(a), cell(b), ratio);
-    }
+    super::print_rows("metric (talking)", 56, rows(n), ours, theirs);
     for (kind, t) in all {
         let providers: Vec<String> = t
             .providers

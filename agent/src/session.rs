@@ -351,6 +351,47 @@ async fn send(room: &Room, topic: &str, to: &str, body: &serde_json::Value) {
     }
 }
 
+/// Tells the users of orphaned sessions that their session ended: another
+/// worker died mid-session (SIGKILL, a lost machine), this worker's reaper
+/// closed its sessions at their last heartbeat, and the dead worker cannot
+/// say so itself. Sent through the server API, as the `ended` message the
+/// session would have sent (reason `orphaned`), to the user alone. Runs
+/// until the meter stops.
+pub async fn tell_orphans(ctx: Arc<Context>, mut reaped: tokio::sync::broadcast::Receiver<Vec<metering::SessionId>>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let ids = match reaped.recv().await {
+            Ok(ids) => ids,
+            Err(RecvError::Lagged(missed)) => {
+                warn!(missed, "orphan batches missed; their users were not told");
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        for id in ids {
+            let session = match ctx.meter.store().session(id).await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(session = %id, error = %e, "orphaned session not read; its user is not told");
+                    continue;
+                }
+            };
+            let body = json!({"type": "ended", "reason": EndReason::Orphaned.as_str()});
+            let options = livekit_api::services::room::SendDataOptions {
+                kind: livekit_protocol::data_packet::Kind::Reliable,
+                destination_identities: vec![session.user_id.to_string()],
+                topic: Some(TOPIC_SESSION.to_string()),
+                ..Default::default()
+            };
+            match ctx.rooms.send_data(&session.room_name, body.to_string().into_bytes(), options).await {
+                Ok(()) => info!(session = %id, room = %session.room_name, "told the user their orphaned session ended"),
+                // The room may be gone with the user: nobody left to tell.
+                Err(e) => debug!(session = %id, room = %session.room_name, error = %e, "orphan's user not told"),
+            }
+        }
+    }
+}
+
 async fn send_balance(room: &Room, s: &Admitted, why: &str) {
     let snap = s.metered.snapshot();
     let mut body = json!({

@@ -102,6 +102,8 @@ pub async fn run(
     metrics::gauge!("mindbot_livekit_connected").set(1.0);
     tracing::info!(worker_id, agent_name = %lk.agent_name, "worker registered; waiting for jobs");
     let max_jobs = f64::from(config.worker.max_jobs);
+    // Other workers' orphans this worker's meter closes: their users are told.
+    let orphans = tokio::spawn(session::tell_orphans(ctx.clone(), meter.reaped()));
 
     // Polled only from here on, as the signal handlers were installed before.
     let drain = drain.fuse();
@@ -191,6 +193,7 @@ pub async fn run(
         }
     }
     let _ = worker.shutdown().await;
+    orphans.abort();
     meter.shutdown().await;
     http.shutdown().await;
     tracing::info!("worker stopped");

@@ -233,10 +233,13 @@ async fn a_worker_counts_the_orphans_it_closes_and_the_webhooks_it_refuses(pool:
 
     // A session on the doomed worker, which is then killed without a drain.
     let (_, room, token) = funded_call(&pool, "ops-orphan", &doomed_name, "story-weaver").await;
-    let _user = python("participant.py", &["--token", &token, "--publish-tone", "440", "--stay", "20"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let user = python(
+        "participant.py",
+        &["--token", &token, "--publish-tone", "440", "--stay", "16", "--expect-data", "mindbot.session"],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
     assert!(session_in(&pool, &room, true, Duration::from_secs(10)).await, "the session started on the doomed worker");
     doomed.start_kill().unwrap(); // SIGKILL
     doomed.wait().await.unwrap();
@@ -258,6 +261,11 @@ async fn a_worker_counts_the_orphans_it_closes_and_the_webhooks_it_refuses(pool:
         .await
         .unwrap();
     assert_eq!(reason, "orphaned");
+    // The user hears of it from the survivor, as the dead worker would have said it.
+    let out = tokio::time::timeout(Duration::from_secs(40), user.wait_with_output()).await.unwrap().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let told = messages(&report, "mindbot.session");
+    assert!(told.iter().any(|m| m["type"] == "ended" && m["reason"] == "orphaned"), "{report}");
 
     // Webhooks with a wrong signature are refused and counted by source.
     let event = r#"{"id":"evt_forged","type":"payment_intent.succeeded","data":{"object":{}}}"#;

@@ -40,11 +40,19 @@ impl Meter {
             state: Mutex::new(State::default()),
             changed: Notify::new(),
             stats: Mutex::new(TickStats::default()),
+            reaped: tokio::sync::broadcast::channel(16).0,
         });
         let cancel = CancellationToken::new();
         let tasks =
             vec![tokio::spawn(run(inner.clone(), cancel.clone())), tokio::spawn(reap(inner.clone(), cancel.clone()))];
         Meter { inner, cancel, tasks: Mutex::new(tasks) }
+    }
+
+    /// The orphans this worker's reaper closes (sessions of a worker whose
+    /// heartbeat stopped), a batch per reaping, so the owner can tell their
+    /// users. A receiver that falls more than 16 batches behind misses some.
+    pub fn reaped(&self) -> tokio::sync::broadcast::Receiver<Vec<SessionId>> {
+        self.inner.reaped.subscribe()
     }
 
     pub fn store(&self) -> &Store {

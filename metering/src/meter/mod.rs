@@ -177,6 +177,8 @@ struct Inner {
     state: Mutex<State>,
     changed: Notify,
     stats: Mutex<TickStats>,
+    /// Other workers' sessions this worker's reaper closed (see [`Meter::reaped`]).
+    reaped: tokio::sync::broadcast::Sender<Vec<SessionId>>,
 }
 
 impl Inner {

@@ -142,6 +142,8 @@ pub(super) async fn reap(inner: Arc<Inner>, cancel: CancellationToken) {
             Ok(ids) if !ids.is_empty() => {
                 metrics::counter!("mindbot_sessions_orphaned_total").increment(ids.len() as u64);
                 info!(count = ids.len(), "closed orphaned sessions from their heartbeat");
+                // Nobody listening is fine: the sessions are closed either way.
+                let _ = inner.reaped.send(ids);
             }
             Ok(_) => {}
             Err(e) => debug!(error = %e, "orphan reaping failed; will retry"),

@@ -209,6 +209,7 @@ async fn a_crashed_workers_session_is_closed_from_its_heartbeat(pool: PgPool) {
     .join()
     .unwrap();
     let survivor = Meter::start(pool.clone(), fast_config());
+    let mut reaped = survivor.reaped();
     let mut closed = false;
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -233,6 +234,9 @@ async fn a_crashed_workers_session_is_closed_from_its_heartbeat(pool: PgPool) {
     assert_eq!((status.as_str(), reason.as_str(), end_is_heartbeat), ("error", "orphaned", true));
     assert_eq!(charged, i64::from(duration) * 1000, "exactly what its ticks charged");
     assert!((1..=2).contains(&duration), "charged to within one tick of the crash: {duration}");
+    // The owner hears which sessions it closed (to tell their users).
+    let batch = tokio::time::timeout(Duration::from_secs(5), reaped.recv()).await.unwrap().unwrap();
+    assert_eq!(batch, vec![session], "the reaped batch names the orphan");
     survivor.shutdown().await;
     audit_passes(&pool).await;
 }

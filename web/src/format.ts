@@ -33,6 +33,7 @@ const REASONS: Record<string, string> = {
   room_closed: "The call's room was closed.",
   agent_removed: "The agent left the call.",
   db_unavailable: "The service had a problem keeping your balance; the call was ended and you were not charged beyond it.",
+  orphaned: "The agent's server stopped; the call was ended and charged only up to then.",
   error: "The call ended because of an error.",
   insufficient_balance: "Your balance is too low for this persona.",
   access_denied: "Your plan does not include this persona.",

@@ -247,3 +247,27 @@ pub async fn meter(config: &Config, args: MeterArgs) -> Result<ExitCode> {
     }
     Ok(if result? { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MeterArgs;
+
+    fn args(meters: usize, sessions: usize, seconds: u64) -> MeterArgs {
+        MeterArgs { meters, sessions, seconds, keep: false }
+    }
+
+    #[test]
+    fn counts_outside_the_bounds_are_refused_naming_the_flag() {
+        assert!(args(5, 10_000, 60).check().is_ok());
+        for (bad, flag) in [
+            (args(0, 10, 1), "--meters"),
+            (args(51, 10, 1), "--meters"),
+            (args(1, 0, 1), "--sessions"),
+            (args(1, 100_001, 1), "--sessions"),
+            (args(1, 10, 0), "--seconds"),
+        ] {
+            let e = bad.check().unwrap_err().to_string();
+            assert!(e.contains(flag), "{e}");
+        }
+    }
+}

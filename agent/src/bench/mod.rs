@@ -1,10 +1,11 @@
 //! Benchmarks that print figures, never assertions (the machines are noisy):
-//! `bench meter` (the metering engine on PostgreSQL) and `bench rooms`
+//! `bench meter` (the metering engine, one or several meters, on one PostgreSQL) and `bench rooms`
 //! (agent participants with audio both ways on a LiveKit server).
 
 mod agents;
 mod load;
 mod meter;
+mod meter_db;
 mod rooms;
 mod voice;
 
@@ -28,17 +29,11 @@ fn room_token(config: &Config, room: &str, identity: &str) -> Result<String> {
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// N concurrent metered sessions for S seconds: tick p50/p99/max,
-    /// statements per second, and the audit.
-    Meter {
-        #[arg(long, default_value_t = 1000)]
-        sessions: usize,
-        #[arg(long, default_value_t = 30)]
-        seconds: u64,
-        /// Keep the benchmark database instead of dropping it.
-        #[arg(long)]
-        keep: bool,
-    },
+    /// M meters (as M workers) with S concurrent metered sessions each, for
+    /// T seconds, on one PostgreSQL: tick write p50/p99/max per meter and
+    /// overall, statements per second, the database's CPU, rows and WAL per
+    /// session-second, the meters' CPU, and the audit.
+    Meter(meter::MeterArgs),
     /// N rooms with two participants each, both publishing an Opus tone and
     /// decoding the other's, for S seconds: RSS and CPU per participant.
     /// Needs the LiveKit server at livekit.url (scripts/livekit-server.sh start).
@@ -75,7 +70,7 @@ pub enum BenchCommand {
 
 pub async fn run(config: &Config, cmd: BenchCommand) -> Result<ExitCode> {
     match cmd {
-        BenchCommand::Meter { sessions, seconds, keep } => meter::meter(config, sessions, seconds, keep).await,
+        BenchCommand::Meter(args) => meter::meter(config, args).await,
         BenchCommand::Rooms { rooms, seconds } => rooms::rooms(config, rooms, seconds).await,
         BenchCommand::Agents(args) => agents::agents(config, args).await,
         BenchCommand::Voice { turns } => voice::voice(config, turns).await,

@@ -561,6 +561,33 @@ async fn the_audit_flags_two_charged_sessions_of_one_job_that_overlap(pool: PgPo
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn the_audit_flags_two_charged_jobs_of_one_user_in_one_room_that_overlap_and_passes_apart_ones(pool: PgPool) {
+    let u = user(&pool).await;
+    let rows = [
+        ("job-a", "room-shared", "NOW() - INTERVAL '10 min'", "NOW() - INTERVAL '5 min'"),
+        ("job-b", "room-shared", "NOW() - INTERVAL '8 min'", "NOW()"),
+        // Another room, overlapping in time: not the same charge.
+        ("job-c", "room-other", "NOW() - INTERVAL '8 min'", "NOW()"),
+    ];
+    for (job, room, start, end) in rows {
+        sqlx::query(&format!(
+            "INSERT INTO voice_sessions (user_id, session_id, room_name, start_time, end_time, status, metered_ms, charged_ms) \
+             VALUES ($1, $2, $3, {start}, {end}, 'completed', 1000, 1000)"
+        ))
+        .bind(u)
+        .bind(job)
+        .bind(room)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let report = audit::audit(&pool).await.unwrap();
+    let check = report.checks.iter().find(|c| c.name == "one_charge_per_job").unwrap();
+    assert_eq!(check.violation_count, 1, "{report}");
+    assert!(check.violations[0].contains("room-shared"), "{report}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn a_daily_limited_persona_opens_one_session_per_user_at_a_time(pool: PgPool) {
     use metering::session::OpenRules;
     let u = user(&pool).await;

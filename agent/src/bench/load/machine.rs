@@ -10,7 +10,7 @@ use std::time::Instant;
 use sqlx::PgPool;
 
 /// CPU seconds (user + system) and resident bytes of one process now.
-fn process(pid: u32) -> Option<(f64, u64)> {
+pub(in crate::bench) fn process(pid: u32) -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields count from the end of the parenthesised command name: utime, stime are 11 and 12 after it.
     let rest = stat.get(stat.rfind(')')? + 2..)?;
@@ -27,7 +27,7 @@ fn process(pid: u32) -> Option<(f64, u64)> {
 }
 
 /// Pids of every process whose command name is `name`.
-fn named(name: &str) -> Vec<u32> {
+pub(in crate::bench) fn named(name: &str) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())

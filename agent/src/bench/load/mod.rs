@@ -8,7 +8,7 @@
 //! time charged, and runs the audit. A broken comparison, a failed visit or
 //! a failed audit is printed and makes the exit status non-zero.
 
-mod machine;
+pub(super) mod machine;
 mod visit;
 
 use std::collections::{BTreeMap, HashMap};

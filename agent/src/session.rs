@@ -475,9 +475,15 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
     let mut grace_at = if s.present { far } else { Instant::now() + ctx.user_wait };
     let mut next_balance = Instant::now() + ctx.balance_every;
     let mut next_usage = Instant::now() + crate::usage::SAVE_EVERY;
+    // Set where the worker ends a session the user is still in for a reason
+    // of its own (drain over, database gone): the user is told why below.
+    let mut tell_user = false;
     let reason = loop {
         tokio::select! {
-            _ = stop.shutdown.cancelled() => break EndReason::Shutdown,
+            _ = stop.shutdown.cancelled() => {
+                tell_user = true;
+                break EndReason::Shutdown;
+            }
             _ = stop.terminated.cancelled() => {
                 // Ending is decided now; the room's reason may take a moment.
                 s.metered.stop(None);
@@ -517,7 +523,10 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                     hang_up(ctx, room, events, &s.identity).await;
                     break EndReason::BalanceExhausted;
                 }
-                Some(MeterEvent::DatabaseUnavailable) => break EndReason::DbUnavailable,
+                Some(MeterEvent::DatabaseUnavailable) => {
+                    tell_user = true;
+                    break EndReason::DbUnavailable;
+                }
                 Some(MeterEvent::ClosedElsewhere) | None => break EndReason::RoomClosed,
             },
             report = next_report(&mut voice), if voice_reports => match report {
@@ -562,6 +571,13 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
             },
         }
     };
+    // Charging stops first; then the reason reaches a user still in the room
+    // before the agent leaves it (as at zero balance; a frontend shows it).
+    if tell_user && grace_at == far {
+        s.metered.stop(None);
+        send(room, TOPIC_SESSION, &s.identity, &json!({"type": "ended", "reason": reason.as_str()})).await;
+        tokio::time::sleep(REASON_LEAD).await;
+    }
     let id = s.metered.id();
     // The voice stops first, so the last provider calls are in the totals
     // (written after the close: the close is not delayed by it).

@@ -93,6 +93,19 @@ async fn user_visit(
     })
 }
 
+/// The reasons of the `ended` messages the user got on `mindbot.session`.
+fn ended_messages(report: &Value) -> Vec<String> {
+    report["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["topic"] == "mindbot.session")
+        .filter_map(|d| serde_json::from_str::<Value>(d["text"].as_str()?).ok())
+        .filter(|m| m["type"] == "ended")
+        .map(|m| m["reason"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
 fn signal(child: &tokio::process::Child, sig: &str) {
     let pid = child.id().expect("the worker is running").to_string();
     assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
@@ -280,6 +293,7 @@ async fn sigterm_drains_running_sessions_then_ends_them_charged_to_the_second(po
     assert!(status.success(), "{status:?}");
     let report = user.await.unwrap();
     assert_eq!(report["ended"], "stay_elapsed", "the user is left in the room, not removed: {report}");
+    assert_eq!(ended_messages(&report), ["shutdown"], "the user is told why the agent goes: {report}");
     late_user.abort();
 
     // A second SIGTERM ends the sessions at once, charged just as exactly.

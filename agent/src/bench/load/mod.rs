@@ -7,7 +7,11 @@
 //! cluster cost; then compares, per session, the time the user saw with the
 //! time charged, and runs the audit. A broken comparison, a failed visit or
 //! a failed audit is printed and makes the exit status non-zero.
+//!
+//! With `--fault`, one fault is caused during the run (`scripts/cluster.sh
+//! fault NAME`) and a report of the sessions it touched follows (`fault.rs`).
 
+mod fault;
 pub(super) mod machine;
 mod visit;
 
@@ -44,6 +48,15 @@ pub struct LoadArgs {
     /// The persona every user talks to.
     #[arg(long, default_value = "professor-ada")]
     persona: String,
+    /// A fault to cause while the load runs (`scripts/cluster.sh fault NAME`).
+    #[arg(long, value_enum)]
+    fault: Option<fault::Fault>,
+    /// Seconds into the run the fault starts (default: a third of --seconds).
+    #[arg(long)]
+    fault_at: Option<u64>,
+    /// The script that causes the fault.
+    #[arg(long, default_value = "scripts/cluster.sh")]
+    cluster_script: PathBuf,
 }
 
 /// One closed (or not) session, as the books hold it.
@@ -55,6 +68,8 @@ struct Row {
     charged_ms: i64,
     rate_ms_per_second: i64,
     worker_id: Option<String>,
+    /// When the session closed, in Unix milliseconds.
+    ended_ms: Option<i64>,
 }
 
 /// `KEY=value` lines of the cluster's `cluster.env`.
@@ -76,6 +91,14 @@ fn check(args: &LoadArgs, env: &HashMap<String, String>) -> Result<()> {
     }
     if args.seconds == 0 || args.seconds > MAX_SECONDS {
         bail!("--seconds must be 1..={MAX_SECONDS} (got {})", args.seconds);
+    }
+    if let Some(at) = args.fault_at {
+        if args.fault.is_none() {
+            bail!("--fault-at {at} needs a --fault");
+        }
+        if at >= args.seconds {
+            bail!("--fault-at must be below --seconds ({}), got {at}", args.seconds);
+        }
     }
     for key in ["LIVEKIT_URL", "MINDBOT_CLUSTER_API_URL", "DATABASE_URL"] {
         let url = env.get(key).with_context(|| format!("cluster.env has no {key}"))?;
@@ -162,16 +185,28 @@ pub async fn load(config: &Config, args: LoadArgs) -> Result<ExitCode> {
             watch
         })
     };
+    let fault = args.fault.map(|f| {
+        let at = Duration::from_secs(args.fault_at.unwrap_or(args.seconds / 3));
+        let (script, dir) = (args.cluster_script.clone(), args.cluster.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(at).await;
+            f.cause(&script, &dir, at).await
+        })
+    });
     tokio::time::sleep_until(until.into()).await;
     stop.cancel();
     let mut outcomes: Vec<Outcome> = Vec::new();
     for slot in slots {
         outcomes.extend(slot.await.context("a user task panicked")?);
     }
+    let caused = match fault {
+        Some(task) => Some(task.await.context("the fault task panicked")?),
+        None => None,
+    };
     let mut watch = sampler.await.context("the sampler panicked")?;
     let machine = watch.report(&pool).await;
     let rooms: Vec<String> = outcomes.iter().filter(|o| !o.room.is_empty()).map(|o| o.room.clone()).collect();
-    let rows = closed_rows(&pool, &rooms, Duration::from_secs(grace + 60)).await?;
+    let (rows, extra) = closed_rows(&pool, &rooms, Duration::from_secs(grace + 60)).await?;
 
     let mut failed = false;
     println!("\n{}", summary(&outcomes, &rows));
@@ -184,7 +219,29 @@ pub async fn load(config: &Config, args: LoadArgs) -> Result<ExitCode> {
             println!("  {} {:?}: {}", o.room, o.plan, o.error.as_deref().unwrap_or(""));
         }
     }
-    let violations = compare(&outcomes, &rows);
+    if extra > 0 {
+        failed = true;
+        println!("ROOMS WITH MORE THAN ONE SESSION: {extra} sessions beyond one per visit");
+    }
+    let mut violations = compare(&outcomes, &rows, caused.as_ref().and_then(|c| c.as_ref().ok()));
+    if let Some(caused) = &caused {
+        match caused {
+            Ok(caused) => {
+                let settings = fault::Settings {
+                    reaped_within_ms: (config.meter.heartbeat_timeout_seconds + config.meter.reap_interval_seconds)
+                        as i64
+                        * 1000,
+                };
+                let report = fault::report(caused, &outcomes, &rows, &settings);
+                println!("{report}");
+                violations.extend(report.violations);
+            }
+            Err(e) => {
+                failed = true;
+                println!("FAULT NOT CAUSED: {e:#}");
+            }
+        }
+    }
     if violations.is_empty() {
         println!("charges: every session charged no more than its user saw, and short by at most 1 s plus time away");
     } else {
@@ -204,12 +261,14 @@ pub async fn load(config: &Config, args: LoadArgs) -> Result<ExitCode> {
 }
 
 /// The session rows of `rooms`, once none is active any more (or after `limit`).
-async fn closed_rows(pool: &PgPool, rooms: &[String], limit: Duration) -> Result<HashMap<String, Row>> {
+/// Also the number of rooms that had more than one session (one visit is one session).
+async fn closed_rows(pool: &PgPool, rooms: &[String], limit: Duration) -> Result<(HashMap<String, Row>, usize)> {
     let until = Instant::now() + limit;
     loop {
         let rows = sqlx::query_as!(
             Row,
-            r#"SELECT room_name, status AS "status!", end_reason, charged_ms, rate_ms_per_second, worker_id
+            r#"SELECT room_name, status AS "status!", end_reason, charged_ms, rate_ms_per_second, worker_id,
+                      (extract(epoch FROM end_time) * 1000)::bigint AS ended_ms
                FROM voice_sessions WHERE room_name = ANY($1)"#,
             rooms
         )
@@ -217,7 +276,10 @@ async fn closed_rows(pool: &PgPool, rooms: &[String], limit: Duration) -> Result
         .await
         .context("reading the load's sessions")?;
         if rows.iter().all(|r| r.status != "active") || Instant::now() >= until {
-            return Ok(rows.into_iter().map(|r| (r.room_name.clone(), r)).collect());
+            let n = rows.len();
+            let by_room: HashMap<String, Row> = rows.into_iter().map(|r| (r.room_name.clone(), r)).collect();
+            let extra = n - by_room.len();
+            return Ok((by_room, extra));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -264,12 +326,16 @@ fn summary(outcomes: &[Outcome], rows: &HashMap<String, Row>) -> String {
 }
 
 /// Per session: charged time (card time over the rate) against what the user
-/// saw. Charged never exceeds the seconds seen (a second begun counts as
-/// seen), and falls short by at most one second plus the time away.
-fn compare(outcomes: &[Outcome], rows: &HashMap<String, Row>) -> Vec<String> {
+/// saw (`started` to their leaving, removal or the agent's leaving). Charged
+/// never exceeds the seconds seen (a second begun counts as seen), and falls
+/// short by at most one second plus the time away; a session the fault
+/// touched may fall further short (the user's favour, shown in the fault's
+/// report), never over.
+fn compare(outcomes: &[Outcome], rows: &HashMap<String, Row>, fault: Option<&fault::Caused>) -> Vec<String> {
     let mut out = Vec::new();
     for o in outcomes {
-        let (Some(seen), false) = (o.seen, o.room.is_empty()) else { continue };
+        let (Some(seen), false) = (o.served(), o.room.is_empty()) else { continue };
+        let touched = fault.is_some_and(|f| f.touched(o));
         let Some(row) = rows.get(&o.room) else {
             out.push(format!("{}: the user saw `started` but there is no session row", o.room));
             continue;
@@ -287,7 +353,7 @@ fn compare(outcomes: &[Outcome], rows: &HashMap<String, Row>) -> Vec<String> {
                 "{}: charged {charged_ms} ms, more than the {seen_ms} ms the user saw ({:?}, {:?})",
                 o.room, o.plan, row.end_reason
             ));
-        } else if charged_ms + 1000 + away_ms < seen_ms {
+        } else if charged_ms + 1000 + away_ms < seen_ms && !touched {
             out.push(format!(
                 "{}: charged {charged_ms} ms, short of the {seen_ms} ms seen by more than 1 s + {away_ms} ms away ({:?}, {:?})",
                 o.room, o.plan, row.end_reason
@@ -302,7 +368,15 @@ mod tests {
     use super::*;
 
     fn args(sessions: usize, seconds: u64) -> LoadArgs {
-        LoadArgs { sessions, seconds, cluster: PathBuf::from("."), persona: "professor-ada".into() }
+        LoadArgs {
+            sessions,
+            seconds,
+            cluster: PathBuf::from("."),
+            persona: "professor-ada".into(),
+            fault: None,
+            fault_at: None,
+            cluster_script: PathBuf::from("scripts/cluster.sh"),
+        }
     }
 
     fn env(livekit: &str) -> HashMap<String, String> {
@@ -342,6 +416,10 @@ mod tests {
             away: Duration::from_millis(away_ms),
             removed: None,
             hang_up: None,
+            started_at: None,
+            agent_gone: None,
+            told: None,
+            retries: 0,
             error: None,
         }
     }
@@ -354,6 +432,7 @@ mod tests {
             charged_ms,
             rate_ms_per_second: rate,
             worker_id: None,
+            ended_ms: None,
         };
         (room.to_string(), r)
     }
@@ -378,7 +457,7 @@ mod tests {
             outcome("e", 10_200, 3_500),
             outcome("f", 10_200, 0),
         ];
-        let v = compare(&outcomes, &rows);
+        let v = compare(&outcomes, &rows, None);
         assert_eq!(v.len(), 2, "{v:?}");
         assert!(v[0].starts_with("c: charged 11100 ms, more than"), "{v:?}");
         assert!(v[1].starts_with("d: charged 8000 ms, short"), "{v:?}");

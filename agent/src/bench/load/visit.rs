@@ -6,7 +6,8 @@
 //! the grace, or when the agent hangs up at zero balance. Everything is timed
 //! on the user's own clock, from the agent's `started` message on.
 
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 use jsonwebtoken::{EncodingKey, Header};
@@ -16,6 +17,10 @@ use serde_json::json;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// How long a user back in the room waits for the agent to be announced
+/// before counting it gone (LiveKit announces participants in batches).
+const AGENT_BACK: Duration = Duration::from_secs(5);
 
 /// Where the users go and how they sign in.
 pub struct Target {
@@ -54,7 +59,26 @@ pub struct Outcome {
     pub removed: Option<DisconnectReason>,
     /// Removal past the moment the card ran out (`started` + the card's time), for `RunOut` users.
     pub hang_up: Option<Duration>,
+    /// Wall-clock time of `started` (to place the visit against a fault's times).
+    pub started_at: Option<SystemTime>,
+    /// `started` to the agent's leaving the room, when it left before the user did.
+    pub agent_gone: Option<Duration>,
+    /// The reason of the agent's `ended` message, when one came.
+    pub told: Option<String>,
+    /// Retries of `POST /v1/sessions` the user needed (the API answered 5xx or not at all).
+    pub retries: u32,
     pub error: Option<String>,
+}
+
+impl Outcome {
+    /// The time the user had an agent: `started` to their leaving, their
+    /// removal or the agent's leaving, whichever came first.
+    pub fn served(&self) -> Option<Duration> {
+        match (self.seen, self.agent_gone) {
+            (Some(seen), Some(gone)) => Some(seen.min(gone)),
+            (seen, _) => seen,
+        }
+    }
 }
 
 /// A random number below `n` (uuid's v4 generator is random enough for a benchmark's choices).
@@ -84,27 +108,58 @@ async fn funded_user(pool: &PgPool, minutes: i32) -> Result<UserId> {
     Ok(user)
 }
 
+/// `POST /v1/sessions` as a patient user makes it: an answer of 5xx (or
+/// none) is retried for up to 60 s (a database outage makes the API answer
+/// 503 for a while); any other refusal ends the visit.
+async fn session_grant_retried(target: &Target, user: UserId, retries: &mut u32) -> Result<(String, String, String)> {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        match session_grant(target, user).await {
+            Ok(grant) => return Ok(grant),
+            Err(Grant::Retry(e)) if Instant::now() < until => {
+                *retries += 1;
+                tracing::debug!(error = %e, "POST /v1/sessions will be retried");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(Grant::Retry(e) | Grant::Refused(e)) => return Err(e),
+        }
+    }
+}
+
+enum Grant {
+    /// Worth trying again: no answer, or a 5xx.
+    Retry(anyhow::Error),
+    Refused(anyhow::Error),
+}
+
 /// The user's LiveKit URL, room and token from `POST /v1/sessions`.
-async fn session_grant(target: &Target, user: UserId) -> Result<(String, String, String)> {
+async fn session_grant(target: &Target, user: UserId) -> Result<(String, String, String), Grant> {
+    let jwt = user_jwt(target, user).map_err(Grant::Refused)?;
     let reply = target
         .http
         .post(format!("{}/v1/sessions", target.api_url))
-        .bearer_auth(user_jwt(target, user)?)
+        .bearer_auth(jwt)
         .header("content-type", "application/json")
         .body(json!({"persona": target.persona}).to_string())
         .send()
         .await
-        .context("POST /v1/sessions")?;
+        .context("POST /v1/sessions")
+        .map_err(Grant::Retry)?;
     let status = reply.status();
-    let bytes = reply.bytes().await.context("reading the answer to POST /v1/sessions")?;
+    let bytes = reply.bytes().await.context("reading the answer to POST /v1/sessions").map_err(Grant::Retry)?;
     let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    if status.as_u16() != 201 {
-        bail!("POST /v1/sessions answered {status}: {body}");
+    if status.is_server_error() {
+        return Err(Grant::Retry(anyhow!("POST /v1/sessions answered {status}: {body}")));
     }
-    let field = |k: &str| body[k].as_str().map(str::to_string).ok_or_else(|| anyhow!("no {k} in {body}"));
+    if status.as_u16() != 201 {
+        return Err(Grant::Refused(anyhow!("POST /v1/sessions answered {status}: {body}")));
+    }
+    let field = |k: &str| body[k].as_str().map(str::to_string).ok_or_else(|| Grant::Refused(anyhow!("no {k} in {body}")));
     let url = field("livekit_url")?;
     if !mindbot_transport::url::host_is_loopback(&url) {
-        bail!("the API sent users to {url}, not a loopback address: bench load drives only a local cluster");
+        return Err(Grant::Refused(anyhow!(
+            "the API sent users to {url}, not a loopback address: bench load drives only a local cluster"
+        )));
     }
     Ok((url, field("room")?, field("token")?))
 }
@@ -146,6 +201,10 @@ pub async fn visit(pool: &PgPool, target: &Target, plan: Plan, card_minutes: i32
         away: Duration::ZERO,
         removed: None,
         hang_up: None,
+        started_at: None,
+        agent_gone: None,
+        told: None,
+        retries: 0,
         error: None,
     };
     if let Err(e) = run(pool, target, stop, &mut out).await {
@@ -156,10 +215,12 @@ pub async fn visit(pool: &PgPool, target: &Target, plan: Plan, card_minutes: i32
 
 async fn run(pool: &PgPool, target: &Target, stop: &CancellationToken, out: &mut Outcome) -> Result<()> {
     let user = funded_user(pool, out.card_minutes).await?;
-    let (url, room, token) = session_grant(target, user).await?;
+    let (url, room, token) = session_grant_retried(target, user, &mut out.retries).await?;
     out.room = room;
     let mut present = enter(&url, &token).await?;
     let joined = Instant::now();
+    // The agents in the room (LiveKit's participant kind), by identity.
+    let mut agents: HashSet<String> = HashSet::new();
     let started = loop {
         let event = tokio::select! {
             e = present.events.recv() => e,
@@ -180,13 +241,19 @@ async fn run(pool: &PgPool, target: &Target, stop: &CancellationToken, out: &mut
                     None => {}
                 }
             }
+            Some(RoomEvent::ParticipantJoined(p)) if p.is_agent => {
+                agents.insert(p.identity);
+            }
             Some(RoomEvent::Disconnected { reason }) => bail!("removed before started: {reason:?}"),
             None => bail!("the room connection ended before started"),
             _ => {}
         }
     };
     out.to_started = Some(started - joined);
+    out.started_at = Some(SystemTime::now());
     let far = started + Duration::from_secs(86_400);
+    // Set while a user back from stepping away waits to see the agent.
+    let mut missing_since: Option<Instant> = None;
     let (mut step_at, mut leave_at, away_for) = match out.plan {
         Plan::Stay(stay) => (far, started + stay, Duration::ZERO),
         Plan::StepAway { after, away, stay } => (started + after, started + stay, away),
@@ -205,6 +272,16 @@ async fn run(pool: &PgPool, target: &Target, stop: &CancellationToken, out: &mut
                 present = enter(&url, &token).await.context("coming back within the grace")?;
                 out.away += gone.elapsed();
                 leave_at = leave_at.max(Instant::now() + Duration::from_secs(1));
+                // The agent is announced again within moments, or it is gone.
+                agents.clear();
+                missing_since = Some(Instant::now());
+                continue;
+            }
+            _ = tokio::time::sleep_until(missing_since.map_or(far, |t| t + AGENT_BACK).into()) => {
+                // Back in the room and no agent there: it left while the user was away.
+                if let Some(back) = missing_since.take() {
+                    out.agent_gone.get_or_insert(back - started);
+                }
                 continue;
             }
         };
@@ -220,7 +297,34 @@ async fn run(pool: &PgPool, target: &Target, stop: &CancellationToken, out: &mut
                 present.tone.abort();
                 return Ok(());
             }
-            None => bail!("the room connection ended without a reason"),
+            // The connection went without a word (a LiveKit node died): the visit is over.
+            None => {
+                out.seen = Some(started.elapsed());
+                out.removed = Some(DisconnectReason::SignalLost);
+                present.tone.abort();
+                return Ok(());
+            }
+            Some(RoomEvent::ParticipantJoined(p)) if p.is_agent => {
+                agents.insert(p.identity);
+                missing_since = None;
+            }
+            Some(RoomEvent::ParticipantLeft { identity, .. }) if agents.remove(&identity) && agents.is_empty() => {
+                out.agent_gone.get_or_insert(started.elapsed());
+            }
+            Some(RoomEvent::Data(d)) if d.topic.as_deref() == Some("mindbot.session") => {
+                let v: serde_json::Value = serde_json::from_slice(&d.payload).unwrap_or_default();
+                if v["type"] == "ended" {
+                    let reason = v["reason"].as_str().unwrap_or("").to_string();
+                    // At zero balance or a limit the agent removes the user next
+                    // (the hang-up is timed to that); any other end means the
+                    // agent is gone, and the user leaves.
+                    let hangs_up = matches!(reason.as_str(), "balance_exhausted" | "time_limit" | "daily_limit");
+                    out.told = Some(reason);
+                    if !hangs_up {
+                        break;
+                    }
+                }
+            }
             _ => {}
         }
     }

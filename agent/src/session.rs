@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use livekit_api::services::room::RoomClient;
 use metering::meter::{Meter, MeterEvent, MeteredSession};
 use metering::session::{EndReason, OpenRules, OpenSession};
@@ -368,27 +369,37 @@ pub async fn tell_orphans(ctx: Arc<Context>, mut reaped: tokio::sync::broadcast:
             }
             Err(RecvError::Closed) => return,
         };
-        for id in ids {
-            let session = match ctx.meter.store().session(id).await {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(session = %id, error = %e, "orphaned session not read; its user is not told");
-                    continue;
-                }
-            };
-            let body = json!({"type": "ended", "reason": EndReason::Orphaned.as_str()});
-            let options = livekit_api::services::room::SendDataOptions {
-                kind: livekit_protocol::data_packet::Kind::Reliable,
-                destination_identities: vec![session.user_id.to_string()],
-                topic: Some(TOPIC_SESSION.to_string()),
-                ..Default::default()
-            };
-            match ctx.rooms.send_data(&session.room_name, body.to_string().into_bytes(), options).await {
-                Ok(()) => info!(session = %id, room = %session.room_name, "told the user their orphaned session ended"),
-                // The room may be gone with the user: nobody left to tell.
-                Err(e) => debug!(session = %id, room = %session.room_name, error = %e, "orphan's user not told"),
-            }
+        // Concurrently: a room its user already left makes the server API
+        // wait for an answer that never comes, which must not hold up the rest.
+        futures_util::stream::iter(ids).for_each_concurrent(ORPHAN_NOTICES_AT_ONCE, |id| tell_orphan(&ctx, id)).await;
+    }
+}
+
+/// Orphan notices sent at once, and how long one may take.
+const ORPHAN_NOTICES_AT_ONCE: usize = 32;
+const ORPHAN_NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn tell_orphan(ctx: &Context, id: metering::SessionId) {
+    let session = match ctx.meter.store().session(id).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(session = %id, error = %e, "orphaned session not read; its user is not told");
+            return;
         }
+    };
+    let body = json!({"type": "ended", "reason": EndReason::Orphaned.as_str()});
+    let options = livekit_api::services::room::SendDataOptions {
+        kind: livekit_protocol::data_packet::Kind::Reliable,
+        destination_identities: vec![session.user_id.to_string()],
+        topic: Some(TOPIC_SESSION.to_string()),
+        ..Default::default()
+    };
+    let sent = ctx.rooms.send_data(&session.room_name, body.to_string().into_bytes(), options);
+    match tokio::time::timeout(ORPHAN_NOTICE_TIMEOUT, sent).await {
+        Ok(Ok(())) => info!(session = %id, room = %session.room_name, "told the user their orphaned session ended"),
+        // The room may be gone with the user: nobody left to tell.
+        Ok(Err(e)) => debug!(session = %id, room = %session.room_name, error = %e, "orphan's user not told"),
+        Err(_) => debug!(session = %id, room = %session.room_name, "orphan's user not told: the server did not answer"),
     }
 }
 

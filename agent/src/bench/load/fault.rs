@@ -180,9 +180,10 @@ pub fn report(caused: &Caused, outcomes: &[Outcome], rows: &HashMap<String, Row>
             *told.entry(t.clone()).or_default() += 1;
         }
         // The time the user had an agent; a killed worker's agent served until the kill.
-        let mut had = served.as_millis() as i64;
+        let (mut had, mut away) = (served.as_millis() as i64, o.away.as_millis() as i64);
         if let (true, Some((kill, _))) = (on_killed(row), &killed) {
             had = had.min(kill - start);
+            away = o.away_before(Duration::from_millis(had.max(0) as u64)).as_millis() as i64;
             on_it += 1;
             check_orphan(o, row, end, kill + settings.reaped_within_ms, &mut violations);
         }
@@ -191,7 +192,7 @@ pub fn report(caused: &Caused, outcomes: &[Outcome], rows: &HashMap<String, Row>
             check_drained(caused, o, row, end, &mut violations);
         }
         let charged = row.charged_ms * 1000 / row.rate_ms_per_second.max(1);
-        let error = charged - had + o.away.as_millis() as i64;
+        let error = charged - had + away;
         over = over.max(error);
         short = short.min(error);
         // (`compare` holds every other session to the seconds its user saw.)

@@ -414,6 +414,7 @@ mod tests {
             to_started: Some(Duration::from_millis(300)),
             seen: Some(Duration::from_millis(seen_ms)),
             away: Duration::from_millis(away_ms),
+            away_spans: Vec::new(),
             removed: None,
             hang_up: None,
             started_at: None,

@@ -55,6 +55,8 @@ pub struct Outcome {
     pub seen: Option<Duration>,
     /// Time the user was out of the room (left to back in).
     pub away: Duration,
+    /// When they were out: (left, back), from `started`.
+    pub away_spans: Vec<(Duration, Duration)>,
     /// The server ended the user's connection, and why.
     pub removed: Option<DisconnectReason>,
     /// Removal past the moment the card ran out (`started` + the card's time), for `RunOut` users.
@@ -71,6 +73,11 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Time away within the first `until` after `started`.
+    pub fn away_before(&self, until: Duration) -> Duration {
+        self.away_spans.iter().map(|&(left, back)| back.min(until).saturating_sub(left)).sum()
+    }
+
     /// The time the user had an agent: `started` to their leaving, their
     /// removal or the agent's leaving, whichever came first.
     pub fn served(&self) -> Option<Duration> {
@@ -154,7 +161,8 @@ async fn session_grant(target: &Target, user: UserId) -> Result<(String, String,
     if status.as_u16() != 201 {
         return Err(Grant::Refused(anyhow!("POST /v1/sessions answered {status}: {body}")));
     }
-    let field = |k: &str| body[k].as_str().map(str::to_string).ok_or_else(|| Grant::Refused(anyhow!("no {k} in {body}")));
+    let field =
+        |k: &str| body[k].as_str().map(str::to_string).ok_or_else(|| Grant::Refused(anyhow!("no {k} in {body}")));
     let url = field("livekit_url")?;
     if !mindbot_transport::url::host_is_loopback(&url) {
         return Err(Grant::Refused(anyhow!(
@@ -199,6 +207,7 @@ pub async fn visit(pool: &PgPool, target: &Target, plan: Plan, card_minutes: i32
         to_started: None,
         seen: None,
         away: Duration::ZERO,
+        away_spans: Vec::new(),
         removed: None,
         hang_up: None,
         started_at: None,
@@ -271,6 +280,7 @@ async fn run(pool: &PgPool, target: &Target, stop: &CancellationToken, out: &mut
                 tokio::time::sleep(away_for).await;
                 present = enter(&url, &token).await.context("coming back within the grace")?;
                 out.away += gone.elapsed();
+                out.away_spans.push((gone - started, started.elapsed()));
                 leave_at = leave_at.max(Instant::now() + Duration::from_secs(1));
                 // The agent is announced again within moments, or it is gone.
                 agents.clear();

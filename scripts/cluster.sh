@@ -119,6 +119,10 @@ defaults
     # WebSockets (signal connections) stay open for a session's life.
     timeout tunnel 2h
     option http-server-close
+    # A connection a node refuses (it is going down, before the health
+    # check has noticed) is tried again on another node.
+    retries 3
+    option redispatch
 frontend livekit
     bind 127.0.0.1:$LB_PORT
     default_backend livekit_nodes

@@ -128,9 +128,15 @@ fn span(o: &Outcome) -> Option<(i64, i64)> {
 }
 
 impl Caused {
-    /// Whether the visit had its agent while the fault went on.
-    pub fn touched(&self, o: &Outcome) -> bool {
-        span(o).is_some_and(|(s, e)| s <= self.end_ms && e >= self.start_ms)
+    /// Whether the session was open while the fault went on: from the user's
+    /// `started` to the later of their leaving and the session's close (a
+    /// session closes a moment after its user leaves; an orphan's close is
+    /// dated to its last heartbeat).
+    pub fn touched(&self, o: &Outcome, row: Option<&Row>) -> bool {
+        span(o).is_some_and(|(s, e)| {
+            let e = e.max(row.and_then(|r| r.ended_ms).unwrap_or(e));
+            s <= self.end_ms && e >= self.start_ms
+        })
     }
 
     /// The worker ids a step names (the killed worker, each SIGTERMed one).
@@ -160,7 +166,7 @@ pub struct Settings {
 pub fn report(caused: &Caused, outcomes: &[Outcome], rows: &HashMap<String, Row>, settings: &Settings) -> Report {
     let mut violations = Vec::new();
     let name = caused.fault.name();
-    let touched: Vec<&Outcome> = outcomes.iter().filter(|o| caused.touched(o)).collect();
+    let touched: Vec<&Outcome> = outcomes.iter().filter(|o| caused.touched(o, rows.get(&o.room))).collect();
     let killed = match caused.fault {
         Fault::KillWorker => caused.workers("start").into_iter().next(),
         _ => None,
@@ -209,7 +215,10 @@ pub fn report(caused: &Caused, outcomes: &[Outcome], rows: &HashMap<String, Row>
     };
     let dispatch: Vec<Duration> = outcomes.iter().filter(began_during).filter_map(|o| o.to_started).collect();
     let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
+    let no_agent = touched.iter().filter(|o| o.back_to_no_agent).count();
     let retries: u32 = outcomes.iter().map(|o| o.retries).sum();
+    let reconnects: u32 = touched.iter().map(|o| o.reconnects).sum();
+    let join_retries: u32 = outcomes.iter().map(|o| o.join_retries).sum();
 
     let mut text = format!(
         "fault {name}: {:.0} s into the run, for {:.1} s\n  sessions in flight during it: {}\n  how they ended:",
@@ -233,10 +242,12 @@ pub fn report(caused: &Caused, outcomes: &[Outcome], rows: &HashMap<String, Row>
     if caused.fault == Fault::RollingDeploy {
         text.push_str(&format!("\n  sessions ended by a drain (shutdown): {cut}"));
     }
+    text.push_str(&format!("\n  users back from stepping away to a room without its agent: {no_agent}"));
     text.push_str(&format!(
         "\n  charge - time with an agent, over them: largest above {over} ms, largest below {short} ms\n  \
          visits begun during it (and a minute after): dispatch -> started {}\n  \
-         failed visits in the run: {failed}; POST /v1/sessions retried {retries} times\n",
+         failed visits in the run: {failed}; retried: POST /v1/sessions {retries} times, joins \
+         {join_retries} times; users whose connection broke and who joined again: {reconnects} times\n",
         percentiles(dispatch)
     ));
     Report { text, violations }

@@ -22,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 /// before counting it gone (LiveKit announces participants in batches).
 const AGENT_BACK: Duration = Duration::from_secs(5);
 
+/// How long a user keeps trying to join (or rejoin) the room.
+const JOIN_WITHIN: Duration = Duration::from_secs(30);
+
 /// Where the users go and how they sign in.
 pub struct Target {
     pub api_url: String,
@@ -67,8 +70,14 @@ pub struct Outcome {
     pub agent_gone: Option<Duration>,
     /// The reason of the agent's `ended` message, when one came.
     pub told: Option<String>,
+    /// Came back from stepping away to a room without its agent.
+    pub back_to_no_agent: bool,
     /// Retries of `POST /v1/sessions` the user needed (the API answered 5xx or not at all).
     pub retries: u32,
+    /// Times the user's connection broke and they joined again.
+    pub reconnects: u32,
+    /// Joins that failed and were tried again.
+    pub join_retries: u32,
     pub error: Option<String>,
 }
 
@@ -198,6 +207,37 @@ impl Present {
     }
 }
 
+/// Endings after which a user's SDK joins again (the server or the network
+/// went, not the room or the user's welcome).
+fn reconnects_after(reason: &DisconnectReason) -> bool {
+    matches!(
+        reason,
+        DisconnectReason::SignalLost
+            | DisconnectReason::ServerShutdown
+            | DisconnectReason::MediaFailure
+            | DisconnectReason::Failed(_)
+    )
+}
+
+/// Joins with the token, trying again every second for up to `limit` (a
+/// LiveKit cluster refuses joins for a moment after Redis restarts, and the
+/// load balancer needs a moment to find a node gone). The error is the last
+/// attempt's; `retries` counts the attempts that failed.
+async fn enter_within(url: &str, token: &str, limit: Duration, retries: &mut u32) -> Result<Present> {
+    let until = Instant::now() + limit;
+    loop {
+        match enter(url, token).await {
+            Ok(p) => return Ok(p),
+            Err(e) if Instant::now() + Duration::from_secs(1) < until => {
+                *retries += 1;
+                tracing::debug!(error = %e, "join failed; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Runs one visit to its end; `stop` asks the user to leave now (the run is over).
 pub async fn visit(pool: &PgPool, target: &Target, plan: Plan, card_minutes: i32, stop: &CancellationToken) -> Outcome {
     let mut out = Outcome {
@@ -213,7 +253,10 @@ pub async fn visit(pool: &PgPool, target: &Target, plan: Plan, card_minutes: i32
         started_at: None,
         agent_gone: None,
         told: None,
+        back_to_no_agent: false,
         retries: 0,
+        reconnects: 0,
+        join_retries: 0,
         error: None,
     };
     if let Err(e) = run(pool, target, stop, &mut out).await {
@@ -226,7 +269,7 @@ async fn run(pool: &PgPool, target: &Target, stop: &CancellationToken, out: &mut
     let user = funded_user(pool, out.card_minutes).await?;
     let (url, room, token) = session_grant_retried(target, user, &mut out.retries).await?;
     out.room = room;
-    let mut present = enter(&url, &token).await?;
+    let mut present = enter_within(&url, &token, JOIN_WITHIN, &mut out.join_retries).await?;
     let joined = Instant::now();
     // The agents in the room (LiveKit's participant kind), by identity.
     let mut agents: HashSet<String> = HashSet::new();
@@ -278,7 +321,9 @@ async fn run(pool: &PgPool, target: &Target, stop: &CancellationToken, out: &mut
                 present.leave().await;
                 let gone = Instant::now();
                 tokio::time::sleep(away_for).await;
-                present = enter(&url, &token).await.context("coming back within the grace")?;
+                present = enter_within(&url, &token, JOIN_WITHIN, &mut out.join_retries)
+                    .await
+                    .context("coming back within the grace")?;
                 out.away += gone.elapsed();
                 out.away_spans.push((gone - started, started.elapsed()));
                 leave_at = leave_at.max(Instant::now() + Duration::from_secs(1));
@@ -291,10 +336,42 @@ async fn run(pool: &PgPool, target: &Target, stop: &CancellationToken, out: &mut
                 // Back in the room and no agent there: it left while the user was away.
                 if let Some(back) = missing_since.take() {
                     out.agent_gone.get_or_insert(back - started);
+                    out.back_to_no_agent = true;
                 }
                 continue;
             }
         };
+        // The connection broke (its LiveKit node went, say): rejoin through
+        // the load balancer, as LiveKit's SDKs reconnect in full once a
+        // resume fails; the call goes on, or ends at the break.
+        let broken = match &event {
+            None => Some(DisconnectReason::SignalLost),
+            Some(RoomEvent::Disconnected { reason }) if reconnects_after(reason) => Some(reason.clone()),
+            _ => None,
+        };
+        if let Some(reason) = broken {
+            let at = Instant::now();
+            present.tone.abort();
+            let back = if stop.is_cancelled() {
+                None
+            } else {
+                enter_within(&url, &token, JOIN_WITHIN, &mut out.join_retries).await.ok()
+            };
+            match back {
+                Some(back) => {
+                    present = back;
+                    out.reconnects += 1;
+                    agents.clear();
+                    missing_since = Some(Instant::now());
+                    continue;
+                }
+                None => {
+                    out.seen = Some(at - started);
+                    out.removed = Some(reason);
+                    return Ok(());
+                }
+            }
+        }
         match event {
             Some(RoomEvent::Disconnected { reason }) => {
                 let at = Instant::now();
@@ -307,13 +384,7 @@ async fn run(pool: &PgPool, target: &Target, stop: &CancellationToken, out: &mut
                 present.tone.abort();
                 return Ok(());
             }
-            // The connection went without a word (a LiveKit node died): the visit is over.
-            None => {
-                out.seen = Some(started.elapsed());
-                out.removed = Some(DisconnectReason::SignalLost);
-                present.tone.abort();
-                return Ok(());
-            }
+            None => unreachable!("a broken connection is rejoined above"),
             Some(RoomEvent::ParticipantJoined(p)) if p.is_agent => {
                 agents.insert(p.identity);
                 missing_since = None;

@@ -131,8 +131,13 @@ impl Caused {
     /// Whether the session was open while the fault went on: from the user's
     /// `started` to the later of their leaving and the session's close (a
     /// session closes a moment after its user leaves; an orphan's close is
-    /// dated to its last heartbeat).
+    /// dated to its last heartbeat). A session closed as an orphan was the
+    /// fault's too (its user may have left a moment before the kill, which
+    /// the dead worker never recorded).
     pub fn touched(&self, o: &Outcome, row: Option<&Row>) -> bool {
+        if row.is_some_and(|r| r.end_reason.as_deref() == Some("orphaned")) {
+            return true;
+        }
         span(o).is_some_and(|(s, e)| {
             let e = e.max(row.and_then(|r| r.ended_ms).unwrap_or(e));
             s <= self.end_ms && e >= self.start_ms
@@ -179,6 +184,7 @@ pub fn report(caused: &Caused, outcomes: &[Outcome], rows: &HashMap<String, Row>
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut told: BTreeMap<String, usize> = BTreeMap::new();
     let (mut over, mut short, mut on_it, mut cut) = (0i64, 0i64, 0, 0);
+    let mut shortest = String::new();
     for o in &touched {
         let (Some(row), Some((start, end)), Some(served)) = (rows.get(&o.room), span(o), o.served()) else { continue };
         *reasons.entry(row.end_reason.clone().unwrap_or_else(|| row.status.clone())).or_default() += 1;
@@ -200,7 +206,10 @@ pub fn report(caused: &Caused, outcomes: &[Outcome], rows: &HashMap<String, Row>
         let charged = row.charged_ms * 1000 / row.rate_ms_per_second.max(1);
         let error = charged - had + away;
         over = over.max(error);
-        short = short.min(error);
+        if error < short {
+            short = error;
+            shortest = format!(" ({}, {:?}, ended {:?})", o.room, o.plan, row.end_reason);
+        }
         // (`compare` holds every other session to the seconds its user saw.)
         if on_killed(row) && error > 999 {
             violations.push(format!("{}: charged {error} ms past its worker's kill", o.room));
@@ -244,7 +253,7 @@ pub fn report(caused: &Caused, outcomes: &[Outcome], rows: &HashMap<String, Row>
     }
     text.push_str(&format!("\n  users back from stepping away to a room without its agent: {no_agent}"));
     text.push_str(&format!(
-        "\n  charge - time with an agent, over them: largest above {over} ms, largest below {short} ms\n  \
+        "\n  charge - time with an agent, over them: largest above {over} ms, largest below {short} ms{shortest}\n  \
          visits begun during it (and a minute after): dispatch -> started {}\n  \
          failed visits in the run: {failed}; retried: POST /v1/sessions {retries} times, joins \
          {join_retries} times; users whose connection broke and who joined again: {reconnects} times\n",

@@ -326,4 +326,50 @@ mod tests {
         assert_eq!((e.step.as_str(), e.worker_id), ("end", None));
         assert!(Event::parse("not a line").is_none());
     }
+
+    #[test]
+    fn time_away_before_a_moment_counts_only_what_came_before_it() {
+        let mut o = Outcome::new(Plan::RunOut, 1);
+        let s = Duration::from_secs;
+        o.away_spans = vec![(s(2), s(5)), (s(10), s(12))];
+        assert_eq!(o.away_before(s(1)), Duration::ZERO);
+        assert_eq!(o.away_before(s(4)), s(2));
+        assert_eq!(o.away_before(s(11)), s(4));
+        assert_eq!(o.away_before(s(60)), s(5));
+    }
+
+    #[test]
+    fn a_session_is_the_faults_if_open_during_it_or_closed_as_an_orphan() {
+        let caused = Caused {
+            fault: Fault::KillWorker,
+            into_run: Duration::from_secs(60),
+            start_ms: 100_000,
+            end_ms: 100_100,
+            events: Vec::new(),
+            drain_ms: 20_000,
+        };
+        let visit = |start_ms: u64, seen_ms: u64| {
+            let mut o = Outcome::new(Plan::Stay(Duration::from_secs(10)), 2);
+            o.started_at = Some(UNIX_EPOCH + Duration::from_millis(start_ms));
+            o.seen = Some(Duration::from_millis(seen_ms));
+            o
+        };
+        let row = |end_reason: &str, ended_ms: i64| Row {
+            room_name: "r".into(),
+            status: "completed".into(),
+            end_reason: Some(end_reason.into()),
+            charged_ms: 0,
+            rate_ms_per_second: 1000,
+            worker_id: None,
+            ended_ms: Some(ended_ms),
+        };
+        // The user was there when it began; or had left, but the session closed after it began.
+        assert!(caused.touched(&visit(90_000, 20_000), None));
+        assert!(caused.touched(&visit(90_000, 9_000), Some(&row("user_left", 100_050))));
+        // Over before it, or begun after it.
+        assert!(!caused.touched(&visit(90_000, 9_000), Some(&row("user_left", 99_500))));
+        assert!(!caused.touched(&visit(100_200, 5_000), None));
+        // An orphan's close is dated to its last heartbeat, before the kill: still the fault's.
+        assert!(caused.touched(&visit(90_000, 9_000), Some(&row("orphaned", 99_500))));
+    }
 }

@@ -447,22 +447,10 @@ mod tests {
     fn outcome(room: &str, seen_ms: u64, away_ms: u64) -> Outcome {
         Outcome {
             room: room.into(),
-            plan: Plan::Stay(Duration::from_secs(10)),
-            card_minutes: 2,
             to_started: Some(Duration::from_millis(300)),
             seen: Some(Duration::from_millis(seen_ms)),
             away: Duration::from_millis(away_ms),
-            away_spans: Vec::new(),
-            removed: None,
-            hang_up: None,
-            started_at: None,
-            agent_gone: None,
-            told: None,
-            back_to_no_agent: false,
-            retries: 0,
-            reconnects: 0,
-            join_retries: 0,
-            error: None,
+            ..Outcome::new(Plan::Stay(Duration::from_secs(10)), 2)
         }
     }
 

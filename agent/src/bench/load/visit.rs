@@ -82,6 +82,29 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A visit about to be made: nothing seen yet.
+    pub fn new(plan: Plan, card_minutes: i32) -> Outcome {
+        Outcome {
+            room: String::new(),
+            plan,
+            card_minutes,
+            to_started: None,
+            seen: None,
+            away: Duration::ZERO,
+            away_spans: Vec::new(),
+            removed: None,
+            hang_up: None,
+            started_at: None,
+            agent_gone: None,
+            told: None,
+            back_to_no_agent: false,
+            retries: 0,
+            reconnects: 0,
+            join_retries: 0,
+            error: None,
+        }
+    }
+
     /// Time away within the first `until` after `started`.
     pub fn away_before(&self, until: Duration) -> Duration {
         self.away_spans.iter().map(|&(left, back)| back.min(until).saturating_sub(left)).sum()
@@ -240,25 +263,7 @@ async fn enter_within(url: &str, token: &str, limit: Duration, retries: &mut u32
 
 /// Runs one visit to its end; `stop` asks the user to leave now (the run is over).
 pub async fn visit(pool: &PgPool, target: &Target, plan: Plan, card_minutes: i32, stop: &CancellationToken) -> Outcome {
-    let mut out = Outcome {
-        room: String::new(),
-        plan,
-        card_minutes,
-        to_started: None,
-        seen: None,
-        away: Duration::ZERO,
-        away_spans: Vec::new(),
-        removed: None,
-        hang_up: None,
-        started_at: None,
-        agent_gone: None,
-        told: None,
-        back_to_no_agent: false,
-        retries: 0,
-        reconnects: 0,
-        join_retries: 0,
-        error: None,
-    };
+    let mut out = Outcome::new(plan, card_minutes);
     if let Err(e) = run(pool, target, stop, &mut out).await {
         out.error = Some(format!("{e:#}"));
     }

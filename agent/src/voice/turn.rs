@@ -64,19 +64,32 @@ const TRAILING_WORDS: &[&str] = &[
     "what", "when", "where", "which", "while", "with", "your",
 ];
 
-/// Judges the end of a transcript: punctuation when the recogniser writes
-/// it, else the last word.
+/// Openers a speaker rarely stops at: a greeting or an interjection said
+/// alone ("Hello." before the question) does not end the turn at once.
+const OPENERS: &[&str] = &["hello", "hi", "hey", "oh", "ok", "okay"];
+
+/// Lower-case letters, digits and apostrophes of a word.
+fn bare(word: &str) -> String {
+    word.chars().filter(|c| c.is_alphanumeric() || *c == '\'').flat_map(char::to_lowercase).collect()
+}
+
+/// Judges the end of a transcript: a lone opener trails; else punctuation
+/// when the recogniser writes it, else the last word.
 pub fn ending(transcript: &str) -> Ending {
     let text = transcript.trim();
+    let mut words = text.split_whitespace();
+    if let (Some(only), None) = (words.next(), words.next()) {
+        if OPENERS.contains(&bare(only).as_str()) {
+            return Ending::Trailing;
+        }
+    }
     match text.chars().last() {
         None | Some('.' | '?' | '!') => return Ending::Complete,
         Some(',' | '-' | '\u{2026}' | ':' | ';') => return Ending::Trailing,
         _ => {}
     }
     let last = text.rsplit(char::is_whitespace).next().unwrap_or("");
-    let word: String =
-        last.chars().filter(|c| c.is_alphanumeric() || *c == '\'').flat_map(char::to_lowercase).collect();
-    if TRAILING_WORDS.contains(&word.as_str()) {
+    if TRAILING_WORDS.contains(&bare(last).as_str()) {
         Ending::Trailing
     } else {
         Ending::Complete
@@ -143,6 +156,16 @@ mod tests {
             assert_eq!(ending(open), Ending::Trailing, "{open:?}");
         }
         assert_eq!(ending("Can you help me with THE"), Ending::Trailing);
+    }
+
+    #[test]
+    fn a_lone_greeting_waits_for_the_question_after_it() {
+        for opener in ["Hello.", "hello", "Hi!", "Oh.", " okay "] {
+            assert_eq!(ending(opener), Ending::Trailing, "{opener:?}");
+        }
+        for done in ["Hello. What is your name?", "Hello there.", "Yes.", "No"] {
+            assert_eq!(ending(done), Ending::Complete, "{done:?}");
+        }
     }
 
     #[test]

@@ -146,7 +146,8 @@ async fn a_tiers_flood_from_loopback_neither_starves_the_meter_nor_queues_withou
     let (buckets_before, count_before) = tick_histogram(&before);
 
     let issued = Arc::new(AtomicUsize::new(0));
-    let until = Instant::now() + FLOOD_FOR;
+    let flood_began = Instant::now();
+    let until = flood_began + FLOOD_FOR;
     let flooders: Vec<_> = (0..FLOODERS).map(|_| tokio::spawn(flooder(port, until, issued.clone()))).collect();
     let mut flood = Flood::default();
     for f in flooders {
@@ -156,6 +157,8 @@ async fn a_tiers_flood_from_loopback_neither_starves_the_meter_nor_queues_withou
         }
         flood.slowest = flood.slowest.max(f.slowest);
     }
+    // The flood ends at FLOOD_FOR or at FLOOD_MAX_REQUESTS, sooner on a quiet machine.
+    let flooded = flood_began.elapsed().as_secs_f64();
     let (_, after) = e2e::get(port, "/metrics").await;
     let (buckets_after, count_after) = tick_histogram(&after);
     let sessions_during = room_rows(&pool, &rooms).await;
@@ -189,7 +192,8 @@ async fn a_tiers_flood_from_loopback_neither_starves_the_meter_nor_queues_withou
     for (room, _, reason) in &ended {
         assert_eq!(reason.as_deref(), Some("user_left"), "session in {room} ended {reason:?}, not by its user");
     }
-    assert!(ticks >= 10.0, "the meter ticked through the flood: {ticks}");
+    // One batch a second: every whole second of the flood but the first and last has its tick.
+    assert!(ticks >= (flooded - 2.0).floor().max(3.0), "the meter ticked through the {flooded:.1} s flood: {ticks}");
     assert!(
         within(1.0) >= 0.99 * ticks,
         "tick p99 over 1 s during the flood: {ticks} ticks, {} within 1 s",

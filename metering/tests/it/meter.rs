@@ -539,20 +539,28 @@ async fn a_session_whose_task_panics_is_closed_with_status_error_and_charged_no_
     audit_passes(&pool).await;
 }
 
+/// A completed session of `job` in `room`, charged one second, between two
+/// SQL time expressions (written directly: the audit is what is under test).
+async fn closed_session(pool: &PgPool, user: metering::UserId, job: &str, room: &str, start: &str, end: &str) {
+    sqlx::query(&format!(
+        "INSERT INTO voice_sessions (user_id, session_id, room_name, start_time, end_time, status, metered_ms, charged_ms) \
+         VALUES ($1, $2, $3, {start}, {end}, 'completed', 1000, 1000)"
+    ))
+    .bind(user)
+    .bind(job)
+    .bind(room)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn the_audit_flags_two_charged_sessions_of_one_job_that_overlap(pool: PgPool) {
     let u = user(&pool).await;
     for (start, end) in
         [("NOW() - INTERVAL '10 min'", "NOW() - INTERVAL '5 min'"), ("NOW() - INTERVAL '8 min'", "NOW()")]
     {
-        sqlx::query(&format!(
-            "INSERT INTO voice_sessions (user_id, session_id, room_name, start_time, end_time, status, metered_ms, charged_ms) \
-             VALUES ($1, 'job-twice', 'room-twice', {start}, {end}, 'completed', 1000, 1000)"
-        ))
-        .bind(u)
-        .execute(&pool)
-        .await
-        .unwrap();
+        closed_session(&pool, u, "job-twice", "room-twice", start, end).await;
     }
     let report = audit::audit(&pool).await.unwrap();
     let check = report.checks.iter().find(|c| c.name == "one_charge_per_job").unwrap();
@@ -570,16 +578,7 @@ async fn the_audit_flags_two_charged_jobs_of_one_user_in_one_room_that_overlap_a
         ("job-c", "room-other", "NOW() - INTERVAL '8 min'", "NOW()"),
     ];
     for (job, room, start, end) in rows {
-        sqlx::query(&format!(
-            "INSERT INTO voice_sessions (user_id, session_id, room_name, start_time, end_time, status, metered_ms, charged_ms) \
-             VALUES ($1, $2, $3, {start}, {end}, 'completed', 1000, 1000)"
-        ))
-        .bind(u)
-        .bind(job)
-        .bind(room)
-        .execute(&pool)
-        .await
-        .unwrap();
+        closed_session(&pool, u, job, room, start, end).await;
     }
     let report = audit::audit(&pool).await.unwrap();
     let check = report.checks.iter().find(|c| c.name == "one_charge_per_job").unwrap();

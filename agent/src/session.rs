@@ -369,9 +369,18 @@ pub async fn tell_orphans(ctx: Arc<Context>, mut reaped: tokio::sync::broadcast:
             }
             Err(RecvError::Closed) => return,
         };
-        // Concurrently: a room its user already left makes the server API
-        // wait for an answer that never comes, which must not hold up the rest.
-        futures_util::stream::iter(ids).for_each_concurrent(ORPHAN_NOTICES_AT_ONCE, |id| tell_orphan(&ctx, id)).await;
+        // Read one after another (one pooled connection at a time: the meter
+        // writes through the same pool), then sent concurrently: a room its
+        // user already left makes the server API wait for an answer that
+        // never comes, which must not hold up the rest.
+        let mut orphans = Vec::with_capacity(ids.len());
+        for id in ids {
+            match ctx.meter.store().session(id).await {
+                Ok(s) => orphans.push(s),
+                Err(e) => warn!(session = %id, error = %e, "orphaned session not read; its user is not told"),
+            }
+        }
+        futures_util::stream::iter(orphans).for_each_concurrent(ORPHAN_NOTICES_AT_ONCE, |s| tell_orphan(&ctx, s)).await;
     }
 }
 
@@ -379,14 +388,8 @@ pub async fn tell_orphans(ctx: Arc<Context>, mut reaped: tokio::sync::broadcast:
 const ORPHAN_NOTICES_AT_ONCE: usize = 32;
 const ORPHAN_NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn tell_orphan(ctx: &Context, id: metering::SessionId) {
-    let session = match ctx.meter.store().session(id).await {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(session = %id, error = %e, "orphaned session not read; its user is not told");
-            return;
-        }
-    };
+async fn tell_orphan(ctx: &Context, session: metering::records::VoiceSession) {
+    let id = session.id;
     let body = json!({"type": "ended", "reason": EndReason::Orphaned.as_str()});
     let options = livekit_api::services::room::SendDataOptions {
         kind: livekit_protocol::data_packet::Kind::Reliable,

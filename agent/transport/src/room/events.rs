@@ -20,6 +20,10 @@ use crate::room::streams::TextStream;
 pub enum RoomEvent {
     /// A remote participant is in the room (joined, or already there when we joined).
     ParticipantJoined(RemoteParticipant),
+    /// A remote participant's media connection is up (LiveKit's `ACTIVE`
+    /// state): from now on they hear and can be heard. Follows their
+    /// `ParticipantJoined` (at once when they were active already).
+    ParticipantActive { identity: String, sid: String },
     /// A remote participant's name, metadata or attributes changed.
     ParticipantUpdated(RemoteParticipant),
     /// A remote participant left.

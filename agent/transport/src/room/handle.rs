@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::room::engine::Command;
 use crate::room::streams::{self, TextStreamOptions, TextStreamWriter};
-use crate::room::{AudioSource, OutgoingData, RoomError};
+use crate::room::{AudioHeard, AudioSource, OutgoingData, RoomError};
 
 /// How long a request to the engine (and through it the server) may take.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,6 +27,7 @@ pub struct Room {
     pub(crate) room_sid: String,
     pub(crate) identity: String,
     pub(crate) sid: String,
+    pub(crate) heard: AudioHeard,
 }
 
 impl Room {
@@ -62,7 +63,14 @@ impl Room {
             room_sid: self.room_sid.clone(),
             identity: self.identity.clone(),
             sid: self.sid.clone(),
+            heard: self.heard.clone(),
         }
+    }
+
+    /// When audio last arrived from each remote participant we subscribe
+    /// to (see [`AudioHeard`]); it stays readable after the room is left.
+    pub fn audio_heard(&self) -> AudioHeard {
+        self.heard.clone()
     }
 
     /// Sends a user data packet to everyone or to `destinations`.

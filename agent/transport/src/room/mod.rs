@@ -6,9 +6,10 @@
 //! `_reliable` and `_lossy` data channels, and returns once both are up.
 //! The `Room` handle then sends data and text streams (LiveKit's data
 //! streams, `streams.rs`), publishes an Opus microphone track fed with PCM,
-//! sets attributes and leaves; `RoomEvents` brings participants, tracks,
-//! data, whole text streams, decoded remote audio and the reason the room
-//! ended.
+//! sets attributes and leaves; `RoomEvents` brings participants (listed,
+//! media connected, gone), tracks, data, whole text streams, decoded remote
+//! audio and the reason the room ended, and `Room::audio_heard` when each
+//! remote participant's audio last arrived (`heard.rs`).
 //! This module must not know about sessions, billing or personas.
 //!
 //! # Cost
@@ -35,6 +36,7 @@ mod engine;
 mod error;
 mod events;
 mod handle;
+mod heard;
 mod participants;
 mod streams;
 
@@ -52,6 +54,7 @@ pub use events::{
     TrackDescription, TrackKind,
 };
 pub use handle::Room;
+pub use heard::AudioHeard;
 pub use streams::{StreamLimits, TextStream, TextStreamOptions, TextStreamWriter, CHUNK_BYTES};
 
 use crate::transport::signal::{JoinMode, SignalConn};
@@ -131,6 +134,7 @@ pub async fn connect(url: &str, token: &str, options: ConnectOptions) -> Result<
         IcePolicy::RelayOnly => timeout / 3,
     };
     let mut engine = Engine::new(url, token, options, &join, signal, events_tx, commands_rx, ready_tx)?;
+    let heard = engine.audio_heard();
     engine.gather_candidates(&join.ice_servers, Instant::now() + gather_limit).await?;
     engine.apply_participants(&join.other_participants).await;
     // Offer the publisher now rather than on first use, so data can be sent at once.
@@ -144,6 +148,7 @@ pub async fn connect(url: &str, token: &str, options: ConnectOptions) -> Result<
         room_sid: room.sid,
         identity: local.identity,
         sid: local.sid,
+        heard,
     };
     match tokio::time::timeout(timeout.saturating_sub(started.elapsed()), ready_rx).await {
         Ok(Ok(())) => {

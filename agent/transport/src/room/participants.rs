@@ -34,6 +34,12 @@ impl Participants {
                 (None, true) => {}
                 (None, false) => {
                     out.push(RoomEvent::ParticipantJoined(RemoteParticipant::from(info)));
+                    if is_active(info) {
+                        out.push(RoomEvent::ParticipantActive {
+                            identity: info.identity.clone(),
+                            sid: info.sid.clone(),
+                        });
+                    }
                     for track in &info.tracks {
                         out.push(RoomEvent::TrackPublished { participant: info.identity.clone(), track: track.into() });
                     }
@@ -71,8 +77,15 @@ impl Participants {
     }
 }
 
+fn is_active(info: &proto::ParticipantInfo) -> bool {
+    info.state == proto::participant_info::State::Active as i32
+}
+
 /// Events for the differences between two versions of one participant.
 fn diff(old: &proto::ParticipantInfo, new: &proto::ParticipantInfo, out: &mut Vec<RoomEvent>) {
+    if is_active(new) && !is_active(old) {
+        out.push(RoomEvent::ParticipantActive { identity: new.identity.clone(), sid: new.sid.clone() });
+    }
     if old.name != new.name || old.metadata != new.metadata || old.attributes != new.attributes {
         out.push(RoomEvent::ParticipantUpdated(RemoteParticipant::from(new)));
     }
@@ -107,11 +120,34 @@ mod tests {
     }
 
     #[test]
+    fn a_participant_is_active_once_when_its_media_connects() {
+        let mut ps = Participants::new("PA_me".into());
+        let mut out = Vec::new();
+        let mut joined = info("PA_a", "alice", 1, &[]);
+        joined.state = proto::participant_info::State::Joined as i32;
+        ps.apply(std::slice::from_ref(&joined), &mut out);
+        assert!(matches!(&out[..], [RoomEvent::ParticipantJoined(p)] if p.identity == "alice"));
+        out.clear();
+        ps.apply(&[info("PA_a", "alice", 2, &[])], &mut out);
+        assert!(matches!(&out[..], [RoomEvent::ParticipantActive { identity, .. }] if identity == "alice"));
+        out.clear();
+        ps.apply(&[info("PA_a", "alice", 3, &[])], &mut out);
+        assert!(out.is_empty(), "active once: {out:?}");
+        // Already active when first seen: joined, then active at once.
+        ps.apply(&[info("PA_b", "bob", 1, &[])], &mut out);
+        assert!(
+            matches!(&out[..], [RoomEvent::ParticipantJoined(_), RoomEvent::ParticipantActive { identity, .. }] if identity == "bob")
+        );
+    }
+
+    #[test]
     fn join_update_and_leave_produce_events_once() {
         let mut ps = Participants::new("PA_me".into());
         let mut out = Vec::new();
         ps.apply(&[info("PA_me", "me", 1, &[]), info("PA_a", "alice", 1, &[])], &mut out);
-        assert!(matches!(&out[..], [RoomEvent::ParticipantJoined(p)] if p.identity == "alice"));
+        assert!(
+            matches!(&out[..], [RoomEvent::ParticipantJoined(p), RoomEvent::ParticipantActive { .. }] if p.identity == "alice")
+        );
 
         out.clear();
         let mut a2 = info("PA_a", "alice", 2, &["TR_1"]);

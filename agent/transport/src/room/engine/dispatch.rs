@@ -41,6 +41,11 @@ impl Engine {
     pub(crate) async fn apply_participants(&mut self, infos: &[proto::ParticipantInfo]) {
         let mut events = Vec::new();
         self.participants.apply(infos, &mut events);
+        for info in infos.iter().filter(|i| i.state != proto::participant_info::State::Disconnected as i32) {
+            let audio = proto::TrackType::Audio as i32;
+            let unmuted = info.tracks.iter().any(|t| t.r#type == audio && !t.muted);
+            self.heard.set_muted(&info.identity, !unmuted);
+        }
         let mut audio = Vec::new();
         for event in events {
             if let RoomEvent::TrackPublished { track, .. } = &event {

@@ -84,7 +84,13 @@ impl Engine {
                     self.on_remote_audio(changed.mid);
                 }
             }
-            Event::MediaData(data) => self.subscriber.decode(data.mid, &data.data, data.contiguous),
+            Event::MediaData(data) => {
+                match self.subscriber.owner_of(data.mid) {
+                    Some(owner) if !is_server_silence(&data.data) => self.heard.packet(owner, Instant::now()),
+                    _ => {}
+                }
+                self.subscriber.decode(data.mid, &data.data, data.contiguous)
+            }
             Event::ChannelOpen(id, label) => self.subscriber.channel_opened(id, &label),
             Event::ChannelData(data) => {
                 let reliable = self.subscriber.is_reliable(data.id);
@@ -131,7 +137,7 @@ impl Engine {
         match Decoder::new(self.options.audio_stream_frames) {
             Ok((decoder, stream)) => {
                 tracing::debug!(%mid, track_sid, participant, "subscribed to remote audio");
-                self.subscriber.start(mid, decoder);
+                self.subscriber.start(mid, decoder, &participant);
                 self.emit(RoomEvent::AudioTrackSubscribed { participant, track_sid, stream });
             }
             Err(e) => tracing::warn!(error = %e, "no Opus decoder for a remote track"),
@@ -151,9 +157,28 @@ impl Engine {
     }
 }
 
+/// The silence the server itself writes into a track for a moment after its
+/// publisher muted or left (so decoders fade out rather than hold the last
+/// noise): LiveKit's Opus silence frame, a CELT silence frame padded with
+/// zeros to 80 bytes. It says nothing about the publisher being there.
+fn is_server_silence(payload: &[u8]) -> bool {
+    payload.len() >= 80 && payload[..3] == [0xf8, 0xff, 0xfe] && payload[3..80].iter().all(|b| *b == 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_servers_silence_frames_are_told_from_a_publishers_audio() {
+        let mut blank = vec![0xf8, 0xff, 0xfe];
+        blank.resize(80, 0);
+        assert!(is_server_silence(&blank));
+        assert!(!is_server_silence(&[0xf8, 0xff, 0xfe]), "an encoder's own 3-byte silence frame is the publisher's");
+        let mut voice = blank.clone();
+        voice[40] = 0x17;
+        assert!(!is_server_silence(&voice));
+    }
 
     #[test]
     fn media_down_after_connecting_gives_up_after_the_limit_and_recovery_clears_it() {

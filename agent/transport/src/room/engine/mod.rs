@@ -25,7 +25,7 @@ use crate::room::audio::AudioSource;
 use crate::room::events::EventSender;
 use crate::room::participants::Participants;
 use crate::room::streams::Reassembler;
-use crate::room::{ConnectOptions, ConnectionState, DisconnectReason, OutgoingData, RoomError, RoomEvent};
+use crate::room::{AudioHeard, ConnectOptions, ConnectionState, DisconnectReason, OutgoingData, RoomError, RoomEvent};
 use crate::transport::peer::Peer;
 use crate::transport::signal::SignalConn;
 
@@ -83,6 +83,8 @@ pub(crate) struct Engine {
     media: MediaState,
     /// Wakes the loop when PCM arrives on an idle track.
     audio_wake: Arc<Notify>,
+    /// When each remote participant's audio last arrived.
+    heard: AudioHeard,
     events: EventSender,
     commands: mpsc::Receiver<Command>,
     /// Resolved once both connections carry media and data.
@@ -123,12 +125,18 @@ impl Engine {
             keepalive: Keepalive::new(join, now),
             media: MediaState::new(join.subscriber_primary),
             audio_wake: Arc::new(Notify::new()),
+            heard: AudioHeard::default(),
             events,
             commands,
             ready: Some(ready),
             finished: None,
             options,
         })
+    }
+
+    /// The map of when each remote participant's audio last arrived.
+    pub(crate) fn audio_heard(&self) -> AudioHeard {
+        self.heard.clone()
     }
 
     /// Asks the join response's STUN and TURN servers for candidates on both

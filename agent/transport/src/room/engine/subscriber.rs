@@ -16,6 +16,9 @@ pub(super) struct Subscriber {
     /// Track sids by media section, from the server's offers.
     mid_to_track: HashMap<String, String>,
     decoders: HashMap<Mid, Decoder>,
+    /// Whose track each receiving section carries (kept while the section
+    /// receives, decoded or not).
+    owners: HashMap<Mid, String>,
     /// The server's data channels: `true` for the reliable one.
     channels: HashMap<ChannelId, bool>,
 }
@@ -36,14 +39,21 @@ impl Subscriber {
         self.decoders.contains_key(&mid)
     }
 
-    /// Starts decoding section `mid`.
-    pub(super) fn start(&mut self, mid: Mid, decoder: Decoder) {
+    /// Starts decoding section `mid`, which carries `owner`'s track.
+    pub(super) fn start(&mut self, mid: Mid, decoder: Decoder, owner: &str) {
         self.decoders.insert(mid, decoder);
+        self.owners.insert(mid, owner.to_string());
     }
 
     /// Stops decoding section `mid` (it no longer receives).
     pub(super) fn stop(&mut self, mid: Mid) {
         self.decoders.remove(&mid);
+        self.owners.remove(&mid);
+    }
+
+    /// The identity whose track section `mid` carries, while it receives.
+    pub(super) fn owner_of(&self, mid: Mid) -> Option<&str> {
+        self.owners.get(&mid).map(String::as_str).filter(|o| !o.is_empty())
     }
 
     /// Decodes one packet of section `mid`, concealing a gap before it first;

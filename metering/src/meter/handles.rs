@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::scheduler::{reap, refresh_user, run};
-use super::state::{Account, Live};
+use super::state::{Account, Live, Presence};
 use super::{Channels, Inner, MeterConfig, MeterEvent, Snapshot, State, TickStats};
 use crate::balance;
 use crate::error::{Error, Result};
@@ -148,6 +148,21 @@ impl MeteredSession {
     /// The user or the agent left: stop charging until [`resume`](Self::resume).
     pub fn pause(&self) {
         self.with_live(|l, now| l.clock.pause(now));
+    }
+
+    /// The user left the room: stop charging until [`resume`](Self::resume),
+    /// from where the user was last heard if that was shortly before (see
+    /// [`Presence`]). Returns the time not charged
+    /// because of it.
+    pub fn pause_user_left(&self) -> Duration {
+        let mut taken = Duration::ZERO;
+        self.with_live(|l, now| taken = l.pause_user_left(now));
+        taken
+    }
+
+    /// Tells the meter how to read the room's sign that the user is there.
+    pub fn set_presence(&self, presence: Presence) {
+        self.with_live(|l, _| l.presence = Some(presence));
     }
 
     /// Both are in the room again.

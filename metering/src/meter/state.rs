@@ -13,6 +13,8 @@
 //! session's: no session is charged more than its metered time at its rate.
 
 use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -25,6 +27,47 @@ use crate::store::{TickEntry, TickResult};
 /// The furthest exhaustion scheduled (about 31 years): a balance lasting
 /// longer is as good as endless, and an instant that far out stays valid.
 const MAX_WAIT_MS: i64 = 1_000_000_000_000;
+
+/// Audio quieter than this is not yet a sign the user is gone (a silent
+/// microphone with discontinuous transmission still sends a packet every
+/// 400 ms).
+pub const QUIET: Duration = Duration::from_millis(500);
+
+/// The longest a user's silence holds back the writing of their seconds,
+/// and the most a session is ever forgiven in all (see [`Presence`]).
+pub const FORGIVE_LIMIT: Duration = Duration::from_secs(5);
+
+/// When the user was last heard (their audio's last packet), as the room
+/// knows it: `None` when there is no such sign (muted, nothing published,
+/// or no room to ask).
+///
+/// Charging follows the room's word that the user is present, and a leave
+/// can reach the agent late (relayed between a cluster's nodes). With a
+/// presence, the meter holds back the seconds lived after the user's audio
+/// stopped (for at most [`FORGIVE_LIMIT`]), and when the leave does come
+/// the clock stops where the audio stopped, so the late word is not charged.
+/// Bounded: seconds already written stay charged, a session is forgiven at
+/// most [`FORGIVE_LIMIT`] in all, and silence since the last resume (no
+/// packet at all) is no sign, so a client that stops sending gains at most
+/// that once per session.
+#[derive(Clone)]
+pub struct Presence(Arc<dyn Fn() -> Option<Instant> + Send + Sync>);
+
+impl Presence {
+    pub fn new(last_heard: impl Fn() -> Option<Instant> + Send + Sync + 'static) -> Presence {
+        Presence(Arc::new(last_heard))
+    }
+
+    fn last_heard(&self) -> Option<Instant> {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for Presence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Presence")
+    }
+}
 
 /// A session's live clock: time the caller said the session was live.
 #[derive(Debug, Clone)]
@@ -63,6 +106,11 @@ impl Clock {
         }
     }
 
+    /// When it last started running, if it runs.
+    pub fn running_since(&self) -> Option<Instant> {
+        self.running_since
+    }
+
     /// Stops the clock at exactly `live_ms`.
     pub fn stop_at(&mut self, live_ms: i64) {
         self.running_since = None;
@@ -98,6 +146,11 @@ pub struct Live {
     pub closing: bool,
     /// Its persona is ad-supported: earned cards pay for it too.
     pub ad_supported: bool,
+    /// The room's sign that the user is still there, if it gives one.
+    pub presence: Option<Presence>,
+    /// Live time taken back at leaves the room reported after the user's
+    /// audio had stopped (at most [`FORGIVE_LIMIT`] in all).
+    pub forgiven_ms: i64,
 }
 
 impl Live {
@@ -115,7 +168,62 @@ impl Live {
             final_sent: false,
             warned: BTreeSet::new(),
             closing: false,
+            presence: None,
+            forgiven_ms: 0,
         }
+    }
+
+    /// The user's last audio, when it is a sign worth acting on: heard
+    /// since the clock last (re)started, at most [`FORGIVE_LIMIT`] ago, with
+    /// forgiveness left and the session still charged as it runs.
+    fn last_heard(&self, now: Instant) -> Option<Instant> {
+        if !self.draining() || self.closing || self.forgiven_ms >= FORGIVE_LIMIT.as_millis() as i64 {
+            return None;
+        }
+        let since = self.clock.running_since()?;
+        let heard = self.presence.as_ref()?.last_heard()?;
+        (heard >= since && heard <= now && now.saturating_duration_since(heard) <= FORGIVE_LIMIT).then_some(heard)
+    }
+
+    /// Up to when lived time is written at `now`: `now`, unless the user's
+    /// audio stopped more than [`QUIET`] ago (and not too long ago): then
+    /// only up to [`QUIET`] after it stopped, so that a leave reported late
+    /// finds the seconds since unwritten. Time held back is still lived: it
+    /// counts against the balance and is written when audio returns or the
+    /// hold lapses.
+    fn write_until(&self, now: Instant) -> Instant {
+        match self.last_heard(now) {
+            Some(heard) if now.saturating_duration_since(heard) > QUIET => heard + QUIET,
+            _ => now,
+        }
+    }
+
+    /// Whole seconds written or on their way: the clock never goes below them.
+    fn committed_seconds(&self) -> i64 {
+        match &self.unacked {
+            Some(e) if !self.unacked_final => self.durable_seconds + (e.seq_to - e.seq_from + 1),
+            _ => self.durable_seconds,
+        }
+    }
+
+    /// The user left the room: the clock pauses, and if their audio had
+    /// stopped shortly before, it pauses where the audio stopped (the room
+    /// reported the leave late), never below the seconds written and never
+    /// forgiving more than [`FORGIVE_LIMIT`] in all. Returns the time taken back.
+    pub fn pause_user_left(&mut self, now: Instant) -> Duration {
+        let heard = self.last_heard(now);
+        let live_now = self.clock.live_ms(now);
+        self.clock.pause(now);
+        let Some(heard) = heard else { return Duration::ZERO };
+        let budget = FORGIVE_LIMIT.as_millis() as i64 - self.forgiven_ms;
+        let live_heard = live_now - now.saturating_duration_since(heard).as_millis() as i64;
+        let target = live_heard.max(self.committed_seconds() * 1000).max(live_now - budget);
+        if target >= live_now {
+            return Duration::ZERO;
+        }
+        self.clock.stop_at(target);
+        self.forgiven_ms += live_now - target;
+        Duration::from_millis((live_now - target) as u64)
     }
 
     /// The end is decided at `now`: the clock stops for good (no resume),
@@ -164,12 +272,12 @@ impl Live {
         if let Some(e) = &self.unacked {
             return e.clone();
         }
-        let whole = self.whole_seconds(now);
+        let has_final = self.exhausted.is_some() && !self.final_sent;
+        let whole = self.clock.live_ms(self.write_until(now)) / 1000;
         let seconds = (whole - self.durable_seconds).max(0);
         let mut amount = seconds * self.rate.ms_per_second();
         let mut metered = seconds * 1000;
         let mut ticks = seconds;
-        let has_final = self.exhausted.is_some() && !self.final_sent;
         if let Some(rem) = self.exhausted.filter(|_| has_final) {
             amount += rem.0;
             metered += self.clock.live_ms(now) - whole * 1000;
@@ -529,5 +637,109 @@ mod tests {
         assert_eq!(due_warnings(&mut l, 9_000, &th), (vec![10_000], false));
         assert_eq!(due_warnings(&mut l, 300_000, &th), (vec![], true));
         assert_eq!(due_warnings(&mut l, 59_000, &th), (vec![60_000], false));
+    }
+
+    fn heard_at(l: &mut Live) -> Arc<std::sync::Mutex<Option<Instant>>> {
+        let cell = Arc::new(std::sync::Mutex::new(None));
+        let read = cell.clone();
+        l.presence = Some(Presence::new(move || *read.lock().unwrap()));
+        cell
+    }
+
+    fn ms(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn a_leave_reported_late_is_not_charged_past_the_users_last_audio() {
+        let t0 = Instant::now();
+        let (id, mut l) = live("1", t0);
+        let heard = heard_at(&mut l);
+        *heard.lock().unwrap() = Some(ms(t0, 10_200));
+        // 0.8 s of quiet at the batch: written up to 0.5 s after the last packet.
+        let e = l.next_entry(id, ms(t0, 11_000));
+        assert_eq!((e.seq_to, e.metered_ms), (10, 10_000));
+        l.acknowledge(&e, &applied(10_000));
+        let e = l.next_entry(id, ms(t0, 12_000));
+        assert_eq!(e.seq_to - e.seq_from + 1, 0, "held: a heartbeat only");
+        assert_eq!(l.unbilled(ms(t0, 12_000)), Millis(2_000), "held time still counts against the balance");
+        // The leave arrives 2.6 s after the user's audio stopped.
+        assert_eq!(l.pause_user_left(ms(t0, 12_800)), Duration::from_millis(2_600));
+        assert_eq!(l.clock.live_ms(ms(t0, 20_000)), 10_200);
+        l.stop(ms(t0, 13_000), None);
+        let e = l.next_entry(id, ms(t0, 13_000));
+        assert_eq!(e.seq_to - e.seq_from + 1, 0, "nothing more is owed");
+        assert!(l.settled(ms(t0, 13_000)));
+    }
+
+    #[test]
+    fn a_leave_on_time_changes_nothing_and_a_long_silence_is_charged_in_full() {
+        let t0 = Instant::now();
+        let (id, mut l) = live("1", t0);
+        let heard = heard_at(&mut l);
+        *heard.lock().unwrap() = Some(ms(t0, 3_950));
+        // Under QUIET: written to now.
+        assert_eq!(l.next_entry(id, ms(t0, 4_010)).seq_to, 4);
+        l.acknowledge(&l.unacked.clone().unwrap(), &applied(4_000));
+        // Quiet past the limit: the hold lapses and every second is written.
+        let e = l.next_entry(id, ms(t0, 9_100));
+        assert_eq!(e.seq_to, 9, "5.15 s of silence without a leave is charged");
+        l.acknowledge(&e, &applied(5_000));
+        assert_eq!(l.pause_user_left(ms(t0, 9_300)), Duration::ZERO, "too long ago to be a sign");
+        assert_eq!(l.clock.live_ms(ms(t0, 9_900)), 9_300);
+    }
+
+    #[test]
+    fn silence_since_the_last_resume_is_no_sign_and_written_seconds_stay_charged() {
+        let t0 = Instant::now();
+        let (id, mut l) = live("1", t0);
+        let heard = heard_at(&mut l);
+        *heard.lock().unwrap() = Some(ms(t0, 4_900));
+        assert_eq!(l.pause_user_left(ms(t0, 5_000)), Duration::from_millis(100), "paused at the last packet");
+        l.clock.resume(ms(t0, 8_000));
+        // Not heard since the resume: written in full, and the pause is not back-dated.
+        assert_eq!(l.next_entry(id, ms(t0, 10_000)).seq_to, 6);
+        l.acknowledge(&l.unacked.clone().unwrap(), &applied(6_000));
+        assert_eq!(l.pause_user_left(ms(t0, 10_500)), Duration::ZERO);
+        assert_eq!(l.clock.live_ms(ms(t0, 11_000)), 7_400);
+
+        // Heard at 13.5 s, a batch at 13.7 s writes up to then (quiet 0.2 s);
+        // the late leave cannot take back the seconds on their way.
+        l.clock.resume(ms(t0, 11_000));
+        *heard.lock().unwrap() = Some(ms(t0, 13_500));
+        let e = l.next_entry(id, ms(t0, 13_700));
+        assert_eq!((e.seq_from, e.seq_to), (7, 10), "10.1 s lived: 4 s more");
+        let taken = l.pause_user_left(ms(t0, 15_000));
+        assert_eq!(l.clock.live_ms(ms(t0, 16_000)), 10_000, "not below the 10 s on their way");
+        assert_eq!(taken, Duration::from_millis(1_400));
+    }
+
+    #[test]
+    fn a_session_is_forgiven_at_most_the_limit_in_all() {
+        let t0 = Instant::now();
+        let (_, mut l) = live("1", t0);
+        let heard = heard_at(&mut l);
+        let mut at = 0;
+        let mut forgiven = Duration::ZERO;
+        // A client that sends one packet at each rejoin and leaves 4 s later.
+        for _ in 0..5 {
+            *heard.lock().unwrap() = Some(ms(t0, at));
+            forgiven += l.pause_user_left(ms(t0, at + 4_000));
+            at += 5_000;
+            l.clock.resume(ms(t0, at));
+        }
+        assert_eq!(forgiven, FORGIVE_LIMIT);
+        assert_eq!(l.forgiven_ms, 5_000);
+        assert_eq!(l.clock.live_ms(ms(t0, at)), 20_000 - 5_000);
+    }
+
+    #[test]
+    fn without_a_sign_the_pause_is_now() {
+        let t0 = Instant::now();
+        let (id, mut l) = live("1", t0);
+        heard_at(&mut l); // muted: no last packet
+        assert_eq!(l.next_entry(id, ms(t0, 3_000)).seq_to, 3);
+        assert_eq!(l.pause_user_left(ms(t0, 3_600)), Duration::ZERO);
+        assert_eq!(l.clock.live_ms(ms(t0, 4_000)), 3_600);
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use livekit_api::services::room::RoomClient;
-use metering::meter::{Meter, MeterEvent, MeteredSession};
+use metering::meter::{Meter, MeterEvent, MeteredSession, Presence};
 use metering::session::{EndReason, OpenRules, OpenSession};
 use metering::{reservations, UserId};
 use mindbot_transport::room::{self, ConnectOptions, DisconnectReason, OutgoingData, Room, RoomEvent, RoomEvents};
@@ -193,8 +193,6 @@ pub async fn run(ctx: Arc<Context>, a: Assignment, stop: Stop) -> Outcome {
             metrics::gauge!("mindbot_sessions_active", "persona" => persona.clone()).increment(1.0);
             let reason = converse(&ctx, &room, &mut events, admitted, &stop).await;
             metrics::gauge!("mindbot_sessions_active", "persona" => persona.clone()).decrement(1.0);
-            metrics::counter!("mindbot_sessions_ended_total", "persona" => persona, "reason" => reason.as_str())
-                .increment(1);
             let _ = room.leave().await;
             Outcome::Ended(reason)
         }
@@ -206,8 +204,6 @@ struct Admitted {
     identity: String,
     slug: String,
     metered: MeteredSession,
-    /// Whether the user has been seen in the room yet.
-    present: bool,
     /// Minutes this session may last (persona session limit or today's allowance).
     cap: Option<(Duration, EndReason)>,
     /// The persona as granted (overrides applied, premium features left
@@ -281,10 +277,10 @@ async fn admit(
             }
             refuse(Refused::new(Refusal::of_metering(&e), e))
         })?;
-    if !present {
-        // Not charged until the user is seen in the room.
-        metered.pause();
-    }
+    // Not charged until the user's media is connected (LiveKit's ACTIVE:
+    // from then on they hear the agent); under load that can be seconds
+    // after they are first seen in the room.
+    metered.pause();
     let session_limit = granted.session_limit_minutes();
     let cap = granted.session_cap_minutes().map(|m| {
         let reason = if session_limit == Some(m) { EndReason::TimeLimit } else { EndReason::DailyLimit };
@@ -293,7 +289,7 @@ async fn admit(
     info!(room = %a.job.room, session = %metered.id(), %user, persona = %slug, "session started");
     let persona = persona.clone();
     let premium_left_out = granted.premium_left_out.clone();
-    Ok(Admitted { user, identity, slug, metered, present, cap, persona, premium_left_out })
+    Ok(Admitted { user, identity, slug, metered, cap, persona, premium_left_out })
 }
 
 fn persona_refusal(e: PersonaError) -> Refused {
@@ -428,9 +424,9 @@ async fn send_balance(room: &Room, s: &Admitted, why: &str) {
 }
 
 /// Tells the user their session started (and its balance). Sent as soon as
-/// the user is there, before anything else the agent does: the meter runs
-/// from the moment it opens (or resumes), so the user's clock should start
-/// as near to that as the network allows.
+/// the user's media is connected, before anything else the agent does: the
+/// meter runs from that moment, so the user's clock should start as near to
+/// it as the network allows.
 async fn announce(room: &Room, s: &Admitted) {
     let started = json!({"type": "started", "persona": s.slug, "session": s.metered.id(),
         "premium_left_out": s.premium_left_out});
@@ -454,11 +450,12 @@ async fn publish_persona(room: &Room, persona: &personas::PersonaConfig) {
 /// The metered conversation: runs until an end reason, closes the session.
 async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Admitted, stop: &Stop) -> EndReason {
     let mut greeted = false;
-    if s.present {
-        announce(room, &s).await;
-        greeted = true;
-    }
     publish_persona(room, &s.persona).await;
+    // The user's last audio packet: a leave the cluster relays late is not
+    // charged past it (bounded; see metering's `Presence`).
+    let heard = room.audio_heard();
+    let user = s.identity.clone();
+    s.metered.set_presence(Presence::new(move || heard.last(&user).map(Instant::from_std)));
     let usage = Arc::new(SessionUsage::default());
     let mut voice = match &ctx.voice {
         Some(v) => v
@@ -480,13 +477,11 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
     // request the provider bills even when the next one aborts it.
     let mut typed_at: Option<Instant> = None;
     let mut voice_reports = voice.is_some();
-    if greeted {
-        voice.iter().for_each(|v| v.greet());
-    }
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
     let mut cap_at = s.cap.map_or(far, |(d, _)| Instant::now() + d);
-    // A user who never shows up (or left before we joined) ends the session uncharged.
-    let mut grace_at = if s.present { far } else { Instant::now() + ctx.user_wait };
+    // A user whose media never connects (or who left before we joined) ends
+    // the session uncharged; the meter runs from their `ParticipantActive`.
+    let mut grace_at = Instant::now() + ctx.user_wait;
     let mut next_balance = Instant::now() + ctx.balance_every;
     let mut next_usage = Instant::now() + crate::usage::SAVE_EVERY;
     // Set where the worker ends a session the user is still in for a reason
@@ -561,10 +556,15 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                     (None, _) => {}
                 },
                 Some(RoomEvent::ParticipantLeft { identity, .. }) if identity == s.identity => {
-                    s.metered.pause();
+                    let not_charged = s.metered.pause_user_left();
+                    if !not_charged.is_zero() {
+                        metrics::counter!("mindbot_late_leaves_total").increment(1);
+                        info!(not_charged_ms = not_charged.as_millis() as u64,
+                            "the user's leave came after their audio had stopped: not charged from there");
+                    }
                     grace_at = Instant::now() + ctx.user_grace;
                 }
-                Some(RoomEvent::ParticipantJoined(p)) if p.identity == s.identity => {
+                Some(RoomEvent::ParticipantActive { identity, .. }) if identity == s.identity => {
                     s.metered.resume();
                     grace_at = far;
                     if !greeted {
@@ -596,7 +596,11 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
     // The voice stops first, so the last provider calls are in the totals
     // (written after the close: the close is not delayed by it).
     drop(voice);
-    match s.metered.close(reason).await {
+    let closed = s.metered.close(reason).await;
+    // Counted as the row closes, so a scrape agrees with the database.
+    metrics::counter!("mindbot_sessions_ended_total", "persona" => s.slug.clone(), "reason" => reason.as_str())
+        .increment(1);
+    match closed {
         Ok(v) => {
             let persona = s.slug.clone();
             metrics::counter!("mindbot_billed_seconds_total", "persona" => persona.clone())

@@ -65,6 +65,8 @@ def parse_args():
     add_join_args(p)
     p.add_argument("--publish-tone", type=float, metavar="HZ",
                    help="publish a microphone track with a sine tone of HZ (48 kHz mono)")
+    p.add_argument("--mute-after", type=float, metavar="S", default=None,
+                   help="mute the published tone S seconds after the clock starts")
     p.add_argument("--record-seconds", type=float, metavar="S", default=0.0,
                    help="subscribe to remote audio and measure it for S seconds")
     p.add_argument("--send-data", action="append", default=[], metavar="TOPIC:TEXT",
@@ -422,12 +424,22 @@ async def main() -> dict:
                 break
             flooded += 1
 
+        ended = None
+        if args.mute_after is not None and tone_task is not None:
+            try:
+                await asyncio.wait_for(st.disconnected.wait(), max(args.mute_after - st.now(), 0.0))
+                ended = "disconnected"
+            except asyncio.TimeoutError:
+                pub.track.mute()
+                published["muted_at"] = st.now()
+                log.info("muted the tone at %.3f s", published["muted_at"])
         duration = max(args.stay, args.record_seconds) - (time.monotonic() - st.t0)
-        try:
-            await asyncio.wait_for(st.disconnected.wait(), max(duration, 0.0))
-            ended = "disconnected"
-        except asyncio.TimeoutError:
-            ended = "stay_elapsed"
+        if ended is None:
+            try:
+                await asyncio.wait_for(st.disconnected.wait(), max(duration, 0.0))
+                ended = "disconnected"
+            except asyncio.TimeoutError:
+                ended = "stay_elapsed"
     finally:
         stop_tone.set()
         st.record_until = 0.0

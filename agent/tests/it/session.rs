@@ -124,3 +124,96 @@ async fn a_user_without_balance_is_refused_with_a_reason_and_not_charged(pool: P
     let (_, text) = get(port, "/metrics").await;
     assert_eq!(sample(&text, "mindbot_sessions_refused_total{reason=\"insufficient_balance\"}"), Some(1.0), "{text}");
 }
+
+/// Charging follows LiveKit's word that the user is in the room, and in a
+/// cluster that word can come seconds late (relayed between nodes). A user
+/// whose audio stopped before the leave came is charged to their last
+/// audio; a user who muted gives no such sign and is charged to the leave.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_leave_after_the_audio_stopped_is_charged_to_the_audio_and_a_muted_user_to_the_leave(pool: PgPool) {
+    use mindbot_transport::room::{self, ConnectOptions, RoomEvent};
+
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    let (_w, port) = worker(&pool, &agent_name, &[("MINDBOT_WORKER_USER_GRACE_SECONDS", "1")]).await;
+    let (_, quiet_room, quiet_token) = funded_call(&pool, "late-leave", &agent_name, "professor-ada").await;
+    let (_, muted_room, muted_token) = funded_call(&pool, "muted-leave", &agent_name, "professor-ada").await;
+
+    // The muted user (LiveKit's Python SDK): a tone, muted 3 s in, leaves at 6 s.
+    let muted = tokio::spawn(async move {
+        visit(&muted_token, &["--expect-data", "mindbot.session", "--mute-after", "3", "--stay", "6"]).await
+    });
+
+    // The quiet user (this project's room client, which sends nothing when
+    // it has nothing to say): a tone for 3 s after `started`, then no audio
+    // for 2.6 s, then the leave (what a late leave looks like to the agent).
+    let options =
+        ConnectOptions { subscribe_audio: false, audio_buffer: Duration::from_millis(100), ..Default::default() };
+    let (user, mut events) = room::connect(mindbot_tests::livekit::URL, &quiet_token, options).await.unwrap();
+    let source = user.publish_audio("microphone").await.unwrap();
+    let tone = tokio::spawn(async move {
+        let pcm: Vec<i16> = (0..48_000)
+            .map(|i| ((i as f64 * 440.0 * std::f64::consts::TAU / 48_000.0).sin() * 6000.0) as i16)
+            .collect();
+        while source.push(&pcm).await.is_ok() {}
+    });
+    let started = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(e) = events.recv().await {
+            if let RoomEvent::Data(d) = e {
+                let v: Value = serde_json::from_slice(&d.payload).unwrap_or_default();
+                if d.topic.as_deref() == Some("mindbot.session") && v["type"] == "started" {
+                    return tokio::time::Instant::now();
+                }
+            }
+        }
+        panic!("the room closed before `started`");
+    })
+    .await
+    .expect("`started` within 20 s");
+    tokio::time::sleep_until(started + Duration::from_secs(3)).await;
+    tone.abort();
+    let silent_from = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    user.leave().await.unwrap();
+    let seen = started.elapsed();
+    let muted = muted.await.unwrap();
+    eprintln!("quiet user: audio to {silent_from:?}, left at {seen:?}; muted user: {muted}");
+
+    let row = |room: String| {
+        let pool = pool.clone();
+        async move {
+            for _ in 0..100 {
+                let r: Option<(i64, String)> = sqlx::query_as(
+                    "SELECT metered_ms, end_reason FROM voice_sessions WHERE room_name = $1 AND end_time IS NOT NULL",
+                )
+                .bind(&room)
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+                if let Some(r) = r {
+                    return r;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("the session of {room} did not close");
+        }
+    };
+    let (quiet_ms, quiet_reason) = row(quiet_room).await;
+    let (muted_ms, muted_reason) = row(muted_room).await;
+    assert_eq!((quiet_reason.as_str(), muted_reason.as_str()), ("user_left", "user_left"));
+    // Whole seconds lived up to the last audio (3 s after `started`, plus
+    // the moment `started` took to arrive), not up to the leave (5.6 s).
+    assert!(
+        (2_000..=4_000).contains(&quiet_ms),
+        "quiet user charged {quiet_ms} ms lived: audio stopped at {silent_from:?}, left at {seen:?}"
+    );
+    // Muted at 3 s and left at 6 s (the clock started at the join): charged to the leave.
+    let muted_at = muted["published"]["muted_at"].as_f64().expect("the tone was muted");
+    assert!(muted_at >= 3.0, "{muted}");
+    assert!(muted_ms >= 5_000, "muted user charged {muted_ms} ms lived, though in the room for 6 s: {muted}");
+    let (_, metrics) = get(port, "/metrics").await;
+    assert_eq!(sample(&metrics, "mindbot_late_leaves_total"), Some(1.0), "{metrics}");
+    let audit = metering::audit::audit(&pool).await.unwrap();
+    assert!(audit.passed(), "{audit}");
+}

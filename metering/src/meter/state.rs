@@ -44,8 +44,9 @@ pub const FORGIVE_LIMIT: Duration = Duration::from_secs(5);
 /// Charging follows the room's word that the user is present, and a leave
 /// can reach the agent late (relayed between a cluster's nodes). With a
 /// presence, the meter holds back the seconds lived after the user's audio
-/// stopped (for at most [`FORGIVE_LIMIT`]), and when the leave does come
-/// the clock stops where the audio stopped, so the late word is not charged.
+/// stopped (past [`QUIET`], for at most [`FORGIVE_LIMIT`]), and when the
+/// leave does come the clock stops where that hold began, so the late word
+/// is not charged.
 /// Bounded: seconds already written stay charged, a session is forgiven at
 /// most [`FORGIVE_LIMIT`] in all, and silence since the last resume (no
 /// packet at all) is no sign, so a client that stops sending gains at most
@@ -207,16 +208,20 @@ impl Live {
     }
 
     /// The user left the room: the clock pauses, and if their audio had
-    /// stopped shortly before, it pauses where the audio stopped (the room
-    /// reported the leave late), never below the seconds written and never
-    /// forgiving more than [`FORGIVE_LIMIT`] in all. Returns the time taken back.
+    /// stopped more than [`QUIET`] before (the room reported the leave
+    /// late), it pauses [`QUIET`] after the audio stopped, where the held
+    /// seconds began: never below the seconds written and never forgiving
+    /// more than [`FORGIVE_LIMIT`] in all. A leave on time (within [`QUIET`]
+    /// of the last packet) pauses now, as it always did. Returns the time
+    /// taken back.
     pub fn pause_user_left(&mut self, now: Instant) -> Duration {
         let heard = self.last_heard(now);
         let live_now = self.clock.live_ms(now);
         self.clock.pause(now);
         let Some(heard) = heard else { return Duration::ZERO };
         let budget = FORGIVE_LIMIT.as_millis() as i64 - self.forgiven_ms;
-        let live_heard = live_now - now.saturating_duration_since(heard).as_millis() as i64;
+        let quiet = now.saturating_duration_since(heard).saturating_sub(QUIET);
+        let live_heard = live_now - quiet.as_millis() as i64;
         let target = live_heard.max(self.committed_seconds() * 1000).max(live_now - budget);
         if target >= live_now {
             return Duration::ZERO;
@@ -663,9 +668,10 @@ mod tests {
         let e = l.next_entry(id, ms(t0, 12_000));
         assert_eq!(e.seq_to - e.seq_from + 1, 0, "held: a heartbeat only");
         assert_eq!(l.unbilled(ms(t0, 12_000)), Millis(2_000), "held time still counts against the balance");
-        // The leave arrives 2.6 s after the user's audio stopped.
-        assert_eq!(l.pause_user_left(ms(t0, 12_800)), Duration::from_millis(2_600));
-        assert_eq!(l.clock.live_ms(ms(t0, 20_000)), 10_200);
+        // The leave arrives 2.6 s after the user's audio stopped: paused
+        // where the hold began, half a second after the last packet.
+        assert_eq!(l.pause_user_left(ms(t0, 12_800)), Duration::from_millis(2_100));
+        assert_eq!(l.clock.live_ms(ms(t0, 20_000)), 10_700);
         l.stop(ms(t0, 13_000), None);
         let e = l.next_entry(id, ms(t0, 13_000));
         assert_eq!(e.seq_to - e.seq_from + 1, 0, "nothing more is owed");
@@ -690,28 +696,19 @@ mod tests {
     }
 
     #[test]
-    fn silence_since_the_last_resume_is_no_sign_and_written_seconds_stay_charged() {
+    fn a_leave_within_quiet_of_the_audio_and_silence_since_the_last_resume_take_nothing_back() {
         let t0 = Instant::now();
         let (id, mut l) = live("1", t0);
         let heard = heard_at(&mut l);
         *heard.lock().unwrap() = Some(ms(t0, 4_900));
-        assert_eq!(l.pause_user_left(ms(t0, 5_000)), Duration::from_millis(100), "paused at the last packet");
+        assert_eq!(l.pause_user_left(ms(t0, 5_000)), Duration::ZERO, "a leave on time pauses now");
+        assert_eq!(l.clock.live_ms(ms(t0, 6_000)), 5_000);
         l.clock.resume(ms(t0, 8_000));
         // Not heard since the resume: written in full, and the pause is not back-dated.
-        assert_eq!(l.next_entry(id, ms(t0, 10_000)).seq_to, 6);
-        l.acknowledge(&l.unacked.clone().unwrap(), &applied(6_000));
+        assert_eq!(l.next_entry(id, ms(t0, 10_000)).seq_to, 7);
+        l.acknowledge(&l.unacked.clone().unwrap(), &applied(7_000));
         assert_eq!(l.pause_user_left(ms(t0, 10_500)), Duration::ZERO);
-        assert_eq!(l.clock.live_ms(ms(t0, 11_000)), 7_400);
-
-        // Heard at 13.5 s, a batch at 13.7 s writes up to then (quiet 0.2 s);
-        // the late leave cannot take back the seconds on their way.
-        l.clock.resume(ms(t0, 11_000));
-        *heard.lock().unwrap() = Some(ms(t0, 13_500));
-        let e = l.next_entry(id, ms(t0, 13_700));
-        assert_eq!((e.seq_from, e.seq_to), (7, 10), "10.1 s lived: 4 s more");
-        let taken = l.pause_user_left(ms(t0, 15_000));
-        assert_eq!(l.clock.live_ms(ms(t0, 16_000)), 10_000, "not below the 10 s on their way");
-        assert_eq!(taken, Duration::from_millis(1_400));
+        assert_eq!(l.clock.live_ms(ms(t0, 11_000)), 7_500);
     }
 
     #[test]

@@ -620,6 +620,9 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
             warn!(session = %id, reason = %reason, error = %e, "session end not recorded")
         }
     }
+    if grace_at != far && reason != EndReason::RoomClosed {
+        close_empty_room(ctx, room).await;
+    }
     // What LiveKit's frontends read ends with what was queued (briefly).
     conventions.finish(Duration::from_secs(1)).await;
     save_usage(ctx, id, &usage).await;
@@ -630,6 +633,29 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
             tts_characters = c.tts_characters, "provider usage");
     }
     reason
+}
+
+/// A session that ended while its user was away leaves the agent alone in
+/// the room. LiveKit dispatches an agent when a room is created, not when a
+/// user comes back to one, so a user returning before the empty room times
+/// out would find no agent. Deleting the room (when nobody else is in it)
+/// makes their return create a new room, and with it a new dispatch.
+async fn close_empty_room(ctx: &Context, room: &Room) {
+    const LIMIT: Duration = Duration::from_secs(5);
+    let name = room.name();
+    let listed = match tokio::time::timeout(LIMIT, ctx.rooms.list_participants(name)).await {
+        Ok(Ok(listed)) => listed,
+        Ok(Err(e)) => return debug!(error = %e, "room not deleted: its participants could not be listed"),
+        Err(_) => return debug!("room not deleted: listing its participants timed out"),
+    };
+    if let Some(other) = listed.iter().find(|p| p.identity != room.identity()) {
+        return debug!(participant = %other.identity, "room kept: someone is in it");
+    }
+    match tokio::time::timeout(LIMIT, ctx.rooms.delete_room(name)).await {
+        Ok(Ok(())) => info!("room deleted: the session ended while its user was away"),
+        Ok(Err(e)) => warn!(error = %e, "empty room not deleted"),
+        Err(_) => warn!("empty room not deleted: the server did not answer"),
+    }
 }
 
 /// The voice pipeline's next report (never, without voice).

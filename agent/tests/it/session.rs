@@ -217,3 +217,47 @@ async fn a_leave_after_the_audio_stopped_is_charged_to_the_audio_and_a_muted_use
     let audit = metering::audit::audit(&pool).await.unwrap();
     assert!(audit.passed(), "{audit}");
 }
+
+/// A session that ends while its user is away (here: the grace runs out)
+/// deletes its room, so the user coming back creates it again and LiveKit
+/// dispatches a new agent, instead of a room without one.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_user_back_after_the_grace_gets_a_new_agent_in_a_new_room(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    let (_w, _port) = worker(&pool, &agent_name, &[("MINDBOT_WORKER_USER_GRACE_SECONDS", "1")]).await;
+    let (_, room, token) = funded_call(&pool, "back-later", &agent_name, "professor-ada").await;
+    let first = visit(&token, &["--expect-data", "mindbot.session", "--stay", "3"]).await;
+    assert!(messages(&first, "mindbot.session").iter().any(|m| m["type"] == "started"), "{first}");
+
+    // The grace (1 s) runs out; the room goes with the session, well before
+    // LiveKit's own departure timeout (20 s) would have closed it.
+    let rooms = mindbot_tests::livekit::rooms(mindbot_tests::livekit::HTTP_URL);
+    let mut gone = false;
+    for _ in 0..50 {
+        if rooms.list_rooms(vec![room.clone()]).await.unwrap().is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the room was not deleted within 5 s of the user leaving");
+    let ended: Vec<String> =
+        sqlx::query_scalar("SELECT end_reason FROM voice_sessions WHERE room_name = $1 AND end_time IS NOT NULL")
+            .bind(&room)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(ended, ["user_left"]);
+
+    // Back with the same token: a new room, a new agent, a new session.
+    let second = visit(&token, &["--expect-data", "mindbot.session", "--stay", "3"]).await;
+    assert!(messages(&second, "mindbot.session").iter().any(|m| m["type"] == "started"), "{second}");
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM voice_sessions WHERE room_name = $1")
+        .bind(&room)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(sessions, 2);
+}

@@ -17,7 +17,9 @@ use livekit_api::services::room::RoomClient;
 use metering::meter::{Meter, MeterEvent, MeteredSession, Presence};
 use metering::session::{EndReason, OpenRules, OpenSession};
 use metering::{reservations, UserId};
-use mindbot_transport::room::{self, ConnectOptions, DisconnectReason, OutgoingData, Room, RoomEvent, RoomEvents};
+use mindbot_transport::room::{
+    self, ConnectOptions, ConnectionState, DisconnectReason, OutgoingData, Room, RoomEvent, RoomEvents,
+};
 use mindbot_transport::worker::Assignment;
 use personas::{AccessFacts, AccessPolicy, Catalog, CustomRules, PersonaError};
 use serde::{Deserialize, Serialize};
@@ -487,6 +489,9 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
     // Set where the worker ends a session the user is still in for a reason
     // of its own (drain over, database gone): the user is told why below.
     let mut tell_user = false;
+    // Our media connection is down, or our signaling connection resuming:
+    // no charging until it is back.
+    let (mut media_down, mut resuming) = (false, false);
     let reason = loop {
         tokio::select! {
             _ = stop.shutdown.cancelled() => {
@@ -556,7 +561,7 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                     (None, _) => {}
                 },
                 Some(RoomEvent::ParticipantLeft { identity, .. }) if identity == s.identity => {
-                    let not_charged = s.metered.pause_user_left();
+                    let not_charged = s.metered.pause_from_last_heard();
                     if !not_charged.is_zero() {
                         metrics::counter!("mindbot_late_leaves_total").increment(1);
                         info!(not_charged_ms = not_charged.as_millis() as u64,
@@ -564,8 +569,34 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                     }
                     grace_at = Instant::now() + ctx.user_grace;
                 }
+                // Our own media is down (the node carrying the room went, say):
+                // the user hears no agent, so nothing is charged until it is back.
+                // The same while our signaling connection resumes: the node may
+                // have gone with the room (a resume that fails ends the room).
+                Some(RoomEvent::ConnectionState(state @ (ConnectionState::MediaDown | ConnectionState::Reconnecting))) => {
+                    if state == ConnectionState::MediaDown {
+                        media_down = true;
+                    } else {
+                        resuming = true;
+                    }
+                    let not_charged = s.metered.pause_from_last_heard();
+                    warn!(?state, not_charged_ms = not_charged.as_millis() as u64, "connection interrupted: charging paused");
+                }
+                Some(RoomEvent::ConnectionState(state @ (ConnectionState::MediaUp | ConnectionState::Reconnected))) => {
+                    if state == ConnectionState::MediaUp {
+                        media_down = false;
+                    } else {
+                        resuming = false;
+                    }
+                    if grace_at == far && !media_down && !resuming {
+                        s.metered.resume();
+                        info!("connection back: charging resumed");
+                    }
+                }
                 Some(RoomEvent::ParticipantActive { identity, .. }) if identity == s.identity => {
-                    s.metered.resume();
+                    if !media_down && !resuming {
+                        s.metered.resume();
+                    }
                     grace_at = far;
                     if !greeted {
                         announce(room, &s).await;
@@ -579,7 +610,12 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                         v.hear(stream);
                     }
                 }
-                Some(RoomEvent::Disconnected { reason }) => break disconnect_reason(reason),
+                Some(RoomEvent::Disconnected { reason }) => {
+                    // Out of the room: charged to the moment (or shortly after
+                    // the user's audio stopped, if that came first).
+                    s.metered.pause_from_last_heard();
+                    break disconnect_reason(reason);
+                }
                 None => break EndReason::Error,
                 Some(_) => {}
             },

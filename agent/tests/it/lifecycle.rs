@@ -534,3 +534,49 @@ async fn a_user_who_floods_data_then_leaves_is_still_seen_leaving_and_charged_on
     eprintln!("data packets dropped: {:?}", sample(&text, "mindbot_room_data_dropped_total"));
     audit_passes(&pool).await;
 }
+
+/// The LiveKit server carrying the room dies mid-session (as a cluster node
+/// may): the agent's connection breaks, and its resume attempts and media
+/// timeout take seconds before the room counts as lost. The user hears no
+/// agent from the break on, so charging stops there, not when the agent
+/// gives up.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_server_lost_mid_session_stops_the_charge_at_the_break(pool: PgPool) {
+    ensure("scripts/python-env.sh", None);
+    let mut server = worker_support::PrivateServer::start(7996, 50700);
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    let url = server.url();
+    let (_w, port) = worker(&pool, &agent_name, &[("LIVEKIT_URL", url.as_str())]).await;
+    assert_eq!(get(port, "/readyz").await.0, 200);
+    let user = user_with_card(&pool, 5).await;
+    let room = room_name("server-lost");
+    let meta = json!({"user_id": user.to_string(), "persona": "professor-ada"});
+    let token = dispatch_token(&room, &user.to_string(), &agent_name, &meta).await;
+    let visit = {
+        let (token, url) = (token.clone(), url.clone());
+        tokio::spawn(async move { visit(&token, &["--url", &url, "--stay", "40"]).await })
+    };
+    let until = Instant::now() + Duration::from_secs(20);
+    while sessions_in(&pool, &room).await.is_empty() {
+        assert!(Instant::now() < until, "no session within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (killed_at, started_at): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT now(), start_time FROM voice_sessions WHERE room_name = $1")
+            .bind(&room)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    server.stop();
+    let row = ended(&pool, &room, Duration::from_secs(40)).await;
+    let report = visit.await.unwrap();
+    let before_break = (killed_at - started_at).num_milliseconds();
+    eprintln!("{row:?}; {before_break} ms from the session's start to the break; user: {report}");
+    // Charged to the break (whole seconds), not the seconds the agent spent
+    // resuming and waiting for its media before giving the room up.
+    assert!(row.metered_ms <= before_break + 500, "{row:?}: charged past the break ({before_break} ms in)");
+    assert!(row.metered_ms >= before_break - 2_000, "{row:?}: {before_break} ms in");
+    charged_at_one(&row);
+    audit_passes(&pool).await;
+}

@@ -150,13 +150,14 @@ impl MeteredSession {
         self.with_live(|l, now| l.clock.pause(now));
     }
 
-    /// The user left the room: stop charging until [`resume`](Self::resume),
-    /// from where the user was last heard if that was shortly before (see
-    /// [`Presence`]). Returns the time not charged
-    /// because of it.
-    pub fn pause_user_left(&self) -> Duration {
+    /// The user and the agent can no longer hear each other (the user left
+    /// the room, or the agent's media is down): stop charging until
+    /// [`resume`](Self::resume), from shortly after the user was last heard
+    /// if the news came late (see [`Presence`]). Returns the time not
+    /// charged because of it.
+    pub fn pause_from_last_heard(&self) -> Duration {
         let mut taken = Duration::ZERO;
-        self.with_live(|l, now| taken = l.pause_user_left(now));
+        self.with_live(|l, now| taken = l.pause_from_last_heard(now));
         taken
     }
 

@@ -207,14 +207,15 @@ impl Live {
         }
     }
 
-    /// The user left the room: the clock pauses, and if their audio had
+    /// The user left the room (or the agent's media went down): the clock
+    /// pauses, and if their audio had
     /// stopped more than [`QUIET`] before (the room reported the leave
     /// late), it pauses [`QUIET`] after the audio stopped, where the held
     /// seconds began: never below the seconds written and never forgiving
     /// more than [`FORGIVE_LIMIT`] in all. A leave on time (within [`QUIET`]
     /// of the last packet) pauses now, as it always did. Returns the time
     /// taken back.
-    pub fn pause_user_left(&mut self, now: Instant) -> Duration {
+    pub fn pause_from_last_heard(&mut self, now: Instant) -> Duration {
         let heard = self.last_heard(now);
         let live_now = self.clock.live_ms(now);
         self.clock.pause(now);
@@ -670,7 +671,7 @@ mod tests {
         assert_eq!(l.unbilled(ms(t0, 12_000)), Millis(2_000), "held time still counts against the balance");
         // The leave arrives 2.6 s after the user's audio stopped: paused
         // where the hold began, half a second after the last packet.
-        assert_eq!(l.pause_user_left(ms(t0, 12_800)), Duration::from_millis(2_100));
+        assert_eq!(l.pause_from_last_heard(ms(t0, 12_800)), Duration::from_millis(2_100));
         assert_eq!(l.clock.live_ms(ms(t0, 20_000)), 10_700);
         l.stop(ms(t0, 13_000), None);
         let e = l.next_entry(id, ms(t0, 13_000));
@@ -691,7 +692,7 @@ mod tests {
         let e = l.next_entry(id, ms(t0, 9_100));
         assert_eq!(e.seq_to, 9, "5.15 s of silence without a leave is charged");
         l.acknowledge(&e, &applied(5_000));
-        assert_eq!(l.pause_user_left(ms(t0, 9_300)), Duration::ZERO, "too long ago to be a sign");
+        assert_eq!(l.pause_from_last_heard(ms(t0, 9_300)), Duration::ZERO, "too long ago to be a sign");
         assert_eq!(l.clock.live_ms(ms(t0, 9_900)), 9_300);
     }
 
@@ -701,13 +702,13 @@ mod tests {
         let (id, mut l) = live("1", t0);
         let heard = heard_at(&mut l);
         *heard.lock().unwrap() = Some(ms(t0, 4_900));
-        assert_eq!(l.pause_user_left(ms(t0, 5_000)), Duration::ZERO, "a leave on time pauses now");
+        assert_eq!(l.pause_from_last_heard(ms(t0, 5_000)), Duration::ZERO, "a leave on time pauses now");
         assert_eq!(l.clock.live_ms(ms(t0, 6_000)), 5_000);
         l.clock.resume(ms(t0, 8_000));
         // Not heard since the resume: written in full, and the pause is not back-dated.
         assert_eq!(l.next_entry(id, ms(t0, 10_000)).seq_to, 7);
         l.acknowledge(&l.unacked.clone().unwrap(), &applied(7_000));
-        assert_eq!(l.pause_user_left(ms(t0, 10_500)), Duration::ZERO);
+        assert_eq!(l.pause_from_last_heard(ms(t0, 10_500)), Duration::ZERO);
         assert_eq!(l.clock.live_ms(ms(t0, 11_000)), 7_500);
     }
 
@@ -721,7 +722,7 @@ mod tests {
         // A client that sends one packet at each rejoin and leaves 4 s later.
         for _ in 0..5 {
             *heard.lock().unwrap() = Some(ms(t0, at));
-            forgiven += l.pause_user_left(ms(t0, at + 4_000));
+            forgiven += l.pause_from_last_heard(ms(t0, at + 4_000));
             at += 5_000;
             l.clock.resume(ms(t0, at));
         }
@@ -736,7 +737,7 @@ mod tests {
         let (id, mut l) = live("1", t0);
         heard_at(&mut l); // muted: no last packet
         assert_eq!(l.next_entry(id, ms(t0, 3_000)).seq_to, 3);
-        assert_eq!(l.pause_user_left(ms(t0, 3_600)), Duration::ZERO);
+        assert_eq!(l.pause_from_last_heard(ms(t0, 3_600)), Duration::ZERO);
         assert_eq!(l.clock.live_ms(ms(t0, 4_000)), 3_600);
     }
 }

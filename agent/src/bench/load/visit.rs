@@ -215,11 +215,19 @@ async fn enter(url: &str, token: &str) -> Result<Present> {
     let options =
         ConnectOptions { subscribe_audio: false, join_timeout: Duration::from_secs(30), ..Default::default() };
     let (room, events) = room::connect(url, token, options).await.context("joining through the load balancer")?;
-    let source = room.publish_audio("microphone").await.context("publishing the tone")?;
-    let pcm: Vec<i16> = (0..SAMPLE_RATE as usize)
-        .map(|i| ((i as f64 * 440.0 * std::f64::consts::TAU / f64::from(SAMPLE_RATE)).sin() * 6000.0) as i16)
-        .collect();
-    let tone = tokio::spawn(async move { while source.push(&pcm).await.is_ok() {} });
+    // Published beside the visit, as an SDK does: the visit reads the
+    // agent's messages the moment they arrive (its clock starts at
+    // `started`), not after the publication's round trip.
+    let publisher = room.sender();
+    let tone = tokio::spawn(async move {
+        let Ok(source) = publisher.publish_audio("microphone").await else {
+            return tracing::debug!("the tone was not published");
+        };
+        let pcm: Vec<i16> = (0..SAMPLE_RATE as usize)
+            .map(|i| ((i as f64 * 440.0 * std::f64::consts::TAU / f64::from(SAMPLE_RATE)).sin() * 6000.0) as i16)
+            .collect();
+        while source.push(&pcm).await.is_ok() {}
+    });
     Ok(Present { room, events, tone })
 }
 

@@ -142,6 +142,12 @@ pub enum ConnectionState {
     Reconnecting,
     /// Resumed: same participant, same tracks.
     Reconnected,
+    /// Media stopped flowing (ICE lost on a connection that carried it):
+    /// nobody hears us and we hear nobody. The room fails if it stays so
+    /// for 20 s.
+    MediaDown,
+    /// Media flows again.
+    MediaUp,
 }
 
 /// Why the room connection ended.

@@ -13,7 +13,7 @@ use str0m::{Event, IceConnectionState};
 
 use super::{Engine, MEDIA_DOWN_LIMIT};
 use crate::room::audio::Decoder;
-use crate::room::{RoomError, RoomEvent};
+use crate::room::{ConnectionState, RoomError, RoomEvent};
 
 /// Whether each connection is ICE-connected, and since when media is down.
 pub(super) struct MediaState {
@@ -73,7 +73,7 @@ impl Engine {
         match event {
             Event::IceConnectionStateChange(state) => {
                 tracing::debug!(?state, "subscriber ICE");
-                self.media.set(true, state, self.ready.is_none(), Instant::now());
+                self.set_media(true, state);
             }
             Event::MediaAdded(added) => self.on_remote_audio(added.mid),
             // The server reuses inactive sections for later tracks.
@@ -105,12 +105,30 @@ impl Engine {
         match event {
             Event::IceConnectionStateChange(state) => {
                 tracing::debug!(?state, "publisher ICE");
-                self.media.set(false, state, self.ready.is_none(), Instant::now());
+                self.set_media(false, state);
             }
             Event::ChannelOpen(id, label) => tracing::debug!(?id, label, "publisher data channel open"),
             Event::ChannelData(data) => {
                 let reliable = self.publisher.is_reliable(data.id);
                 self.on_data(&data.data, reliable);
+            }
+            _ => {}
+        }
+    }
+
+    /// Records a connection's ICE state and tells the owner when media of a
+    /// joined room stops or flows again.
+    fn set_media(&mut self, subscriber: bool, state: IceConnectionState) {
+        let was_down = self.media.give_up_at().is_some();
+        self.media.set(subscriber, state, self.ready.is_none(), Instant::now());
+        match (was_down, self.media.give_up_at().is_some()) {
+            (false, true) => {
+                tracing::info!(?state, subscriber, "media down");
+                self.emit(RoomEvent::ConnectionState(ConnectionState::MediaDown));
+            }
+            (true, false) => {
+                tracing::info!("media up again");
+                self.emit(RoomEvent::ConnectionState(ConnectionState::MediaUp));
             }
             _ => {}
         }

@@ -183,7 +183,9 @@ agent_env() {
     export LIVEKIT_URL="ws://127.0.0.1:$LB_PORT" LIVEKIT_API_KEY="$KEY" LIVEKIT_API_SECRET="$SECRET"
     export MINDBOT_DATABASE_MIGRATE_ON_START=false
     export MINDBOT_WORKER_DRAIN_TIMEOUT_SECONDS="$DRAIN"
-    export MINDBOT_WORKER_MAX_JOBS="${MINDBOT_WORKER_MAX_JOBS:-150}"
+    # Sized so that two of the three workers carry a 300-session load when
+    # one is killed or draining (at 150 they filled up and declined jobs).
+    export MINDBOT_WORKER_MAX_JOBS="${MINDBOT_WORKER_MAX_JOBS:-250}"
     export MINDBOT_HTTP_WEB_ROOT=""
     # The users play a tone, not speech: no voice providers unless asked for.
     export MINDBOT_VOICE_ENABLED="${MINDBOT_VOICE_ENABLED:-false}"

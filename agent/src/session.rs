@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use livekit_api::services::room::RoomClient;
-use metering::meter::{Meter, MeterEvent, MeteredSession, Presence};
+use metering::meter::{Meter, MeterEvent, MeteredSession, Pause, Presence};
 use metering::session::{EndReason, OpenRules, OpenSession};
 use metering::{reservations, UserId};
 use mindbot_transport::room::{
@@ -561,7 +561,7 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                     (None, _) => {}
                 },
                 Some(RoomEvent::ParticipantLeft { identity, .. }) if identity == s.identity => {
-                    let not_charged = s.metered.pause_from_last_heard();
+                    let not_charged = s.metered.pause_from_last_heard(Pause::UserLeft);
                     if !not_charged.is_zero() {
                         metrics::counter!("mindbot_late_leaves_total").increment(1);
                         info!(not_charged_ms = not_charged.as_millis() as u64,
@@ -579,7 +579,7 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                     } else {
                         resuming = true;
                     }
-                    let not_charged = s.metered.pause_from_last_heard();
+                    let not_charged = s.metered.pause_from_last_heard(Pause::Interrupted);
                     warn!(?state, not_charged_ms = not_charged.as_millis() as u64, "connection interrupted: charging paused");
                 }
                 Some(RoomEvent::ConnectionState(state @ (ConnectionState::MediaUp | ConnectionState::Reconnected))) => {
@@ -613,7 +613,7 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                 Some(RoomEvent::Disconnected { reason }) => {
                     // Out of the room: charged to the moment (or shortly after
                     // the user's audio stopped, if that came first).
-                    s.metered.pause_from_last_heard();
+                    s.metered.pause_from_last_heard(Pause::UserLeft);
                     break disconnect_reason(reason);
                 }
                 None => break EndReason::Error,

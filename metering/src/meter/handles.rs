@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::scheduler::{reap, refresh_user, run};
-use super::state::{Account, Live, Presence};
+use super::state::{Account, Live, Pause, Presence};
 use super::{Channels, Inner, MeterConfig, MeterEvent, Snapshot, State, TickStats};
 use crate::balance;
 use crate::error::{Error, Result};
@@ -155,9 +155,9 @@ impl MeteredSession {
     /// [`resume`](Self::resume), from shortly after the user was last heard
     /// if the news came late (see [`Presence`]). Returns the time not
     /// charged because of it.
-    pub fn pause_from_last_heard(&self) -> Duration {
+    pub fn pause_from_last_heard(&self, why: Pause) -> Duration {
         let mut taken = Duration::ZERO;
-        self.with_live(|l, now| taken = l.pause_from_last_heard(now));
+        self.with_live(|l, now| taken = l.pause_from_last_heard(now, why));
         taken
     }
 

@@ -45,7 +45,7 @@ use crate::store::Store;
 use state::{Account, Exhaustion, Live};
 
 pub use handles::{Meter, MeteredSession};
-pub use state::Presence;
+pub use state::{Pause, Presence};
 
 /// Meter settings; see `config.toml` for each default's reason.
 #[derive(Debug, Clone)]

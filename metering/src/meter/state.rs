@@ -33,9 +33,26 @@ const MAX_WAIT_MS: i64 = 1_000_000_000_000;
 /// 400 ms).
 pub const QUIET: Duration = Duration::from_millis(500);
 
-/// The longest a user's silence holds back the writing of their seconds,
-/// and the most a session is ever forgiven in all (see [`Presence`]).
+/// The longest a user's silence holds back the writing of their seconds
+/// (see [`Presence`]). A worker that dies during a hold loses at most this
+/// much of a session's charge, in the user's favour.
+pub const HOLD_LIMIT: Duration = Duration::from_secs(30);
+
+/// The most a session is ever forgiven in all at leaves the user's own
+/// client could have timed (see [`Presence`]).
 pub const FORGIVE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Why the user and the agent no longer hear each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    /// The room says the user left (a client could time it: forgiveness is
+    /// capped at [`FORGIVE_LIMIT`] per session).
+    UserLeft,
+    /// The agent's own connection broke (its server or node went): nothing
+    /// the user controls, so the whole quiet since the user was last heard
+    /// (at most [`HOLD_LIMIT`]) is taken back.
+    Interrupted,
+}
 
 /// When the user was last heard (their audio's last packet), as the room
 /// knows it: `None` when there is no such sign (muted, nothing published,
@@ -44,13 +61,13 @@ pub const FORGIVE_LIMIT: Duration = Duration::from_secs(5);
 /// Charging follows the room's word that the user is present, and a leave
 /// can reach the agent late (relayed between a cluster's nodes). With a
 /// presence, the meter holds back the seconds lived after the user's audio
-/// stopped (past [`QUIET`], for at most [`FORGIVE_LIMIT`]), and when the
-/// leave does come the clock stops where that hold began, so the late word
-/// is not charged.
-/// Bounded: seconds already written stay charged, a session is forgiven at
-/// most [`FORGIVE_LIMIT`] in all, and silence since the last resume (no
-/// packet at all) is no sign, so a client that stops sending gains at most
-/// that once per session.
+/// stopped (past [`QUIET`], for at most [`HOLD_LIMIT`]), and when the leave
+/// (or the break of the agent's own connection) does come the clock stops
+/// where that hold began, so the late word is not charged.
+/// Bounded: seconds already written stay charged, leaves are forgiven at
+/// most [`FORGIVE_LIMIT`] per session in all, and silence since the last
+/// resume (no packet at all) is no sign, so a client that stops sending
+/// gains at most that once per session.
 #[derive(Clone)]
 pub struct Presence(Arc<dyn Fn() -> Option<Instant> + Send + Sync>);
 
@@ -150,7 +167,8 @@ pub struct Live {
     /// The room's sign that the user is still there, if it gives one.
     pub presence: Option<Presence>,
     /// Live time taken back at leaves the room reported after the user's
-    /// audio had stopped (at most [`FORGIVE_LIMIT`] in all).
+    /// audio had stopped (at most [`FORGIVE_LIMIT`] in all; breaks of the
+    /// agent's own connection are not counted here).
     pub forgiven_ms: i64,
 }
 
@@ -175,15 +193,15 @@ impl Live {
     }
 
     /// The user's last audio, when it is a sign worth acting on: heard
-    /// since the clock last (re)started, at most [`FORGIVE_LIMIT`] ago, with
-    /// forgiveness left and the session still charged as it runs.
+    /// since the clock last (re)started, at most [`HOLD_LIMIT`] ago, with
+    /// the session still charged as it runs.
     fn last_heard(&self, now: Instant) -> Option<Instant> {
-        if !self.draining() || self.closing || self.forgiven_ms >= FORGIVE_LIMIT.as_millis() as i64 {
+        if !self.draining() || self.closing {
             return None;
         }
         let since = self.clock.running_since()?;
         let heard = self.presence.as_ref()?.last_heard()?;
-        (heard >= since && heard <= now && now.saturating_duration_since(heard) <= FORGIVE_LIMIT).then_some(heard)
+        (heard >= since && heard <= now && now.saturating_duration_since(heard) <= HOLD_LIMIT).then_some(heard)
     }
 
     /// Up to when lived time is written at `now`: `now`, unless the user's
@@ -212,15 +230,18 @@ impl Live {
     /// stopped more than [`QUIET`] before (the room reported the leave
     /// late), it pauses [`QUIET`] after the audio stopped, where the held
     /// seconds began: never below the seconds written and never forgiving
-    /// more than [`FORGIVE_LIMIT`] in all. A leave on time (within [`QUIET`]
+    /// more than [`FORGIVE_LIMIT`] in all at leaves. A leave on time (within [`QUIET`]
     /// of the last packet) pauses now, as it always did. Returns the time
     /// taken back.
-    pub fn pause_from_last_heard(&mut self, now: Instant) -> Duration {
+    pub fn pause_from_last_heard(&mut self, now: Instant, why: Pause) -> Duration {
         let heard = self.last_heard(now);
         let live_now = self.clock.live_ms(now);
         self.clock.pause(now);
         let Some(heard) = heard else { return Duration::ZERO };
-        let budget = FORGIVE_LIMIT.as_millis() as i64 - self.forgiven_ms;
+        let budget = match why {
+            Pause::UserLeft => FORGIVE_LIMIT.as_millis() as i64 - self.forgiven_ms,
+            Pause::Interrupted => HOLD_LIMIT.as_millis() as i64,
+        };
         let quiet = now.saturating_duration_since(heard).saturating_sub(QUIET);
         let live_heard = live_now - quiet.as_millis() as i64;
         let target = live_heard.max(self.committed_seconds() * 1000).max(live_now - budget);
@@ -228,7 +249,9 @@ impl Live {
             return Duration::ZERO;
         }
         self.clock.stop_at(target);
-        self.forgiven_ms += live_now - target;
+        if why == Pause::UserLeft {
+            self.forgiven_ms += live_now - target;
+        }
         Duration::from_millis((live_now - target) as u64)
     }
 
@@ -671,7 +694,7 @@ mod tests {
         assert_eq!(l.unbilled(ms(t0, 12_000)), Millis(2_000), "held time still counts against the balance");
         // The leave arrives 2.6 s after the user's audio stopped: paused
         // where the hold began, half a second after the last packet.
-        assert_eq!(l.pause_from_last_heard(ms(t0, 12_800)), Duration::from_millis(2_100));
+        assert_eq!(l.pause_from_last_heard(ms(t0, 12_800), Pause::UserLeft), Duration::from_millis(2_100));
         assert_eq!(l.clock.live_ms(ms(t0, 20_000)), 10_700);
         l.stop(ms(t0, 13_000), None);
         let e = l.next_entry(id, ms(t0, 13_000));
@@ -680,7 +703,7 @@ mod tests {
     }
 
     #[test]
-    fn a_leave_on_time_changes_nothing_and_a_long_silence_is_charged_in_full() {
+    fn a_long_silence_is_charged_in_full_and_a_break_of_the_agents_connection_is_not_capped() {
         let t0 = Instant::now();
         let (id, mut l) = live("1", t0);
         let heard = heard_at(&mut l);
@@ -688,12 +711,30 @@ mod tests {
         // Under QUIET: written to now.
         assert_eq!(l.next_entry(id, ms(t0, 4_010)).seq_to, 4);
         l.acknowledge(&l.unacked.clone().unwrap(), &applied(4_000));
-        // Quiet past the limit: the hold lapses and every second is written.
-        let e = l.next_entry(id, ms(t0, 9_100));
-        assert_eq!(e.seq_to, 9, "5.15 s of silence without a leave is charged");
-        l.acknowledge(&e, &applied(5_000));
-        assert_eq!(l.pause_from_last_heard(ms(t0, 9_300)), Duration::ZERO, "too long ago to be a sign");
-        assert_eq!(l.clock.live_ms(ms(t0, 9_900)), 9_300);
+        // Quiet past the hold limit: the hold lapses and every second is written.
+        let e = l.next_entry(id, ms(t0, 34_100));
+        assert_eq!(e.seq_to, 34, "30.15 s of silence without a leave is charged");
+        l.acknowledge(&e, &applied(30_000));
+        assert_eq!(
+            l.pause_from_last_heard(ms(t0, 34_300), Pause::UserLeft),
+            Duration::ZERO,
+            "too long ago to be a sign"
+        );
+        assert_eq!(l.clock.live_ms(ms(t0, 35_000)), 34_300);
+
+        // Heard at 40.2 s (after a resume at 40 s); the agent's media is found
+        // down at 52 s: the 11.3 s since the hold began are taken back, past
+        // the leaves' 5 s, and the leaves' allowance is untouched.
+        l.clock.resume(ms(t0, 40_000));
+        *heard.lock().unwrap() = Some(ms(t0, 40_200));
+        for at in (41_000..52_000).step_by(1000) {
+            let e = l.next_entry(id, ms(t0, at));
+            assert_eq!(e.seq_to, 35, "held at {at} ms: written up to 40.7 s, 35 s lived");
+            l.acknowledge(&e, &applied(1_000));
+        }
+        assert_eq!(l.pause_from_last_heard(ms(t0, 52_000), Pause::Interrupted), Duration::from_millis(11_300));
+        assert_eq!(l.clock.live_ms(ms(t0, 60_000)), 34_300 + 700);
+        assert_eq!(l.forgiven_ms, 0);
     }
 
     #[test]
@@ -702,13 +743,17 @@ mod tests {
         let (id, mut l) = live("1", t0);
         let heard = heard_at(&mut l);
         *heard.lock().unwrap() = Some(ms(t0, 4_900));
-        assert_eq!(l.pause_from_last_heard(ms(t0, 5_000)), Duration::ZERO, "a leave on time pauses now");
+        assert_eq!(
+            l.pause_from_last_heard(ms(t0, 5_000), Pause::UserLeft),
+            Duration::ZERO,
+            "a leave on time pauses now"
+        );
         assert_eq!(l.clock.live_ms(ms(t0, 6_000)), 5_000);
         l.clock.resume(ms(t0, 8_000));
         // Not heard since the resume: written in full, and the pause is not back-dated.
         assert_eq!(l.next_entry(id, ms(t0, 10_000)).seq_to, 7);
         l.acknowledge(&l.unacked.clone().unwrap(), &applied(7_000));
-        assert_eq!(l.pause_from_last_heard(ms(t0, 10_500)), Duration::ZERO);
+        assert_eq!(l.pause_from_last_heard(ms(t0, 10_500), Pause::UserLeft), Duration::ZERO);
         assert_eq!(l.clock.live_ms(ms(t0, 11_000)), 7_500);
     }
 
@@ -722,7 +767,7 @@ mod tests {
         // A client that sends one packet at each rejoin and leaves 4 s later.
         for _ in 0..5 {
             *heard.lock().unwrap() = Some(ms(t0, at));
-            forgiven += l.pause_from_last_heard(ms(t0, at + 4_000));
+            forgiven += l.pause_from_last_heard(ms(t0, at + 4_000), Pause::UserLeft);
             at += 5_000;
             l.clock.resume(ms(t0, at));
         }
@@ -737,7 +782,7 @@ mod tests {
         let (id, mut l) = live("1", t0);
         heard_at(&mut l); // muted: no last packet
         assert_eq!(l.next_entry(id, ms(t0, 3_000)).seq_to, 3);
-        assert_eq!(l.pause_from_last_heard(ms(t0, 3_600)), Duration::ZERO);
+        assert_eq!(l.pause_from_last_heard(ms(t0, 3_600), Pause::UserLeft), Duration::ZERO);
         assert_eq!(l.clock.live_ms(ms(t0, 4_000)), 3_600);
     }
 }

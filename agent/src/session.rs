@@ -430,8 +430,11 @@ async fn send_balance(room: &Room, s: &Admitted, why: &str) {
 /// meter runs from that moment, so the user's clock should start as near to
 /// it as the network allows.
 async fn announce(room: &Room, s: &Admitted) {
+    // `at_ms`: when the meter started (Unix ms), so a client can tell how
+    // long the message was on its way.
+    let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let started = json!({"type": "started", "persona": s.slug, "session": s.metered.id(),
-        "premium_left_out": s.premium_left_out});
+        "premium_left_out": s.premium_left_out, "at_ms": at_ms});
     send(room, TOPIC_SESSION, &s.identity, &started).await;
     send_balance(room, s, "balance").await;
 }
@@ -454,10 +457,15 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
     let mut greeted = false;
     publish_persona(room, &s.persona).await;
     // The user's last audio packet: a leave the cluster relays late is not
-    // charged past it (bounded; see metering's `Presence`).
+    // charged past it; bounded by the agent's own last words, which a
+    // client that stops sending could listen to (see metering's `Presence`).
     let heard = room.audio_heard();
+    let spoken = heard.clone();
     let user = s.identity.clone();
-    s.metered.set_presence(Presence::new(move || heard.last(&user).map(Instant::from_std)));
+    s.metered.set_presence(
+        Presence::new(move || heard.last(&user).map(Instant::from_std))
+            .with_spoken(move || spoken.last_sent().map(Instant::from_std)),
+    );
     let usage = Arc::new(SessionUsage::default());
     let mut voice = match &ctx.voice {
         Some(v) => v
@@ -589,7 +597,7 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                         resuming = false;
                     }
                     if grace_at == far && !media_down && !resuming {
-                        s.metered.resume();
+                        s.metered.resume_after_break();
                         info!("connection back: charging resumed");
                     }
                 }

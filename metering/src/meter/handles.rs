@@ -166,11 +166,23 @@ impl MeteredSession {
         self.with_live(|l, _| l.presence = Some(presence));
     }
 
-    /// Both are in the room again.
+    /// Both are in the room again (the user joined or came back).
     pub fn resume(&self) {
+        self.resume_with(true);
+    }
+
+    /// The agent's own connection is back, with the user still listed in
+    /// the room: charging resumes, and the user's last audio before the
+    /// break still counts as the sign that they are there (a leave the
+    /// broken connection kept from us comes late; see [`Presence`]).
+    pub fn resume_after_break(&self) {
+        self.resume_with(false);
+    }
+
+    fn resume_with(&self, rejoined: bool) {
         self.with_live(|l, now| {
             if l.exhausted.is_none() && !l.closing {
-                l.clock.resume(now)
+                l.resume(now, rejoined)
             }
         });
     }

@@ -38,15 +38,19 @@ pub const QUIET: Duration = Duration::from_millis(500);
 /// much of a session's charge, in the user's favour.
 pub const HOLD_LIMIT: Duration = Duration::from_secs(30);
 
-/// The most a session is ever forgiven in all at leaves the user's own
-/// client could have timed (see [`Presence`]).
+/// The most a session is ever forgiven in all, at leaves the user's own
+/// client could have timed, of the time the agent was talking to them
+/// (see [`Presence`]).
 pub const FORGIVE_LIMIT: Duration = Duration::from_secs(5);
 
 /// Why the user and the agent no longer hear each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pause {
-    /// The room says the user left (a client could time it: forgiveness is
-    /// capped at [`FORGIVE_LIMIT`] per session).
+    /// The room says the user left. A client could time that (stop
+    /// sending, listen on, then go): of the quiet before it, the time up to
+    /// the agent's last words is forgiven at most [`FORGIVE_LIMIT`] per
+    /// session; the quiet after them, in which the agent said nothing, is
+    /// forgiven whole (at most [`HOLD_LIMIT`]).
     UserLeft,
     /// The agent's own connection broke (its server or node went): nothing
     /// the user controls, so the whole quiet since the user was last heard
@@ -64,20 +68,45 @@ pub enum Pause {
 /// stopped (past [`QUIET`], for at most [`HOLD_LIMIT`]), and when the leave
 /// (or the break of the agent's own connection) does come the clock stops
 /// where that hold began, so the late word is not charged.
-/// Bounded: seconds already written stay charged, leaves are forgiven at
-/// most [`FORGIVE_LIMIT`] per session in all, and silence since the last
-/// resume (no packet at all) is no sign, so a client that stops sending
-/// gains at most that once per session.
+/// Bounded: seconds already written stay charged, silence since the last
+/// resume (no packet at all) is no sign, and of a quiet before a leave,
+/// the time in which the agent was still talking (up to its last words,
+/// from [`Presence::with_spoken`]) is forgiven at most [`FORGIVE_LIMIT`]
+/// per session in all: a client that stops sending and listens on gains
+/// at most that. The quiet after the agent's last words is forgiven whole:
+/// nothing reached the user then that a client could want for free.
 #[derive(Clone)]
-pub struct Presence(Arc<dyn Fn() -> Option<Instant> + Send + Sync>);
+pub struct Presence {
+    heard: Arc<dyn Fn() -> Option<Instant> + Send + Sync>,
+    spoken: Option<Arc<dyn Fn() -> Option<Instant> + Send + Sync>>,
+}
 
 impl Presence {
+    /// `last_heard`: when the user's last audio arrived. Without
+    /// [`with_spoken`](Presence::with_spoken), the agent counts as talking
+    /// all the time (every leave's forgiveness is capped).
     pub fn new(last_heard: impl Fn() -> Option<Instant> + Send + Sync + 'static) -> Presence {
-        Presence(Arc::new(last_heard))
+        Presence { heard: Arc::new(last_heard), spoken: None }
+    }
+
+    /// `last_spoken`: when the agent's own last audio went out to the room
+    /// (`None`: it never spoke).
+    pub fn with_spoken(mut self, last_spoken: impl Fn() -> Option<Instant> + Send + Sync + 'static) -> Presence {
+        self.spoken = Some(Arc::new(last_spoken));
+        self
     }
 
     fn last_heard(&self) -> Option<Instant> {
-        (self.0)()
+        (self.heard)()
+    }
+
+    /// Until when, at `now`, the agent may have been talking (`None`: it
+    /// never spoke).
+    fn spoken_until(&self, now: Instant) -> Option<Instant> {
+        match &self.spoken {
+            Some(spoken) => spoken().map(|t| t.min(now)),
+            None => Some(now),
+        }
     }
 }
 
@@ -166,9 +195,14 @@ pub struct Live {
     pub ad_supported: bool,
     /// The room's sign that the user is still there, if it gives one.
     pub presence: Option<Presence>,
-    /// Live time taken back at leaves the room reported after the user's
-    /// audio had stopped (at most [`FORGIVE_LIMIT`] in all; breaks of the
-    /// agent's own connection are not counted here).
+    /// Audio counts as that sign only from here: when the clock last
+    /// started or resumed with the user (re)joining. A resume after a break
+    /// of the agent's own connection keeps it: the user did nothing then.
+    pub sign_since: Instant,
+    /// Live time the agent was talking, taken back at leaves the room
+    /// reported after the user's audio had stopped (at most
+    /// [`FORGIVE_LIMIT`] in all; the quiet after its last words, and breaks
+    /// of the agent's own connection, are not counted here).
     pub forgiven_ms: i64,
 }
 
@@ -188,31 +222,54 @@ impl Live {
             warned: BTreeSet::new(),
             closing: false,
             presence: None,
+            sign_since: now,
             forgiven_ms: 0,
         }
     }
 
+    /// The clock runs again: with the user (re)joining (`rejoined`), or
+    /// after a break of the agent's own connection, across which the
+    /// user's last audio stays a sign.
+    pub fn resume(&mut self, now: Instant, rejoined: bool) {
+        if self.clock.running() {
+            return;
+        }
+        self.clock.resume(now);
+        if rejoined {
+            self.sign_since = now;
+        }
+    }
+
     /// The user's last audio, when it is a sign worth acting on: heard
-    /// since the clock last (re)started, at most [`HOLD_LIMIT`] ago, with
-    /// the session still charged as it runs.
+    /// since they last joined ([`sign_since`](Live::sign_since)), at most
+    /// [`HOLD_LIMIT`] ago, with the clock running and the session still
+    /// charged as it runs.
     fn last_heard(&self, now: Instant) -> Option<Instant> {
-        if !self.draining() || self.closing {
+        if !self.draining() || self.closing || !self.clock.running() {
             return None;
         }
-        let since = self.clock.running_since()?;
         let heard = self.presence.as_ref()?.last_heard()?;
-        (heard >= since && heard <= now && now.saturating_duration_since(heard) <= HOLD_LIMIT).then_some(heard)
+        (heard >= self.sign_since && heard <= now && now.saturating_duration_since(heard) <= HOLD_LIMIT)
+            .then_some(heard)
+    }
+
+    /// Where the quiet after the user's last audio begins on the running
+    /// clock: [`QUIET`] after it, or when the clock resumed if later (a
+    /// break of the agent's own connection took back what came before).
+    fn quiet_from(&self, heard: Instant) -> Instant {
+        let from = heard + QUIET;
+        self.clock.running_since().map_or(from, |since| from.max(since))
     }
 
     /// Up to when lived time is written at `now`: `now`, unless the user's
     /// audio stopped more than [`QUIET`] ago (and not too long ago): then
-    /// only up to [`QUIET`] after it stopped, so that a leave reported late
+    /// only up to where that quiet began, so that a leave reported late
     /// finds the seconds since unwritten. Time held back is still lived: it
     /// counts against the balance and is written when audio returns or the
     /// hold lapses.
     fn write_until(&self, now: Instant) -> Instant {
         match self.last_heard(now) {
-            Some(heard) if now.saturating_duration_since(heard) > QUIET => heard + QUIET,
+            Some(heard) if now.saturating_duration_since(heard) > QUIET => self.quiet_from(heard).min(now),
             _ => now,
         }
     }
@@ -226,33 +283,41 @@ impl Live {
     }
 
     /// The user left the room (or the agent's media went down): the clock
-    /// pauses, and if their audio had
-    /// stopped more than [`QUIET`] before (the room reported the leave
-    /// late), it pauses [`QUIET`] after the audio stopped, where the held
-    /// seconds began: never below the seconds written and never forgiving
-    /// more than [`FORGIVE_LIMIT`] in all at leaves. A leave on time (within [`QUIET`]
-    /// of the last packet) pauses now, as it always did. Returns the time
-    /// taken back.
+    /// pauses. If the user's audio had stopped more than [`QUIET`] before
+    /// (the room reported the leave late), the quiet since is taken back:
+    /// the clock stops [`QUIET`] after the audio stopped, where the held
+    /// seconds began, never below the seconds written. At a leave, the part
+    /// of that quiet up to the agent's last words is taken back at most
+    /// [`FORGIVE_LIMIT`] in all per session (see [`Pause`]). A leave on
+    /// time (within [`QUIET`] of the last packet) pauses now, as it always
+    /// did. Returns the time taken back.
     pub fn pause_from_last_heard(&mut self, now: Instant, why: Pause) -> Duration {
         let heard = self.last_heard(now);
+        let quiet_from = heard.map(|h| self.quiet_from(h));
+        let spoken = self.presence.as_ref().and_then(|p| p.spoken_until(now));
         let live_now = self.clock.live_ms(now);
         self.clock.pause(now);
-        let Some(heard) = heard else { return Duration::ZERO };
-        let budget = match why {
-            Pause::UserLeft => FORGIVE_LIMIT.as_millis() as i64 - self.forgiven_ms,
-            Pause::Interrupted => HOLD_LIMIT.as_millis() as i64,
-        };
-        let quiet = now.saturating_duration_since(heard).saturating_sub(QUIET);
-        let live_heard = live_now - quiet.as_millis() as i64;
-        let target = live_heard.max(self.committed_seconds() * 1000).max(live_now - budget);
+        let Some(quiet_from) = quiet_from else { return Duration::ZERO };
+        let quiet_ms = now.saturating_duration_since(quiet_from).as_millis() as i64;
+        // The quiet the agent may have talked through (the rest came after
+        // its last words).
+        let talked_ms = match why {
+            Pause::UserLeft => spoken.map_or(0, |t| t.saturating_duration_since(quiet_from).as_millis() as i64),
+            Pause::Interrupted => 0,
+        }
+        .min(quiet_ms);
+        let silent_ms = quiet_ms - talked_ms;
+        let budget = (FORGIVE_LIMIT.as_millis() as i64 - self.forgiven_ms).max(0);
+        let target = (live_now - silent_ms - talked_ms.min(budget)).max(self.committed_seconds() * 1000);
         if target >= live_now {
             return Duration::ZERO;
         }
         self.clock.stop_at(target);
-        if why == Pause::UserLeft {
-            self.forgiven_ms += live_now - target;
-        }
-        Duration::from_millis((live_now - target) as u64)
+        let taken = live_now - target;
+        // The floor of written seconds cuts from the quiet's start, where
+        // the talking was.
+        self.forgiven_ms += (taken - silent_ms).max(0);
+        Duration::from_millis(taken as u64)
     }
 
     /// The end is decided at `now`: the clock stops for good (no resume),
@@ -725,7 +790,7 @@ mod tests {
         // Heard at 40.2 s (after a resume at 40 s); the agent's media is found
         // down at 52 s: the 11.3 s since the hold began are taken back, past
         // the leaves' 5 s, and the leaves' allowance is untouched.
-        l.clock.resume(ms(t0, 40_000));
+        l.resume(ms(t0, 40_000), true);
         *heard.lock().unwrap() = Some(ms(t0, 40_200));
         for at in (41_000..52_000).step_by(1000) {
             let e = l.next_entry(id, ms(t0, at));
@@ -749,7 +814,7 @@ mod tests {
             "a leave on time pauses now"
         );
         assert_eq!(l.clock.live_ms(ms(t0, 6_000)), 5_000);
-        l.clock.resume(ms(t0, 8_000));
+        l.resume(ms(t0, 8_000), true);
         // Not heard since the resume: written in full, and the pause is not back-dated.
         assert_eq!(l.next_entry(id, ms(t0, 10_000)).seq_to, 7);
         l.acknowledge(&l.unacked.clone().unwrap(), &applied(7_000));
@@ -769,11 +834,85 @@ mod tests {
             *heard.lock().unwrap() = Some(ms(t0, at));
             forgiven += l.pause_from_last_heard(ms(t0, at + 4_000), Pause::UserLeft);
             at += 5_000;
-            l.clock.resume(ms(t0, at));
+            l.resume(ms(t0, at), true);
         }
         assert_eq!(forgiven, FORGIVE_LIMIT);
         assert_eq!(l.forgiven_ms, 5_000);
         assert_eq!(l.clock.live_ms(ms(t0, at)), 20_000 - 5_000);
+    }
+
+    #[test]
+    fn only_the_quiet_the_agent_talked_through_is_capped_at_leaves() {
+        let t0 = Instant::now();
+        let (_, mut l) = live("1", t0);
+        let heard = Arc::new(std::sync::Mutex::new(None));
+        let spoken = Arc::new(std::sync::Mutex::new(None));
+        let (h, sp) = (heard.clone(), spoken.clone());
+        l.presence = Some(Presence::new(move || *h.lock().unwrap()).with_spoken(move || *sp.lock().unwrap()));
+
+        // A user whose leave comes 20 s after their audio, the agent silent
+        // throughout (a leave lost with a LiveKit node): the whole quiet is
+        // taken back, and the allowance is untouched.
+        *heard.lock().unwrap() = Some(ms(t0, 10_000));
+        assert_eq!(l.pause_from_last_heard(ms(t0, 30_500), Pause::UserLeft), Duration::from_millis(20_000));
+        assert_eq!(l.clock.live_ms(ms(t0, 40_000)), 10_500);
+        assert_eq!(l.forgiven_ms, 0);
+
+        // Back at 40 s. A client that stops sending at 41 s and listens to
+        // the agent talk until 49 s, then goes: of the 8 s the agent talked
+        // through (from 41.5 s), 5 s are taken back, and the 3 s of silence
+        // after its last words.
+        l.resume(ms(t0, 40_000), true);
+        *heard.lock().unwrap() = Some(ms(t0, 41_000));
+        *spoken.lock().unwrap() = Some(ms(t0, 49_500));
+        assert_eq!(l.pause_from_last_heard(ms(t0, 52_500), Pause::UserLeft), Duration::from_millis(8_000));
+        assert_eq!(l.clock.live_ms(ms(t0, 60_000)), 10_500 + 4_500);
+        assert_eq!(l.forgiven_ms, 5_000);
+
+        // Again: the allowance is spent, so the talking is charged in full;
+        // the silence after it is still not.
+        l.resume(ms(t0, 60_000), true);
+        *heard.lock().unwrap() = Some(ms(t0, 60_000));
+        *spoken.lock().unwrap() = Some(ms(t0, 64_500));
+        assert_eq!(l.pause_from_last_heard(ms(t0, 70_500), Pause::UserLeft), Duration::from_millis(6_000));
+        assert_eq!(l.clock.live_ms(ms(t0, 80_000)), 15_000 + 4_500);
+
+        // An agent that never spoke: the whole quiet.
+        let (_, mut quiet) = live("2", t0);
+        quiet.presence = Some(Presence::new(move || Some(ms(t0, 1_000))).with_spoken(|| None));
+        assert_eq!(quiet.pause_from_last_heard(ms(t0, 16_500), Pause::UserLeft), Duration::from_millis(15_000));
+        assert_eq!(quiet.forgiven_ms, 0);
+    }
+
+    #[test]
+    fn the_users_last_audio_stays_a_sign_across_a_break_of_the_agents_connection() {
+        let t0 = Instant::now();
+        let (id, mut l) = live("1", t0);
+        let heard = Arc::new(std::sync::Mutex::new(None));
+        let h = heard.clone();
+        // An agent that says nothing (so the whole quiet may be taken back).
+        l.presence = Some(Presence::new(move || *h.lock().unwrap()).with_spoken(|| None));
+        // The user's audio stops at 10 s (their leave is lost with a node);
+        // the agent's connection breaks at 12 s and is back at 14 s, with
+        // the user still listed; the leave reaches the agent at 30 s.
+        *heard.lock().unwrap() = Some(ms(t0, 10_000));
+        assert_eq!(l.pause_from_last_heard(ms(t0, 12_000), Pause::Interrupted), Duration::from_millis(1_500));
+        l.resume(ms(t0, 14_000), false);
+        let e = l.next_entry(id, ms(t0, 20_000));
+        assert_eq!(e.seq_to, 10, "held: written only up to where the quiet began");
+        l.acknowledge(&e, &applied(10_000));
+        assert_eq!(l.pause_from_last_heard(ms(t0, 30_000), Pause::UserLeft), Duration::from_millis(16_000));
+        assert_eq!(l.clock.live_ms(ms(t0, 40_000)), 10_500);
+        assert_eq!(l.forgiven_ms, 0);
+
+        // A user who rejoined at 40 s and has been silent since gives no sign.
+        let (_, mut back) = live("2", t0);
+        let heard = heard_at(&mut back);
+        *heard.lock().unwrap() = Some(ms(t0, 10_000));
+        back.clock.pause(ms(t0, 12_000));
+        back.resume(ms(t0, 40_000), true);
+        assert_eq!(back.pause_from_last_heard(ms(t0, 45_000), Pause::UserLeft), Duration::ZERO);
+        assert_eq!(back.clock.live_ms(ms(t0, 50_000)), 17_000);
     }
 
     #[test]

@@ -68,7 +68,8 @@ impl Room {
     }
 
     /// When audio last arrived from each remote participant we subscribe
-    /// to (see [`AudioHeard`]); it stays readable after the room is left.
+    /// to, and when ours last went out (see [`AudioHeard`]); it stays
+    /// readable after the room is left.
     pub fn audio_heard(&self) -> AudioHeard {
         self.heard.clone()
     }

@@ -292,6 +292,10 @@ async fn clearing_the_source_silences_the_track_at_once() {
     tokio::time::timeout(Duration::from_secs(3), async { while !loud(&stream.recv().await.unwrap().samples) {} })
         .await
         .expect("the tone is heard");
+    // The speaker's room knows when its own audio last went out.
+    let spoken = speaker.audio_heard();
+    let sent = spoken.last_sent().expect("our frames are recorded as they go out");
+    assert!(sent.elapsed() < Duration::from_secs(1), "last frame out {:?} ago", sent.elapsed());
     source.clear();
     assert_eq!(source.queued(), Duration::ZERO);
     let cleared = Instant::now();
@@ -309,5 +313,8 @@ async fn clearing_the_source_silences_the_track_at_once() {
     .await
     .expect("the track goes quiet");
     assert!(quiet_after < Duration::from_millis(500), "quiet after {quiet_after:?}");
+    // Nothing went out after the clear (but the frame being sent).
+    let last = spoken.last_sent().unwrap();
+    assert!(last <= cleared + Duration::from_millis(40), "a frame went out {:?} after the clear", last - cleared);
     speaker.leave().await.unwrap();
 }

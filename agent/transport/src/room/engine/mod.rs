@@ -228,7 +228,9 @@ impl Engine {
     async fn on_timers(&mut self) -> Result<(), RoomError> {
         let now = Instant::now();
         // Audio first: the timeouts below then let the pacer release it in this same wake.
-        self.publisher.send_due_audio(self.publ.rtc(), now)?;
+        if self.publisher.send_due_audio(self.publ.rtc(), now)? {
+            self.heard.sent(now);
+        }
         self.sub.handle_timeout(now)?;
         self.publ.handle_timeout(now)?;
         if self.signaling.is_connected() && self.keepalive.silent(now) {

@@ -228,8 +228,10 @@ impl Publisher {
         }
     }
 
-    /// Encodes and writes the frames that are due on our tracks.
-    pub(super) fn send_due_audio(&mut self, rtc: &mut Rtc, now: Instant) -> Result<(), RoomError> {
+    /// Encodes and writes the frames that are due on our tracks; `true` when
+    /// any frame went out.
+    pub(super) fn send_due_audio(&mut self, rtc: &mut Rtc, now: Instant) -> Result<bool, RoomError> {
+        let mut sent = false;
         for track in self.tracks.iter_mut() {
             let (Some(mid), Some(due)) = (track.mid, track.next_tick) else { continue };
             if due > now {
@@ -259,10 +261,11 @@ impl Publisher {
             )?;
             track.rtp_samples += FRAME_SAMPLES as u64;
             track.last_sent = Some(now);
+            sent = true;
             let next = due + FRAME_DURATION;
             track.next_tick = Some(if now > next + MAX_LATE { now + FRAME_DURATION } else { next });
         }
-        Ok(())
+        Ok(sent)
     }
 }
 

@@ -334,6 +334,7 @@ fn percentiles(mut v: Vec<Duration>) -> String {
 
 fn summary(outcomes: &[Outcome], rows: &HashMap<String, Row>) -> String {
     let started: Vec<Duration> = outcomes.iter().filter_map(|o| o.to_started).collect();
+    let transit: Vec<Duration> = outcomes.iter().filter_map(|o| o.started_transit).collect();
     let hang_ups: Vec<Duration> = outcomes.iter().filter_map(|o| o.hang_up).collect();
     let mut per_worker: BTreeMap<&str, usize> = BTreeMap::new();
     let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
@@ -345,12 +346,14 @@ fn summary(outcomes: &[Outcome], rows: &HashMap<String, Row>) -> String {
     let mut s = format!(
         "visits {}  sessions {}  stepped away and back {}\n\
          dispatch -> agent active (join to `started`): {}\n\
+         `started` on its way (meter started to the user's receipt): {}\n\
          hang-up latency (balance out to removal): {}\n\
          sessions per worker:",
         outcomes.len(),
         rows.len(),
         away,
         percentiles(started),
+        percentiles(transit),
         percentiles(hang_ups)
     );
     for (w, n) in &per_worker {
@@ -388,8 +391,8 @@ fn compare(outcomes: &[Outcome], rows: &HashMap<String, Row>, fault: Option<&fau
         let away_ms = o.away.as_millis() as i64;
         if charged_ms > seen_seconds_ms {
             out.push(format!(
-                "{}: charged {charged_ms} ms, more than the {seen_ms} ms the user saw ({:?}, {:?})",
-                o.room, o.plan, row.end_reason
+                "{}: charged {charged_ms} ms, more than the {seen_ms} ms the user saw ({:?}, {:?}; `started` took {:?})",
+                o.room, o.plan, row.end_reason, o.started_transit
             ));
         } else if charged_ms + 1000 + away_ms < seen_ms && !touched {
             out.push(format!(

@@ -7,12 +7,13 @@
 //! on the user's own clock, from the agent's `started` message on.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use jsonwebtoken::{EncodingKey, Header};
 use metering::{cards, UserId};
-use mindbot_transport::room::{self, ConnectOptions, DisconnectReason, Room, RoomEvent, RoomEvents, SAMPLE_RATE};
+use mindbot_transport::room::{self, AudioSource, ConnectOptions, DisconnectReason, Room, RoomEvent, RoomEvents, SAMPLE_RATE};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
@@ -54,6 +55,9 @@ pub struct Outcome {
     pub card_minutes: i32,
     /// Join finished (the token dispatches the agent) to the agent's `started`.
     pub to_started: Option<Duration>,
+    /// The agent's `started` on its way: its `at_ms` (when the meter
+    /// started) to its arrival, on this machine's one clock.
+    pub started_transit: Option<Duration>,
     /// `started` to the user's leaving or removal, on the user's clock.
     pub seen: Option<Duration>,
     /// Time the user was out of the room (left to back in).
@@ -89,6 +93,7 @@ impl Outcome {
             plan,
             card_minutes,
             to_started: None,
+            started_transit: None,
             seen: None,
             away: Duration::ZERO,
             away_spans: Vec::new(),
@@ -209,6 +214,8 @@ struct Present {
     room: Room,
     events: RoomEvents,
     tone: JoinHandle<()>,
+    /// The tone's track, once published.
+    source: Arc<Mutex<Option<AudioSource>>>,
 }
 
 async fn enter(url: &str, token: &str) -> Result<Present> {
@@ -219,21 +226,34 @@ async fn enter(url: &str, token: &str) -> Result<Present> {
     // agent's messages the moment they arrive (its clock starts at
     // `started`), not after the publication's round trip.
     let publisher = room.sender();
+    let shared = Arc::new(Mutex::new(None));
+    let published = shared.clone();
     let tone = tokio::spawn(async move {
         let Ok(source) = publisher.publish_audio("microphone").await else {
             return tracing::debug!("the tone was not published");
         };
+        *published.lock().unwrap_or_else(|p| p.into_inner()) = Some(source.clone());
         let pcm: Vec<i16> = (0..SAMPLE_RATE as usize)
             .map(|i| ((i as f64 * 440.0 * std::f64::consts::TAU / f64::from(SAMPLE_RATE)).sin() * 6000.0) as i16)
             .collect();
         while source.push(&pcm).await.is_ok() {}
     });
-    Ok(Present { room, events, tone })
+    Ok(Present { room, events, tone, source: shared })
 }
 
 impl Present {
-    async fn leave(self) {
+    /// The tone stops at once, audio already queued included, as a
+    /// microphone does when its user leaves: the user's clock stops here,
+    /// however long the leave then takes to go out.
+    fn hush(&self) {
         self.tone.abort();
+        if let Some(source) = self.source.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            source.clear();
+        }
+    }
+
+    async fn leave(self) {
+        self.hush();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.room.leave()).await;
     }
 }
@@ -298,7 +318,12 @@ async fn run(pool: &PgPool, target: &Target, stop: &CancellationToken, out: &mut
             Some(RoomEvent::Data(d)) if d.topic.as_deref() == Some("mindbot.session") => {
                 let v: serde_json::Value = serde_json::from_slice(&d.payload).unwrap_or_default();
                 match v["type"].as_str() {
-                    Some("started") => break Instant::now(),
+                    Some("started") => {
+                        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                        out.started_transit =
+                            v["at_ms"].as_u64().map(|at| now.saturating_sub(Duration::from_millis(at)));
+                        break Instant::now();
+                    }
                     Some(other) => {
                         present.leave().await;
                         bail!("the agent sent {other} before started: {v}");
@@ -364,7 +389,7 @@ async fn run(pool: &PgPool, target: &Target, stop: &CancellationToken, out: &mut
         };
         if let Some(reason) = broken {
             let at = Instant::now();
-            present.tone.abort();
+            present.hush();
             let back = if stop.is_cancelled() {
                 None
             } else {
@@ -394,7 +419,7 @@ async fn run(pool: &PgPool, target: &Target, stop: &CancellationToken, out: &mut
                     let card = Duration::from_secs(out.card_minutes as u64 * 60);
                     out.hang_up = Some(at.saturating_duration_since(started + card));
                 }
-                present.tone.abort();
+                present.hush();
                 return Ok(());
             }
             None => unreachable!("a broken connection is rejoined above"),

@@ -24,6 +24,7 @@ pub mod conventions;
 pub mod demo;
 pub mod http;
 pub mod jobs;
+pub mod redispatch;
 pub mod refusal;
 pub mod session;
 pub mod supervisor;

@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use futures_util::{Stream, StreamExt};
 use livekit_api::access_token::{AccessToken, VideoGrants};
+use livekit_api::services::agent_dispatch::AgentDispatchClient;
 use livekit_api::services::room::RoomClient;
 use mindbot_transport::worker::{JobStatus, TokenFn, Worker, WorkerEvent, WorkerOptions};
 use sqlx::postgres::PgPoolOptions;
@@ -104,6 +105,18 @@ pub async fn run(
     let max_jobs = f64::from(config.worker.max_jobs);
     // Other workers' orphans this worker's meter closes: their users are told.
     let orphans = tokio::spawn(session::tell_orphans(ctx.clone(), meter.reaped()));
+    // Rooms whose dispatch no worker took get another (one worker sweeps at a time).
+    let sweeping = CancellationToken::new();
+    if config.worker.redispatch_seconds > 0 {
+        let sweep = crate::redispatch::Redispatch {
+            pool: ctx.pool.clone(),
+            rooms: RoomClient::with_api_key(&http_url, &lk.api_key, lk.api_secret.expose()),
+            dispatches: AgentDispatchClient::with_api_key(&http_url, &lk.api_key, lk.api_secret.expose()),
+            agent_name: lk.agent_name.clone(),
+            every: Duration::from_secs(config.worker.redispatch_seconds),
+        };
+        tokio::spawn(sweep.run(sweeping.clone()).instrument(tracing::info_span!("redispatch")));
+    }
 
     // Polled only from here on, as the signal handlers were installed before.
     let drain = drain.fuse();
@@ -194,6 +207,7 @@ pub async fn run(
     }
     let _ = worker.shutdown().await;
     orphans.abort();
+    sweeping.cancel();
     meter.shutdown().await;
     http.shutdown().await;
     tracing::info!("worker stopped");

@@ -19,6 +19,9 @@ pub struct WorkerSettings {
     pub balance_update_seconds: u64,
     /// How the agent hangs up when the balance runs out or a limit is reached.
     pub hangup: HangUp,
+    /// Rooms whose dispatch no worker took are dispatched again after this
+    /// long (0: never; see `redispatch`).
+    pub redispatch_seconds: u64,
 }
 
 /// How a session hangs up when the money runs out (`worker.hangup`).

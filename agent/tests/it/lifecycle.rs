@@ -580,3 +580,43 @@ async fn a_server_lost_mid_session_stops_the_charge_at_the_break(pool: PgPool) {
     charged_at_one(&row);
     audit_passes(&pool).await;
 }
+
+/// LiveKit dispatches the agent once, when the room is created, and not
+/// again if no worker takes the job then (here: none is registered yet). A
+/// worker's sweep dispatches such a room again, with the token's metadata,
+/// and its user gets their agent; a room whose job a worker did take is
+/// left alone.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_room_whose_dispatch_no_worker_took_is_dispatched_again(pool: PgPool) {
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    let lost = room_name("lost-dispatch");
+    let user = user_in_room(&pool, &agent_name, &lost, "professor-ada", 18).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(sessions_in(&pool, &lost).await.is_empty(), "no worker yet, no session");
+
+    let env = [("MINDBOT_WORKER_REDISPATCH_SECONDS", "2"), ("MINDBOT_WORKER_USER_GRACE_SECONDS", "1")];
+    let (_w, port) = worker(&pool, &agent_name, &env).await;
+    let came = Instant::now();
+    opened(&pool, &lost, Duration::from_secs(20)).await;
+    eprintln!("session opened {:?} after the worker registered", came.elapsed());
+    // Two more sweeps: the room has its session, and no second dispatch.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rows = sessions_in(&pool, &lost).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].status, "active");
+    let (_, metrics) = get(port, "/metrics").await;
+    assert_eq!(sample(&metrics, "mindbot_redispatches_total"), Some(1.0), "{metrics}");
+    let report = user.await.unwrap();
+    let started = report["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["topic"] == "mindbot.session")
+        .filter_map(|d| serde_json::from_str::<Value>(d["text"].as_str()?).ok())
+        .any(|m| m["type"] == "started");
+    assert!(started, "the user was told their session started: {report}");
+    let row = ended(&pool, &lost, Duration::from_secs(10)).await;
+    assert_eq!(row.end_reason.as_deref(), Some("user_left"), "{row:?}");
+}

@@ -7,6 +7,7 @@
 //!   server API, and private servers a test may stop and start.
 //! - [`speech`]: a private copy of the test speech services.
 //! - [`lock`]: what tests in one process must not use at the same time.
+//! - [`proxy`]: a TCP proxy in front of PostgreSQL that a test can cut.
 //!
 //! Database tests use `#[sqlx::test(migrations = "../migrations")]`, which
 //! needs `DATABASE_URL` in the environment (e.g.
@@ -18,6 +19,7 @@ use std::path::PathBuf;
 pub mod db;
 pub mod livekit;
 pub mod lock;
+pub mod proxy;
 pub mod seed;
 pub mod speech;
 

@@ -1,11 +1,8 @@
 //! Shared setup for the metering tests: users, tiers and cards made through
-//! the real engine, a meter tuned for short tests, and a TCP proxy that can
-//! cut the meter off from PostgreSQL.
+//! the real engine, a meter tuned for short tests, and (from the test kit)
+//! a TCP proxy that can cut the meter off from PostgreSQL.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use metering::meter::{MeterConfig, MeterEvent, MeteredSession};
@@ -14,7 +11,6 @@ use metering::session::OpenSession;
 use metering::{Rate, UserId};
 use mindbot_tests::db;
 use sqlx::PgPool;
-use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
 
 pub async fn user(pool: &PgPool) -> UserId {
@@ -89,58 +85,4 @@ pub async fn card_books(pool: &PgPool, card: metering::CardId) -> (i64, i64, Str
     .unwrap()
 }
 
-/// A TCP proxy in front of PostgreSQL whose connections can be cut: while
-/// cut, it refuses new connections and closes the open ones.
-pub struct Proxy {
-    pub addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    generation: Arc<tokio::sync::watch::Sender<u64>>,
-}
-
-impl Proxy {
-    pub async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let (gen_tx, _) = tokio::sync::watch::channel(0u64);
-        let generation = Arc::new(gen_tx);
-        let (u, g) = (up.clone(), generation.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else { return };
-                if !u.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let mut cut = g.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(target).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
-            }
-        });
-        Proxy { addr, up, generation }
-    }
-
-    pub fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.generation.send_modify(|g| *g += 1);
-    }
-
-    pub fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-/// The database URL's host:port, resolved.
-pub fn pg_addr() -> SocketAddr {
-    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL");
-    let after_at = url.rsplit('@').next().unwrap();
-    let hostport = after_at.split('/').next().unwrap();
-    let hostport = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:5432") };
-    use std::net::ToSocketAddrs;
-    hostport.to_socket_addrs().unwrap().next().unwrap()
-}
+pub use mindbot_tests::proxy::{pg_addr, Proxy};

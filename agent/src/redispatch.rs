@@ -140,7 +140,8 @@ impl Redispatch {
 /// lack a job and are all at least `old_ns` old: the first one (the
 /// token's, whose metadata the others copy).
 fn lost(ours: &[AgentDispatch], now_ns: i64, old_ns: i64) -> Option<&AgentDispatch> {
-    let waited = |d: &AgentDispatch| d.state.as_ref().is_some_and(|s| s.jobs.is_empty() && now_ns - s.created_at >= old_ns);
+    let waited =
+        |d: &AgentDispatch| d.state.as_ref().is_some_and(|s| s.jobs.is_empty() && now_ns - s.created_at >= old_ns);
     if ours.is_empty() || !ours.iter().all(waited) {
         return None;
     }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use jsonwebtoken::{EncodingKey, Header};
 use metering::{cards, UserId};
-use mindbot_transport::room::{self, AudioSource, ConnectOptions, DisconnectReason, Room, RoomEvent, RoomEvents, SAMPLE_RATE};
+use mindbot_transport::room::{
+    self, AudioSource, ConnectOptions, DisconnectReason, Room, RoomEvent, RoomEvents, SAMPLE_RATE,
+};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ConstantBuilder, Retryable};
 use futures_util::StreamExt;
 use livekit_api::services::room::RoomClient;
 use metering::meter::{Meter, MeterEvent, MeteredSession, Pause, Presence};
@@ -57,6 +58,8 @@ pub struct Context {
     pub default_persona: String,
     pub user_grace: Duration,
     pub user_wait: Duration,
+    /// How long admission waits for a database that does not answer.
+    pub db_wait: Duration,
     pub balance_every: Duration,
     pub hangup: HangUp,
     pub worker_id: String,
@@ -119,11 +122,13 @@ pub fn dispatch_token(
 struct Refused {
     reason: Refusal,
     detail: String,
+    /// The database did not answer (admission waits for it and tries again).
+    database: bool,
 }
 
 impl Refused {
     fn new(reason: Refusal, detail: impl std::fmt::Display) -> Refused {
-        Refused { reason, detail: detail.to_string() }
+        Refused { reason, detail: detail.to_string(), database: false }
     }
 }
 
@@ -244,41 +249,17 @@ async fn admit(
     let refuse = move |r: Refused| (Some(user_id.clone()), present, r);
     let user: UserId = identity.parse().map_err(|e| refuse(Refused::new(Refusal::UnknownUser, e)))?;
     let slug = meta.persona.clone().unwrap_or_else(|| ctx.default_persona.clone());
-    // Before any meter opens: the persona as it is now, held to the quote
-    // the token carries and to the custom rules (nothing is charged on refusal).
-    let resolved = personas::resolve_for_session(&ctx.pool, &ctx.catalog, &ctx.rules, &slug, meta.quote.as_ref())
+    // A database that does not answer is waited for, as running sessions
+    // wait for it (`meter.db_grace_seconds`): the user waits in the room,
+    // then is refused only if it is still down.
+    let tries = ctx.db_wait.as_secs().max(1) as usize;
+    let (granted, metered) = (|| open_session(ctx, a, user, &slug, &meta))
+        .retry(ConstantBuilder::new().with_delay(Duration::from_secs(1)).with_max_times(tries))
+        .when(|r: &Refused| r.database)
+        .notify(|r: &Refused, _| warn!(detail = %r.detail, "the database did not answer at admission; trying again"))
         .await
-        .map_err(|e| refuse(persona_refusal(e)))?;
-    let now = chrono::Utc::now();
-    let facts = AccessFacts::load(&ctx.pool, &ctx.access, user, &slug, meta.age, now)
-        .await
-        .map_err(|e| refuse(persona_refusal(e)))?;
-    let granted = personas::check_access(&resolved.config, &facts, meta.overrides.as_ref())
-        .map_err(|e| refuse(persona_refusal(e)))?;
+        .map_err(refuse)?;
     let persona = &granted.persona;
-    let rules = OpenRules { one_per_persona: persona.daily_usage_limit.is_some() };
-    let metered = ctx
-        .meter
-        .open_with(
-            OpenSession {
-                user,
-                session_key: a.job.id.clone(),
-                room: a.job.room.clone(),
-                persona_slug: slug.clone(),
-                rate: persona.base_cost_multiplier,
-                agent_type: "production".into(),
-                worker_id: ctx.worker_id.clone(),
-                ad_supported: persona.ad_supported,
-            },
-            rules,
-        )
-        .await
-        .map_err(|e| {
-            if matches!(e, metering::Error::Database(_)) {
-                database_error("open");
-            }
-            refuse(Refused::new(Refusal::of_metering(&e), e))
-        })?;
     // Not charged until the user's media is connected (LiveKit's ACTIVE:
     // from then on they hear the agent); under load that can be seconds
     // after they are first seen in the room.
@@ -294,11 +275,51 @@ async fn admit(
     Ok(Admitted { user, identity, slug, metered, cap, persona, premium_left_out })
 }
 
+/// The database's part of admission: the persona as it is now, held to
+/// the quote the token carries and to the custom rules, the user's access
+/// to it, and the metered session opened (nothing is charged on refusal).
+async fn open_session(
+    ctx: &Context,
+    a: &Assignment,
+    user: UserId,
+    slug: &str,
+    meta: &JobMetadata,
+) -> Result<(personas::Granted, MeteredSession), Refused> {
+    let resolved = personas::resolve_for_session(&ctx.pool, &ctx.catalog, &ctx.rules, slug, meta.quote.as_ref())
+        .await
+        .map_err(persona_refusal)?;
+    let facts = AccessFacts::load(&ctx.pool, &ctx.access, user, slug, meta.age, chrono::Utc::now())
+        .await
+        .map_err(persona_refusal)?;
+    let granted = personas::check_access(&resolved.config, &facts, meta.overrides.as_ref()).map_err(persona_refusal)?;
+    let persona = &granted.persona;
+    let rules = OpenRules { one_per_persona: persona.daily_usage_limit.is_some() };
+    let open = OpenSession {
+        user,
+        session_key: a.job.id.clone(),
+        room: a.job.room.clone(),
+        persona_slug: slug.to_string(),
+        rate: persona.base_cost_multiplier,
+        agent_type: "production".into(),
+        worker_id: ctx.worker_id.clone(),
+        ad_supported: persona.ad_supported,
+    };
+    let metered = ctx.meter.open_with(open, rules).await.map_err(|e| {
+        let database = matches!(e, metering::Error::Database(_));
+        if database {
+            database_error("open");
+        }
+        Refused { database, ..Refused::new(Refusal::of_metering(&e), e) }
+    })?;
+    Ok((granted, metered))
+}
+
 fn persona_refusal(e: PersonaError) -> Refused {
-    if matches!(e, PersonaError::Database(_)) {
+    let database = matches!(e, PersonaError::Database(_));
+    if database {
         database_error("admit");
     }
-    Refused::new(Refusal::of_persona(&e), e)
+    Refused { database, ..Refused::new(Refusal::of_persona(&e), e) }
 }
 
 /// Counts a database failure a session met outside the meter's ticks

@@ -620,3 +620,47 @@ async fn a_room_whose_dispatch_no_worker_took_is_dispatched_again(pool: PgPool) 
     let row = ended(&pool, &lost, Duration::from_secs(10)).await;
     assert_eq!(row.end_reason.as_deref(), Some("user_left"), "{row:?}");
 }
+
+/// A job that comes while the worker cannot reach PostgreSQL waits for it
+/// (up to `meter.db_grace_seconds`, as running sessions do) instead of
+/// refusing the user: once the database answers, the session opens.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_job_that_comes_while_the_database_is_cut_waits_for_it(pool: PgPool) {
+    use mindbot_tests::proxy::{pg_addr, Proxy};
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    let proxy = Proxy::start(pg_addr()).await;
+    let direct = url_for(&pool);
+    let (head, rest) = direct.split_once('@').unwrap();
+    let proxied = format!("{head}@{}/{}", proxy.addr, rest.split_once('/').unwrap().1);
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    let env = [("DATABASE_URL", proxied.as_str()), ("MINDBOT_WORKER_USER_GRACE_SECONDS", "1")];
+    let (_w, port) = worker(&pool, &agent_name, &env).await;
+
+    proxy.cut();
+    let room = room_name("db-cut");
+    let user = user_in_room(&pool, &agent_name, &room, "professor-ada", 14).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(sessions_in(&pool, &room).await.is_empty(), "no session while the database is cut");
+    proxy.restore();
+    let back = Instant::now();
+    opened(&pool, &room, Duration::from_secs(10)).await;
+    eprintln!("session opened {:?} after the database came back", back.elapsed());
+
+    let report = user.await.unwrap();
+    let told: Vec<String> = report["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["topic"] == "mindbot.session")
+        .filter_map(|d| serde_json::from_str::<Value>(d["text"].as_str()?).ok())
+        .filter_map(|m| m["type"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(told, ["started"], "started, and never refused: {report}");
+    let row = ended(&pool, &room, Duration::from_secs(10)).await;
+    assert_eq!(row.end_reason.as_deref(), Some("user_left"), "{row:?}");
+    charged_at_one(&row);
+    let (_, metrics) = get(port, "/metrics").await;
+    let failed = sample(&metrics, "mindbot_database_errors_total{stage=\"admit\"}").unwrap_or(0.0);
+    assert!(failed >= 1.0, "the failed attempts are counted: {metrics}");
+}

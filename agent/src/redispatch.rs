@@ -40,17 +40,6 @@ pub struct Redispatch {
     pub every: Duration,
 }
 
-/// What one sweep did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Swept {
-    /// Rooms with someone in them and no open session.
-    pub without_session: usize,
-    /// Dispatches made again.
-    pub dispatched: Vec<String>,
-    /// Another worker held the sweep.
-    pub skipped: bool,
-}
-
 impl Redispatch {
     /// Sweeps every `every` until `stop`; a failed sweep is logged and the
     /// next one tries again.
@@ -63,18 +52,24 @@ impl Redispatch {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            match self.sweep().await {
-                Ok(s) if !s.dispatched.is_empty() => {
-                    tracing::info!(rooms = ?s.dispatched, "dispatched again: no worker had taken their job")
+            // The sweep holds the fleet's lock (a transaction) over its calls
+            // to LiveKit: it gets one interval at most.
+            match tokio::time::timeout(self.every, self.sweep()).await {
+                Ok(Ok(rooms)) if !rooms.is_empty() => {
+                    tracing::info!(?rooms, "dispatched again: no worker had taken their job")
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "dispatch sweep failed"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "dispatch sweep failed"),
+                Err(_) => {
+                    tracing::warn!(every = ?self.every, "dispatch sweep took longer than its interval; cut short")
+                }
             }
         }
     }
 
-    /// One sweep (see the module's documentation).
-    pub async fn sweep(&self) -> Result<Swept> {
+    /// One sweep (see the module's documentation): the rooms dispatched
+    /// again (none when another worker holds the sweep).
+    pub async fn sweep(&self) -> Result<Vec<String>> {
         let mut tx = self.pool.begin().await.context("starting the dispatch sweep")?;
         let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
             .bind(LOCK_KEY)
@@ -82,7 +77,7 @@ impl Redispatch {
             .await
             .context("taking the dispatch sweep's lock")?;
         if !held {
-            return Ok(Swept { skipped: true, ..Default::default() });
+            return Ok(Vec::new());
         }
         let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i64;
         let old_ns = self.every.as_nanos() as i64;
@@ -102,9 +97,8 @@ impl Redispatch {
         .into_iter()
         .flatten()
         .collect();
-        let mut swept = Swept::default();
+        let mut dispatched = Vec::new();
         for room in occupied.iter().filter(|r| !open.contains(*r)) {
-            swept.without_session += 1;
             let ours: Vec<AgentDispatch> = match self.dispatches.list_dispatch(room.as_str()).await {
                 Ok(all) => all.into_iter().filter(|d| d.agent_name == self.agent_name).collect(),
                 Err(e) => {
@@ -126,13 +120,13 @@ impl Redispatch {
             match self.dispatches.create_dispatch(req).await {
                 Ok(_) => {
                     metrics::counter!("mindbot_redispatches_total").increment(1);
-                    swept.dispatched.push(room.clone());
+                    dispatched.push(room.clone());
                 }
                 Err(e) => tracing::warn!(%room, error = %e, "could not dispatch again"),
             }
         }
         tx.commit().await.context("ending the dispatch sweep")?;
-        Ok(swept)
+        Ok(dispatched)
     }
 }
 

@@ -252,10 +252,12 @@ async fn admit(
     // A database that does not answer is waited for, as running sessions
     // wait for it (`meter.db_grace_seconds`): the user waits in the room,
     // then is refused only if it is still down.
-    let tries = ctx.db_wait.as_secs().max(1) as usize;
+    // Bounded by time, not attempts: one attempt can itself wait out the
+    // pool's acquire timeout.
+    let since = Instant::now();
     let (granted, metered) = (|| open_session(ctx, a, user, &slug, &meta))
-        .retry(ConstantBuilder::new().with_delay(Duration::from_secs(1)).with_max_times(tries))
-        .when(|r: &Refused| r.database)
+        .retry(ConstantBuilder::new().with_delay(Duration::from_secs(1)).without_max_times())
+        .when(|r: &Refused| r.database && since.elapsed() < ctx.db_wait)
         .notify(|r: &Refused, _| warn!(detail = %r.detail, "the database did not answer at admission; trying again"))
         .await
         .map_err(refuse)?;
@@ -602,22 +604,19 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                 // the user hears no agent, so nothing is charged until it is back.
                 // The same while our signaling connection resumes: the node may
                 // have gone with the room (a resume that fails ends the room).
-                Some(RoomEvent::ConnectionState(state @ (ConnectionState::MediaDown | ConnectionState::Reconnecting))) => {
-                    if state == ConnectionState::MediaDown {
-                        media_down = true;
-                    } else {
-                        resuming = true;
+                Some(RoomEvent::ConnectionState(state)) => {
+                    let was_up = !media_down && !resuming;
+                    match state {
+                        ConnectionState::MediaDown => media_down = true,
+                        ConnectionState::MediaUp => media_down = false,
+                        ConnectionState::Reconnecting => resuming = true,
+                        ConnectionState::Reconnected => resuming = false,
                     }
-                    let not_charged = s.metered.pause_from_last_heard(Pause::Interrupted);
-                    warn!(?state, not_charged_ms = not_charged.as_millis() as u64, "connection interrupted: charging paused");
-                }
-                Some(RoomEvent::ConnectionState(state @ (ConnectionState::MediaUp | ConnectionState::Reconnected))) => {
-                    if state == ConnectionState::MediaUp {
-                        media_down = false;
-                    } else {
-                        resuming = false;
-                    }
-                    if grace_at == far && !media_down && !resuming {
+                    let up = !media_down && !resuming;
+                    if was_up && !up {
+                        let not_charged = s.metered.pause_from_last_heard(Pause::Interrupted);
+                        warn!(?state, not_charged_ms = not_charged.as_millis() as u64, "connection interrupted: charging paused");
+                    } else if !was_up && up && grace_at == far {
                         s.metered.resume_after_break();
                         info!("connection back: charging resumed");
                     }

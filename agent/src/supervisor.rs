@@ -111,8 +111,10 @@ pub async fn run(
     if config.worker.redispatch_seconds > 0 {
         let sweep = crate::redispatch::Redispatch {
             pool: ctx.pool.clone(),
-            rooms: RoomClient::with_api_key(&http_url, &lk.api_key, lk.api_secret.expose()),
-            dispatches: AgentDispatchClient::with_api_key(&http_url, &lk.api_key, lk.api_secret.expose()),
+            rooms: RoomClient::with_api_key(&http_url, &lk.api_key, lk.api_secret.expose())
+                .with_request_timeout(Duration::from_secs(3)),
+            dispatches: AgentDispatchClient::with_api_key(&http_url, &lk.api_key, lk.api_secret.expose())
+                .with_request_timeout(Duration::from_secs(3)),
             agent_name: lk.agent_name.clone(),
             every: Duration::from_secs(config.worker.redispatch_seconds),
         };

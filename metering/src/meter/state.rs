@@ -733,11 +733,22 @@ mod tests {
         assert_eq!(due_warnings(&mut l, 59_000, &th), (vec![60_000], false));
     }
 
-    fn heard_at(l: &mut Live) -> Arc<std::sync::Mutex<Option<Instant>>> {
-        let cell = Arc::new(std::sync::Mutex::new(None));
+    type Cell = Arc<std::sync::Mutex<Option<Instant>>>;
+
+    fn heard_at(l: &mut Live) -> Cell {
+        let cell = Cell::default();
         let read = cell.clone();
         l.presence = Some(Presence::new(move || *read.lock().unwrap()));
         cell
+    }
+
+    /// The user's last audio and the agent's last words, as cells a test
+    /// sets (the agent never spoke until its cell is set).
+    fn heard_and_spoken(l: &mut Live) -> (Cell, Cell) {
+        let (heard, spoken) = (Cell::default(), Cell::default());
+        let (h, s) = (heard.clone(), spoken.clone());
+        l.presence = Some(Presence::new(move || *h.lock().unwrap()).with_spoken(move || *s.lock().unwrap()));
+        (heard, spoken)
     }
 
     fn ms(t0: Instant, ms: u64) -> Instant {
@@ -845,10 +856,7 @@ mod tests {
     fn only_the_quiet_the_agent_talked_through_is_capped_at_leaves() {
         let t0 = Instant::now();
         let (_, mut l) = live("1", t0);
-        let heard = Arc::new(std::sync::Mutex::new(None));
-        let spoken = Arc::new(std::sync::Mutex::new(None));
-        let (h, sp) = (heard.clone(), spoken.clone());
-        l.presence = Some(Presence::new(move || *h.lock().unwrap()).with_spoken(move || *sp.lock().unwrap()));
+        let (heard, spoken) = heard_and_spoken(&mut l);
 
         // A user whose leave comes 20 s after their audio, the agent silent
         // throughout (a leave lost with a LiveKit node): the whole quiet is
@@ -888,10 +896,8 @@ mod tests {
     fn the_users_last_audio_stays_a_sign_across_a_break_of_the_agents_connection() {
         let t0 = Instant::now();
         let (id, mut l) = live("1", t0);
-        let heard = Arc::new(std::sync::Mutex::new(None));
-        let h = heard.clone();
         // An agent that says nothing (so the whole quiet may be taken back).
-        l.presence = Some(Presence::new(move || *h.lock().unwrap()).with_spoken(|| None));
+        let (heard, _) = heard_and_spoken(&mut l);
         // The user's audio stops at 10 s (their leave is lost with a node);
         // the agent's connection breaks at 12 s and is back at 14 s, with
         // the user still listed; the leave reaches the agent at 30 s.

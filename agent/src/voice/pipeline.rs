@@ -461,6 +461,7 @@ async fn speaker(sh: &Shared, mut rx: mpsc::Receiver<String>, ended: Option<Inst
     let mut silent = false;
     let segment = sh.segments.fetch_add(1, Ordering::Relaxed);
     let mut spoke = false;
+    let mut lead = true;
     while let Some(sentence) = rx.recv().await {
         if silent {
             continue; // keep taking sentences so the model is not held up
@@ -480,7 +481,16 @@ async fn speaker(sh: &Shared, mut rx: mpsc::Receiver<String>, ended: Option<Inst
         };
         let said = svc
             .tts
-            .speak(&svc.client, profile, &sh.persona.style, &sentence, &sh.source, &mut on_first, &sh.usage)
+            .speak(
+                &svc.client,
+                profile,
+                &sh.persona.style,
+                &sentence,
+                &sh.source,
+                std::mem::take(&mut lead),
+                &mut on_first,
+                &sh.usage,
+            )
             .await;
         if said.is_ok() {
             metrics::counter!("mindbot_voice_tts_characters_total", "persona" => sh.persona.slug.clone(),

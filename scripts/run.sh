@@ -37,8 +37,10 @@ if [ "$MINDBOT_VOICE_ENABLED" = true ]; then
     bash scripts/local-voice.sh start
 fi
 bash scripts/web.sh build
+# Built where the tests build (outside the clone), so a second clone reuses it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$TOOLS/target}"
 cargo build --release --locked -p mindbot-agent
-BIN="$ROOT/target/release/mindbot-agent"
+BIN="$CARGO_TARGET_DIR/release/mindbot-agent"
 "$BIN" --config "$ROOT/config.toml" migrate
 "$BIN" --config "$ROOT/config.toml" demo
 log "the web app: open http://$ADDRESS/ and press \"Dev sign-in\""

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{ConstantBuilder, Retryable};
+use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
 use livekit_api::services::room::RoomClient;
 use metering::meter::{Meter, MeterEvent, MeteredSession, Pause, Presence};
@@ -157,7 +157,7 @@ const TYPED_TURN_GAP: Duration = Duration::from_secs(1);
 
 /// Runs one job to its end.
 pub async fn run(ctx: Arc<Context>, a: Assignment, stop: Stop) -> Outcome {
-    let (room, mut events) = match room::connect(&a.url, &a.token, ConnectOptions::default()).await {
+    let (room, mut events) = match join(&a, &stop).await {
         Ok(r) => r,
         Err(e) => return Outcome::Failed(format!("joining room {}: {e}", a.job.room)),
     };
@@ -203,6 +203,36 @@ pub async fn run(ctx: Arc<Context>, a: Assignment, stop: Stop) -> Outcome {
             let _ = room.leave().await;
             Outcome::Ended(reason)
         }
+    }
+}
+
+/// Attempts at joining a job's room when the server or the path to it fails.
+const JOIN_ATTEMPTS: usize = 3;
+/// The wait before the second attempt; it doubles before the third.
+const JOIN_RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// Joins the job's room. A join that failed for a reason that may pass (a
+/// LiveKit node going away, media that did not come up within the join
+/// timeout) is tried again: LiveKit lists the job as taken whatever became
+/// of it, so nobody else would come to this user.
+async fn join(a: &Assignment, stop: &Stop) -> Result<(Room, RoomEvents), String> {
+    let attempt = || room::connect(&a.url, &a.token, ConnectOptions::default());
+    let retried = attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(JOIN_RETRY_AFTER)
+                .with_max_times(JOIN_ATTEMPTS - 1)
+                .with_jitter(),
+        )
+        .when(room::RoomError::is_transient)
+        .notify(|e, after| {
+            metrics::counter!("mindbot_room_join_retries_total").increment(1);
+            warn!(error = %e, retry_in_ms = after.as_millis() as u64, "joining the room failed; trying again");
+        });
+    tokio::select! {
+        joined = retried => joined.map_err(|e| e.to_string()),
+        _ = stop.terminated.cancelled() => Err("the job was terminated while joining".into()),
+        _ = stop.shutdown.cancelled() => Err("the worker shut down while joining".into()),
     }
 }
 

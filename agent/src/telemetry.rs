@@ -137,6 +137,10 @@ fn describe() {
         "User leaves that came after the user's audio had stopped; the pause was back-dated to the audio"
     );
     describe_counter!(
+        "mindbot_room_join_retries_total",
+        "Joins of a job's room tried again after the server or the path to it failed"
+    );
+    describe_counter!(
         "mindbot_redispatches_total",
         "Rooms dispatched again because no worker had taken their job (worker.redispatch_seconds)"
     );
@@ -172,6 +176,7 @@ pub fn register(config: &Config, worker: bool) {
         counter!("mindbot_sessions_orphaned_total").increment(0);
         counter!("mindbot_late_leaves_total").increment(0);
         counter!("mindbot_redispatches_total").increment(0);
+        counter!("mindbot_room_join_retries_total").increment(0);
         // Not registered until LiveKit answers the registration.
         metrics::gauge!("mindbot_livekit_connected").set(0.0);
         // Registered without a sample: the buckets are exported at zero.

@@ -664,3 +664,50 @@ async fn a_job_that_comes_while_the_database_is_cut_waits_for_it(pool: PgPool) {
     let failed = sample(&metrics, "mindbot_database_errors_total{stage=\"admit\"}").unwrap_or(0.0);
     assert!(failed >= 1.0, "the failed attempts are counted: {metrics}");
 }
+
+/// LiveKit lists a job as taken whatever became of its join, so a join that
+/// fails on the way to the server (a node going away, media that did not
+/// come up in time) is the worker's to try again: here the first signaling
+/// connection of the agent's join is closed as it comes.
+#[sqlx::test(migrator = "metering::MIGRATOR")]
+async fn a_join_that_fails_on_the_way_to_livekit_is_tried_again(pool: PgPool) {
+    use mindbot_tests::proxy::Proxy;
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    // The test workers' LiveKit (`worker_env`).
+    let hostport = "127.0.0.1:7880";
+    let proxy = Proxy::start(hostport.parse().unwrap()).await;
+    let through = format!("ws://{}", proxy.addr);
+    let api = format!("http://{hostport}");
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    let env = [
+        ("LIVEKIT_URL", through.as_str()),
+        ("MINDBOT_LIVEKIT_SERVER_API_URL", api.as_str()),
+        ("MINDBOT_WORKER_USER_GRACE_SECONDS", "1"),
+    ];
+    let (_w, port) = worker(&pool, &agent_name, &env).await;
+
+    // The worker's own connection stays; its next one, the room join, is closed.
+    proxy.refuse_next(1);
+    let room = room_name("join-retry");
+    let user = user_in_room(&pool, &agent_name, &room, "professor-ada", 8).await;
+    opened(&pool, &room, Duration::from_secs(20)).await;
+    assert_eq!(proxy.still_to_refuse(), 0, "the agent's first join went through the proxy and was closed");
+
+    let report = user.await.unwrap();
+    let told: Vec<String> = report["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["topic"] == "mindbot.session")
+        .filter_map(|d| serde_json::from_str::<Value>(d["text"].as_str()?).ok())
+        .filter_map(|m| m["type"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(told, ["started"], "the user got their agent: {report}");
+    let row = ended(&pool, &room, Duration::from_secs(10)).await;
+    assert_eq!(row.end_reason.as_deref(), Some("user_left"), "{row:?}");
+    charged_at_one(&row);
+    let (_, metrics) = get(port, "/metrics").await;
+    let retried = sample(&metrics, "mindbot_room_join_retries_total").unwrap_or(0.0);
+    assert!(retried >= 1.0, "the retried join is counted: {metrics}");
+}

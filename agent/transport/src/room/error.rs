@@ -97,3 +97,53 @@ pub enum RoomError {
     #[error("the server refused the request: {0}")]
     Refused(String),
 }
+
+impl RoomError {
+    /// Whether the same join may well succeed if tried again: the server
+    /// or the path to it failed (unreachable, timed out, a 5xx or 429, a
+    /// connection that broke, media that did not come up, a node shutting
+    /// down), not the request (URL, TLS trust, token, a room that is gone).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RoomError::Unreachable { .. }
+            | RoomError::Timeout { .. }
+            | RoomError::Signal(_)
+            | RoomError::Handshake { .. }
+            | RoomError::SignalSocket(_)
+            | RoomError::Closed
+            | RoomError::JoinRefused(crate::room::DisconnectReason::ServerShutdown) => true,
+            RoomError::Rejected { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::DisconnectReason;
+
+    #[test]
+    fn only_failures_of_the_server_or_the_way_to_it_are_worth_a_second_join() {
+        let transient = [
+            RoomError::Timeout { step: "the media connection (ICE and DTLS)", after: Duration::from_secs(10) },
+            RoomError::Rejected { status: 503, body: "no server available".into() },
+            RoomError::Rejected { status: 429, body: String::new() },
+            RoomError::JoinRefused(DisconnectReason::ServerShutdown),
+            RoomError::Closed,
+        ];
+        for e in &transient {
+            assert!(e.is_transient(), "{e}");
+        }
+        let lasting = [
+            RoomError::Unauthorized("token expired".into()),
+            RoomError::Rejected { status: 404, body: "room not found".into() },
+            RoomError::JoinRefused(DisconnectReason::RoomDeleted),
+            RoomError::JoinRefused(DisconnectReason::DuplicateIdentity),
+            RoomError::InvalidUrl { url: "ftp://x".into(), reason: "scheme".into() },
+        ];
+        for e in &lasting {
+            assert!(!e.is_transient(), "{e}");
+        }
+    }
+}

@@ -495,4 +495,21 @@ mod tests {
         assert!(v[0].starts_with("c: charged 11100 ms, more than"), "{v:?}");
         assert!(v[1].starts_with("d: charged 8000 ms, short"), "{v:?}");
     }
+
+    #[test]
+    fn a_second_agent_after_a_span_without_one_counts_and_the_span_does_not() {
+        // The room's node went at 53 s; the user was back at 53.5 s to no
+        // agent; a dispatched-again agent's `started` came at 74 s; the user
+        // left at 100 s. Both sessions' charges are the room's.
+        let mut o = outcome("g", 100_000, 0);
+        o.agent_gaps = vec![(Duration::from_millis(53_500), Some(Duration::from_secs(74)))];
+        assert_eq!(o.served(), Some(Duration::from_millis(79_500)));
+        let rows: HashMap<String, Row> = [row("g", 53_000 + 26_000, 1000)].into_iter().collect();
+        assert!(compare(std::slice::from_ref(&o), &rows, None).is_empty());
+        let over: HashMap<String, Row> = [row("g", 83_000, 1000)].into_iter().collect();
+        assert_eq!(compare(std::slice::from_ref(&o), &over, None).len(), 1);
+        // No agent came back: served to the gap's start.
+        o.agent_gaps = vec![(Duration::from_millis(53_500), None)];
+        assert_eq!(o.served(), Some(Duration::from_millis(53_500)));
+    }
 }

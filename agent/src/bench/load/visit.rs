@@ -72,8 +72,10 @@ pub struct Outcome {
     pub hang_up: Option<Duration>,
     /// Wall-clock time of `started` (to place the visit against a fault's times).
     pub started_at: Option<SystemTime>,
-    /// `started` to the agent's leaving the room, when it left before the user did.
-    pub agent_gone: Option<Duration>,
+    /// Spans without an agent, from `started`: its leaving the room (or the
+    /// user back to a room without it) to the next agent's `started`, if
+    /// one came (a room dispatched again after its node went, say).
+    pub agent_gaps: Vec<(Duration, Option<Duration>)>,
     /// The reason of the agent's `ended` message, when one came.
     pub told: Option<String>,
     /// Came back from stepping away to a room without its agent.
@@ -102,7 +104,7 @@ impl Outcome {
             removed: None,
             hang_up: None,
             started_at: None,
-            agent_gone: None,
+            agent_gaps: Vec::new(),
             told: None,
             back_to_no_agent: false,
             retries: 0,
@@ -117,12 +119,29 @@ impl Outcome {
         self.away_spans.iter().map(|&(left, back)| back.min(until).saturating_sub(left)).sum()
     }
 
-    /// The time the user had an agent: `started` to their leaving, their
-    /// removal or the agent's leaving, whichever came first.
+    /// The time the user had an agent: `started` to their leaving or
+    /// removal, less the spans without one.
     pub fn served(&self) -> Option<Duration> {
-        match (self.seen, self.agent_gone) {
-            (Some(seen), Some(gone)) => Some(seen.min(gone)),
-            (seen, _) => seen,
+        let seen = self.seen?;
+        let without: Duration = self
+            .agent_gaps
+            .iter()
+            .map(|&(gone, back)| back.unwrap_or(seen).min(seen).saturating_sub(gone.min(seen)))
+            .sum();
+        Some(seen - without)
+    }
+
+    /// The agent is gone as of `at` (from `started`), unless it already was.
+    fn agent_gone(&mut self, at: Duration) {
+        if !self.agent_gaps.last().is_some_and(|g| g.1.is_none()) {
+            self.agent_gaps.push((at, None));
+        }
+    }
+
+    /// An agent's `started` came at `at`: the span without one, if open, ends.
+    fn agent_back(&mut self, at: Duration) {
+        if let Some(gap) = self.agent_gaps.last_mut().filter(|g| g.1.is_none()) {
+            gap.1 = Some(at);
         }
     }
 }
@@ -375,7 +394,7 @@ async fn run(pool: &PgPool, target: &Target, stop: &CancellationToken, out: &mut
             _ = tokio::time::sleep_until(missing_since.map_or(far, |t| t + AGENT_BACK).into()) => {
                 // Back in the room and no agent there: it left while the user was away.
                 if let Some(back) = missing_since.take() {
-                    out.agent_gone.get_or_insert(back - started);
+                    out.agent_gone(back - started);
                     out.back_to_no_agent = true;
                 }
                 continue;
@@ -430,10 +449,13 @@ async fn run(pool: &PgPool, target: &Target, stop: &CancellationToken, out: &mut
                 missing_since = None;
             }
             Some(RoomEvent::ParticipantLeft { identity, .. }) if agents.remove(&identity) && agents.is_empty() => {
-                out.agent_gone.get_or_insert(started.elapsed());
+                out.agent_gone(started.elapsed());
             }
             Some(RoomEvent::Data(d)) if d.topic.as_deref() == Some("mindbot.session") => {
                 let v: serde_json::Value = serde_json::from_slice(&d.payload).unwrap_or_default();
+                if v["type"] == "started" {
+                    out.agent_back(started.elapsed());
+                }
                 if v["type"] == "ended" {
                     let reason = v["reason"].as_str().unwrap_or("").to_string();
                     // At zero balance or a limit the agent removes the user next

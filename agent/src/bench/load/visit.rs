@@ -133,7 +133,7 @@ impl Outcome {
 
     /// The agent is gone as of `at` (from `started`), unless it already was.
     fn agent_gone(&mut self, at: Duration) {
-        if !self.agent_gaps.last().is_some_and(|g| g.1.is_none()) {
+        if self.agent_gaps.last().is_none_or(|g| g.1.is_some()) {
             self.agent_gaps.push((at, None));
         }
     }

@@ -56,7 +56,9 @@ pub enum BenchCommand {
     Agents(agents::AgentsArgs),
     /// Voice turns between a speaking user and the agent's pipeline in one
     /// room: end of user speech to first agent audio (p50/p95).
-    /// Needs the LiveKit server and the [voice] providers (scripts/speech-services.sh start).
+    /// Needs the LiveKit server and the [voice] providers: config.toml's are
+    /// the local stack (scripts/local-voice.sh start); the user's questions
+    /// are spoken by the same text to speech.
     Voice {
         #[arg(long, default_value_t = 10)]
         turns: usize,

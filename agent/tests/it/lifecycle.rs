@@ -93,14 +93,26 @@ async fn user_visit(
     })
 }
 
-/// The reasons of the `ended` messages the user got on `mindbot.session`.
-fn ended_messages(report: &Value) -> Vec<String> {
+/// The messages the user got on `mindbot.session`, in order.
+fn session_messages(report: &Value) -> Vec<Value> {
     report["data"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|d| d["topic"] == "mindbot.session")
         .filter_map(|d| serde_json::from_str::<Value>(d["text"].as_str()?).ok())
+        .collect()
+}
+
+/// The types of those messages (`started`, `ended`...).
+fn session_message_types(report: &Value) -> Vec<String> {
+    session_messages(report).iter().filter_map(|m| m["type"].as_str().map(str::to_string)).collect()
+}
+
+/// The reasons of the `ended` messages the user got on `mindbot.session`.
+fn ended_messages(report: &Value) -> Vec<String> {
+    session_messages(report)
+        .iter()
         .filter(|m| m["type"] == "ended")
         .map(|m| m["reason"].as_str().unwrap_or("").to_string())
         .collect()
@@ -609,13 +621,7 @@ async fn a_room_whose_dispatch_no_worker_took_is_dispatched_again(pool: PgPool) 
     let (_, metrics) = get(port, "/metrics").await;
     assert_eq!(sample(&metrics, "mindbot_redispatches_total"), Some(1.0), "{metrics}");
     let report = user.await.unwrap();
-    let started = report["data"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|d| d["topic"] == "mindbot.session")
-        .filter_map(|d| serde_json::from_str::<Value>(d["text"].as_str()?).ok())
-        .any(|m| m["type"] == "started");
+    let started = session_messages(&report).iter().any(|m| m["type"] == "started");
     assert!(started, "the user was told their session started: {report}");
     let row = ended(&pool, &lost, Duration::from_secs(10)).await;
     assert_eq!(row.end_reason.as_deref(), Some("user_left"), "{row:?}");
@@ -648,14 +654,7 @@ async fn a_job_that_comes_while_the_database_is_cut_waits_for_it(pool: PgPool) {
     eprintln!("session opened {:?} after the database came back", back.elapsed());
 
     let report = user.await.unwrap();
-    let told: Vec<String> = report["data"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|d| d["topic"] == "mindbot.session")
-        .filter_map(|d| serde_json::from_str::<Value>(d["text"].as_str()?).ok())
-        .filter_map(|m| m["type"].as_str().map(str::to_string))
-        .collect();
+    let told = session_message_types(&report);
     assert_eq!(told, ["started"], "started, and never refused: {report}");
     let row = ended(&pool, &room, Duration::from_secs(10)).await;
     assert_eq!(row.end_reason.as_deref(), Some("user_left"), "{row:?}");
@@ -695,14 +694,7 @@ async fn a_join_that_fails_on_the_way_to_livekit_is_tried_again(pool: PgPool) {
     assert_eq!(proxy.still_to_refuse(), 0, "the agent's first join went through the proxy and was closed");
 
     let report = user.await.unwrap();
-    let told: Vec<String> = report["data"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|d| d["topic"] == "mindbot.session")
-        .filter_map(|d| serde_json::from_str::<Value>(d["text"].as_str()?).ok())
-        .filter_map(|m| m["type"].as_str().map(str::to_string))
-        .collect();
+    let told = session_message_types(&report);
     assert_eq!(told, ["started"], "the user got their agent: {report}");
     let row = ended(&pool, &room, Duration::from_secs(10)).await;
     assert_eq!(row.end_reason.as_deref(), Some("user_left"), "{row:?}");

@@ -129,6 +129,9 @@ fn plan(seconds: u64, grace: u64) -> (Plan, i32) {
     }
 }
 
+/// The period of the generator's lateness probe.
+const LATENESS_TICK: Duration = Duration::from_millis(100);
+
 pub async fn load(config: &Config, args: LoadArgs) -> Result<ExitCode> {
     let env = cluster_env(&args.cluster)?;
     check(&args, &env)?;
@@ -175,6 +178,20 @@ pub async fn load(config: &Config, args: LoadArgs) -> Result<ExitCode> {
             outcomes
         }));
     }
+    // How late the generator's own tasks run (a timer's overshoot): its
+    // users' clocks read an arrival that much late when it is starved.
+    let lateness = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut lags = Vec::new();
+            while !stop.is_cancelled() {
+                let t = Instant::now();
+                tokio::time::sleep(LATENESS_TICK).await;
+                lags.push(t.elapsed().saturating_sub(LATENESS_TICK));
+            }
+            lags
+        })
+    };
     let sampler = {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -203,6 +220,7 @@ pub async fn load(config: &Config, args: LoadArgs) -> Result<ExitCode> {
         Some(task) => Some(task.await.context("the fault task panicked")?),
         None => None,
     };
+    let lateness = lateness.await.context("the lateness probe panicked")?;
     let mut watch = sampler.await.context("the sampler panicked")?;
     let machine = watch.report(&pool).await;
     let rooms: Vec<String> = outcomes.iter().filter(|o| !o.room.is_empty()).map(|o| o.room.clone()).collect();
@@ -211,6 +229,7 @@ pub async fn load(config: &Config, args: LoadArgs) -> Result<ExitCode> {
 
     let mut failed = false;
     println!("\n{}", summary(&outcomes, rows));
+    println!("the generator's own lateness (a 100 ms timer's overshoot): {}", percentiles(lateness));
     println!("machine (over the run):\n{machine}");
     let errors: Vec<&Outcome> = outcomes.iter().filter(|o| o.error.is_some()).collect();
     if !errors.is_empty() {

@@ -2,8 +2,9 @@
 //! `DataPacket` bytes, and received bytes back to a `DataMessage` or a
 //! stream part (joined in `streams.rs`).
 //!
-//! Only user packets and data streams are surfaced; the other kinds LiveKit
-//! carries on the data channels (speaker updates, RPC, legacy
+//! User packets, data streams and RPC (requests to us, and the callee's
+//! acknowledgement or response to ours) are surfaced; the other kinds
+//! LiveKit carries on the data channels (speaker updates, legacy
 //! transcriptions) are not needed by the worker and are skipped.
 
 use livekit_protocol as proto;
@@ -55,6 +56,19 @@ pub(crate) enum Received {
     User(DataMessage),
     /// A data stream part and its sender's identity.
     Stream(String, Part),
+    /// An RPC request to us (LiveKit RPC, version 1 on the data channel).
+    RpcRequest {
+        from: String,
+        id: String,
+        version: u32,
+    },
+    /// Proof that an RPC request of ours reached its callee: its
+    /// acknowledgement, or its response (which a callee sends only after
+    /// receiving the request).
+    RpcReceipt {
+        from: String,
+        id: String,
+    },
 }
 
 /// Decodes a received packet; `None` for malformed or other kinds of packets.
@@ -72,6 +86,9 @@ pub(crate) fn decode(bytes: &[u8], label_reliable: bool) -> Option<Received> {
         Value::StreamHeader(h) => Some(Received::Stream(sender, Part::Header(h))),
         Value::StreamChunk(c) => Some(Received::Stream(sender, Part::Chunk(c))),
         Value::StreamTrailer(t) => Some(Received::Stream(sender, Part::Trailer(t))),
+        Value::RpcRequest(r) => Some(Received::RpcRequest { from: sender, id: r.id, version: r.version }),
+        Value::RpcAck(a) => Some(Received::RpcReceipt { from: sender, id: a.request_id }),
+        Value::RpcResponse(r) => Some(Received::RpcReceipt { from: sender, id: r.request_id }),
         _ => None,
     }
 }
@@ -111,6 +128,27 @@ mod tests {
         let Some(Received::Stream(sender, Part::Header(h))) = decode(&bytes, true) else { panic!("not a header") };
         assert_eq!((sender.as_str(), h.stream_id.as_str(), h.topic.as_str()), ("alice", "s1", "lk.transcription"));
         assert_eq!((h.total_length, h.mime_type.as_str()), (Some(5), "text/plain"));
+    }
+
+    #[test]
+    fn rpc_requests_to_us_and_receipts_for_ours_are_read() {
+        use proto::data_packet::Value;
+        let stamped = |value: Value| {
+            let packet =
+                proto::DataPacket { participant_identity: "alice".into(), value: Some(value), ..Default::default() };
+            decode(&packet.encode_to_vec(), true)
+        };
+        let request = proto::RpcRequest { id: "r1".into(), method: "m".into(), version: 1, ..Default::default() };
+        let Some(Received::RpcRequest { from, id, version }) = stamped(Value::RpcRequest(request)) else {
+            panic!("not a request")
+        };
+        assert_eq!((from.as_str(), id.as_str(), version), ("alice", "r1", 1));
+        let ack = Value::RpcAck(proto::RpcAck { request_id: "r2".into() });
+        assert!(matches!(stamped(ack), Some(Received::RpcReceipt { from, id }) if from == "alice" && id == "r2"));
+        // A response (here an error) shows the request arrived as well as an ack does.
+        let error = proto::rpc_response::Value::Error(proto::RpcError { code: 1400, ..Default::default() });
+        let response = Value::RpcResponse(proto::RpcResponse { request_id: "r3".into(), value: Some(error) });
+        assert!(matches!(stamped(response), Some(Received::RpcReceipt { id, .. }) if id == "r3"));
     }
 
     #[test]

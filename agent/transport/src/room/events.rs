@@ -38,6 +38,13 @@ pub enum RoomEvent {
     Data(DataMessage),
     /// A whole text stream (LiveKit data streams) from another participant.
     TextStream(TextStream),
+    /// An RPC request we sent ([`Room::send_rpc_request`]) reached `from`:
+    /// its acknowledgement or its response arrived. LiveKit's client SDKs
+    /// acknowledge every request on receipt, handler or not, so this is a
+    /// receipt for what we sent before it on the reliable channel.
+    ///
+    /// [`Room::send_rpc_request`]: crate::room::Room::send_rpc_request
+    RpcReceipt { from: String, request_id: String },
     /// The connection's state changed (reconnecting and back).
     ConnectionState(ConnectionState),
     /// The room connection ended; no more events follow.
@@ -199,7 +206,8 @@ impl DisconnectReason {
 /// Creates the two queues between the room's engine and its owner: one for
 /// presence and every other room event, which never drops (its volume is
 /// bounded by what the server says about the room's participants and
-/// tracks), and one for user data packets and text streams, which holds `data_capacity` and
+/// tracks), and one for user data packets, text streams and RPC receipts
+/// (what other participants send), which holds `data_capacity` and
 /// drops (and counts) what arrives while it is full, so a participant who
 /// floods data can never crowd out a join or a leave.
 pub(crate) fn queues(data_capacity: usize) -> (EventSender, RoomEvents) {
@@ -225,7 +233,7 @@ impl EventSender {
     /// is behind on data, any other event is always kept.
     pub(crate) fn emit(&self, event: RoomEvent) {
         match event {
-            message @ (RoomEvent::Data(_) | RoomEvent::TextStream(_)) => {
+            message @ (RoomEvent::Data(_) | RoomEvent::TextStream(_) | RoomEvent::RpcReceipt { .. }) => {
                 if let Err(mpsc::error::TrySendError::Full(_)) = self.data.try_send(message) {
                     let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                     metrics::counter!("mindbot_room_data_dropped_total").increment(1);

@@ -79,6 +79,31 @@ impl Room {
         self.request("sending data", |done| Command::SendData { data, done }).await?
     }
 
+    /// Sends a LiveKit RPC request (version 1, on the reliable channel) to
+    /// `to` and returns its id. The callee's acknowledgement or response
+    /// comes as [`RoomEvent::RpcReceipt`](crate::room::RoomEvent::RpcReceipt)
+    /// with that id; waiting for it, and what its absence means, is the caller's.
+    pub async fn send_rpc_request(
+        &self,
+        to: &str,
+        method: &str,
+        payload: &str,
+        response_timeout: Duration,
+    ) -> Result<String, RoomError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let request = proto::RpcRequest {
+            id: id.clone(),
+            method: method.to_string(),
+            payload: payload.to_string(),
+            response_timeout_ms: response_timeout.as_millis().min(u32::MAX as u128) as u32,
+            version: 1,
+            ..Default::default()
+        };
+        let value = proto::data_packet::Value::RpcRequest(request);
+        streams::send_packet(&self.commands, value, vec![to.to_string()], String::new()).await?;
+        Ok(id)
+    }
+
     /// Opens a text stream (LiveKit data streams): sends its header and
     /// returns the writer that sends text as it is produced.
     pub async fn stream_text(&self, options: TextStreamOptions) -> Result<TextStreamWriter, RoomError> {

@@ -6,9 +6,10 @@
 //! `_reliable` and `_lossy` data channels, and returns once both are up.
 //! The `Room` handle then sends data and text streams (LiveKit's data
 //! streams, `streams.rs`), publishes an Opus microphone track fed with PCM,
-//! sets attributes and leaves; `RoomEvents` brings participants (listed,
-//! media connected, gone), tracks, data, whole text streams, decoded remote
-//! audio and the reason the room ended, and `Room::audio_heard` when each
+//! sends LiveKit RPC requests, sets attributes and leaves; `RoomEvents`
+//! brings participants (listed, media connected, gone), tracks, data, whole
+//! text streams, RPC receipts, decoded remote audio and the reason the room
+//! ended (RPC requests to us are answered as the SDKs do), and `Room::audio_heard` when each
 //! remote participant's audio last arrived (`heard.rs`).
 //! This module must not know about sessions, billing or personas.
 //!
@@ -86,6 +87,10 @@ pub struct ConnectOptions {
     pub ice_policy: IcePolicy,
     /// Bounds on incoming text streams (unfinished ones held, bytes per stream).
     pub stream_limits: StreamLimits,
+    /// Answer RPC requests as LiveKit's client SDKs do (an acknowledgement,
+    /// then "method not supported": we register no methods). Off plays a
+    /// client without RPC, as SDKs before late 2024 were.
+    pub answer_rpc: bool,
 }
 
 impl Default for ConnectOptions {
@@ -99,6 +104,7 @@ impl Default for ConnectOptions {
             extra_root_certificates: Vec::new(),
             ice_policy: IcePolicy::All,
             stream_limits: StreamLimits::default(),
+            answer_rpc: true,
         }
     }
 }

@@ -43,6 +43,11 @@ use signaling::{Heard, Resumed, Signaling};
 use subscriber::Subscriber;
 
 /// What the `Room` handle asks of the engine.
+/// LiveKit RPC's built-in error codes for a method with no handler and
+/// for a request version the callee does not speak.
+const RPC_UNSUPPORTED_METHOD: u32 = 1400;
+const RPC_UNSUPPORTED_VERSION: u32 = 1404;
+
 pub(crate) enum Command {
     SendData {
         data: OutgoingData,
@@ -356,7 +361,43 @@ impl Engine {
                     self.emit(RoomEvent::TextStream(stream));
                 }
             }
+            Some(crate::room::data::Received::RpcRequest { from, id, version }) => self.answer_rpc(from, id, version),
+            Some(crate::room::data::Received::RpcReceipt { from, id }) => {
+                self.emit(RoomEvent::RpcReceipt { from, request_id: id })
+            }
             None => {}
+        }
+    }
+
+    /// Answers an RPC request as LiveKit's client SDKs do for a method with
+    /// no handler (we register none): an acknowledgement, so the caller
+    /// knows it arrived, then the `UNSUPPORTED_METHOD` error (or
+    /// `UNSUPPORTED_VERSION` for a version other than 1). Best effort: a
+    /// full channel drops the answer, as it would any reliable packet.
+    fn answer_rpc(&mut self, caller: String, id: String, version: u32) {
+        use proto::data_packet::Value;
+        if caller.is_empty() || !self.options.answer_rpc {
+            return;
+        }
+        let (code, message) = match version {
+            1 => (RPC_UNSUPPORTED_METHOD, "Method not supported at destination"),
+            _ => (RPC_UNSUPPORTED_VERSION, "Unsupported RPC version"),
+        };
+        let ack = Value::RpcAck(proto::RpcAck { request_id: id.clone() });
+        let error = proto::RpcError { code, message: message.to_string(), data: String::new() };
+        let response = Value::RpcResponse(proto::RpcResponse {
+            request_id: id,
+            value: Some(proto::rpc_response::Value::Error(error)),
+        });
+        for value in [ack, response] {
+            let to = vec![caller.clone()];
+            let sent = self.write_data(true, |publisher| {
+                crate::room::data::encode_value(value, to, String::new(), publisher.next_sequence())
+            });
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, caller, "RPC answer not sent");
+                return;
+            }
         }
     }
 

@@ -6,7 +6,8 @@
 //! [`supervisor`] (the worker and the API node, told from outside when to
 //! drain and stop), [`cli`] (the operator commands, and the OS signals wired
 //! into the supervisor), [`session`] (one job; [`refusal`]: why one is
-//! refused, the same codes for the worker and the API), [`voice`] (the agent
+//! refused, the same codes for the worker and the API; [`handshake`]: when
+//! the user's client can hear it start), [`voice`] (the agent
 //! hears and speaks), [`conventions`] (what LiveKit's frontends read: agent
 //! state, transcriptions, typed turns), [`http`] (operator endpoints),
 //! [`api`] (the public API under `/v1`), [`usage`] (what sessions used of the
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod conventions;
 pub mod demo;
+pub mod handshake;
 pub mod http;
 pub mod jobs;
 pub mod redispatch;

@@ -19,7 +19,7 @@ use metering::meter::{Meter, MeterEvent, MeteredSession, Pause, Presence};
 use metering::session::{EndReason, OpenRules, OpenSession};
 use metering::{reservations, UserId};
 use mindbot_transport::room::{
-    self, ConnectOptions, ConnectionState, DisconnectReason, OutgoingData, Room, RoomEvent, RoomEvents,
+    self, AudioStream, ConnectOptions, ConnectionState, DisconnectReason, OutgoingData, Room, RoomEvent, RoomEvents,
 };
 use mindbot_transport::worker::Assignment;
 use personas::{AccessFacts, AccessPolicy, Catalog, CustomRules, PersonaError};
@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::conventions::{self, Publisher, ATTR_AGENT_STATE};
+use crate::handshake::{self, Handshake};
 use crate::refusal::Refusal;
 use crate::usage::SessionUsage;
 use crate::voice::observe::{AgentState, VoiceEvent};
@@ -58,6 +59,9 @@ pub struct Context {
     pub default_persona: String,
     pub user_grace: Duration,
     pub user_wait: Duration,
+    /// How long a user's client has to acknowledge the readiness probe
+    /// before the session starts anyway (see `handshake`).
+    pub ready_wait: Duration,
     /// How long admission waits for a database that does not answer.
     pub db_wait: Duration,
     pub balance_every: Duration,
@@ -478,10 +482,11 @@ async fn send_balance(room: &Room, s: &Admitted, why: &str) {
     send(room, TOPIC_BALANCE, &s.identity, &body).await;
 }
 
-/// Tells the user their session started (and its balance). Sent as soon as
-/// the user's media is connected, before anything else the agent does: the
-/// meter runs from that moment, so the user's clock should start as near to
-/// it as the network allows.
+/// Tells the user their session started (and its balance). Sent the moment
+/// the meter starts, once the user's client acknowledged the readiness
+/// probe (their data channel is open, see `handshake`), before anything else
+/// the agent does, so the user's clock starts as near to the meter as the
+/// network allows.
 async fn announce(room: &Room, s: &Admitted) {
     // `at_ms`: when the meter started (Unix ms), so a client can tell how
     // long the message was on its way.
@@ -490,6 +495,39 @@ async fn announce(room: &Room, s: &Admitted) {
         "premium_left_out": s.premium_left_out, "at_ms": at_ms});
     send(room, TOPIC_SESSION, &s.identity, &started).await;
     send_balance(room, s, "balance").await;
+}
+
+/// The session starts: the meter runs (unless our own connection is down:
+/// then from its return), `started` goes out, and the agent greets and
+/// listens to the audio it held back.
+async fn begin(
+    room: &Room,
+    s: &Admitted,
+    connection_down: bool,
+    voice: &Option<crate::voice::VoiceHandle>,
+    unheard: Option<AudioStream>,
+) {
+    if !connection_down {
+        s.metered.resume();
+    }
+    announce(room, s).await;
+    if let Some(v) = voice {
+        v.greet();
+        if let Some(stream) = unheard {
+            v.hear(stream);
+        }
+    }
+}
+
+/// The readiness handshake's next step, when due (never without one).
+async fn next_probe(room: &Room, user: &str, handshake: &mut Option<Handshake>) -> handshake::Due {
+    match handshake {
+        Some(h) => {
+            sleep_until(h.due_at()).await;
+            h.on_due(room, user).await
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The persona as room attributes, for frontends that show who they talk to.
@@ -507,7 +545,13 @@ async fn publish_persona(room: &Room, persona: &personas::PersonaConfig) {
 
 /// The metered conversation: runs until an end reason, closes the session.
 async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Admitted, stop: &Stop) -> EndReason {
-    let mut greeted = false;
+    // The session starts (the meter runs, `started` goes out, the agent
+    // greets and listens) once the user's client can receive it: the
+    // readiness handshake under way, and whether it is done.
+    let mut started = false;
+    let mut handshake: Option<Handshake> = None;
+    // The user's audio, heard only once the session has started.
+    let mut unheard: Option<AudioStream> = None;
     publish_persona(room, &s.persona).await;
     // The user's last audio packet: a leave the cluster relays late is not
     // charged past it; bounded by the agent's own last words, which a
@@ -543,7 +587,8 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
     let mut cap_at = s.cap.map_or(far, |(d, _)| Instant::now() + d);
     // A user whose media never connects (or who left before we joined) ends
-    // the session uncharged; the meter runs from their `ParticipantActive`.
+    // the session uncharged; the meter runs from the handshake that follows
+    // their `ParticipantActive`.
     let mut grace_at = Instant::now() + ctx.user_wait;
     let mut next_balance = Instant::now() + ctx.balance_every;
     let mut next_usage = Instant::now() + crate::usage::SAVE_EVERY;
@@ -579,6 +624,16 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                 break reason;
             }
             _ = sleep_until(grace_at) => break EndReason::UserLeft,
+            due = next_probe(room, &s.identity, &mut handshake) => {
+                if due == handshake::Due::GaveUp {
+                    metrics::counter!("mindbot_session_ready_timeouts_total").increment(1);
+                    warn!(waited_ms = ctx.ready_wait.as_millis() as u64,
+                        "the user's client acknowledged no readiness probe; starting anyway");
+                    handshake = None;
+                    started = true;
+                    begin(room, &s, media_down || resuming, &voice, unheard.take()).await;
+                }
+            }
             _ = sleep_until(next_balance) => {
                 send_balance(room, &s, "balance").await;
                 next_balance = Instant::now() + ctx.balance_every;
@@ -609,6 +664,16 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                 None => voice_reports = false,
             },
             ev = events.recv() => match ev {
+                Some(RoomEvent::RpcReceipt { from, request_id })
+                    if handshake.as_ref().is_some_and(|h| h.is_receipt(&s.identity, &from, &request_id)) =>
+                {
+                    let waited = handshake.take().map_or(Duration::ZERO, |h| h.waited());
+                    metrics::histogram!("mindbot_session_ready_seconds").record(waited.as_secs_f64());
+                    info!(waited_ms = waited.as_millis() as u64, "the user's client is ready");
+                    started = true;
+                    begin(room, &s, media_down || resuming, &voice, unheard.take()).await;
+                }
+                Some(RoomEvent::TextStream(_)) if !started => info!("typed turn dropped: the session has not started"),
                 Some(RoomEvent::TextStream(text)) => match (conventions::typed_turn(&s.identity, &text), &voice) {
                     (Some(_), Some(_)) if typed_at.is_some_and(|at| at.elapsed() < TYPED_TURN_GAP) => {
                         metrics::counter!("mindbot_voice_typed_turns_dropped_total").increment(1);
@@ -629,6 +694,8 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                             "the user's leave came after their audio had stopped: not charged from there");
                     }
                     grace_at = Instant::now() + ctx.user_grace;
+                    // A handshake under way starts over when they are back.
+                    handshake = None;
                 }
                 // Our own media is down (the node carrying the room went, say):
                 // the user hears no agent, so nothing is charged until it is back.
@@ -646,26 +713,27 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                     if was_up && !up {
                         let not_charged = s.metered.pause_from_last_heard(Pause::Interrupted);
                         warn!(?state, not_charged_ms = not_charged.as_millis() as u64, "connection interrupted: charging paused");
-                    } else if !was_up && up && grace_at == far {
+                    } else if !was_up && up && grace_at == far && started {
                         s.metered.resume_after_break();
                         info!("connection back: charging resumed");
                     }
                 }
                 Some(RoomEvent::ParticipantActive { identity, .. }) if identity == s.identity => {
-                    if !media_down && !resuming {
-                        s.metered.resume();
-                    }
                     grace_at = far;
-                    if !greeted {
-                        announce(room, &s).await;
-                        voice.iter().for_each(|v| v.greet());
-                        greeted = true;
+                    if started {
+                        if !media_down && !resuming {
+                            s.metered.resume();
+                        }
+                    } else if handshake.is_none() {
+                        handshake = Some(Handshake::begin(ctx.ready_wait));
                     }
                 }
                 Some(RoomEvent::AudioTrackSubscribed { participant, stream, track_sid }) if participant == s.identity => {
                     conventions.user_track(&track_sid);
-                    if let Some(v) = &voice {
-                        v.hear(stream);
+                    match &voice {
+                        Some(v) if started => v.hear(stream),
+                        Some(_) => unheard = Some(stream),
+                        None => {}
                     }
                 }
                 Some(RoomEvent::Disconnected { reason }) => {

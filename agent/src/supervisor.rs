@@ -71,6 +71,7 @@ pub async fn run(
         default_persona: config.personas.default.clone(),
         user_grace: Duration::from_secs(config.worker.user_grace_seconds),
         user_wait: Duration::from_secs(config.worker.user_wait_seconds),
+        ready_wait: Duration::from_secs(config.worker.ready_wait_seconds),
         db_wait: Duration::from_secs(config.meter.db_grace_seconds),
         balance_every: Duration::from_secs(config.worker.balance_update_seconds),
         hangup: config.worker.hangup,

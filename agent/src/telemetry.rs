@@ -95,6 +95,10 @@ fn recorder() -> anyhow::Result<PrometheusRecorder> {
             &[0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0],
         )?
         .set_buckets_for_metric(
+            Matcher::Full("mindbot_session_ready_seconds".into()),
+            &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0],
+        )?
+        .set_buckets_for_metric(
             Matcher::Full("mindbot_hangup_latency_seconds".into()),
             &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0],
         )?
@@ -125,6 +129,15 @@ fn describe() {
         "Card time charged to users, by persona (whole seconds of the exact running total)"
     );
     describe_histogram!("mindbot_hangup_latency_seconds", Unit::Seconds, "Exhaustion to the user gone from the room");
+    describe_histogram!(
+        "mindbot_session_ready_seconds",
+        Unit::Seconds,
+        "The user's media connected to their client acknowledging the readiness probe (the session starts)"
+    );
+    describe_counter!(
+        "mindbot_session_ready_timeouts_total",
+        "Sessions started without the user's client acknowledging the readiness probe (worker.ready_wait_seconds)"
+    );
     describe_histogram!("mindbot_meter_tick_duration_seconds", Unit::Seconds, "Duration of one tick batch write");
     describe_counter!("mindbot_meter_write_failures_total", "Tick batch writes that failed and were retried");
     describe_counter!("mindbot_database_errors_total", "Database failures outside tick writes, by stage");
@@ -177,11 +190,13 @@ pub fn register(config: &Config, worker: bool) {
         counter!("mindbot_late_leaves_total").increment(0);
         counter!("mindbot_redispatches_total").increment(0);
         counter!("mindbot_room_join_retries_total").increment(0);
+        counter!("mindbot_session_ready_timeouts_total").increment(0);
         // Not registered until LiveKit answers the registration.
         metrics::gauge!("mindbot_livekit_connected").set(0.0);
         // Registered without a sample: the buckets are exported at zero.
         let _ = histogram!("mindbot_meter_tick_duration_seconds");
         let _ = histogram!("mindbot_hangup_latency_seconds");
+        let _ = histogram!("mindbot_session_ready_seconds");
         let v = &config.voice;
         if v.enabled {
             let stages = [("stt", &v.stt.provider), ("llm", &v.llm.provider)];

@@ -15,6 +15,10 @@ pub struct WorkerSettings {
     pub user_grace_seconds: u64,
     /// How long the agent waits for the user to be in the room.
     pub user_wait_seconds: u64,
+    /// How long a user's client has to acknowledge the readiness probe
+    /// before the session starts anyway (a client without LiveKit RPC).
+    #[serde(default = "default_ready_wait")]
+    pub ready_wait_seconds: u64,
     /// Balance updates go to the user at least this often.
     pub balance_update_seconds: u64,
     /// How the agent hangs up when the balance runs out or a limit is reached.
@@ -44,6 +48,10 @@ impl<'de> Deserialize<'de> for HangUp {
     }
 }
 
+fn default_ready_wait() -> u64 {
+    10
+}
+
 impl WorkerSettings {
     pub(super) fn validate(&self) -> Result<()> {
         if self.max_jobs == 0 {
@@ -51,6 +59,9 @@ impl WorkerSettings {
         }
         if self.balance_update_seconds == 0 || self.user_wait_seconds == 0 {
             bail!("config keys worker.balance_update_seconds and worker.user_wait_seconds must be positive");
+        }
+        if !(1..=60).contains(&self.ready_wait_seconds) {
+            bail!("config key worker.ready_wait_seconds must be between 1 and 60 (got {})", self.ready_wait_seconds);
         }
         Ok(())
     }

@@ -264,3 +264,111 @@ async fn a_user_back_after_the_grace_gets_a_new_agent_in_a_new_room(pool: PgPool
         .unwrap();
     assert_eq!(sessions, 2);
 }
+
+/// The session starts when the user's client can receive it: the agent asks
+/// with an RPC request, every second, until the client acknowledges one
+/// (LiveKit's SDKs do so on receipt, with or without a handler), and only
+/// then starts the meter and sends `started`. A client without RPC gets its
+/// session after `worker.ready_wait_seconds` anyway. Either way the user's
+/// own clock, from `started` to their leave, is what they are charged.
+#[sqlx::test(migrations = "../migrations")]
+async fn the_session_starts_once_the_users_client_can_receive_it_and_is_charged_from_there(pool: PgPool) {
+    use mindbot_transport::room::{self, ConnectOptions, RoomEvent};
+
+    ensure("scripts/livekit-server.sh", Some("start"));
+    ensure("scripts/python-env.sh", None);
+    let agent_name = format!("mindbot-test-{}", uuid::Uuid::new_v4().simple());
+    let (_w, port) = worker(
+        &pool,
+        &agent_name,
+        &[("MINDBOT_WORKER_READY_WAIT_SECONDS", "3"), ("MINDBOT_WORKER_USER_GRACE_SECONDS", "1")],
+    )
+    .await;
+    let (_, sdk_room, sdk_token) = funded_call(&pool, "ready-sdk", &agent_name, "professor-ada").await;
+    let (_, old_room, old_token) = funded_call(&pool, "ready-no-rpc", &agent_name, "professor-ada").await;
+
+    // LiveKit's Python SDK, for 6 s.
+    let sdk =
+        tokio::spawn(async move { visit(&sdk_token, &["--expect-data", "mindbot.session", "--stay", "6"]).await });
+
+    // A client that never answers RPC (this project's room client, with its
+    // answers off): its session waits the 3 s out, then starts. It sends a
+    // tone, as a user with a microphone does: LiveKit tells the agent of a
+    // participant that publishes nothing in batches, up to 3 s late.
+    let options = ConnectOptions { subscribe_audio: false, answer_rpc: false, ..Default::default() };
+    let (user, mut events) = room::connect(mindbot_tests::livekit::URL, &old_token, options).await.unwrap();
+    let connected = tokio::time::Instant::now();
+    let source = user.publish_audio("microphone").await.unwrap();
+    let tone = tokio::spawn(async move {
+        let pcm: Vec<i16> = (0..48_000)
+            .map(|i| ((i as f64 * 440.0 * std::f64::consts::TAU / 48_000.0).sin() * 6000.0) as i16)
+            .collect();
+        while source.push(&pcm).await.is_ok() {}
+    });
+    let started = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(e) = events.recv().await {
+            if let RoomEvent::Data(d) = e {
+                let v: Value = serde_json::from_slice(&d.payload).unwrap_or_default();
+                if d.topic.as_deref() == Some("mindbot.session") && v["type"] == "started" {
+                    return tokio::time::Instant::now();
+                }
+            }
+        }
+        panic!("the room closed before `started`");
+    })
+    .await
+    .expect("`started` within 20 s");
+    // The wait starts when LiveKit tells the agent the user's media is up,
+    // which is after this client's own connection is up.
+    let waited = started - connected;
+    assert!(waited >= Duration::from_millis(2_900), "`started` came {waited:?} after the media connected");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    tone.abort();
+    user.leave().await.unwrap();
+    let old_seen = started.elapsed();
+
+    let sdk = sdk.await.unwrap();
+    let sdk_started = messages(&sdk, "mindbot.session").iter().find(|m| m["type"] == "started").cloned();
+    assert!(sdk_started.is_some(), "{sdk}");
+    let at = sdk["data"]
+        .as_array()
+        .and_then(|d| {
+            d.iter().find(|m| {
+                m["topic"] == "mindbot.session" && m["text"].as_str().is_some_and(|t| t.contains("\"started\""))
+            })
+        })
+        .and_then(|m| m["at"].as_f64())
+        .expect("when `started` came");
+    let sdk_seen = Duration::from_secs_f64(sdk["duration"].as_f64().unwrap() - at);
+
+    let metered = |room: String| {
+        let pool = pool.clone();
+        async move {
+            for _ in 0..100 {
+                let ms: Option<i64> = sqlx::query_scalar(
+                    "SELECT metered_ms FROM voice_sessions WHERE room_name = $1 AND end_time IS NOT NULL",
+                )
+                .bind(&room)
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+                if let Some(ms) = ms {
+                    return Duration::from_millis(ms as u64);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("the session of {room} did not close");
+        }
+    };
+    for (who, room, seen) in [("SDK user", sdk_room, sdk_seen), ("user without RPC", old_room, old_seen)] {
+        let lived = metered(room).await;
+        eprintln!("{who}: saw {seen:?} from `started` to the leave, metered {lived:?}");
+        assert!(lived <= seen + Duration::from_millis(500), "{who} metered {lived:?}, saw {seen:?}");
+        assert!(lived + Duration::from_secs(1) >= seen, "{who} metered {lived:?}, saw {seen:?}");
+    }
+    let (_, text) = get(port, "/metrics").await;
+    assert_eq!(sample(&text, "mindbot_session_ready_seconds_count"), Some(1.0), "the SDK user acknowledged: {text}");
+    assert_eq!(sample(&text, "mindbot_session_ready_timeouts_total"), Some(1.0), "{text}");
+    let audit = metering::audit::audit(&pool).await.unwrap();
+    assert!(audit.passed(), "{audit}");
+}

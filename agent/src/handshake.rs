@@ -8,17 +8,29 @@
 //! user seconds after the meter started, or never: their own clock then
 //! showed less time than they were charged, or never ran.
 //!
-//! Instead the session asks first: an RPC request (method
-//! [`METHOD`]) to the user, sent again every [`PROBE_EVERY`] (under the
-//! server's 2 s hold, so one of them is always held when the channel opens)
-//! until the user's client acknowledges one. LiveKit's client SDKs
-//! acknowledge every RPC request on receipt, whether or not the app handles
-//! the method, so this needs nothing of the frontend. The meter starts and
-//! `started` goes out at the first receipt, over a channel now known open.
+//! Instead the session asks first: an RPC request (method [`METHOD`]) to
+//! the user, sent again every [`PROBE_EVERY`] (under the server's 2 s hold,
+//! so one of them is always held when the channel opens) until the user's
+//! client acknowledges one. LiveKit's client SDKs acknowledge every RPC
+//! request on receipt, whether or not the app handles the method, so this
+//! needs nothing of the frontend. Two phases:
+//! 1. [`Phase::Reaching`]: probes until the first receipt; the channel is
+//!    open. `started` goes out then.
+//! 2. [`Phase::Confirming`]: probes sent after `started`, on the same
+//!    ordered, reliable channel, so the receipt of one proves `started` was
+//!    delivered before it. The meter then starts, counted from when
+//!    `started` was sent, but never from more than [`START_LEAD`] before
+//!    that receipt: the user's clock started in between, so the meter leads
+//!    it by less than a second however slow the server is. Charges are
+//!    whole seconds rounded down, so a lead under a second neither charges
+//!    a second the user did not see begin nor leaves them short by more
+//!    than one. (Counting from the receipt instead would leave every user a
+//!    return trip short, past the one second for a few in a hundred.)
 //!
-//! A client without RPC (SDKs from before late 2024) never acknowledges: the
-//! session starts anyway after `worker.ready_wait_seconds`. Until it starts,
-//! the agent neither speaks nor listens, so waiting costs nobody anything.
+//! A client without RPC (SDKs from before late 2024) never acknowledges: its
+//! session starts anyway after `worker.ready_wait_seconds`. Until the meter
+//! starts, the agent neither speaks nor listens, so waiting (or withholding
+//! an acknowledgement) gives nobody anything.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -34,13 +46,34 @@ pub const METHOD: &str = "mindbot.ready";
 /// How often the probe is sent again while no receipt has come.
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 
+/// How long the second phase may take before the meter starts anyway: a
+/// client that answered once answers again in a return trip.
+pub const CONFIRM_WAIT: Duration = Duration::from_secs(5);
+
+/// The meter counts from `started` going out, but never from more than this
+/// before the user's receipt of a probe that followed it.
+pub const START_LEAD: Duration = Duration::from_secs(1);
+
 /// Probe ids remembered: the last this many probes count as receipts.
 const REMEMBERED: usize = 64;
+
+/// Where a handshake is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Probing until the user's client answers: its data channel is open.
+    Reaching,
+    /// `started` went out; probing until a probe sent after it is answered.
+    Confirming,
+}
 
 /// A readiness handshake under way with one user.
 #[derive(Debug)]
 pub struct Handshake {
+    phase: Phase,
     since: Instant,
+    /// When `started` went out (or, for a user who got it before, when
+    /// this handshake began).
+    announced_at: Instant,
     give_up_at: Instant,
     next_probe: Instant,
     sent: VecDeque<String>,
@@ -60,12 +93,46 @@ impl Handshake {
     /// probe is due at once.
     pub fn begin(wait: Duration) -> Self {
         let now = Instant::now();
-        Handshake { since: now, give_up_at: now + wait, next_probe: now, sent: VecDeque::new() }
+        Handshake {
+            phase: Phase::Reaching,
+            since: now,
+            announced_at: now,
+            give_up_at: now + wait,
+            next_probe: now,
+            sent: VecDeque::new(),
+        }
+    }
+
+    /// A handshake for a user who already got `started` (and left before
+    /// the meter started): only the confirmation is left.
+    pub fn confirming(wait: Duration) -> Self {
+        Handshake { phase: Phase::Confirming, ..Handshake::begin(wait) }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// `started` went out: from now on only the receipt of a probe sent
+    /// after it counts, and the first such probe is due at once.
+    pub fn announced(&mut self) {
+        let now = Instant::now();
+        self.phase = Phase::Confirming;
+        self.announced_at = now;
+        self.sent.clear();
+        self.next_probe = now;
+        self.give_up_at = now + CONFIRM_WAIT;
     }
 
     /// When [`on_due`](Self::on_due) should run next.
     pub fn due_at(&self) -> Instant {
         self.next_probe.min(self.give_up_at)
+    }
+
+    /// Where the meter starts, confirmed now: when `started` went out, or
+    /// [`START_LEAD`] ago if that was longer ago.
+    pub fn meter_from(&self) -> Instant {
+        self.announced_at.max(Instant::now() - START_LEAD)
     }
 
     /// How long the handshake has run.
@@ -111,6 +178,28 @@ mod tests {
         assert_eq!(h.due_at(), h.since);
         h.next_probe = h.since + Duration::from_secs(3);
         assert_eq!(h.due_at(), h.since + Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn after_started_only_probes_sent_after_it_count() {
+        let mut h = Handshake::begin(Duration::from_secs(10));
+        h.sent = ["before".to_string()].into();
+        h.announced();
+        assert_eq!(h.phase(), Phase::Confirming);
+        assert!(!h.is_receipt("user", "user", "before"), "a probe sent before `started` proves nothing of it");
+        assert_eq!(h.due_at(), h.next_probe, "the next probe is due at once");
+        assert!(h.give_up_at <= Instant::now() + CONFIRM_WAIT);
+    }
+
+    #[test]
+    fn the_meter_counts_from_started_but_at_most_a_second_before_the_receipt() {
+        let mut h = Handshake::begin(Duration::from_secs(10));
+        h.announced();
+        let quick = h.meter_from();
+        assert_eq!(quick, h.announced_at, "a quick receipt: from `started`");
+        h.announced_at = Instant::now() - Duration::from_secs(3);
+        let slow = h.meter_from();
+        assert!(slow > h.announced_at && slow >= Instant::now() - START_LEAD - Duration::from_millis(50));
     }
 
     #[test]

@@ -482,14 +482,13 @@ async fn send_balance(room: &Room, s: &Admitted, why: &str) {
     send(room, TOPIC_BALANCE, &s.identity, &body).await;
 }
 
-/// Tells the user their session started (and its balance). Sent the moment
-/// the meter starts, once the user's client acknowledged the readiness
-/// probe (their data channel is open, see `handshake`), before anything else
-/// the agent does, so the user's clock starts as near to the meter as the
-/// network allows.
+/// Tells the user their session started (and its balance), once their
+/// client acknowledged a readiness probe (their data channel is open, see
+/// `handshake`). The meter starts when they acknowledge a probe sent after
+/// this, so their clock starts first.
 async fn announce(room: &Room, s: &Admitted) {
-    // `at_ms`: when the meter started (Unix ms), so a client can tell how
-    // long the message was on its way.
+    // `at_ms`: when it was sent (Unix ms), so a client can tell how long it
+    // was on its way; the meter starts a return trip after it arrives.
     let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let started = json!({"type": "started", "persona": s.slug, "session": s.metered.id(),
         "premium_left_out": s.premium_left_out, "at_ms": at_ms});
@@ -497,20 +496,19 @@ async fn announce(room: &Room, s: &Admitted) {
     send_balance(room, s, "balance").await;
 }
 
-/// The session starts: the meter runs (unless our own connection is down:
-/// then from its return), `started` goes out, and the agent greets and
+/// The session starts: the meter runs from `since` (unless our own
+/// connection is down: then from its return), and the agent greets and
 /// listens to the audio it held back.
-async fn begin(
-    room: &Room,
+fn begin(
+    since: Instant,
     s: &Admitted,
     connection_down: bool,
     voice: &Option<crate::voice::VoiceHandle>,
     unheard: Option<AudioStream>,
 ) {
     if !connection_down {
-        s.metered.resume();
+        s.metered.resume_from(since);
     }
-    announce(room, s).await;
     if let Some(v) = voice {
         v.greet();
         if let Some(stream) = unheard {
@@ -545,9 +543,11 @@ async fn publish_persona(room: &Room, persona: &personas::PersonaConfig) {
 
 /// The metered conversation: runs until an end reason, closes the session.
 async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Admitted, stop: &Stop) -> EndReason {
-    // The session starts (the meter runs, `started` goes out, the agent
-    // greets and listens) once the user's client can receive it: the
-    // readiness handshake under way, and whether it is done.
+    // The session starts (`started` goes out; then the meter runs, the
+    // agent greets and listens) once the user's client can receive it: the
+    // readiness handshake under way, whether `started` went out, and
+    // whether the session has started.
+    let mut announced = false;
     let mut started = false;
     let mut handshake: Option<Handshake> = None;
     // The user's audio, heard only once the session has started.
@@ -626,12 +626,24 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
             _ = sleep_until(grace_at) => break EndReason::UserLeft,
             due = next_probe(room, &s.identity, &mut handshake) => {
                 if due == handshake::Due::GaveUp {
-                    metrics::counter!("mindbot_session_ready_timeouts_total").increment(1);
-                    warn!(waited_ms = ctx.ready_wait.as_millis() as u64,
-                        "the user's client acknowledged no readiness probe; starting anyway");
-                    handshake = None;
+                    let (phase, since) =
+                        handshake.take().map_or((None, Instant::now()), |h| (Some(h.phase()), h.meter_from()));
+                    if phase == Some(handshake::Phase::Reaching) {
+                        metrics::counter!("mindbot_session_ready_timeouts_total").increment(1);
+                        warn!(waited_ms = ctx.ready_wait.as_millis() as u64,
+                            "the user's client acknowledged no readiness probe; starting anyway");
+                    } else {
+                        warn!("the user's client did not acknowledge a probe after `started`; starting anyway");
+                    }
+                    // A client without RPC: from `started` going out.
+                    let since = if !std::mem::replace(&mut announced, true) {
+                        announce(room, &s).await;
+                        Instant::now()
+                    } else {
+                        since
+                    };
                     started = true;
-                    begin(room, &s, media_down || resuming, &voice, unheard.take()).await;
+                    begin(since, &s, media_down || resuming, &voice, unheard.take());
                 }
             }
             _ = sleep_until(next_balance) => {
@@ -667,11 +679,21 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                 Some(RoomEvent::RpcReceipt { from, request_id })
                     if handshake.as_ref().is_some_and(|h| h.is_receipt(&s.identity, &from, &request_id)) =>
                 {
-                    let waited = handshake.take().map_or(Duration::ZERO, |h| h.waited());
-                    metrics::histogram!("mindbot_session_ready_seconds").record(waited.as_secs_f64());
-                    info!(waited_ms = waited.as_millis() as u64, "the user's client is ready");
-                    started = true;
-                    begin(room, &s, media_down || resuming, &voice, unheard.take()).await;
+                    let h = handshake.as_mut().expect("matched on a handshake");
+                    let waited = h.waited();
+                    if h.phase() == handshake::Phase::Reaching && !announced {
+                        metrics::histogram!("mindbot_session_ready_seconds").record(waited.as_secs_f64());
+                        info!(waited_ms = waited.as_millis() as u64, "the user's client is reachable; telling it the session starts");
+                        announce(room, &s).await;
+                        announced = true;
+                        h.announced();
+                    } else {
+                        info!(waited_ms = waited.as_millis() as u64, "the user's client has `started`; the meter runs");
+                        let since = h.meter_from();
+                        handshake = None;
+                        started = true;
+                        begin(since, &s, media_down || resuming, &voice, unheard.take());
+                    }
                 }
                 Some(RoomEvent::TextStream(_)) if !started => info!("typed turn dropped: the session has not started"),
                 Some(RoomEvent::TextStream(text)) => match (conventions::typed_turn(&s.identity, &text), &voice) {
@@ -725,7 +747,10 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                             s.metered.resume();
                         }
                     } else if handshake.is_none() {
-                        handshake = Some(Handshake::begin(ctx.ready_wait));
+                        handshake = Some(match announced {
+                            false => Handshake::begin(ctx.ready_wait),
+                            true => Handshake::confirming(ctx.ready_wait),
+                        });
                     }
                 }
                 Some(RoomEvent::AudioTrackSubscribed { participant, stream, track_sid }) if participant == s.identity => {

@@ -171,6 +171,17 @@ impl MeteredSession {
         self.resume_with(true);
     }
 
+    /// Both are in the room, and have been since `since` (never later than
+    /// now): the clock runs from there. For a start confirmed after it
+    /// happened, e.g. a message the user acknowledged a return trip later.
+    pub fn resume_from(&self, since: Instant) {
+        self.with_live(|l, now| {
+            if l.exhausted.is_none() && !l.closing {
+                l.resume(since.min(now), true)
+            }
+        });
+    }
+
     /// The agent's own connection is back, with the user still listed in
     /// the room: charging resumes, and the user's last audio before the
     /// break still counts as the sign that they are there (a leave the

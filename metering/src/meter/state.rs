@@ -631,6 +631,17 @@ mod tests {
     }
 
     #[test]
+    fn a_start_confirmed_late_counts_from_when_it_happened() {
+        let t0 = Instant::now();
+        let (_, mut l) = live("1", t0);
+        l.clock.pause(t0);
+        // Confirmed at 2.3 s, the start having been at 1.5 s.
+        l.resume(t0 + Duration::from_millis(1500), true);
+        assert_eq!(l.clock.live_ms(t0 + Duration::from_millis(2300)), 800);
+        assert_eq!(l.sign_since, t0 + Duration::from_millis(1500), "audio counts as a sign from the start");
+    }
+
+    #[test]
     fn exhaustion_stops_at_the_remainder_and_charges_it() {
         let t0 = Instant::now();
         let (id, l) = live("1.5", t0);

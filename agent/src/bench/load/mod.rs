@@ -365,7 +365,7 @@ fn summary(outcomes: &[Outcome], rows: &HashMap<String, Row>) -> String {
     let mut s = format!(
         "visits {}  sessions {}  stepped away and back {}\n\
          dispatch -> agent active (join to `started`): {}\n\
-         `started` on its way (meter started to the user's receipt): {}\n\
+         `started` on its way (sent to the user's receipt): {}\n\
          hang-up latency (balance out to removal): {}\n\
          sessions per worker:",
         outcomes.len(),

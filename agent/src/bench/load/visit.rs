@@ -57,8 +57,9 @@ pub struct Outcome {
     pub card_minutes: i32,
     /// Join finished (the token dispatches the agent) to the agent's `started`.
     pub to_started: Option<Duration>,
-    /// The agent's `started` on its way: its `at_ms` (when the meter
-    /// started) to its arrival, on this machine's one clock.
+    /// The agent's `started` on its way: its `at_ms` (when the agent sent
+    /// it; the meter starts a return trip after it arrives) to its arrival,
+    /// on this machine's one clock.
     pub started_transit: Option<Duration>,
     /// `started` to the user's leaving or removal, on the user's clock.
     pub seen: Option<Duration>,

@@ -463,29 +463,36 @@ async fn tell_orphan(ctx: &Context, session: metering::records::VoiceSession) {
 
 async fn send_balance(room: &Room, s: &Admitted, why: &str) {
     let snap = s.metered.snapshot();
+    // Whole seconds rounded up, as a countdown shows them: the full time at
+    // the start (the meter may already have run a fraction, see
+    // `handshake`), 1 until the last fraction is spent.
+    let remaining = snap.remaining.map(|r| r.as_millis().div_ceil(1000) as i64);
     let mut body = json!({
         "type": why,
-        "remaining_seconds": snap.remaining.map(|r| r.as_secs()),
+        "remaining_seconds": remaining,
+        "remaining_ms": snap.remaining.map(|r| r.as_millis() as u64),
         "balance_ms": snap.spendable.0,
         "persona": s.slug,
     });
     if s.persona.ad_supported {
-        // Earned (rewarded-ad) time is spent first: of the remaining time,
-        // what it still pays for is earned, the rest paid.
-        let remaining = snap.remaining.map(|r| r.as_secs() as i64);
-        let earned = s.persona.base_cost_multiplier.whole_seconds_in(snap.earned);
+        // Earned (rewarded-ad) time is spent first, paid time last: of the
+        // remaining time, what the paid cards pay for is paid, the rest
+        // earned (`earned_ms` is as of the last write; the live fraction
+        // since comes off the earned part).
+        let paid_ms = snap.spendable.0 - snap.earned.0;
+        let paid = s.persona.base_cost_multiplier.whole_seconds_in(metering::Millis(paid_ms));
         body["earned_ms"] = json!(snap.earned.0);
-        body["paid_ms"] = json!(snap.spendable.0 - snap.earned.0);
-        body["earned_seconds"] = json!(remaining.map(|r| earned.min(r)));
-        body["paid_seconds"] = json!(remaining.map(|r| (r - earned).max(0)));
+        body["paid_ms"] = json!(paid_ms);
+        body["earned_seconds"] = json!(remaining.map(|r| (r - paid).max(0)));
+        body["paid_seconds"] = json!(remaining.map(|r| paid.min(r)));
     }
     send(room, TOPIC_BALANCE, &s.identity, &body).await;
 }
 
-/// Tells the user their session started (and its balance), once their
-/// client acknowledged a readiness probe (their data channel is open, see
-/// `handshake`). The meter starts when they acknowledge a probe sent after
-/// this, so their clock starts first.
+/// Tells the user their session started, once their client acknowledged a
+/// readiness probe (their data channel is open, see `handshake`). The meter
+/// starts when they acknowledge a probe sent after this, so their clock
+/// starts first; the balance follows then (`begin`).
 async fn announce(room: &Room, s: &Admitted) {
     // `at_ms`: when it was sent (Unix ms), so a client can tell how long it
     // was on its way; the meter starts a return trip after it arrives.
@@ -493,13 +500,14 @@ async fn announce(room: &Room, s: &Admitted) {
     let started = json!({"type": "started", "persona": s.slug, "session": s.metered.id(),
         "premium_left_out": s.premium_left_out, "at_ms": at_ms});
     send(room, TOPIC_SESSION, &s.identity, &started).await;
-    send_balance(room, s, "balance").await;
 }
 
 /// The session starts: the meter runs from `since` (unless our own
-/// connection is down: then from its return), and the agent greets and
-/// listens to the audio it held back.
-fn begin(
+/// connection is down: then from its return), the user gets their balance
+/// (the time it pays for is known once the meter runs), and the agent
+/// greets and listens to the audio it held back.
+async fn begin(
+    room: &Room,
     since: Instant,
     s: &Admitted,
     connection_down: bool,
@@ -509,6 +517,7 @@ fn begin(
     if !connection_down {
         s.metered.resume_from(since);
     }
+    send_balance(room, s, "balance").await;
     if let Some(v) = voice {
         v.greet();
         if let Some(stream) = unheard {
@@ -643,7 +652,7 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                         since
                     };
                     started = true;
-                    begin(since, &s, media_down || resuming, &voice, unheard.take());
+                    begin(room, since, &s, media_down || resuming, &voice, unheard.take()).await;
                 }
             }
             _ = sleep_until(next_balance) => {
@@ -692,7 +701,7 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                         let since = h.meter_from();
                         handshake = None;
                         started = true;
-                        begin(since, &s, media_down || resuming, &voice, unheard.take());
+                        begin(room, since, &s, media_down || resuming, &voice, unheard.take()).await;
                     }
                 }
                 Some(RoomEvent::TextStream(_)) if !started => info!("typed turn dropped: the session has not started"),

@@ -152,9 +152,14 @@ export function Call(props: { grant: SessionGrant; persona: Persona | undefined;
   );
 }
 
-/// Whole seconds left: the last update's figure minus the seconds since,
-/// ticking while the session is metered; every update corrects it.
-function useCountdown(balance: { seconds: number; at: number } | null, metered: boolean): number | null {
+/// Whole seconds left, rounded up as a countdown shows them: the last
+/// update's exact time left (`remaining_ms`; else its whole seconds) minus
+/// the time since, ticking while the session is metered; every update
+/// corrects it.
+function useCountdown(
+  balance: { seconds: number; ms: number | null; at: number } | null,
+  metered: boolean,
+): number | null {
   const [now, setNow] = useState(() => performance.now());
   useEffect(() => {
     if (!metered) return;
@@ -163,7 +168,9 @@ function useCountdown(balance: { seconds: number; at: number } | null, metered: 
   }, [metered]);
   if (!balance) return null;
   if (!metered) return balance.seconds;
-  return Math.max(0, balance.seconds - Math.floor(Math.max(0, now - balance.at) / 1000));
+  const since = Math.max(0, now - balance.at);
+  if (balance.ms !== null) return Math.max(0, Math.ceil((balance.ms - since) / 1000));
+  return Math.max(0, balance.seconds - Math.floor(since / 1000));
 }
 
 /// Of the seconds left, those earned time still pays for and those paid

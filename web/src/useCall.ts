@@ -39,7 +39,7 @@ export interface CallView {
   lines: Line[];
   /// Seconds of balance left as last told, and when (performance.now());
   /// on an ad-supported persona, how many of them earned time pays for.
-  balance: { seconds: number; at: number; earned: number | null } | null;
+  balance: { seconds: number; ms: number | null; at: number; earned: number | null } | null;
   metered: boolean;
   warning: string | null;
   micTrack: MediaStreamTrack | null;
@@ -129,7 +129,8 @@ export function useCall(grant: SessionGrant, onEnd: (end: CallEnd) => void) {
         const type = String(msg.type ?? "");
         if (topic === "mindbot.balance" && typeof msg.remaining_seconds === "number") {
           const earned = typeof msg.earned_seconds === "number" ? msg.earned_seconds : null;
-          patch({ balance: { seconds: msg.remaining_seconds, at: performance.now(), earned } });
+          const ms = typeof msg.remaining_ms === "number" ? msg.remaining_ms : null;
+          patch({ balance: { seconds: msg.remaining_seconds, ms, at: performance.now(), earned } });
           if (type === "warning") {
             patch({ warning: `About ${msg.remaining_seconds} seconds of balance left.` });
           } else if (type === "extended") {

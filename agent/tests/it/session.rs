@@ -131,7 +131,7 @@ async fn a_user_without_balance_is_refused_with_a_reason_and_not_charged(pool: P
 /// audio; a user who muted gives no such sign and is charged to the leave.
 #[sqlx::test(migrations = "../migrations")]
 async fn a_leave_after_the_audio_stopped_is_charged_to_the_audio_and_a_muted_user_to_the_leave(pool: PgPool) {
-    use mindbot_transport::room::{self, ConnectOptions, RoomEvent};
+    use mindbot_transport::room::ConnectOptions;
 
     ensure("scripts/livekit-server.sh", Some("start"));
     ensure("scripts/python-env.sh", None);
@@ -153,27 +153,7 @@ async fn a_leave_after_the_audio_stopped_is_charged_to_the_audio_and_a_muted_use
     // quiet the agent talked through.
     let options =
         ConnectOptions { subscribe_audio: false, audio_buffer: Duration::from_millis(100), ..Default::default() };
-    let (user, mut events) = room::connect(mindbot_tests::livekit::URL, &quiet_token, options).await.unwrap();
-    let source = user.publish_audio("microphone").await.unwrap();
-    let tone = tokio::spawn(async move {
-        let pcm: Vec<i16> = (0..48_000)
-            .map(|i| ((i as f64 * 440.0 * std::f64::consts::TAU / 48_000.0).sin() * 6000.0) as i16)
-            .collect();
-        while source.push(&pcm).await.is_ok() {}
-    });
-    let started = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(e) = events.recv().await {
-            if let RoomEvent::Data(d) = e {
-                let v: Value = serde_json::from_slice(&d.payload).unwrap_or_default();
-                if d.topic.as_deref() == Some("mindbot.session") && v["type"] == "started" {
-                    return tokio::time::Instant::now();
-                }
-            }
-        }
-        panic!("the room closed before `started`");
-    })
-    .await
-    .expect("`started` within 20 s");
+    let (user, tone, _, started) = toned_user(&quiet_token, options).await;
     tokio::time::sleep_until(started + Duration::from_secs(3)).await;
     tone.abort();
     let silent_from = started.elapsed();
@@ -183,27 +163,8 @@ async fn a_leave_after_the_audio_stopped_is_charged_to_the_audio_and_a_muted_use
     let muted = muted.await.unwrap();
     eprintln!("quiet user: audio to {silent_from:?}, left at {seen:?}; muted user: {muted}");
 
-    let row = |room: String| {
-        let pool = pool.clone();
-        async move {
-            for _ in 0..100 {
-                let r: Option<(i64, String)> = sqlx::query_as(
-                    "SELECT metered_ms, end_reason FROM voice_sessions WHERE room_name = $1 AND end_time IS NOT NULL",
-                )
-                .bind(&room)
-                .fetch_optional(&pool)
-                .await
-                .unwrap();
-                if let Some(r) = r {
-                    return r;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            panic!("the session of {room} did not close");
-        }
-    };
-    let (quiet_ms, quiet_reason) = row(quiet_room).await;
-    let (muted_ms, muted_reason) = row(muted_room).await;
+    let (quiet_ms, quiet_reason) = closed_session(&pool, &quiet_room).await;
+    let (muted_ms, muted_reason) = closed_session(&pool, &muted_room).await;
     assert_eq!((quiet_reason.as_str(), muted_reason.as_str()), ("user_left", "user_left"));
     // Whole seconds lived up to the last audio (3 s after `started`, plus
     // the moment `started` took to arrive), not up to the leave (10.6 s).
@@ -273,7 +234,7 @@ async fn a_user_back_after_the_grace_gets_a_new_agent_in_a_new_room(pool: PgPool
 /// own clock, from `started` to their leave, is what they are charged.
 #[sqlx::test(migrations = "../migrations")]
 async fn the_session_starts_once_the_users_client_can_receive_it_and_is_charged_from_there(pool: PgPool) {
-    use mindbot_transport::room::{self, ConnectOptions, RoomEvent};
+    use mindbot_transport::room::ConnectOptions;
 
     ensure("scripts/livekit-server.sh", Some("start"));
     ensure("scripts/python-env.sh", None);
@@ -296,28 +257,7 @@ async fn the_session_starts_once_the_users_client_can_receive_it_and_is_charged_
     // tone, as a user with a microphone does: LiveKit tells the agent of a
     // participant that publishes nothing in batches, up to 3 s late.
     let options = ConnectOptions { subscribe_audio: false, answer_rpc: false, ..Default::default() };
-    let (user, mut events) = room::connect(mindbot_tests::livekit::URL, &old_token, options).await.unwrap();
-    let connected = tokio::time::Instant::now();
-    let source = user.publish_audio("microphone").await.unwrap();
-    let tone = tokio::spawn(async move {
-        let pcm: Vec<i16> = (0..48_000)
-            .map(|i| ((i as f64 * 440.0 * std::f64::consts::TAU / 48_000.0).sin() * 6000.0) as i16)
-            .collect();
-        while source.push(&pcm).await.is_ok() {}
-    });
-    let started = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(e) = events.recv().await {
-            if let RoomEvent::Data(d) = e {
-                let v: Value = serde_json::from_slice(&d.payload).unwrap_or_default();
-                if d.topic.as_deref() == Some("mindbot.session") && v["type"] == "started" {
-                    return tokio::time::Instant::now();
-                }
-            }
-        }
-        panic!("the room closed before `started`");
-    })
-    .await
-    .expect("`started` within 20 s");
+    let (user, tone, connected, started) = toned_user(&old_token, options).await;
     // The wait starts when LiveKit tells the agent the user's media is up,
     // which is after this client's own connection is up.
     let waited = started - connected;
@@ -341,27 +281,8 @@ async fn the_session_starts_once_the_users_client_can_receive_it_and_is_charged_
         .expect("when `started` came");
     let sdk_seen = Duration::from_secs_f64(sdk["duration"].as_f64().unwrap() - at);
 
-    let metered = |room: String| {
-        let pool = pool.clone();
-        async move {
-            for _ in 0..100 {
-                let ms: Option<i64> = sqlx::query_scalar(
-                    "SELECT metered_ms FROM voice_sessions WHERE room_name = $1 AND end_time IS NOT NULL",
-                )
-                .bind(&room)
-                .fetch_optional(&pool)
-                .await
-                .unwrap();
-                if let Some(ms) = ms {
-                    return Duration::from_millis(ms as u64);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            panic!("the session of {room} did not close");
-        }
-    };
     for (who, room, seen) in [("SDK user", sdk_room, sdk_seen), ("user without RPC", old_room, old_seen)] {
-        let lived = metered(room).await;
+        let lived = Duration::from_millis(closed_session(&pool, &room).await.0 as u64);
         eprintln!("{who}: saw {seen:?} from `started` to the leave, metered {lived:?}");
         assert!(lived <= seen + Duration::from_millis(500), "{who} metered {lived:?}, saw {seen:?}");
         assert!(lived + Duration::from_secs(1) >= seen, "{who} metered {lived:?}, saw {seen:?}");
@@ -371,4 +292,57 @@ async fn the_session_starts_once_the_users_client_can_receive_it_and_is_charged_
     assert_eq!(sample(&text, "mindbot_session_ready_timeouts_total"), Some(1.0), "{text}");
     let audit = metering::audit::audit(&pool).await.unwrap();
     assert!(audit.passed(), "{audit}");
+}
+
+/// This project's room client as a user: joins with `token`, sends a 440 Hz
+/// tone (until the returned task is aborted), and waits up to 20 s for the
+/// agent's `started`. Returns the room, the tone, when the join finished and
+/// when `started` came.
+async fn toned_user(
+    token: &str,
+    options: mindbot_transport::room::ConnectOptions,
+) -> (mindbot_transport::room::Room, tokio::task::JoinHandle<()>, tokio::time::Instant, tokio::time::Instant) {
+    use mindbot_transport::room::{self, RoomEvent};
+    let (user, mut events) = room::connect(mindbot_tests::livekit::URL, token, options).await.unwrap();
+    let connected = tokio::time::Instant::now();
+    let source = user.publish_audio("microphone").await.unwrap();
+    let tone = tokio::spawn(async move {
+        let pcm: Vec<i16> = (0..48_000)
+            .map(|i| ((i as f64 * 440.0 * std::f64::consts::TAU / 48_000.0).sin() * 6000.0) as i16)
+            .collect();
+        while source.push(&pcm).await.is_ok() {}
+    });
+    let started = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(e) = events.recv().await {
+            if let RoomEvent::Data(d) = e {
+                let v: Value = serde_json::from_slice(&d.payload).unwrap_or_default();
+                if d.topic.as_deref() == Some("mindbot.session") && v["type"] == "started" {
+                    return tokio::time::Instant::now();
+                }
+            }
+        }
+        panic!("the room closed before `started`");
+    })
+    .await
+    .expect("`started` within 20 s");
+    (user, tone, connected, started)
+}
+
+/// The metered milliseconds and end reason of the session in `room`, once
+/// it has closed (waits up to 10 s).
+async fn closed_session(pool: &PgPool, room: &str) -> (i64, String) {
+    for _ in 0..100 {
+        let r: Option<(i64, String)> = sqlx::query_as(
+            "SELECT metered_ms, end_reason FROM voice_sessions WHERE room_name = $1 AND end_time IS NOT NULL",
+        )
+        .bind(room)
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+        if let Some(r) = r {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the session of {room} did not close");
 }

@@ -178,6 +178,10 @@ async fn a_leave_after_the_audio_stopped_is_charged_to_the_audio_and_a_muted_use
     assert!(muted_ms >= 5_000, "muted user charged {muted_ms} ms lived, though in the room for 6 s: {muted}");
     let (_, metrics) = get(port, "/metrics").await;
     assert_eq!(sample(&metrics, "mindbot_late_leaves_total"), Some(1.0), "{metrics}");
+    // Both clients (LiveKit's Python SDK, and this project's room client
+    // answering RPC as the SDKs do) acknowledged the readiness probe.
+    assert_eq!(sample(&metrics, "mindbot_session_ready_seconds_count"), Some(2.0), "{metrics}");
+    assert_eq!(sample(&metrics, "mindbot_session_ready_timeouts_total"), Some(0.0), "{metrics}");
     let audit = metering::audit::audit(&pool).await.unwrap();
     assert!(audit.passed(), "{audit}");
 }

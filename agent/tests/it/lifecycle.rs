@@ -388,28 +388,35 @@ async fn two_workers_share_twelve_rooms_and_a_killed_one_is_closed_from_its_hear
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(!orphans.is_empty() && orphans.len() < 12, "{orphans:?}");
+
+    // The survivor keeps working: its sessions go on and a new job is served.
+    let fresh = room_name("after-kill");
+    let fresh_user = user_in_room(&pool, &agent_name, &fresh, "professor-ada", 5).await;
+    // When each user's `started` was sent (the meter counts from then).
+    let mut started_at = std::collections::HashMap::new();
+    for u in users {
+        let report = u.await.unwrap();
+        assert_eq!(report["joined"], true, "{report}");
+        let started = session_messages(&report).into_iter().find(|m| m["type"] == "started");
+        let at_ms = started.and_then(|m| m["at_ms"].as_i64()).unwrap_or_else(|| panic!("no `started`: {report}"));
+        started_at.insert(report["room"].as_str().unwrap().to_string(), at_ms);
+    }
     // Charging is in arrears, whole seconds at each tick (one a second): an
     // orphan is charged the whole seconds lived by its last heartbeat, which
     // came less than a second before the kill. So it pays at most one second
     // less than a clean stop at the kill would have charged (that stop would
     // also forgive the unfinished second), and never anything after the kill.
     for (room, metered, charged, start) in &orphans {
-        let until_kill = (killed_at - *start).num_milliseconds();
-        // (The row's start time is taken just before the meter's clock starts.)
+        // The meter counts from `started` going out (`handshake`), after the row's start.
+        let from_ms = started_at[room];
+        assert!(from_ms >= start.timestamp_millis(), "{room}: `started` before the session's row");
+        let until_kill = killed_at.timestamp_millis() - from_ms;
         let clean_stop = (until_kill - 100) / 1000 * 1000;
         assert_eq!(metered, charged, "{room}");
         assert!(
             *metered <= until_kill && clean_stop - metered <= 1_000,
-            "{room}: charged {metered} ms; the kill came {until_kill} ms after the start"
+            "{room}: charged {metered} ms; the kill came {until_kill} ms after `started` went out"
         );
-    }
-
-    // The survivor keeps working: its sessions go on and a new job is served.
-    let fresh = room_name("after-kill");
-    let fresh_user = user_in_room(&pool, &agent_name, &fresh, "professor-ada", 5).await;
-    for u in users {
-        let report = u.await.unwrap();
-        assert_eq!(report["joined"], true, "{report}");
     }
     fresh_user.await.unwrap();
     let row = ended(&pool, &fresh, Duration::from_secs(20)).await;
@@ -574,17 +581,15 @@ async fn a_server_lost_mid_session_stops_the_charge_at_the_break(pool: PgPool) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let (killed_at, started_at): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
-        sqlx::query_as("SELECT now(), start_time FROM voice_sessions WHERE room_name = $1")
-            .bind(&room)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let killed_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&pool).await.unwrap();
     server.stop();
     let row = ended(&pool, &room, Duration::from_secs(40)).await;
     let report = visit.await.unwrap();
-    let before_break = (killed_at - started_at).num_milliseconds();
-    eprintln!("{row:?}; {before_break} ms from the session's start to the break; user: {report}");
+    // The meter counts from `started` going out (see `handshake`).
+    let started = session_messages(&report).into_iter().find(|m| m["type"] == "started");
+    let started_ms = started.and_then(|m| m["at_ms"].as_i64()).unwrap_or_else(|| panic!("no `started`: {report}"));
+    let before_break = killed_at.timestamp_millis() - started_ms;
+    eprintln!("{row:?}; {before_break} ms from `started` to the break; user: {report}");
     // Charged to the break (whole seconds), not the seconds the agent spent
     // resuming and waiting for its media before giving the room up.
     assert!(row.metered_ms <= before_break + 500, "{row:?}: charged past the break ({before_break} ms in)");

@@ -168,18 +168,14 @@ impl MeteredSession {
 
     /// Both are in the room again (the user joined or came back).
     pub fn resume(&self) {
-        self.resume_with(true);
+        self.resume_with(None, true);
     }
 
     /// Both are in the room, and have been since `since` (never later than
     /// now): the clock runs from there. For a start confirmed after it
     /// happened, e.g. a message the user acknowledged a return trip later.
     pub fn resume_from(&self, since: Instant) {
-        self.with_live(|l, now| {
-            if l.exhausted.is_none() && !l.closing {
-                l.resume(since.min(now), true)
-            }
-        });
+        self.resume_with(Some(since), true);
     }
 
     /// The agent's own connection is back, with the user still listed in
@@ -187,13 +183,14 @@ impl MeteredSession {
     /// break still counts as the sign that they are there (a leave the
     /// broken connection kept from us comes late; see [`Presence`]).
     pub fn resume_after_break(&self) {
-        self.resume_with(false);
+        self.resume_with(None, false);
     }
 
-    fn resume_with(&self, rejoined: bool) {
+    /// Runs the clock again from `since` (at most now; `None`: now).
+    fn resume_with(&self, since: Option<Instant>, rejoined: bool) {
         self.with_live(|l, now| {
             if l.exhausted.is_none() && !l.closing {
-                l.resume(now, rejoined)
+                l.resume(since.map_or(now, |s| s.min(now)), rejoined)
             }
         });
     }

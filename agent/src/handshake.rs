@@ -27,6 +27,16 @@
 //!    than one. (Counting from the receipt instead would leave every user a
 //!    return trip short, past the one second for a few in a hundred.)
 //!
+//! The session's other end shares that second: a leave reaches the agent a
+//! moment after the user's clock stopped, so a lead near a second plus a
+//! late leave can charge one second more than the user saw (2 visits in
+//! 1000 under a stopped LiveKit node). Half a second was tried as the
+//! bound instead, and was worse: under 300 sessions on two cores (load 7
+//! to 9) the return trip itself often took over half a second. Back to
+//! back on one machine (`bench load`, no fault): with half a second 2 of
+//! 940 visits over and 29 short past the second (returns from stepping
+//! away aside), with a whole second none over and 8 short.
+//!
 //! A client without RPC (SDKs from before late 2024) never acknowledges: its
 //! session starts anyway after `worker.ready_wait_seconds`. Until the meter
 //! starts, the agent neither speaks nor listens, so waiting (or withholding

@@ -160,11 +160,15 @@ try {
   check(firstUser === -1 || greetingAt < firstUser, "the greeting comes before the user's first line", { greetingAt, firstUser });
   check(report.greeting.includes(need("PERSONA_NAME")), "the greeting names the persona", report.greeting);
 
-  // The countdown starts at 40 s (60 000 ms of card time at 1500 ms a second).
+  // The countdown starts at 40 s (60 000 ms of card time at 1500 ms a second),
+  // less what the meter counted before the first balance message: it runs
+  // from `started` going out, up to a second before the handshake that
+  // confirms it (agent/src/handshake.rs), so on a loaded machine 39.
   const countdown = page.locator(".countdown");
   await page.waitForFunction(() => window.__countdown !== undefined);
   report.figures.countdown_first = await page.evaluate(() => window.__countdown);
-  check(report.figures.countdown_first === 40, "the countdown starts at 40 s", report.figures.countdown_first);
+  check([39, 40].includes(report.figures.countdown_first), "the countdown starts at 40 s, or 39 after a slow start",
+    report.figures.countdown_first);
 
   // The spoken question appears as the user's line, and the answer follows.
   const spoken = page.locator('.line.user:not(:has-text("typed"))');

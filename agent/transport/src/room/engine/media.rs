@@ -86,7 +86,9 @@ impl Engine {
             }
             Event::MediaData(data) => {
                 match self.subscriber.owner_of(data.mid) {
-                    Some(owner) if !is_server_silence(&data.data) => self.heard.packet(owner, Instant::now()),
+                    Some(owner) if !is_server_silence(&data.data) => {
+                        self.heard.packet(owner, data.mid, (data.time.numer(), data.time.denom()), data.network_time)
+                    }
                     _ => {}
                 }
                 self.subscriber.decode(data.mid, &data.data, data.contiguous)

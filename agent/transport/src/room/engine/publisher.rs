@@ -15,7 +15,7 @@ use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::Rtc;
 use tokio::sync::{oneshot, Notify};
 
-use crate::room::audio::{audio_level, AudioSource, Encoder, PcmQueue, FRAME_DURATION, FRAME_SAMPLES};
+use crate::room::audio::{audio_level, AudioSource, Encoder, PcmQueue, FRAME_DURATION, FRAME_SAMPLES, SAMPLE_RATE};
 use crate::room::data::{LOSSY_LABEL, RELIABLE_LABEL};
 use crate::room::RoomError;
 
@@ -35,8 +35,12 @@ struct Outgoing {
     encoder: Encoder,
     /// Waiting for the server's answer that carries this track.
     done: Option<TrackReply>,
-    /// RTP time of the next frame, in 48 kHz samples.
-    rtp_samples: u64,
+    /// RTP time at `rtp_origin`, in 48 kHz samples.
+    rtp_start: u64,
+    /// The wall time of `rtp_start`: a frame's RTP time is its slot's wall
+    /// time from here, as a microphone stamps its samples when they are
+    /// captured (see [`rtp_time`]).
+    rtp_origin: Instant,
     /// When the next frame is due; `None` while the queue is empty.
     next_tick: Option<Instant>,
     last_sent: Option<Instant>,
@@ -117,7 +121,8 @@ impl Publisher {
             source: AudioSource { queue, track_sid },
             encoder,
             done: Some(done),
-            rtp_samples: u64::from(rtp_start),
+            rtp_start: u64::from(rtp_start),
+            rtp_origin: Instant::now(),
             next_tick: None,
             last_sent: None,
         });
@@ -213,16 +218,11 @@ impl Publisher {
     }
 
     /// Marks tracks whose queue has filled again as due now. After silence the
-    /// RTP clock jumps by the time that passed, as a microphone's would.
+    /// RTP clock has moved on by the time that passed, as a microphone's would.
     pub(super) fn wake_tracks(&mut self, now: Instant) {
         for track in self.tracks.iter_mut() {
             if track.mid.is_none() || track.next_tick.is_some() || track.source.queue.is_empty() {
                 continue;
-            }
-            if let Some(last) = track.last_sent {
-                let gap = now.saturating_duration_since(last).saturating_sub(FRAME_DURATION);
-                let frames = gap.as_millis() as u64 / FRAME_DURATION.as_millis() as u64;
-                track.rtp_samples += frames * FRAME_SAMPLES as u64;
             }
             track.next_tick = Some(now);
         }
@@ -252,21 +252,41 @@ impl Publisher {
             let talkspurt = track.last_sent.is_none_or(|last| now - last > TALKSPURT_GAP);
             let level = audio_level(&frame);
             let packet = track.encoder.encode(&frame)?;
-            let rtp_time = MediaTime::new(track.rtp_samples, Frequency::FORTY_EIGHT_KHZ);
+            let rtp_time = MediaTime::new(rtp_time(track.rtp_start, track.rtp_origin, due), Frequency::FORTY_EIGHT_KHZ);
             writer.audio_level(-(level as i8), level < 50).start_of_talkspurt(talkspurt).write(
                 pt,
                 now,
                 rtp_time,
                 packet.to_vec(),
             )?;
-            track.rtp_samples += FRAME_SAMPLES as u64;
             track.last_sent = Some(now);
             sent = true;
-            let next = due + FRAME_DURATION;
-            track.next_tick = Some(if now > next + MAX_LATE { now + FRAME_DURATION } else { next });
+            track.next_tick = Some(next_frame(due, now));
         }
         Ok(sent)
     }
+}
+
+/// When the frame after one due at `due` and sent at `now` is due. A frame
+/// a little late is caught up (the next ones go back to back); past
+/// [`MAX_LATE`] the schedule starts again from now.
+fn next_frame(due: Instant, now: Instant) -> Instant {
+    let next = due + FRAME_DURATION;
+    if now <= next + MAX_LATE {
+        next
+    } else {
+        now + FRAME_DURATION
+    }
+}
+
+/// The RTP time (48 kHz) of a frame whose slot is `due`: its wall time since
+/// `origin`, where the track's RTP time was `start`. A frame sent late keeps
+/// its slot's time, and one after a stall or a silence carries the time
+/// that passed, so the receiver can date each frame's audio by it (a queue
+/// on the way, or a sender running behind, is late audio, not a slow clock).
+fn rtp_time(start: u64, origin: Instant, due: Instant) -> u64 {
+    let since = due.saturating_duration_since(origin);
+    start + (since.as_micros() * u128::from(SAMPLE_RATE) / 1_000_000) as u64
 }
 
 /// Adds LiveKit's two publisher data channels: `_reliable` (ordered,
@@ -291,4 +311,33 @@ fn add_data_channels(api: &mut SdpApi) -> (ChannelId, ChannelId) {
 /// which is how the server matches media to the request.
 fn add_audio_send(api: &mut SdpApi, cid: &str) -> Mid {
     api.add_media(MediaKind::Audio, Direction::SendOnly, Some(cid.to_string()), Some(cid.to_string()), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(m: u64) -> Duration {
+        Duration::from_millis(m)
+    }
+
+    #[test]
+    fn a_frame_a_little_late_is_caught_up_and_one_very_late_restarts_the_schedule() {
+        let t0 = Instant::now();
+        assert_eq!(next_frame(t0, t0), t0 + ms(20));
+        assert_eq!(next_frame(t0, t0 + ms(90)), t0 + ms(20));
+        assert_eq!(next_frame(t0, t0 + ms(330)), t0 + ms(350));
+    }
+
+    #[test]
+    fn rtp_time_is_the_slots_wall_time_whatever_was_sent_when() {
+        let t0 = Instant::now();
+        assert_eq!(rtp_time(1_000, t0, t0), 1_000);
+        // Back-to-back slots are a frame apart.
+        assert_eq!(rtp_time(1_000, t0, t0 + ms(20)) - rtp_time(1_000, t0, t0), FRAME_SAMPLES as u64);
+        // After a stall or a silence of 2.5 s the next frame carries it.
+        assert_eq!(rtp_time(0, t0, t0 + ms(2_520)), 2_520 * 48);
+        // Wrapping is the RTP header's business: this is the extended time.
+        assert_eq!(rtp_time(u64::from(u32::MAX), t0, t0 + ms(1)), u64::from(u32::MAX) + 48);
+    }
 }

@@ -79,6 +79,7 @@ pub enum Pause {
 pub struct Presence {
     heard: Arc<dyn Fn() -> Option<Instant> + Send + Sync>,
     spoken: Option<Arc<dyn Fn() -> Option<Instant> + Send + Sync>>,
+    arrived: Option<Arc<dyn Fn() -> Option<Instant> + Send + Sync>>,
 }
 
 impl Presence {
@@ -86,7 +87,17 @@ impl Presence {
     /// [`with_spoken`](Presence::with_spoken), the agent counts as talking
     /// all the time (every leave's forgiveness is capped).
     pub fn new(last_heard: impl Fn() -> Option<Instant> + Send + Sync + 'static) -> Presence {
-        Presence { heard: Arc::new(last_heard), spoken: None }
+        Presence { heard: Arc::new(last_heard), spoken: None, arrived: None }
+    }
+
+    /// `last_arrived`: when that last audio packet reached us, where
+    /// `last_heard` dates it earlier (to its capture, from the sender's own
+    /// timestamps, when a queue on the way held it). The sender controls
+    /// those timestamps, so the time between the two that a leave gives
+    /// back shares the [`FORGIVE_LIMIT`] with the agent's talking.
+    pub fn with_arrival(mut self, last_arrived: impl Fn() -> Option<Instant> + Send + Sync + 'static) -> Presence {
+        self.arrived = Some(Arc::new(last_arrived));
+        self
     }
 
     /// `last_spoken`: when the agent's own last audio went out to the room
@@ -98,6 +109,11 @@ impl Presence {
 
     fn last_heard(&self) -> Option<Instant> {
         (self.heard)()
+    }
+
+    /// When the last packet arrived, never before `heard`.
+    fn arrived(&self, heard: Instant) -> Instant {
+        self.arrived.as_ref().and_then(|a| a()).map_or(heard, |a| a.max(heard))
     }
 
     /// Until when, at `now`, the agent may have been talking (`None`: it
@@ -295,14 +311,19 @@ impl Live {
         let heard = self.last_heard(now);
         let quiet_from = heard.map(|h| self.quiet_from(h));
         let spoken = self.presence.as_ref().and_then(|p| p.spoken_until(now));
+        // Where the quiet would begin by the last packet's arrival.
+        let arrived_quiet = heard.zip(self.presence.as_ref()).map(|(h, p)| self.quiet_from(p.arrived(h)));
         let live_now = self.clock.live_ms(now);
         self.clock.pause(now);
         let Some(quiet_from) = quiet_from else { return Duration::ZERO };
         let quiet_ms = now.saturating_duration_since(quiet_from).as_millis() as i64;
         // The quiet the agent may have talked through (the rest came after
-        // its last words).
+        // its last words), and the part the sender's timestamps dated back
+        // (both run from the quiet's start; the longer covers the other).
+        let since_quiet =
+            |t: Option<Instant>| t.map_or(0, |t| t.saturating_duration_since(quiet_from).as_millis() as i64);
         let talked_ms = match why {
-            Pause::UserLeft => spoken.map_or(0, |t| t.saturating_duration_since(quiet_from).as_millis() as i64),
+            Pause::UserLeft => since_quiet(spoken).max(since_quiet(arrived_quiet.map(|a| a.min(now)))),
             Pause::Interrupted => 0,
         }
         .min(quiet_ms);
@@ -861,6 +882,38 @@ mod tests {
         assert_eq!(forgiven, FORGIVE_LIMIT);
         assert_eq!(l.forgiven_ms, 5_000);
         assert_eq!(l.clock.live_ms(ms(t0, at)), 20_000 - 5_000);
+    }
+
+    #[test]
+    fn audio_dated_back_by_its_timestamps_shares_the_limit_with_the_agents_talking() {
+        let t0 = Instant::now();
+        let (_, mut l) = live("1", t0);
+        let (heard, arrived) = (Cell::default(), Cell::default());
+        let (h, a) = (heard.clone(), arrived.clone());
+        l.presence = Some(
+            Presence::new(move || *h.lock().unwrap()).with_spoken(|| None).with_arrival(move || *a.lock().unwrap()),
+        );
+        // The last packet arrived at 12 s, its audio captured at 10 s (a
+        // queue on the way); the leave comes at 13 s, the agent silent. The
+        // quiet after the arrival is taken back whole, the 2 s before it
+        // count against the limit.
+        *heard.lock().unwrap() = Some(ms(t0, 10_000));
+        *arrived.lock().unwrap() = Some(ms(t0, 12_000));
+        assert_eq!(l.pause_from_last_heard(ms(t0, 13_000), Pause::UserLeft), Duration::from_millis(2_500));
+        assert_eq!(l.clock.live_ms(ms(t0, 13_000)), 10_500);
+        assert_eq!(l.forgiven_ms, 2_000);
+        // Back, and a sender whose timestamps claim 4 s of queue, leaving
+        // just after its last packet: 3 s are left of the limit.
+        l.resume(ms(t0, 20_000), true);
+        *heard.lock().unwrap() = Some(ms(t0, 26_000));
+        *arrived.lock().unwrap() = Some(ms(t0, 30_000));
+        assert_eq!(l.pause_from_last_heard(ms(t0, 30_500), Pause::UserLeft), Duration::from_millis(3_000));
+        assert_eq!(l.forgiven_ms, 5_000);
+        // Without the arrival (or with it on the capture), nothing is capped.
+        l.resume(ms(t0, 40_000), true);
+        *heard.lock().unwrap() = Some(ms(t0, 45_000));
+        *arrived.lock().unwrap() = Some(ms(t0, 45_000));
+        assert_eq!(l.pause_from_last_heard(ms(t0, 47_500), Pause::UserLeft), Duration::from_millis(2_000));
     }
 
     #[test]

@@ -159,6 +159,19 @@ const TERMINATION_WAIT: Duration = Duration::from_secs(2);
 /// The least time between two typed turns (`lk.chat`) that are answered.
 const TYPED_TURN_GAP: Duration = Duration::from_secs(1);
 
+/// After this long without a packet from a user whose microphone is on, the
+/// worker asks the server whether they are still in the room; again at most
+/// every [`ROLL_CALL_EVERY`] while the quiet lasts. LiveKit can drop a user
+/// without a word to the others: under load a join of the same identity
+/// that the user's client had given up on can reach the room late, remove
+/// the user (`DUPLICATE_IDENTITY`) and then go itself, and neither removal
+/// reaches the agent. Without the question the meter charges on until the
+/// room closes (60 s and more in a node-stop run). A user who is listed is
+/// charged as before: a client that stops sending while it listens gains
+/// nothing by it.
+const ROLL_CALL_QUIET: Duration = Duration::from_secs(5);
+const ROLL_CALL_EVERY: Duration = Duration::from_secs(10);
+
 /// Runs one job to its end.
 pub async fn run(ctx: Arc<Context>, a: Assignment, stop: Stop) -> Outcome {
     let (room, mut events) = match join(&a, &stop).await {
@@ -565,12 +578,15 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
     // The user's last audio packet: a leave the cluster relays late is not
     // charged past it; bounded by the agent's own last words, which a
     // client that stops sending could listen to (see metering's `Presence`).
+    // Dated to the audio's capture, a queue on the way not counted (the
+    // time dated back shares that bound: see metering's `Presence`).
     let heard = room.audio_heard();
-    let spoken = heard.clone();
-    let user = s.identity.clone();
+    let (spoken, arrived) = (heard.clone(), heard.clone());
+    let (user, user_too) = (s.identity.clone(), s.identity.clone());
     s.metered.set_presence(
         Presence::new(move || heard.last(&user).map(Instant::from_std))
-            .with_spoken(move || spoken.last_sent().map(Instant::from_std)),
+            .with_spoken(move || spoken.last_sent().map(Instant::from_std))
+            .with_arrival(move || arrived.last_arrival(&user_too).map(Instant::from_std)),
     );
     let usage = Arc::new(SessionUsage::default());
     let mut voice = match &ctx.voice {
@@ -607,6 +623,11 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
     // Our media connection is down, or our signaling connection resuming:
     // no charging until it is back.
     let (mut media_down, mut resuming) = (false, false);
+    // The user's participant sid (from their `ParticipantActive`), and the
+    // question to the server whether it is still in the room, if one is out.
+    let mut user_sid: Option<String> = None;
+    let mut roll_call_at = Instant::now() + ROLL_CALL_QUIET;
+    let mut roll_call: Option<RollCall<'_>> = None;
     let reason = loop {
         tokio::select! {
             _ = stop.shutdown.cancelled() => {
@@ -633,6 +654,33 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                 break reason;
             }
             _ = sleep_until(grace_at) => break EndReason::UserLeft,
+            _ = sleep_until(roll_call_at), if roll_call.is_none() => {
+                roll_call_at = Instant::now() + ROLL_CALL_QUIET;
+                let last = room.audio_heard().last_arrival(&s.identity).map(Instant::from_std);
+                match (last, &user_sid) {
+                    (Some(last), Some(sid))
+                        if started && grace_at == far && !media_down && !resuming && last.elapsed() >= ROLL_CALL_QUIET =>
+                    {
+                        roll_call = Some(Box::pin(still_listed(&ctx.rooms, room.name().to_string(), s.identity.clone(), sid.clone())));
+                        roll_call_at = Instant::now() + ROLL_CALL_EVERY;
+                    }
+                    (Some(last), _) => roll_call_at = roll_call_at.min(last + ROLL_CALL_QUIET).max(Instant::now() + Duration::from_millis(200)),
+                    (None, _) => {}
+                }
+            }
+            (sid, listed) = async { roll_call.as_mut().expect("guarded by the condition").await }, if roll_call.is_some() => {
+                roll_call = None;
+                // Only an answer about the user as they still are here counts.
+                if listed == Some(false) && user_sid.as_deref() == Some(sid.as_str()) && grace_at == far {
+                    metrics::counter!("mindbot_unannounced_leaves_total").increment(1);
+                    let not_charged = s.metered.pause_from_last_heard(Pause::UserLeft);
+                    warn!(user_sid = %sid, not_charged_ms = not_charged.as_millis() as u64,
+                        "the server no longer lists the user, and no leave reached us: charging stopped at their last audio");
+                    user_sid = None;
+                    grace_at = Instant::now() + ctx.user_grace;
+                    handshake = None;
+                }
+            }
             due = next_probe(room, &s.identity, &mut handshake) => {
                 if due == handshake::Due::GaveUp {
                     let (phase, since) =
@@ -721,7 +769,9 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                     let not_charged = s.metered.pause_from_last_heard(Pause::UserLeft);
                     if !not_charged.is_zero() {
                         metrics::counter!("mindbot_late_leaves_total").increment(1);
-                        info!(not_charged_ms = not_charged.as_millis() as u64,
+                        // How late their last audio reached us (a queue on the way).
+                        let audio_delay_ms = room.audio_heard().last_delay(&s.identity).map(|d| d.as_millis() as u64);
+                        info!(not_charged_ms = not_charged.as_millis() as u64, ?audio_delay_ms,
                             "the user's leave came after their audio had stopped: not charged from there");
                     }
                     grace_at = Instant::now() + ctx.user_grace;
@@ -749,8 +799,9 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                         info!("connection back: charging resumed");
                     }
                 }
-                Some(RoomEvent::ParticipantActive { identity, .. }) if identity == s.identity => {
+                Some(RoomEvent::ParticipantActive { identity, sid }) if identity == s.identity => {
                     grace_at = far;
+                    user_sid = Some(sid);
                     if started {
                         if !media_down && !resuming {
                             s.metered.resume();
@@ -829,6 +880,28 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
             tts_characters = c.tts_characters, "provider usage");
     }
     reason
+}
+
+/// A question to the server whether the user is still in the room: the sid
+/// asked about, and the answer (see [`still_listed`]).
+type RollCall<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = (String, Option<bool>)> + Send + 'a>>;
+
+/// Whether the server lists `identity` in `room` as participant `sid`
+/// (`None`: it could not tell in time), with that sid.
+async fn still_listed(rooms: &RoomClient, room: String, identity: String, sid: String) -> (String, Option<bool>) {
+    let listed = match tokio::time::timeout(Duration::from_secs(5), rooms.list_participants(&room)).await {
+        Ok(Ok(listed)) => Some(listed.iter().any(|p| {
+            p.identity == identity
+                && p.sid == sid
+                && p.state != livekit_protocol::participant_info::State::Disconnected as i32
+        })),
+        Ok(Err(e)) => {
+            debug!(error = %e, "the room's participants could not be listed");
+            None
+        }
+        Err(_) => None,
+    };
+    (sid, listed)
 }
 
 /// A session that ended while its user was away leaves the agent alone in

@@ -378,8 +378,10 @@ async fn run(pool: &PgPool, target: &Target, stop: &CancellationToken, out: &mut
             _ = tokio::time::sleep_until(leave_at.into()) => break,
             _ = tokio::time::sleep_until(step_at.into()) => {
                 step_at = far;
-                present.leave().await;
+                // Away from the moment they leave (their microphone stops),
+                // however long the server takes to have their leave.
                 let gone = Instant::now();
+                present.leave().await;
                 tokio::time::sleep(away_for).await;
                 present = enter_within(&url, &token, JOIN_WITHIN, &mut out.join_retries)
                     .await
@@ -472,8 +474,10 @@ async fn run(pool: &PgPool, target: &Target, stop: &CancellationToken, out: &mut
             _ => {}
         }
     }
-    // The user is gone once the server has their leave.
-    present.leave().await;
+    // The user's clock stops when they leave (their microphone stops then),
+    // not when the server has their leave: under load that takes seconds,
+    // in which they hear and say nothing.
     out.seen = Some(started.elapsed());
+    present.leave().await;
     Ok(())
 }

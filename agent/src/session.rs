@@ -582,11 +582,11 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
     // time dated back shares that bound: see metering's `Presence`).
     let heard = room.audio_heard();
     let (spoken, arrived) = (heard.clone(), heard.clone());
-    let (user, user_too) = (s.identity.clone(), s.identity.clone());
+    let (user, arrived_user) = (s.identity.clone(), s.identity.clone());
     s.metered.set_presence(
         Presence::new(move || heard.last(&user).map(Instant::from_std))
             .with_spoken(move || spoken.last_sent().map(Instant::from_std))
-            .with_arrival(move || arrived.last_arrival(&user_too).map(Instant::from_std)),
+            .with_arrival(move || arrived.last_arrival(&arrived_user).map(Instant::from_std)),
     );
     let usage = Arc::new(SessionUsage::default());
     let mut voice = match &ctx.voice {
@@ -889,19 +889,30 @@ type RollCall<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = (String, 
 /// Whether the server lists `identity` in `room` as participant `sid`
 /// (`None`: it could not tell in time), with that sid.
 async fn still_listed(rooms: &RoomClient, room: String, identity: String, sid: String) -> (String, Option<bool>) {
-    let listed = match tokio::time::timeout(Duration::from_secs(5), rooms.list_participants(&room)).await {
-        Ok(Ok(listed)) => Some(listed.iter().any(|p| {
+    let listed = list_participants(rooms, &room).await.map(|listed| {
+        listed.iter().any(|p| {
             p.identity == identity
                 && p.sid == sid
                 && p.state != livekit_protocol::participant_info::State::Disconnected as i32
-        })),
+        })
+    });
+    (sid, listed)
+}
+
+/// The participants the server lists in `room`, asked with a 5 s bound
+/// (`None`, logged, when it did not answer in time or refused).
+async fn list_participants(rooms: &RoomClient, room: &str) -> Option<Vec<livekit_protocol::ParticipantInfo>> {
+    match tokio::time::timeout(Duration::from_secs(5), rooms.list_participants(room)).await {
+        Ok(Ok(listed)) => Some(listed),
         Ok(Err(e)) => {
             debug!(error = %e, "the room's participants could not be listed");
             None
         }
-        Err(_) => None,
-    };
-    (sid, listed)
+        Err(_) => {
+            debug!("listing the room's participants timed out");
+            None
+        }
+    }
 }
 
 /// A session that ended while its user was away leaves the agent alone in
@@ -912,10 +923,8 @@ async fn still_listed(rooms: &RoomClient, room: String, identity: String, sid: S
 async fn close_empty_room(ctx: &Context, room: &Room) {
     const LIMIT: Duration = Duration::from_secs(5);
     let name = room.name();
-    let listed = match tokio::time::timeout(LIMIT, ctx.rooms.list_participants(name)).await {
-        Ok(Ok(listed)) => listed,
-        Ok(Err(e)) => return debug!(error = %e, "room not deleted: its participants could not be listed"),
-        Err(_) => return debug!("room not deleted: listing its participants timed out"),
+    let Some(listed) = list_participants(&ctx.rooms, name).await else {
+        return debug!("room not deleted: its participants could not be listed");
     };
     if let Some(other) = listed.iter().find(|p| p.identity != room.identity()) {
         return debug!(participant = %other.identity, "room kept: someone is in it");

@@ -19,8 +19,9 @@ agent's voice pipeline uses, over real engines:
                                  it: {"stt_audio_ms", "llm_prompt_tokens",
                                  "llm_completion_tokens" (as reported in `usage`),
                                  "tts_characters"}
-  GET  /inspect                  what the chat endpoint was offered, request by request:
-                                 {"llm": [{"tools": [names], "persona": name}]}
+  GET  /inspect                  what the chat endpoint was offered, request by request,
+                                 and what the recogniser heard:
+                                 {"llm": [{"tools": [names], "persona": name}], "stt": [text]}
   GET  /healthz
 
 Usage: server.py --port 7890 [--host 127.0.0.1]
@@ -62,6 +63,7 @@ def count(**amounts: int) -> None:
 
 
 OFFERED: list = []  # per chat request: the tool names offered and the persona's name
+HEARD: list = []  # per transcription request: the text answered
 
 REPLY_TAIL = ("I heard your question. Let me think about it for a moment. "
               "Here is the first thing I would say. Then we can go on step by step, "
@@ -124,7 +126,7 @@ class Handler(ServiceHandler):
                 self.send(200, json.dumps(USAGE).encode())
         elif self.path == "/inspect":
             with FAILS_LOCK:
-                self.send(200, json.dumps({"llm": list(OFFERED)}).encode())
+                self.send(200, json.dumps({"llm": list(OFFERED), "stt": list(HEARD)}).encode())
         else:
             self.error(404, "not found")
 
@@ -139,6 +141,7 @@ class Handler(ServiceHandler):
                     if cmd.get("reset"):
                         FAILS.clear()
                         OFFERED.clear()
+                        HEARD.clear()
                 return self.send(200, b'{"ok": true}')
             stage = {"/v1/audio/speech": "tts", "/v1/audio/transcriptions": "stt",
                      "/v1/chat/completions": "llm"}.get(self.path)
@@ -177,6 +180,8 @@ class Handler(ServiceHandler):
             pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
         text = speech.transcribe(pcm, rate)
         count(stt_audio_ms=len(pcm) * 1000 // rate)
+        with FAILS_LOCK:
+            HEARD.append(text)
         self.send(200, json.dumps({"text": text, "duration": len(pcm) / rate}).encode())
 
     def llm(self, raw: bytes) -> None:

@@ -4,6 +4,7 @@
 //! what LiveKit's frontends read: the agent's `lk.agent.state` attribute,
 //! transcriptions on `lk.transcription`, and typed turns on `lk.chat`.
 
+use crate::api_support::request;
 use crate::e2e::*;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -70,8 +71,21 @@ async fn a_spoken_and_a_typed_turn_show_the_agent_state_and_both_sides_transcrip
     // The user's final transcript of the spoken turn, as theirs, for their track.
     let mine: Vec<&Value> = transcripts.iter().filter(|t| t["from"] == me.as_str()).collect();
     assert_eq!(mine.len(), 1, "one spoken turn, one user transcript (typed turns are not echoed): {transcripts:?}");
-    let heard = mine[0]["text"].as_str().unwrap().to_lowercase();
-    assert!(heard.contains("name"), "PocketSphinx heard the question: {heard:?}");
+    // What the user is shown is what the recogniser heard of their audio, word
+    // for word; how well PocketSphinx hears espeak-ng on a loaded machine is
+    // not the agent's doing (CI once heard "what's easy on the game"), so of
+    // the words only one of the question's is asked for.
+    let heard = mine[0]["text"].as_str().unwrap();
+    let recognised = request(7890, "GET", "/inspect", &[], None).await.json();
+    assert!(
+        recognised["stt"].as_array().unwrap().iter().any(|t| t == heard),
+        "the transcript is the recogniser's text: {heard:?} not in {recognised}"
+    );
+    let words = ["hello", "what", "what's", "your", "name"];
+    assert!(
+        heard.to_lowercase().split_whitespace().any(|w| words.contains(&w)),
+        "PocketSphinx heard the question: {heard:?}"
+    );
     assert_eq!(mine[0]["attributes"]["lk.transcribed_track_id"], my_track);
     assert_eq!(mine[0]["attributes"]["lk.transcription_final"], "true");
     assert!(mine[0]["attributes"]["lk.segment_id"].as_str().unwrap().starts_with("SG_"));

@@ -71,6 +71,14 @@ impl Watch {
                 Some(Part { name, pids: vec![pid], cpu_start: 0.0, cpu_now: 0.0, rss_peak: 0 })
             })
             .collect();
+        // This process: the users (their rooms, tones and clocks).
+        parts.push(Part {
+            name: "bench users".into(),
+            pids: vec![std::process::id()],
+            cpu_start: 0.0,
+            cpu_now: 0.0,
+            rss_peak: 0,
+        });
         parts.push(Part {
             name: "postgresql".into(),
             pids: named("postgres"),

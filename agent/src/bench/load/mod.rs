@@ -230,6 +230,8 @@ pub async fn load(config: &Config, args: LoadArgs) -> Result<ExitCode> {
     let mut failed = false;
     println!("\n{}", summary(&outcomes, rows));
     println!("the generator's own lateness (a 100 ms timer's overshoot): {}", percentiles(lateness));
+    let mic_quiet: Vec<Duration> = outcomes.iter().filter_map(|o| o.mic_quiet).collect();
+    println!("at a user's leave, since their microphone last sent: {}", percentiles(mic_quiet));
     println!("machine (over the run):\n{machine}");
     let errors: Vec<&Outcome> = outcomes.iter().filter(|o| o.error.is_some()).collect();
     if !errors.is_empty() {
@@ -415,8 +417,11 @@ fn compare(outcomes: &[Outcome], rows: &HashMap<String, Row>, fault: Option<&fau
             ));
         } else if charged_ms + 1000 + away_ms < seen_ms && !touched {
             out.push(format!(
-                "{}: charged {charged_ms} ms, short of the {seen_ms} ms seen by more than 1 s + {away_ms} ms away ({:?}, {:?})",
-                o.room, o.plan, row.end_reason
+                "{}: charged {charged_ms} ms, short of the {seen_ms} ms seen by more than 1 s + {away_ms} ms away ({:?}, {:?}{})",
+                o.room,
+                o.plan,
+                row.end_reason,
+                o.mic_quiet.map_or(String::new(), |q| format!("; the user's microphone last sent {} ms before they left", q.as_millis()))
             ));
         }
     }

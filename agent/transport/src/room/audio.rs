@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
 
@@ -36,6 +36,8 @@ pub(crate) struct PcmQueue {
     closed: AtomicBool,
     /// Held: the engine sends nothing and the samples wait (a paused speaker).
     paused: AtomicBool,
+    /// When the engine last took a frame to send (`None` before the first).
+    taken_at: Mutex<Option<Instant>>,
 }
 
 impl PcmQueue {
@@ -48,6 +50,7 @@ impl PcmQueue {
             drained: Notify::new(),
             closed: AtomicBool::new(false),
             paused: AtomicBool::new(false),
+            taken_at: Mutex::new(None),
         })
     }
 
@@ -70,6 +73,7 @@ impl PcmQueue {
             *slot = s;
         }
         out[n..].fill(0);
+        *self.taken_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         // Writers wake at half capacity rather than on every frame: one wake
         // per second or so for a writer that runs ahead, instead of fifty.
         let low = q.len() <= self.capacity / 2;
@@ -101,6 +105,12 @@ pub struct AudioSource {
 }
 
 impl AudioSource {
+    /// When the last frame was taken to be sent (`None` before the first):
+    /// a sender that fell behind shows here, whatever it pushed.
+    pub fn last_sent(&self) -> Option<Instant> {
+        *self.queue.taken_at.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The server's id for the published track.
     pub fn track_sid(&self) -> &str {
         &self.track_sid
@@ -188,13 +198,13 @@ pub(crate) struct Encoder {
 }
 
 impl Encoder {
-    pub(crate) fn new() -> Result<Self, RoomError> {
+    pub(crate) fn new(complexity: i32) -> Result<Self, RoomError> {
         // The "audio" application at 32 kb/s runs Opus's CELT layer, which costs
         // about a quarter of the "voip" (SILK/hybrid) path on this machine
         // (41 vs 158 µs per 20 ms frame at complexity 5) and carries TTS speech well.
         let mut opus = opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Audio)?;
         opus.set_bitrate(opus::Bitrate::Bits(32_000))?;
-        opus.set_complexity(5)?;
+        opus.set_complexity(complexity.clamp(0, 10))?;
         Ok(Encoder { opus, buf: vec![0; MAX_OPUS_PACKET] })
     }
 
@@ -268,8 +278,11 @@ mod tests {
         let source =
             AudioSource { queue: PcmQueue::new(Duration::from_secs(1), Arc::default()), track_sid: "TR_x".into() };
         assert_eq!(source.try_push(&[7; 1000]).unwrap(), 1000);
+        assert_eq!(source.last_sent(), None, "pushed is not sent");
         let mut frame = [0i16; FRAME_SAMPLES];
+        let before = Instant::now();
         assert!(source.queue.pop_frame(&mut frame));
+        assert!(source.last_sent().is_some_and(|t| t >= before), "taken to be sent now");
         assert!(frame.iter().all(|&s| s == 7));
         assert!(source.queue.pop_frame(&mut frame));
         assert_eq!(&frame[..40], &[7; 40]);
@@ -307,7 +320,7 @@ mod tests {
 
     #[test]
     fn opus_round_trip_keeps_a_tone() {
-        let mut enc = Encoder::new().unwrap();
+        let mut enc = Encoder::new(5).unwrap();
         let (mut dec, mut stream) = Decoder::new(100).unwrap();
         let pcm = tone(880.0, FRAME_SAMPLES * 10);
         for chunk in pcm.chunks(FRAME_SAMPLES) {

@@ -105,8 +105,8 @@ impl Engine {
 
     /// The server accepted an `AddTrackRequest`: add the track to the publisher and offer it.
     async fn on_track_published(&mut self, published: proto::TrackPublishedResponse) -> Result<(), RoomError> {
-        let buffer = self.options.audio_buffer;
-        if self.publisher.track_published(published, buffer, &self.audio_wake, random_u32()) {
+        let (buffer, complexity) = (self.options.audio_buffer, self.options.opus_complexity);
+        if self.publisher.track_published(published, buffer, complexity, &self.audio_wake, random_u32()) {
             self.negotiate_publisher().await;
         }
         Ok(())

@@ -100,6 +100,7 @@ impl Publisher {
         &mut self,
         published: proto::TrackPublishedResponse,
         buffer: Duration,
+        complexity: i32,
         wake: &Arc<Notify>,
         rtp_start: u32,
     ) -> bool {
@@ -107,7 +108,7 @@ impl Publisher {
             return false;
         };
         let track_sid = published.track.map(|t| t.sid).unwrap_or_default();
-        let encoder = match Encoder::new() {
+        let encoder = match Encoder::new(complexity) {
             Ok(encoder) => encoder,
             Err(e) => {
                 let _ = done.send(Err(e));

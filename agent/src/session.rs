@@ -41,8 +41,7 @@ pub const TOPIC_SESSION: &str = "mindbot.session";
 /// Data topic for balance updates.
 pub const TOPIC_BALANCE: &str = "mindbot.balance";
 
-/// The longest the reason message leads the hang-up: less when the user's
-/// client acknowledges a probe sent after it (see [`reason_reached`]).
+/// How long the reason message leads the hang-up.
 const REASON_LEAD: Duration = Duration::from_millis(300);
 
 /// How a session hangs up when the money runs out (`worker.hangup`).
@@ -838,7 +837,7 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
     if tell_user && grace_at == far {
         s.metered.stop(None);
         send(room, TOPIC_SESSION, &s.identity, &json!({"type": "ended", "reason": reason.as_str()})).await;
-        reason_reached(room, events, &s.identity).await;
+        tokio::time::sleep(REASON_LEAD).await;
     }
     let id = s.metered.id();
     // The voice stops first, so the last provider calls are in the totals
@@ -993,44 +992,11 @@ async fn termination_reason(events: &mut RoomEvents) -> EndReason {
 
 /// Removes the user (or deletes the room) through the server API and waits
 /// to see them gone, retrying with backoff. Charging has already stopped.
-/// Waits until the message just sent to `user` has reached them, at most
-/// [`REASON_LEAD`]: a readiness probe (the handshake's RPC) follows it on the
-/// same ordered, reliable channel, so the client's receipt of the probe
-/// proves the message arrived. On a quick path the hang-up follows in a
-/// return trip instead of the whole lead; a client without RPC, or a slow
-/// path, gets the lead as before. Returns whether the user left meanwhile
-/// (a frontend may leave on the reason itself).
-async fn reason_reached(room: &Room, events: &mut RoomEvents, user: &str) -> bool {
-    let probe = room.send_rpc_request(user, handshake::METHOD, "", REASON_LEAD).await.ok();
-    let receipt = async {
-        while let Some(e) = events.recv().await {
-            match e {
-                RoomEvent::RpcReceipt { from, request_id } if from == user && probe.as_ref() == Some(&request_id) => {
-                    return false;
-                }
-                RoomEvent::ParticipantLeft { identity, .. } if identity == user => return true,
-                RoomEvent::Disconnected { .. } => return true,
-                _ => {}
-            }
-        }
-        true
-    };
-    tokio::time::timeout(REASON_LEAD, receipt).await.unwrap_or(false)
-}
-
 async fn hang_up(ctx: &Context, room: &Room, events: &mut RoomEvents, user: &str) {
     let started = std::time::Instant::now();
     // Let the reason just sent reach the user before they are removed (the
     // meter stopped charging at the exhaustion instant already).
-    if reason_reached(room, events, user).await {
-        metrics::histogram!("mindbot_hangup_latency_seconds").record(started.elapsed().as_secs_f64());
-        info!(
-            user,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "the user left on the reason; no hang-up needed"
-        );
-        return;
-    }
+    tokio::time::sleep(REASON_LEAD).await;
     for attempt in 0..4u32 {
         let call = match ctx.hangup {
             HangUp::RemoveParticipant => ctx.rooms.remove_participant(room.name(), user).await,

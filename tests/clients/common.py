@@ -188,5 +188,9 @@ def run_main(main: Callable[[], Awaitable[dict]]) -> None:
         emit({"error": f"{type(e).__name__}: {e}"})
         sys.exit(1)
     emit(result)
-    if result.get("error"):
-        sys.exit(1)
+    # The report is out and the room left: exit without the interpreter's
+    # teardown, where the SDK's native runtime once aborted the process
+    # ("panic in a function that cannot unwind") after a complete run.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1 if result.get("error") else 0)

@@ -277,10 +277,9 @@ async fn enter(url: &str, token: &str) -> Result<Present> {
 }
 
 impl Present {
-    /// How long ago the tone last sent a frame.
+    /// How long ago the tone last sent a frame (the room's only track of ours).
     fn mic_quiet(&self) -> Option<Duration> {
-        let source = self.source.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
-        Some(source.last_sent()?.elapsed())
+        Some(self.room.audio_heard().last_sent()?.elapsed())
     }
 
     /// The tone stops at once, audio already queued included, as a

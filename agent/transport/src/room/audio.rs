@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
 
@@ -36,8 +36,6 @@ pub(crate) struct PcmQueue {
     closed: AtomicBool,
     /// Held: the engine sends nothing and the samples wait (a paused speaker).
     paused: AtomicBool,
-    /// When the engine last took a frame to send (`None` before the first).
-    taken_at: Mutex<Option<Instant>>,
 }
 
 impl PcmQueue {
@@ -50,7 +48,6 @@ impl PcmQueue {
             drained: Notify::new(),
             closed: AtomicBool::new(false),
             paused: AtomicBool::new(false),
-            taken_at: Mutex::new(None),
         })
     }
 
@@ -73,7 +70,6 @@ impl PcmQueue {
             *slot = s;
         }
         out[n..].fill(0);
-        *self.taken_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         // Writers wake at half capacity rather than on every frame: one wake
         // per second or so for a writer that runs ahead, instead of fifty.
         let low = q.len() <= self.capacity / 2;
@@ -105,12 +101,6 @@ pub struct AudioSource {
 }
 
 impl AudioSource {
-    /// When the last frame was taken to be sent (`None` before the first):
-    /// a sender that fell behind shows here, whatever it pushed.
-    pub fn last_sent(&self) -> Option<Instant> {
-        *self.queue.taken_at.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The server's id for the published track.
     pub fn track_sid(&self) -> &str {
         &self.track_sid
@@ -278,11 +268,8 @@ mod tests {
         let source =
             AudioSource { queue: PcmQueue::new(Duration::from_secs(1), Arc::default()), track_sid: "TR_x".into() };
         assert_eq!(source.try_push(&[7; 1000]).unwrap(), 1000);
-        assert_eq!(source.last_sent(), None, "pushed is not sent");
         let mut frame = [0i16; FRAME_SAMPLES];
-        let before = Instant::now();
         assert!(source.queue.pop_frame(&mut frame));
-        assert!(source.last_sent().is_some_and(|t| t >= before), "taken to be sent now");
         assert!(frame.iter().all(|&s| s == 7));
         assert!(source.queue.pop_frame(&mut frame));
         assert_eq!(&frame[..40], &[7; 40]);

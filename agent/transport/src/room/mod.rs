@@ -75,8 +75,8 @@ pub struct ConnectOptions {
     /// How much PCM an `AudioSource` holds before `push` waits.
     pub audio_buffer: Duration,
     /// Opus encoder complexity (0 to 10) of the tracks we publish: 5 by
-    /// default (speech well carried at about 86 µs a frame on a loaded
-    /// 2-core machine); 0 costs about 33 µs, for a test tone or a load
+    /// default, for speech; 0 takes about 40% of its CPU per frame (33
+    /// against 86 µs in one measurement here), for a test tone or a load
     /// generator that sends hundreds of tracks.
     pub opus_complexity: i32,
     /// Decoded frames held per remote track before new ones are dropped.

@@ -248,7 +248,12 @@ pub async fn load(config: &Config, args: LoadArgs) -> Result<ExitCode> {
         failed = true;
         println!("ROOMS WITH TWO SESSIONS OPEN AT ONCE: {:?}", books.overlapping);
     }
-    let mut violations = compare(&outcomes, rows, caused.as_ref().and_then(|c| c.as_ref().ok()));
+    let touched_by = caused.as_ref().and_then(|c| c.as_ref().ok());
+    println!(
+        "charged - seen per session (time away added back; the rule allows -1000 ms up to the second begun): {}",
+        spread(charge_errors(&outcomes, rows, touched_by))
+    );
+    let mut violations = compare(&outcomes, rows, touched_by);
     if let Some(caused) = &caused {
         match caused {
             Ok(caused) => {
@@ -353,6 +358,24 @@ fn percentiles(mut v: Vec<Duration>) -> String {
     format!("p50 {:.0} ms  p99 {:.0} ms  (n = {})", at(0.5), at(0.99), v.len())
 }
 
+/// Signed milliseconds: the least, p1, p50, p99 and the most.
+fn spread(mut v: Vec<i64>) -> String {
+    if v.is_empty() {
+        return "n/a".into();
+    }
+    v.sort_unstable();
+    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    format!(
+        "min {} ms  p1 {} ms  p50 {} ms  p99 {} ms  max {} ms  (n = {})",
+        v[0],
+        at(0.01),
+        at(0.5),
+        at(0.99),
+        v[v.len() - 1],
+        v.len()
+    )
+}
+
 fn summary(outcomes: &[Outcome], rows: &HashMap<String, Row>) -> String {
     let started: Vec<Duration> = outcomes.iter().filter_map(|o| o.to_started).collect();
     let transit: Vec<Duration> = outcomes.iter().filter_map(|o| o.started_transit).collect();
@@ -385,6 +408,23 @@ fn summary(outcomes: &[Outcome], rows: &HashMap<String, Row>) -> String {
         s.push_str(&format!(" {r}={n}"));
     }
     s
+}
+
+/// Per session the fault did not touch: charged time plus the time away,
+/// less the time seen (what [`compare`] bounds), in milliseconds.
+fn charge_errors(outcomes: &[Outcome], rows: &HashMap<String, Row>, fault: Option<&fault::Caused>) -> Vec<i64> {
+    outcomes
+        .iter()
+        .filter_map(|o| {
+            let seen = o.served()?;
+            let row = rows.get(&o.room).filter(|r| r.status != "active")?;
+            if fault.is_some_and(|f| f.touched(o, Some(row))) {
+                return None;
+            }
+            let charged_ms = row.charged_ms * 1000 / row.rate_ms_per_second.max(1);
+            Some(charged_ms + o.away.as_millis() as i64 - seen.as_millis() as i64)
+        })
+        .collect()
 }
 
 /// Per session: charged time (card time over the rate) against what the user
@@ -518,6 +558,28 @@ mod tests {
         assert_eq!(v.len(), 2, "{v:?}");
         assert!(v[0].starts_with("c: charged 11100 ms, more than"), "{v:?}");
         assert!(v[1].starts_with("d: charged 8000 ms, short"), "{v:?}");
+    }
+
+    #[test]
+    fn the_charge_spread_adds_time_away_back_and_skips_sessions_still_open() {
+        let mut rows: HashMap<String, Row> =
+            [row("a", 10_000, 1000), row("b", 6_000, 1000), row("c", 12_500, 1250), row("d", 3_000, 1000)]
+                .into_iter()
+                .collect();
+        rows.get_mut("d").unwrap().status = "active".into();
+        let outcomes = [
+            outcome("a", 10_200, 0),
+            outcome("b", 10_200, 3_500),
+            outcome("c", 9_400, 0),
+            outcome("d", 10_200, 0),
+            outcome("e", 10_200, 0), // no session row
+        ];
+        assert_eq!(charge_errors(&outcomes, &rows, None), vec![-200, -700, 600]);
+        assert_eq!(
+            spread(vec![600, -200, -700]),
+            "min -700 ms  p1 -700 ms  p50 -200 ms  p99 600 ms  max 600 ms  (n = 3)"
+        );
+        assert_eq!(spread(Vec::new()), "n/a");
     }
 
     #[test]

@@ -31,7 +31,9 @@
 # MINDBOT_CLUSTER_DATABASE_URL (default: DATABASE_URL's server, database
 # mindbot_cluster, created when missing), MINDBOT_AGENT_BIN (default: the
 # debug build in CARGO_TARGET_DIR), MINDBOT_CLUSTER_DIR (state and logs,
-# default $CACHE/cluster). Worker settings pass through as MINDBOT_* variables.
+# default $CACHE/cluster), MINDBOT_LIVEKIT_GOGC (the LiveKit nodes' Go GOGC,
+# 800) and MINDBOT_LIVEKIT_NICE (their nice value, -5; see start_node).
+# Worker settings pass through as MINDBOT_* variables.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -50,6 +52,8 @@ BASE="${MINDBOT_CLUSTER_PORT_BASE:-7700}"
 NODES="${MINDBOT_CLUSTER_NODES:-2}"
 WORKERS="${MINDBOT_CLUSTER_WORKERS:-3}"
 DRAIN="${MINDBOT_WORKER_DRAIN_TIMEOUT_SECONDS:-20}"
+LIVEKIT_GOGC="${MINDBOT_LIVEKIT_GOGC:-800}"
+LIVEKIT_NICE="${MINDBOT_LIVEKIT_NICE:--5}"
 KEY="${LIVEKIT_API_KEY:-devkey}"
 SECRET="${LIVEKIT_API_SECRET:-secret}"
 DATABASE_URL="${DATABASE_URL:-postgres://mindbot:mindbot@127.0.0.1:5432/mindbot}"
@@ -65,6 +69,9 @@ JWT_AUDIENCE="mindbot-cluster"
 
 [ "$NODES" -ge 1 ] && [ "$NODES" -le 2 ] || die "MINDBOT_CLUSTER_NODES must be 1 or 2 (got $NODES)"
 [ "$WORKERS" -ge 1 ] && [ "$WORKERS" -le 9 ] || die "MINDBOT_CLUSTER_WORKERS must be 1..9 (got $WORKERS)"
+[[ "$LIVEKIT_GOGC" =~ ^([0-9]+|off)$ ]] || die "MINDBOT_LIVEKIT_GOGC must be a percentage or off (got $LIVEKIT_GOGC)"
+[[ "$LIVEKIT_NICE" =~ ^-?[0-9]+$ ]] && [ "$LIVEKIT_NICE" -ge -20 ] && [ "$LIVEKIT_NICE" -le 19 ] \
+    || die "MINDBOT_LIVEKIT_NICE must be -20..19 (got $LIVEKIT_NICE)"
 [ "$BASE" -ge 1024 ] && [ "$BASE" -le 65400 ] || die "MINDBOT_CLUSTER_PORT_BASE must be 1024..65400 (got $BASE)"
 
 node_port() { echo $((BASE + 10 * $1)); }
@@ -98,7 +105,16 @@ keys:
 logging:
   level: ${MINDBOT_LIVEKIT_LOG_LEVEL:-info}
 YAML
-    spawn_daemon "livekit node $n" "$d" "$port" "$CACHE/livekit/bin/server" --config "$d/livekit.yaml"
+    # The SFU is served first and its garbage collector given room: on cores
+    # it shares, LiveKit's collector otherwise runs short of CPU and makes the
+    # forwarding goroutines do its marking, so for about a second per cycle
+    # (every 20 s under 300 sessions at Go's default GOGC=100) audio stops
+    # being forwarded; a user who leaves then loses the audio still queued,
+    # and the agent dates their leave by the audio that came before (README,
+    # "Where the remaining shorts come from"). A negative nice needs root;
+    # without it nice warns and LiveKit runs at the default priority.
+    spawn_daemon "livekit node $n" "$d" "$port" env GOGC="$LIVEKIT_GOGC" \
+        nice -n "$LIVEKIT_NICE" "$CACHE/livekit/bin/server" --config "$d/livekit.yaml"
 }
 
 start_haproxy() {

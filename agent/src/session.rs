@@ -452,8 +452,12 @@ pub async fn tell_orphans(ctx: Arc<Context>, mut reaped: tokio::sync::broadcast:
     }
 }
 
-/// Orphan notices sent at once, and how long one may take.
-const ORPHAN_NOTICES_AT_ONCE: usize = 32;
+/// Orphan notices sent at once, and how long one may take. A killed
+/// worker's batch is its whole load; most of its rooms may have lost their
+/// users by the reap, and each of those holds a slot for the full timeout,
+/// so a batch goes out together up to this many (at 32, a batch of 145
+/// took 7 s, and users still there left untold).
+const ORPHAN_NOTICES_AT_ONCE: usize = 256;
 const ORPHAN_NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn tell_orphan(ctx: &Context, session: metering::records::VoiceSession) {

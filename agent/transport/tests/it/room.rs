@@ -318,3 +318,37 @@ async fn clearing_the_source_silences_the_track_at_once() {
     assert!(last <= cleared + Duration::from_millis(40), "a frame went out {:?} after the clear", last - cleared);
     speaker.leave().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_resume_on_either_side_keeps_the_speakers_last_packet() {
+    logs();
+    let room = room_name("resume-heard");
+    let (speaker, mut speaker_events) = join(&room, "speaker").await;
+    let source = speaker.publish_audio("microphone").await.unwrap();
+    let tone: Vec<i16> = (0..48_000).map(|i| if (i / 27) % 2 == 0 { 8000 } else { -8000 }).collect();
+    assert_eq!(source.try_push(&tone).unwrap(), tone.len());
+    let (listener, mut listener_events) = join(&room, "listener").await;
+    let mut stream = wait_for(&mut listener_events, Duration::from_secs(5), |e| match e {
+        RoomEvent::AudioTrackSubscribed { stream, .. } => Some(stream),
+        _ => None,
+    })
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.recv()).await;
+    // The tone ends (the speaker's microphone stops): its last packet is the sign.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let heard = listener.audio_heard();
+    let last = heard.last("speaker").expect("the speaker's audio arrived");
+    // Both resume their signaling, as at a node's loss in a cluster.
+    speaker.simulate_signal_loss().await;
+    listener.simulate_signal_loss().await;
+    for events in [&mut speaker_events, &mut listener_events] {
+        wait_for(events, Duration::from_secs(10), |e| {
+            matches!(e, RoomEvent::ConnectionState(ConnectionState::Reconnected)).then_some(())
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(heard.last("speaker"), Some(last), "the last packet was forgotten at a resume");
+    speaker.leave().await.unwrap();
+    listener.leave().await.unwrap();
+}

@@ -777,6 +777,14 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                         let audio_delay_ms = room.audio_heard().last_delay(&s.identity).map(|d| d.as_millis() as u64);
                         info!(not_charged_ms = not_charged.as_millis() as u64, ?audio_delay_ms,
                             "the user's leave came after their audio had stopped: not charged from there");
+                    } else if let Some(ago) = room.audio_heard().last_arrival(&s.identity).map(|t| t.elapsed()) {
+                        // Audio long stopped, yet nothing taken back: the meter did
+                        // not take that packet as a sign (it came before a resume, or
+                        // past the hold). Kept in the log to tell the cases apart.
+                        if ago > metering::meter::state::QUIET * 2 {
+                            info!(last_audio_ms_ago = ago.as_millis() as u64,
+                                "the user's leave came long after their audio stopped, and was charged to now");
+                        }
                     }
                     grace_at = Instant::now() + ctx.user_grace;
                     // A handshake under way starts over when they are back.

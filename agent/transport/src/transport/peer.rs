@@ -72,6 +72,14 @@ impl Peer {
             .enable_opus(true, false)
             // Stats events cost work on every tick and nobody reads them.
             .set_stats_interval(None)
+            // Each audio packet goes out as it arrives. LiveKit reuses a
+            // section for a later track (a user who left and joined again),
+            // and str0m's reordering buffer is the section's, not the
+            // stream's: it dropped every packet of the new track whose
+            // sequence numbers started below the old one's last, so about
+            // every other return went unheard. An Opus packet is a whole
+            // frame; the decoder conceals a gap.
+            .set_reordering_size_audio(0)
             .build(now);
         let mut peer = Peer {
             rtc,

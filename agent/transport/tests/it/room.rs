@@ -352,3 +352,40 @@ async fn a_resume_on_either_side_keeps_the_speakers_last_packet() {
     speaker.leave().await.unwrap();
     listener.leave().await.unwrap();
 }
+
+/// LiveKit gives the speaker's second track the section of the first; its
+/// packets must still arrive (they were dropped whenever the new track's
+/// sequence numbers started below the old one's last).
+#[tokio::test]
+async fn a_speaker_who_leaves_and_joins_again_is_heard_again() {
+    logs();
+    let room = room_name("rejoin-heard");
+    let (listener, mut listener_events) = join(&room, "listener").await;
+    let heard = listener.audio_heard();
+    let tone: Vec<i16> = (0..48_000 * 2).map(|i| if (i / 27) % 2 == 0 { 8000 } else { -8000 }).collect();
+    let mut last = None;
+    for visit in 0..2 {
+        let (speaker, _speaker_events) = join(&room, "speaker").await;
+        let source = speaker.publish_audio("microphone").await.unwrap();
+        source.try_push(&tone).unwrap();
+        let since = Instant::now();
+        let arrived = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match heard.last_arrival("speaker") {
+                    Some(t) if t > since && Some(t) != last => return t,
+                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        })
+        .await;
+        let mut seen = Vec::new();
+        while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(10), listener_events.recv()).await {
+            seen.push(format!("{e:?}").chars().take(120).collect::<String>());
+        }
+        assert!(arrived.is_ok(), "visit {visit}: the speaker's audio never arrived; the listener's events: {seen:#?}");
+        last = arrived.ok();
+        speaker.leave().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    listener.leave().await.unwrap();
+}

@@ -147,7 +147,9 @@ async fn a_signed_rewarded_view_pays_a_session_on_an_ad_supported_persona_and_no
         text.lines().find(|l| l.starts_with("trivia-host")).expect("a trivia-host line").split_whitespace().collect();
     // persona, reported, views, completions, earned, spent, revenue
     assert_eq!(line[1..5], ["1", "3", "3", "120"], "{text}");
-    assert_eq!(line[5], (charged / 1000).to_string(), "{text}");
+    // Spent card time in whole seconds, rounded as the report rounds (half
+    // up): a x0.5 persona charges 500 ms per second lived.
+    assert_eq!(line[5], ((charged + 500) / 1000).to_string(), "{text}");
     assert_eq!(line[6], "0.0375", "{text}");
     let out = cli(&pool, &["audit"]);
     let text = String::from_utf8_lossy(&out.stdout);

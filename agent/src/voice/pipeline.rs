@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metering::meter::Snapshot;
-use mindbot_transport::room::{AudioFrame, AudioSource, AudioStream, FRAME_DURATION};
+use mindbot_transport::room::{AudioFrame, AudioSource, AudioStream, FrameOrigin, FRAME_DURATION};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -198,7 +198,9 @@ pub(super) async fn run(
     // The agent is paused by the user's voice (a cough, or an interruption
     // not yet long enough to stop it).
     let mut paused = false;
-    let (mut frames, mut loudest) = (0u32, -100f64);
+    // Frames, and of them those the decoder made up or faded in after a
+    // gap, and the loudest: a debug line each second of the user's audio.
+    let (mut frames, mut concealed, mut after_gap, mut loudest) = (0u32, 0u32, 0u32, -100f64);
     let slug = persona.slug.clone();
     let turn_over = |queue: &mut VecDeque<Job>, heard: Heard, last_speech: Instant, how: &'static str| {
         let ended = Instant::now();
@@ -297,7 +299,9 @@ pub(super) async fn run(
             frame = next_frame(&mut stream) => match frame {
                 None => stream = None,
                 Some(frame) => {
-                    let event = vad.push(&frame.samples);
+                    let event = vad.push_from(&frame.samples, frame.origin);
+                    concealed += u32::from(frame.origin == FrameOrigin::Concealed);
+                    after_gap += u32::from(frame.origin == FrameOrigin::AfterGap);
                     if vad.last_was_speech() {
                         last_speech = Instant::now();
                         if judged != Judgement::None {
@@ -309,8 +313,8 @@ pub(super) async fn run(
                     frames += 1;
                     loudest = loudest.max(Vad::level_dbfs(&frame.samples));
                     if frames % 50 == 0 {
-                        debug!(frames, loudest, floor = vad.noise_floor_dbfs(), speaking = vad.speaking(), "user audio");
-                        loudest = -100.0;
+                        debug!(frames, concealed, after_gap, loudest, floor = vad.noise_floor_dbfs(), speaking = vad.speaking(), "user audio");
+                        (loudest, concealed, after_gap) = (-100.0, 0, 0);
                     }
                     match event {
                         Some(VadEvent::SpeechStarted) => {

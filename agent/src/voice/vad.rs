@@ -8,6 +8,8 @@
 
 use std::collections::VecDeque;
 
+use mindbot_transport::room::FrameOrigin;
+
 /// What a frame changed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum VadEvent {
@@ -52,6 +54,9 @@ pub struct Vad {
     frames: usize,
     /// Levels (dBFS) of the last frames, for the noise floor.
     levels: VecDeque<f64>,
+    /// Levels of the last frames heard after a gap in the sender's stream,
+    /// for the floor until a second of steady frames has come.
+    gap_levels: VecDeque<f64>,
     /// Whether the last frame pushed was speech.
     last_speech: bool,
     /// Speech frames in the turn under way.
@@ -71,6 +76,7 @@ impl Vad {
             turn: Vec::new(),
             frames: 0,
             levels: VecDeque::with_capacity(FLOOR_FRAMES + 1),
+            gap_levels: VecDeque::new(),
             last_speech: false,
             speech_frames: 0,
         }
@@ -87,17 +93,21 @@ impl Vad {
     }
 
     /// The noise floor (dBFS): about the quietest of the last second's
-    /// frames that carried a signal (the [`FLOOR_RANK`]-th quietest).
+    /// steady frames that carried a signal (the [`FLOOR_RANK`]-th quietest).
+    /// Until a second of steady frames has come (a sender that starts in
+    /// DTX, whose first steady frames are its first words), the frames heard
+    /// after gaps count too.
     pub fn noise_floor_dbfs(&self) -> f64 {
+        let gaps = if self.levels.len() < FLOOR_FRAMES { &self.gap_levels } else { &VecDeque::new() };
         let mut lowest = [f64::INFINITY; FLOOR_RANK];
-        for &level in &self.levels {
+        for &level in self.levels.iter().chain(gaps) {
             if level < lowest[FLOOR_RANK - 1] {
                 lowest[FLOOR_RANK - 1] = level;
                 lowest.sort_by(f64::total_cmp);
             }
         }
         // A window shorter than the rank (a track's first frames) uses its quietest.
-        if self.levels.len() >= FLOOR_RANK {
+        if self.levels.len() + gaps.len() >= FLOOR_RANK {
             lowest[FLOOR_RANK - 1]
         } else {
             lowest[0]
@@ -116,14 +126,17 @@ impl Vad {
         self.turn.clear();
     }
 
-    fn is_speech(&mut self, frame: &[i16]) -> bool {
+    /// Whether `frame` is speech; a frame that `measures` the room goes into
+    /// the noise floor, another only into the stand-in for a short window.
+    fn is_speech(&mut self, frame: &[i16], measures: bool) -> bool {
         let level = Vad::level_dbfs(frame);
         let floor = self.noise_floor_dbfs();
         if level > NO_SIGNAL_DBFS {
-            if self.levels.len() == FLOOR_FRAMES {
-                self.levels.pop_front();
+            let levels = if measures { &mut self.levels } else { &mut self.gap_levels };
+            if levels.len() == FLOOR_FRAMES {
+                levels.pop_front();
             }
-            self.levels.push_back(level);
+            levels.push_back(level);
         }
         let above_floor = self.settings.noise_margin_db <= 0.0 || level > floor + self.settings.noise_margin_db;
         rms(frame) > self.threshold && above_floor
@@ -134,9 +147,27 @@ impl Vad {
         self.speaking
     }
 
-    /// Feeds one frame.
+    /// Feeds one frame the microphone heard, in the sender's steady stream.
+    #[cfg(test)]
     pub fn push(&mut self, frame: &[i16]) -> Option<VadEvent> {
-        let loud = self.is_speech(frame);
+        self.push_from(frame, FrameOrigin::Steady)
+    }
+
+    /// Feeds one frame, by what it was decoded from. Only steady frames
+    /// measure the noise floor: counted in, the quieter frames a decoder
+    /// plays around a sender's DTX or a loss would sink the floor below a
+    /// steady hum, and the hum under the user's next sound would pass for
+    /// speech. A frame the decoder made up is never speech.
+    pub fn push_from(&mut self, frame: &[i16], origin: FrameOrigin) -> Option<VadEvent> {
+        let loud = match origin {
+            FrameOrigin::Concealed => false,
+            FrameOrigin::AfterGap => self.is_speech(frame, false),
+            FrameOrigin::Steady => self.is_speech(frame, true),
+        };
+        self.step(frame, loud)
+    }
+
+    fn step(&mut self, frame: &[i16], loud: bool) -> Option<VadEvent> {
         self.last_speech = loud;
         if !self.speaking {
             // A quiet frame between syllables does not reset the run; it only slows it.
@@ -304,6 +335,71 @@ mod tests {
         let started = (500..600).filter_map(|i| vad.push(&word(i, -13.0, -25.0))).next();
         assert_eq!(started, Some(VadEvent::SpeechStarted));
         assert!(vad.speech_frames() >= SETTINGS.start_frames);
+    }
+
+    /// The user's client went into DTX over a steady hum (its encoder took
+    /// the hum for silence): for a while every 400 ms a frame of audio faded
+    /// in after a gap and one made up, both quieter than the hum; then a
+    /// cough, and the hum again in full. Speech frames counted after it.
+    fn cough_after_dtx(dtx: [FrameOrigin; 2]) -> usize {
+        let mut vad = Vad::new(SETTINGS);
+        for i in 0..100 {
+            vad.push(&hum(i, -25.0));
+        }
+        for i in 100..160 {
+            let faded = hum(i, -25.0 - (i - 99) as f64); // -26 .. -85 dBFS
+            vad.push_from(&faded, dtx[i % 2]);
+        }
+        let mut started = false;
+        for i in 160..170 {
+            started |= vad.push(&word(i, -10.0, -25.0)) == Some(VadEvent::SpeechStarted);
+        }
+        assert!(started, "the cough is heard");
+        for i in 170..190 {
+            vad.push(&hum(i, -25.0));
+        }
+        vad.speech_frames()
+    }
+
+    #[test]
+    fn the_quieter_frames_of_a_senders_dtx_do_not_sink_the_floor_under_the_hum() {
+        use FrameOrigin::*;
+        // Taken for the room's noise, the faded frames put the floor far
+        // under the hum, and the hum after the cough counts as speech (long
+        // enough to stop the agent's answer).
+        assert!(cough_after_dtx([Steady, Steady]) >= 25);
+        // Left out of the floor, only the cough's own frames are speech.
+        for dtx in [[AfterGap, Concealed], [Concealed, Concealed], [AfterGap, AfterGap]] {
+            let n = cough_after_dtx(dtx);
+            assert!(n <= 10, "{dtx:?}: {n}");
+        }
+    }
+
+    #[test]
+    fn a_sender_that_starts_in_dtx_is_heard_from_its_first_word() {
+        // A quiet room, so the client starts in DTX: only updates after gaps.
+        let mut vad = Vad::new(SETTINGS);
+        for i in 0..20 {
+            vad.push_from(&hum(i, -60.0), if i % 2 == 0 { FrameOrigin::AfterGap } else { FrameOrigin::Concealed });
+        }
+        assert!((vad.noise_floor_dbfs() + 60.0).abs() < 1.0, "{}", vad.noise_floor_dbfs());
+        // The first word comes after a gap, then steadily.
+        vad.push_from(&word(20, -20.0, -60.0), FrameOrigin::AfterGap);
+        let started = (21..40).filter_map(|i| vad.push(&word(i, -20.0, -60.0))).next();
+        assert_eq!(started, Some(VadEvent::SpeechStarted));
+    }
+
+    #[test]
+    fn a_frame_after_a_gap_can_be_speech_and_a_made_up_one_cannot() {
+        let mut vad = Vad::new(SETTINGS);
+        for i in 0..50 {
+            vad.push(&hum(i, -45.0));
+        }
+        let loud = word(60, -10.0, -45.0);
+        vad.push_from(&loud, FrameOrigin::Concealed);
+        assert!(!vad.last_was_speech());
+        vad.push_from(&loud, FrameOrigin::AfterGap);
+        assert!(vad.last_was_speech());
     }
 
     #[test]

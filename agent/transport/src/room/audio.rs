@@ -165,7 +165,31 @@ impl AudioSource {
 pub struct AudioFrame {
     /// 48 kHz mono samples (960 for a 20 ms packet).
     pub samples: Vec<i16>,
+    /// What the frame was decoded from.
+    pub origin: FrameOrigin,
 }
+
+/// What a decoded frame came from, as far as telling speech from the room's
+/// noise goes. A sender in discontinuous transmission (DTX: its encoder took
+/// what it heard for silence) sends, every 400 ms, one packet of audio and one
+/// of a byte; the decoder fills in, and what it plays is quieter than what
+/// the microphone heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameOrigin {
+    /// A packet that follows the one before it in the sender's timeline:
+    /// what the microphone heard.
+    Steady,
+    /// A packet after a gap in the sender's timeline (DTX's updates, speech
+    /// resuming after DTX, a loss): heard audio, but faded in from what the
+    /// decoder made up, so its level is no measure of the room's noise.
+    AfterGap,
+    /// Made up by the decoder: a lost packet concealed, or a DTX packet.
+    Concealed,
+}
+
+/// The longest Opus packet that carries no audio (a TOC byte, maybe one
+/// more): what a sender in DTX sends, which decodes as a concealed frame.
+const DTX_PACKET_BYTES: usize = 2;
 
 /// Decoded PCM from one remote audio track, in order. Frames the owner does
 /// not take in time are dropped rather than delaying the connection.
@@ -222,6 +246,8 @@ pub(crate) struct Decoder {
     scratch: Vec<i16>,
     tx: mpsc::Sender<AudioFrame>,
     dropped: u64,
+    /// The RTP time (48 kHz) the next packet has if it follows the last one.
+    next_rtp: Option<u64>,
 }
 
 impl Decoder {
@@ -229,23 +255,44 @@ impl Decoder {
     pub(crate) fn new(capacity: usize) -> Result<(Self, AudioStream), RoomError> {
         let opus = opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono)?;
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        Ok((Decoder { opus, scratch: vec![0; FRAME_SAMPLES * 6], tx, dropped: 0 }, AudioStream { rx }))
+        let decoder = Decoder { opus, scratch: vec![0; FRAME_SAMPLES * 6], tx, dropped: 0, next_rtp: None };
+        Ok((decoder, AudioStream { rx }))
     }
 
-    /// Decodes one packet (empty `packet` = conceal a lost one) and hands the frame on.
-    /// Returns `false` once the owner has dropped the stream.
-    pub(crate) fn decode(&mut self, packet: &[u8]) -> bool {
+    /// Conceals one lost packet with a frame.
+    pub(crate) fn conceal(&mut self) -> bool {
+        self.decode(&[], None)
+    }
+
+    /// Decodes one packet, sent at RTP time `rtp` (48 kHz), and hands the
+    /// frame on. Returns `false` once the owner has dropped the stream.
+    pub(crate) fn packet(&mut self, packet: &[u8], rtp: u64) -> bool {
+        self.decode(packet, Some(rtp))
+    }
+
+    fn decode(&mut self, packet: &[u8], rtp: Option<u64>) -> bool {
         if self.tx.is_closed() {
             return false;
         }
-        let n = match self.opus.decode(packet, &mut self.scratch, false) {
+        // A lost packet is concealed with one frame (given room for more,
+        // the decoder would make up as much as the room).
+        let room = if packet.is_empty() { FRAME_SAMPLES } else { self.scratch.len() };
+        let n = match self.opus.decode(packet, &mut self.scratch[..room], false) {
             Ok(n) => n,
             Err(e) => {
                 tracing::debug!(error = %e, "undecodable Opus packet");
                 return true;
             }
         };
-        if self.tx.try_send(AudioFrame { samples: self.scratch[..n].to_vec() }).is_err() {
+        let origin = match rtp {
+            _ if packet.len() <= DTX_PACKET_BYTES => FrameOrigin::Concealed,
+            Some(t) if self.next_rtp == Some(t) => FrameOrigin::Steady,
+            _ => FrameOrigin::AfterGap,
+        };
+        if let Some(t) = rtp {
+            self.next_rtp = Some(t.wrapping_add(n as u64));
+        }
+        if self.tx.try_send(AudioFrame { samples: self.scratch[..n].to_vec(), origin }).is_err() {
             self.dropped += 1;
             if self.dropped.is_power_of_two() {
                 tracing::debug!(dropped = self.dropped, "audio stream reader is behind; frames dropped");
@@ -313,14 +360,38 @@ mod tests {
         for chunk in pcm.chunks(FRAME_SAMPLES) {
             let frame: &[i16; FRAME_SAMPLES] = chunk.try_into().unwrap();
             let packet = enc.encode(frame).unwrap().to_vec();
-            assert!(dec.decode(&packet));
+            assert!(dec.packet(&packet, 0));
         }
         let mut last = None;
         while let Ok(f) = stream.rx.try_recv() {
             assert_eq!(f.samples.len(), FRAME_SAMPLES);
             last = Some(f);
         }
-        let level = audio_level(&last.unwrap().samples);
+        let last = last.unwrap();
+        let level = audio_level(&last.samples);
         assert!((10..=16).contains(&level), "level {level}");
+    }
+
+    #[test]
+    fn frames_say_whether_they_were_heard_steadily_after_a_gap_or_made_up() {
+        let mut enc = Encoder::new(5).unwrap();
+        let (mut dec, mut stream) = Decoder::new(100).unwrap();
+        let pcm = tone(440.0, FRAME_SAMPLES);
+        let packet = enc.encode(pcm.as_slice().try_into().unwrap()).unwrap().to_vec();
+        assert!(packet.len() > DTX_PACKET_BYTES);
+        let frame = FRAME_SAMPLES as u64;
+        // What a sender in DTX sends: audio, a byte of TOC a frame later,
+        // nothing for 380 ms, then audio again; a loss; steady audio.
+        assert!(dec.packet(&packet, 1000));
+        assert!(dec.packet(&packet[..1], 1000 + frame));
+        assert!(dec.packet(&packet, 1000 + 20 * frame));
+        assert!(dec.conceal());
+        assert!(dec.packet(&packet, 1000 + 22 * frame));
+        assert!(dec.packet(&packet, 1000 + 23 * frame));
+        let frames: Vec<AudioFrame> = std::iter::from_fn(|| stream.rx.try_recv().ok()).collect();
+        use FrameOrigin::*;
+        let origins: Vec<FrameOrigin> = frames.iter().map(|f| f.origin).collect();
+        assert_eq!(origins, [AfterGap, Concealed, AfterGap, Concealed, AfterGap, Steady]);
+        assert!(frames.iter().all(|f| f.samples.len() == FRAME_SAMPLES));
     }
 }

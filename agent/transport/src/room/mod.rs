@@ -48,7 +48,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 pub use crate::ice::IcePolicy;
-pub use audio::{AudioFrame, AudioSource, AudioStream, FRAME_DURATION, FRAME_SAMPLES, SAMPLE_RATE};
+pub use audio::{AudioFrame, AudioSource, AudioStream, FrameOrigin, FRAME_DURATION, FRAME_SAMPLES, SAMPLE_RATE};
 pub use error::RoomError;
 pub use events::{
     ConnectionState, DataMessage, DisconnectReason, OutgoingData, RemoteParticipant, RoomEvent, RoomEvents,

@@ -91,7 +91,7 @@ impl Engine {
                     }
                     _ => {}
                 }
-                self.subscriber.decode(data.mid, &data.data, data.contiguous)
+                self.subscriber.decode(data.mid, &data.data, data.time.numer(), data.contiguous)
             }
             Event::ChannelOpen(id, label) => self.subscriber.channel_opened(id, &label),
             Event::ChannelData(data) => {

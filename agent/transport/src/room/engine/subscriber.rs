@@ -56,14 +56,15 @@ impl Subscriber {
         self.owners.get(&mid).map(String::as_str).filter(|o| !o.is_empty())
     }
 
-    /// Decodes one packet of section `mid`, concealing a gap before it first;
-    /// a decoder whose owner dropped the stream is removed.
-    pub(super) fn decode(&mut self, mid: Mid, packet: &[u8], contiguous: bool) {
+    /// Decodes one packet of section `mid`, sent at RTP time `rtp`,
+    /// concealing a gap before it first; a decoder whose owner dropped the
+    /// stream is removed.
+    pub(super) fn decode(&mut self, mid: Mid, packet: &[u8], rtp: u64, contiguous: bool) {
         let Some(decoder) = self.decoders.get_mut(&mid) else { return };
         if !contiguous {
-            decoder.decode(&[]); // conceal the gap with one frame
+            decoder.conceal(); // the gap, with one frame
         }
-        if !decoder.decode(packet) {
+        if !decoder.packet(packet, rtp) {
             self.decoders.remove(&mid);
         }
     }

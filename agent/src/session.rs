@@ -777,13 +777,17 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                         let audio_delay_ms = room.audio_heard().last_delay(&s.identity).map(|d| d.as_millis() as u64);
                         info!(not_charged_ms = not_charged.as_millis() as u64, ?audio_delay_ms,
                             "the user's leave came after their audio had stopped: not charged from there");
-                    } else if let Some(ago) = room.audio_heard().last_arrival(&s.identity).map(|t| t.elapsed()) {
-                        // Audio long stopped, yet nothing taken back: the meter did
-                        // not take that packet as a sign (it came before a resume, or
-                        // past the hold). Kept in the log to tell the cases apart.
-                        if ago > metering::meter::state::QUIET * 2 {
-                            info!(last_audio_ms_ago = ago.as_millis() as u64,
-                                "the user's leave came long after their audio stopped, and was charged to now");
+                    } else {
+                        // Audio long stopped (or never heard), yet nothing taken
+                        // back: the meter did not take that packet as a sign (it
+                        // came before a resume, or past the hold), or there was
+                        // none. Kept in the log to tell the cases apart.
+                        let heard = room.audio_heard();
+                        let ago = heard.last_arrival(&s.identity).map(|t| t.elapsed());
+                        if ago.is_none_or(|ago| ago > metering::meter::state::QUIET * 2) {
+                            let ms = |d: Duration| d.as_millis() as u64;
+                            info!(last_audio_ms_ago = ago.map(ms), captured_ms_ago = heard.last(&s.identity).map(|t| ms(t.elapsed())),
+                                "the user's leave came long after their audio stopped, or with none heard, and was charged to now");
                         }
                     }
                     grace_at = Instant::now() + ctx.user_grace;

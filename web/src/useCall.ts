@@ -146,6 +146,13 @@ export function useCall(grant: SessionGrant, onEnd: (end: CallEnd) => void) {
             detail: typeof msg.detail === "string" ? msg.detail : undefined,
           };
           if (type === "ended") patch({ agentState: "ended" });
+          // At zero the balance is zero: the countdown shows it for the
+          // moment before the agent hangs up, whatever its own tick says.
+          if (type === "ended" && endReason.reason === "balance_exhausted") {
+            patch((v) => ({
+              balance: v.balance && { ...v.balance, seconds: 0, ms: 0, at: performance.now(), earned: v.balance.earned === null ? null : 0 },
+            }));
+          }
         }
       })
       .on(RoomEvent.ParticipantConnected, (p) => {

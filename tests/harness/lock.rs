@@ -12,8 +12,10 @@ static MACHINE: Mutex<()> = Mutex::const_new(());
 
 /// Held by the tests that load the whole machine for a while and measure
 /// what the service does meanwhile (a request flood, the local voice models,
-/// a cluster under load): before the single binary each ran alone, and two
-/// of them at once would measure each other.
+/// a cluster under load), and by those whose Python user speaks and listens
+/// in real time (`tests/clients/talker.py`): two of them at once would
+/// measure each other, and two talkers with their recognisers starved each
+/// other into holes in what they sent (a hum taken for speech, in CI).
 pub async fn whole_machine() -> MutexGuard<'static, ()> {
     MACHINE.lock().await
 }

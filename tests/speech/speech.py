@@ -15,6 +15,7 @@ import urllib.request
 import uuid
 import tempfile
 import threading
+import time
 import wave
 
 import numpy as np
@@ -57,10 +58,59 @@ _decoder = None
 _decoder_lock = threading.Lock()
 
 
+_apart = None
+_apart_lock = threading.Lock()
+
+
 def transcribe(pcm: np.ndarray, rate: int) -> str:
-    """Open-vocabulary transcription with PocketSphinx's English model (one
-    decoder, kept and used by one caller at a time: loading the model costs
-    as much as decoding a sentence)."""
+    """Open-vocabulary transcription with PocketSphinx's English model, in a
+    child process of this one that keeps the decoder loaded (loading the
+    model costs as much as decoding a sentence), one request at a time.
+
+    Not in this process: PocketSphinx holds Python's interpreter lock for the
+    whole decode (36 s for 15 s of noise on a loaded machine), which would
+    freeze everything else here meanwhile: a user's microphone (its client
+    then sends silence under the hum it was sending), the speech services'
+    other endpoints."""
+    global _apart
+    import concurrent.futures.process
+    import multiprocessing
+    with _apart_lock:
+        if _apart is None:
+            # spawn, not fork: the callers run threads (LiveKit's SDK, the
+            # HTTP server's), which a fork would copy mid-lock.
+            _apart = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_follow_parent, initargs=(os.getpid(),))
+        pool = _apart
+    try:
+        return pool.submit(transcribe_here, pcm, rate).result()
+    except concurrent.futures.process.BrokenProcessPool:
+        # The child died (killed, out of memory): the next call starts another.
+        with _apart_lock:
+            if _apart is pool:
+                _apart = None
+        raise
+
+
+def _follow_parent(parent: int) -> None:
+    """In the child: exit when the parent is gone (a parent killed outright,
+    as a test's services are, never tells its pool to stop), at the normal
+    priority whatever the parent's (see talker.py's `keep_up`)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+    except OSError:
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def transcribe_here(pcm: np.ndarray, rate: int) -> str:
+    """`transcribe` in the calling process (the child's side of it)."""
     global _decoder
     from pocketsphinx import Decoder
     audio = resample(pcm, rate, RECOGNISER_RATE)

@@ -28,6 +28,9 @@ fn in_order(seen: &[&str], want: &[&str]) -> bool {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_spoken_and_a_typed_turn_show_the_agent_state_and_both_sides_transcripts(pool: PgPool) {
+    // Its Python user speaks and listens in real time: alone with the
+    // machine's other real-time tests (see mindbot_tests::lock).
+    let _machine = mindbot_tests::lock::whole_machine().await;
     ensure("scripts/livekit-server.sh", Some("start"));
     ensure("scripts/python-env.sh", None);
     ensure("scripts/speech-services.sh", Some("start"));

@@ -39,6 +39,9 @@ async fn voice_worker(
 
 #[sqlx::test(migrations = "../migrations")]
 async fn the_agent_answers_as_its_persona_and_stops_when_talked_over(pool: PgPool) {
+    // Its Python user speaks and listens in real time: alone with the
+    // machine's other real-time tests (see mindbot_tests::lock).
+    let _machine = mindbot_tests::lock::whole_machine().await;
     ensure("scripts/livekit-server.sh", Some("start"));
     ensure("scripts/python-env.sh", None);
     ensure("scripts/speech-services.sh", Some("start"));
@@ -104,6 +107,9 @@ async fn the_agent_answers_as_its_persona_and_stops_when_talked_over(pool: PgPoo
 
 #[sqlx::test(migrations = "../migrations")]
 async fn provider_failures_are_retried_then_apologised_for_and_the_goodbye_precedes_the_hang_up(pool: PgPool) {
+    // Its Python user speaks and listens in real time: alone with the
+    // machine's other real-time tests (see mindbot_tests::lock).
+    let _machine = mindbot_tests::lock::whole_machine().await;
     ensure("scripts/livekit-server.sh", Some("start"));
     ensure("scripts/python-env.sh", None);
     ensure("scripts/deps.sh", None);
@@ -174,6 +180,9 @@ fn cost_text(nanos: i64) -> String {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_spoken_turn_is_stored_as_provider_usage_and_shown_with_the_billed_time(pool: PgPool) {
+    // Its Python user speaks and listens in real time: alone with the
+    // machine's other real-time tests (see mindbot_tests::lock).
+    let _machine = mindbot_tests::lock::whole_machine().await;
     ensure("scripts/livekit-server.sh", Some("start"));
     ensure("scripts/python-env.sh", None);
     // A speech service of our own: what it served is this session's alone.

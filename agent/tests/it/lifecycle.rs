@@ -397,30 +397,46 @@ async fn two_workers_share_twelve_rooms_and_a_killed_one_is_closed_from_its_hear
     // The survivor keeps working: its sessions go on and a new job is served.
     let fresh = room_name("after-kill");
     let fresh_user = user_in_room(&pool, &agent_name, &fresh, "professor-ada", 5).await;
-    // When each user's `started` was sent (the meter counts from then).
+    // When each user's `started` was sent (the meter counts from then), and
+    // when they left (wall clock, ms), read from their report: the time
+    // `started` went out less when it arrived on the user's own clock
+    // gives that clock's start, and the report's duration runs from there.
     let mut started_at = std::collections::HashMap::new();
+    let mut left_at = std::collections::HashMap::new();
     for u in users {
         let report = u.await.unwrap();
         assert_eq!(report["joined"], true, "{report}");
-        let started = session_messages(&report).into_iter().find(|m| m["type"] == "started");
-        let at_ms = started.and_then(|m| m["at_ms"].as_i64()).unwrap_or_else(|| panic!("no `started`: {report}"));
-        started_at.insert(report["room"].as_str().unwrap().to_string(), at_ms);
+        let started = report["data"].as_array().into_iter().flatten().find_map(|d| {
+            let m: Value = serde_json::from_str(d["text"].as_str()?).ok()?;
+            (d["topic"] == "mindbot.session" && m["type"] == "started").then(|| (m["at_ms"].as_i64(), d["at"].as_f64()))
+        });
+        let Some((Some(at_ms), Some(arrived_s))) = started else { panic!("no `started`: {report}") };
+        let room = report["room"].as_str().unwrap().to_string();
+        let clock_start_ms = at_ms - (arrived_s * 1000.0) as i64;
+        left_at.insert(room.clone(), clock_start_ms + (report["duration"].as_f64().unwrap() * 1000.0) as i64);
+        started_at.insert(room, at_ms);
     }
     // Charging is in arrears, whole seconds at each tick (one a second): an
     // orphan is charged the whole seconds lived by its last heartbeat, which
     // came less than a second before the kill. So it pays at most one second
     // less than a clean stop at the kill would have charged (that stop would
     // also forgive the unfinished second), and never anything after the kill.
+    // A user who left before the kill (the last rooms opened late on a slow
+    // machine, and the kill came in the first users' grace) was charged to
+    // their leave: the same bound, at the leave.
     for (room, metered, charged, start) in &orphans {
         // The meter counts from `started` going out (`handshake`), after the row's start.
         let from_ms = started_at[room];
         assert!(from_ms >= start.timestamp_millis(), "{room}: `started` before the session's row");
         let until_kill = killed_at.timestamp_millis() - from_ms;
-        let clean_stop = (until_kill - 100) / 1000 * 1000;
+        let until_end = until_kill.min(left_at[room] - from_ms);
+        let clean_stop = (until_end - 100) / 1000 * 1000;
         assert_eq!(metered, charged, "{room}");
         assert!(
             *metered <= until_kill && clean_stop - metered <= 1_000,
-            "{room}: charged {metered} ms; the kill came {until_kill} ms after `started` went out"
+            "{room}: charged {metered} ms; the kill came {until_kill} ms after `started` went out, \
+             the user left {} ms after it",
+            left_at[room] - from_ms
         );
     }
     fresh_user.await.unwrap();

@@ -350,13 +350,17 @@ async def main() -> dict:
     t0 = time.monotonic()
     for p in room.remote_participants.values():
         note_state(p)
-    # Half a second queued ahead: a client starved of CPU (a loaded CI
-    # machine) that falls behind by less than that still sends its
-    # microphone without a hole. With 50 ms, CI runs showed the agent
-    # quieter frames under --noise (the floor sank 10 to 20 dB under the
-    # hum), as if the room had gone quiet. Our speech's times are when it
-    # leaves the queue, not when it entered it.
-    source = rtc.AudioSource(RATE, 1, queue_size_ms=MIC_QUEUE_MS)
+    # Under --noise, half a second queued ahead: a client starved of CPU (a
+    # loaded CI machine) that falls behind by less than that still sends
+    # its microphone without a hole. With 50 ms, CI runs showed the agent
+    # quieter frames under the hum (the floor sank 10 to 20 dB), as if the
+    # room had gone quiet. Our speech's times are when it leaves the queue
+    # (by our own reckoning of it). Without noise a hole is silence in
+    # silence, and 50 ms keeps those times close to what the SDK really
+    # sent: with 500 ms, a barge-in's start read later than the agent's
+    # reaction to it once.
+    queue_ms = MIC_QUEUE_MS if args.noise is not None else 50
+    source = rtc.AudioSource(RATE, 1, queue_size_ms=queue_ms)
     track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
     publication = await room.local_participant.publish_track(
         track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))

@@ -128,7 +128,9 @@ async fn a_user_without_balance_is_refused_with_a_reason_and_not_charged(pool: P
 /// Charging follows LiveKit's word that the user is in the room, and in a
 /// cluster that word can come seconds late (relayed between nodes). A user
 /// whose audio stopped before the leave came is charged to their last
-/// audio; a user who muted gives no such sign and is charged to the leave.
+/// audio; a user who muted gives no such sign and is charged to the leave;
+/// a quiet user whose card runs out before any leave is charged to their
+/// last audio too.
 #[sqlx::test(migrations = "../migrations")]
 async fn a_leave_after_the_audio_stopped_is_charged_to_the_audio_and_a_muted_user_to_the_leave(pool: PgPool) {
     use mindbot_transport::room::ConnectOptions;
@@ -139,10 +141,42 @@ async fn a_leave_after_the_audio_stopped_is_charged_to_the_audio_and_a_muted_use
     let (_w, port) = worker(&pool, &agent_name, &[("MINDBOT_WORKER_USER_GRACE_SECONDS", "1")]).await;
     let (_, quiet_room, quiet_token) = funded_call(&pool, "late-leave", &agent_name, "professor-ada").await;
     let (_, muted_room, muted_token) = funded_call(&pool, "muted-leave", &agent_name, "professor-ada").await;
+    // A one-minute card with 9 s left: an earlier session spent 51 s of it.
+    let broke = user_with_card(&pool, 1).await;
+    for sql in [
+        "UPDATE time_cards SET remaining_minutes = 0, remaining_sub_ms = 9000 WHERE user_id = $1",
+        "INSERT INTO voice_sessions (user_id, session_id, room_name, start_time, end_time, duration_seconds, \
+         cost_minutes, status, end_reason, persona_slug, rate_ms_per_second, metered_ms, charged_ms, last_tick_seq) \
+         VALUES ($1, 'earlier', 'earlier', NOW() - INTERVAL '1 hour', NOW() - INTERVAL '1 hour' + INTERVAL '51 s', \
+         51, 1, 'completed', 'user_left', 'professor-ada', 1000, 51000, 51000, 51)",
+        "INSERT INTO card_charges (voice_session_id, time_card_id, charged_ms) \
+         SELECT v.id, c.id, 51000 FROM voice_sessions v JOIN time_cards c ON c.user_id = v.user_id WHERE v.user_id = $1",
+    ] {
+        sqlx::query(sql).bind(broke).execute(&pool).await.unwrap();
+    }
+    let broke_room = format!("quiet-at-zero-{}", uuid::Uuid::new_v4().simple());
+    let meta = serde_json::json!({"user_id": broke.to_string(), "persona": "professor-ada"});
+    let broke_token = dispatch_token(&broke_room, &broke.to_string(), &agent_name, &meta).await;
 
     // The muted user (LiveKit's Python SDK): a tone, muted 3 s in, leaves at 6 s.
     let muted = tokio::spawn(async move {
         visit(&muted_token, &["--expect-data", "mindbot.session", "--mute-after", "3", "--stay", "6"]).await
+    });
+
+    // A quiet user whose 9 s card runs out in their quiet (what a user whose
+    // client died looks like to the agent until LiveKit drops them): a tone
+    // for 3 s after `started`, then nothing, and no leave. The agent hangs
+    // up at zero; the quiet it was holding back is not charged, since the
+    // user was not heard again before the session closed.
+    let at_zero = tokio::spawn(async move {
+        let options =
+            ConnectOptions { subscribe_audio: false, audio_buffer: Duration::from_millis(100), ..Default::default() };
+        let (user, tone, _, started) = toned_user(&broke_token, options).await;
+        tokio::time::sleep_until(started + Duration::from_secs(3)).await;
+        tone.abort();
+        let silent_from = started.elapsed();
+        // Held until the session closed (the agent removes us at zero).
+        (user, silent_from)
     });
 
     // The quiet user (this project's room client, which sends nothing when
@@ -161,6 +195,7 @@ async fn a_leave_after_the_audio_stopped_is_charged_to_the_audio_and_a_muted_use
     user.leave().await.unwrap();
     let seen = started.elapsed();
     let muted = muted.await.unwrap();
+    let (_broke_user, broke_silent_from) = at_zero.await.unwrap();
     eprintln!("quiet user: audio to {silent_from:?}, left at {seen:?}; muted user: {muted}");
 
     let (quiet_ms, quiet_reason) = closed_session(&pool, &quiet_room).await;
@@ -176,11 +211,28 @@ async fn a_leave_after_the_audio_stopped_is_charged_to_the_audio_and_a_muted_use
     let muted_at = muted["published"]["muted_at"].as_f64().expect("the tone was muted");
     assert!(muted_at >= 3.0, "{muted}");
     assert!(muted_ms >= 5_000, "muted user charged {muted_ms} ms lived, though in the room for 6 s: {muted}");
+    // At zero in the quiet: hung up for the balance, charged only the
+    // seconds up to the quiet (not the 9 s), and the card keeps the rest.
+    let (zero_ms, zero_reason) = closed_session(&pool, &broke_room).await;
+    assert_eq!(zero_reason, "balance_exhausted");
+    assert!(
+        (2_000..=4_600).contains(&zero_ms),
+        "user quiet at zero charged {zero_ms} ms lived: audio stopped at {broke_silent_from:?}, card of 9 s"
+    );
+    let (charged, left): (i64, i64) = sqlx::query_as(
+        "SELECT v.charged_ms::BIGINT, (c.remaining_minutes * 60000 + c.remaining_sub_ms)::BIGINT \
+         FROM voice_sessions v JOIN time_cards c ON c.user_id = v.user_id WHERE v.room_name = $1",
+    )
+    .bind(&broke_room)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((charged + left, charged <= 4_000), (9_000, true), "charged {charged} ms, {left} ms left on the card");
     let (_, metrics) = get(port, "/metrics").await;
     assert_eq!(sample(&metrics, "mindbot_late_leaves_total"), Some(1.0), "{metrics}");
-    // Both clients (LiveKit's Python SDK, and this project's room client
+    // Every client (LiveKit's Python SDK, and this project's room client
     // answering RPC as the SDKs do) acknowledged the readiness probe.
-    assert_eq!(sample(&metrics, "mindbot_session_ready_seconds_count"), Some(2.0), "{metrics}");
+    assert_eq!(sample(&metrics, "mindbot_session_ready_seconds_count"), Some(3.0), "{metrics}");
     assert_eq!(sample(&metrics, "mindbot_session_ready_timeouts_total"), Some(0.0), "{metrics}");
     let audit = metering::audit::audit(&pool).await.unwrap();
     assert!(audit.passed(), "{audit}");
@@ -333,9 +385,9 @@ async fn toned_user(
 }
 
 /// The metered milliseconds and end reason of the session in `room`, once
-/// it has closed (waits up to 10 s).
+/// it has closed (waits up to 30 s).
 async fn closed_session(pool: &PgPool, room: &str) -> (i64, String) {
-    for _ in 0..100 {
+    for _ in 0..300 {
         let r: Option<(i64, String)> = sqlx::query_as(
             "SELECT metered_ms, end_reason FROM voice_sessions WHERE room_name = $1 AND end_time IS NOT NULL",
         )

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::scheduler::{reap, refresh_user, run};
 use super::state::{Account, Live, Pause, Presence};
@@ -263,8 +263,14 @@ fn request_close(inner: &Arc<Inner>, id: SessionId, reason: EndReason) -> onesho
     let now = Instant::now();
     match (st.sessions.get_mut(&id), st.channels.get_mut(&id)) {
         (Some(l), Some(ch)) => {
-            l.clock.pause(now);
-            l.closing = true;
+            let taken = l.close(now);
+            if !taken.is_zero() {
+                info!(
+                    session = %id,
+                    taken_back_ms = taken.as_millis() as u64,
+                    "the user's audio had stopped before the end and did not come back: that quiet is not charged"
+                );
+            }
             ch.closing.get_or_insert((reason, inner.config.clock.now()));
             ch.replies.push(tx);
             let user = l.user;

@@ -132,6 +132,27 @@ impl fmt::Debug for Presence {
     }
 }
 
+/// What a clock stopped for good leaves open: it stopped at `at` (the
+/// balance ran out, or the end was decided) while the user's audio may have
+/// stopped more than [`QUIET`] before. The meter held those seconds back for
+/// a late leave, and the end would otherwise write them before that leave
+/// could come (the hang-up at zero takes the session out of the room). So
+/// they stay unwritten, and the final remainder with them, until decided:
+/// audio after the hold began, or the hold lapsing ([`HOLD_LIMIT`] after
+/// the last audio), charges them; a leave or a break of the agent's
+/// connection, or the session closing with the user still quiet, takes
+/// them back as at a leave at `at` (the agent's talking in them counting
+/// against [`FORGIVE_LIMIT`]).
+#[derive(Debug, Clone, Copy)]
+pub struct EndHold {
+    at: Instant,
+    live_ms: i64,
+    ran_from: Option<Instant>,
+    /// Until when the agent may have been talking, as of `at` (its goodbye
+    /// after the stop is not in the quiet).
+    spoken: Option<Instant>,
+}
+
 /// A session's live clock: time the caller said the session was live.
 #[derive(Debug, Clone)]
 pub struct Clock {
@@ -220,6 +241,9 @@ pub struct Live {
     /// [`FORGIVE_LIMIT`] in all; the quiet after its last words, and breaks
     /// of the agent's own connection, are not counted here).
     pub forgiven_ms: i64,
+    /// The quiet the clock's stop left open (the balance ran out or the end
+    /// was decided while the user's audio had stopped), until decided.
+    pub end_hold: Option<EndHold>,
 }
 
 impl Live {
@@ -240,6 +264,7 @@ impl Live {
             presence: None,
             sign_since: now,
             forgiven_ms: 0,
+            end_hold: None,
         }
     }
 
@@ -306,33 +331,23 @@ impl Live {
     /// of that quiet up to the agent's last words is taken back at most
     /// [`FORGIVE_LIMIT`] in all per session (see [`Pause`]). A leave on
     /// time (within [`QUIET`] of the last packet) pauses now, as it always
-    /// did. Returns the time taken back.
+    /// did. After the clock stopped for good with a hold open (see
+    /// [`EndHold`]), the leave decides that hold instead. Returns the time
+    /// taken back.
     pub fn pause_from_last_heard(&mut self, now: Instant, why: Pause) -> Duration {
+        if self.end_hold.is_some() {
+            return self.settle_end_hold(now, why);
+        }
         let heard = self.last_heard(now);
-        let quiet_from = heard.map(|h| self.quiet_from(h));
+        let ran_from = self.clock.running_since();
         let spoken = self.presence.as_ref().and_then(|p| p.spoken_until(now));
-        // Where the quiet would begin by the last packet's arrival.
-        let arrived_quiet = heard.zip(self.presence.as_ref()).map(|(h, p)| self.quiet_from(p.arrived(h)));
         let live_now = self.clock.live_ms(now);
         self.clock.pause(now);
-        let Some(quiet_from) = quiet_from else { return Duration::ZERO };
-        let quiet_ms = now.saturating_duration_since(quiet_from).as_millis() as i64;
-        // The quiet the agent may have talked through (the rest came after
-        // its last words), and the part the sender's timestamps dated back
-        // (both run from the quiet's start; the longer covers the other).
-        let since_quiet =
-            |t: Option<Instant>| t.map_or(0, |t| t.saturating_duration_since(quiet_from).as_millis() as i64);
-        let talked_ms = match why {
-            Pause::UserLeft => since_quiet(spoken).max(since_quiet(arrived_quiet.map(|a| a.min(now)))),
-            Pause::Interrupted => 0,
-        }
-        .min(quiet_ms);
-        let silent_ms = quiet_ms - talked_ms;
-        let budget = (FORGIVE_LIMIT.as_millis() as i64 - self.forgiven_ms).max(0);
-        let target = (live_now - silent_ms - talked_ms.min(budget)).max(self.committed_seconds() * 1000);
-        if target >= live_now {
+        let Some((target, silent_ms)) =
+            heard.and_then(|h| self.quiet_take_back(h, now, live_now, ran_from, spoken, why))
+        else {
             return Duration::ZERO;
-        }
+        };
         self.clock.stop_at(target);
         let taken = live_now - target;
         // The floor of written seconds cuts from the quiet's start, where
@@ -341,10 +356,111 @@ impl Live {
         Duration::from_millis(taken as u64)
     }
 
+    /// Where the clock stops when the user is taken to have gone at `at`
+    /// (with `live_ms` lived then, the clock running since `ran_from`, the
+    /// agent talking until `spoken`), their audio last heard at `heard`:
+    /// the live time to stop at and the part of the quiet taken back in
+    /// which the agent said nothing; `None` when nothing is taken back
+    /// (the audio stopped less than [`QUIET`] before `at`, or all of the
+    /// quiet is already written or past the forgiveness left).
+    fn quiet_take_back(
+        &self,
+        heard: Instant,
+        at: Instant,
+        live_ms: i64,
+        ran_from: Option<Instant>,
+        spoken: Option<Instant>,
+        why: Pause,
+    ) -> Option<(i64, i64)> {
+        // A break of the agent's own connection took back what came before
+        // the clock last resumed.
+        let quiet_from_heard = |h: Instant| ran_from.map_or(h + QUIET, |since| (h + QUIET).max(since));
+        let quiet_from = quiet_from_heard(heard);
+        // Where the quiet would begin by the last packet's arrival.
+        let arrived_quiet = self.presence.as_ref().map(|p| quiet_from_heard(p.arrived(heard)));
+        let quiet_ms = at.saturating_duration_since(quiet_from).as_millis() as i64;
+        // The quiet the agent may have talked through (the rest came after
+        // its last words), and the part the sender's timestamps dated back
+        // (both run from the quiet's start; the longer covers the other).
+        let since_quiet =
+            |t: Option<Instant>| t.map_or(0, |t| t.saturating_duration_since(quiet_from).as_millis() as i64);
+        let talked_ms = match why {
+            Pause::UserLeft => since_quiet(spoken).max(since_quiet(arrived_quiet.map(|a| a.min(at)))),
+            Pause::Interrupted => 0,
+        }
+        .min(quiet_ms);
+        let silent_ms = quiet_ms - talked_ms;
+        let budget = (FORGIVE_LIMIT.as_millis() as i64 - self.forgiven_ms).max(0);
+        let target = (live_ms - silent_ms - talked_ms.min(budget)).max(self.committed_seconds() * 1000);
+        (target < live_ms).then_some((target, silent_ms))
+    }
+
+    /// The clock is about to stop for good at `at` while it runs and
+    /// charges: what the end leaves open (see [`EndHold`]).
+    fn end_hold_at(&self, at: Instant) -> Option<EndHold> {
+        if !self.draining() || self.closing {
+            return None;
+        }
+        let presence = self.presence.as_ref()?;
+        Some(EndHold {
+            at,
+            live_ms: self.clock.live_ms(at),
+            ran_from: self.clock.running_since(),
+            spoken: presence.spoken_until(at),
+        })
+    }
+
+    /// The open end hold's verdict at `now`: where the clock would stop, and
+    /// the silent part of what that takes back; `None` when the user's audio
+    /// came back after the hold began, when it lapsed ([`HOLD_LIMIT`] after
+    /// the last audio), or when there was no quiet to hold.
+    fn end_hold_take_back(&self, now: Instant, why: Pause) -> Option<(i64, i64)> {
+        let hold = self.end_hold?;
+        let heard = self.presence.as_ref()?.last_heard()?;
+        if heard < self.sign_since || now.saturating_duration_since(heard) > HOLD_LIMIT {
+            return None;
+        }
+        self.quiet_take_back(heard, hold.at, hold.live_ms, hold.ran_from, hold.spoken, why)
+    }
+
+    /// Decides the open end hold at `now` (the session closes, or the leave
+    /// or the break came): the quiet before the clock stopped is taken back
+    /// as at a leave then, unless the user's audio came back. A balance
+    /// that ran out then owes no remainder: like a leave, only the whole
+    /// seconds up to the stop are charged. Returns the time taken back.
+    pub fn settle_end_hold(&mut self, now: Instant, why: Pause) -> Duration {
+        let verdict = self.end_hold_take_back(now, why);
+        self.end_hold = None;
+        let live = self.clock.live_ms(now);
+        let Some((target, silent_ms)) = verdict.filter(|(t, _)| *t < live) else { return Duration::ZERO };
+        self.clock.stop_at(target);
+        let taken = live - target;
+        self.forgiven_ms += (taken - silent_ms).max(0);
+        if self.exhausted.is_some() && !self.final_sent && !self.unacked_final {
+            self.exhausted = Some(Millis::ZERO);
+        }
+        Duration::from_millis(taken as u64)
+    }
+
+    /// The session closes at `now`: its clock stops for good, and a quiet
+    /// it was holding is decided (see [`EndHold`]). Returns the time taken
+    /// back.
+    pub fn close(&mut self, now: Instant) -> Duration {
+        if self.end_hold.is_none() {
+            self.end_hold = self.end_hold_at(now);
+        }
+        self.clock.pause(now);
+        self.closing = true;
+        self.settle_end_hold(now, Pause::UserLeft)
+    }
+
     /// The end is decided at `now`: the clock stops for good (no resume),
     /// at most `cap_ms` of live time. Arrears as always: only the whole
     /// seconds lived up to this instant are charged.
     pub fn stop(&mut self, now: Instant, cap_ms: Option<i64>) {
+        if self.end_hold.is_none() {
+            self.end_hold = self.end_hold_at(now);
+        }
         self.clock.pause(now);
         if let Some(cap) = cap_ms.filter(|c| self.clock.live_ms(now) > *c) {
             self.clock.stop_at(cap.max(0));
@@ -387,8 +503,18 @@ impl Live {
         if let Some(e) = &self.unacked {
             return e.clone();
         }
-        let has_final = self.exhausted.is_some() && !self.final_sent;
-        let whole = self.clock.live_ms(self.write_until(now)) / 1000;
+        // A quiet the clock's stop left open is not written (nor the final
+        // remainder) until it is decided; a verdict of nothing to take back
+        // closes it.
+        let held_to = self.end_hold.and_then(|_| self.end_hold_take_back(now, Pause::UserLeft)).map(|(t, _)| t);
+        if held_to.is_none() {
+            self.end_hold = None;
+        }
+        let has_final = self.exhausted.is_some() && !self.final_sent && held_to.is_none();
+        let whole = match held_to {
+            Some(to) => to.min(self.clock.live_ms(now)) / 1000,
+            None => self.clock.live_ms(self.write_until(now)) / 1000,
+        };
         let seconds = (whole - self.durable_seconds).max(0);
         let mut amount = seconds * self.rate.ms_per_second();
         let mut metered = seconds * 1000;
@@ -530,6 +656,9 @@ pub fn exhaust(
 ) {
     for (id, live_ms) in &ex.stops {
         if let Some(l) = sessions.get_mut(id) {
+            if l.end_hold.is_none() {
+                l.end_hold = l.end_hold_at(ex.at).map(|h| EndHold { live_ms: *live_ms, ..h });
+            }
             l.clock.stop_at(*live_ms);
         }
     }
@@ -983,6 +1112,121 @@ mod tests {
         back.resume(ms(t0, 40_000), true);
         assert_eq!(back.pause_from_last_heard(ms(t0, 45_000), Pause::UserLeft), Duration::ZERO);
         assert_eq!(back.clock.live_ms(ms(t0, 50_000)), 17_000);
+    }
+
+    /// One session with 3 s written and `card_ms` left on the card after
+    /// them, whose balance runs out (the exhaustion computed at `now`), with the user and the agent
+    /// as cells a test sets.
+    fn running_out(card_ms: i64, t0: Instant, now: Instant) -> (SessionId, Live, Exhaustion, Cell, Cell) {
+        let (id, mut l) = live("1", t0);
+        let (heard, spoken) = heard_and_spoken(&mut l);
+        *heard.lock().unwrap() = Some(ms(t0, 4_000));
+        let e = l.next_entry(id, ms(t0, 3_000));
+        l.acknowledge(&e, &applied(3_000));
+        let ex = exhaustion(Account::paid(Millis(card_ms)), &[(id, &l)], now).unwrap();
+        (id, l, ex, heard, spoken)
+    }
+
+    fn exhaust_one(id: SessionId, l: Live, card_ms: i64, ex: &Exhaustion) -> Live {
+        let mut sessions = HashMap::from([(id, l)]);
+        exhaust(&[id], Account::paid(Millis(card_ms)), ex, &mut sessions, ex.at);
+        sessions.remove(&id).unwrap()
+    }
+
+    #[test]
+    fn a_card_that_runs_out_in_a_hold_is_charged_the_quiet_only_if_the_user_is_heard_again() {
+        // Audio until 4 s, a card that lasts to 10.4 s, the agent silent: the balance runs
+        // out 5.9 s into the hold.
+        let t0 = Instant::now();
+        let (id, l, ex, _, _) = running_out(7_400, t0, ms(t0, 4_200));
+        assert_eq!(ex.stops, vec![(id, 10_400)]);
+        let mut l = exhaust_one(id, l, 7_400, &ex);
+        // The hang-up runs: only the seconds before the quiet are written,
+        // and not the final remainder.
+        let e = l.next_entry(id, ms(t0, 10_500));
+        assert_eq!((e.seq_to, e.amount), (4, Millis(1_000)), "held: written up to where the quiet began");
+        l.acknowledge(&e, &applied(1_000));
+        assert!(!l.settled(ms(t0, 11_000)));
+        // The session closes with the user still quiet: the quiet is taken
+        // back as at a leave when the card ran out, and no remainder is owed.
+        assert_eq!(l.close(ms(t0, 12_000)), Duration::from_millis(5_900));
+        let e = l.next_entry(id, ms(t0, 12_000));
+        assert_eq!((e.seq_from, e.seq_to, e.amount, e.metered_ms), (5, 5, Millis::ZERO, 500));
+        l.acknowledge(&e, &applied(0));
+        assert!(l.settled(ms(t0, 12_000)));
+        assert_eq!(l.forgiven_ms, 0, "the agent said nothing in that quiet");
+
+        // The same user heard again after the card ran out (their audio was
+        // only late): every second is charged, and the card ends at zero.
+        let (id, l, ex, heard, _) = running_out(7_400, t0, ms(t0, 4_200));
+        let mut l = exhaust_one(id, l, 7_400, &ex);
+        let e = l.next_entry(id, ms(t0, 10_500));
+        l.acknowledge(&e, &applied(1_000));
+        *heard.lock().unwrap() = Some(ms(t0, 10_450));
+        let e = l.next_entry(id, ms(t0, 11_000));
+        assert_eq!((e.seq_from, e.seq_to, e.amount, e.metered_ms), (5, 11, Millis(6_400), 6_400));
+        l.acknowledge(&e, &applied(6_400));
+        assert_eq!(l.close(ms(t0, 12_000)), Duration::ZERO);
+        assert!(l.settled(ms(t0, 12_000)));
+
+        // A hold that lapses (30 s after the last audio) before the close is
+        // charged, as a running session's is.
+        let (id, l, ex, _, _) = running_out(7_400, t0, ms(t0, 4_200));
+        let mut l = exhaust_one(id, l, 7_400, &ex);
+        let e = l.next_entry(id, ms(t0, 34_100));
+        assert_eq!((e.seq_to, e.amount), (11, Millis(7_400)));
+    }
+
+    #[test]
+    fn the_agents_talking_before_the_card_ran_out_counts_against_the_limit_and_its_goodbye_does_not() {
+        let t0 = Instant::now();
+        let (id, l, ex, _, spoken) = running_out(7_400, t0, ms(t0, 4_200));
+        // The agent talked until 9 s; after the card ran out it says goodbye.
+        *spoken.lock().unwrap() = Some(ms(t0, 9_000));
+        let mut l = exhaust_one(id, l, 7_400, &ex);
+        *spoken.lock().unwrap() = Some(ms(t0, 11_500));
+        // Of the quiet from 4.5 s: the 4.5 s it talked through are forgiven
+        // (within the 5 s), the 1.4 s of silence after them too.
+        assert_eq!(l.close(ms(t0, 12_000)), Duration::from_millis(5_900));
+        assert_eq!(l.forgiven_ms, 4_500);
+
+        // Talking through all of it: 5 s at most.
+        let (id, l, ex, _, spoken) = running_out(7_400, t0, ms(t0, 4_200));
+        *spoken.lock().unwrap() = Some(ms(t0, 10_400));
+        let mut l = exhaust_one(id, l, 7_400, &ex);
+        assert_eq!(l.close(ms(t0, 12_000)), FORGIVE_LIMIT);
+        assert_eq!(l.clock.live_ms(ms(t0, 13_000)), 5_400);
+    }
+
+    #[test]
+    fn a_leave_or_break_after_the_end_decides_the_hold_at_once_and_a_cap_still_bounds_it() {
+        let t0 = Instant::now();
+        // The agent's connection is found broken after the card ran out:
+        // the whole quiet is taken back, talked through or not.
+        let (id, l, ex, _, spoken) = running_out(7_400, t0, ms(t0, 4_200));
+        *spoken.lock().unwrap() = Some(ms(t0, 10_400));
+        let mut l = exhaust_one(id, l, 7_400, &ex);
+        assert_eq!(l.pause_from_last_heard(ms(t0, 11_000), Pause::Interrupted), Duration::from_millis(5_900));
+        assert_eq!(l.close(ms(t0, 12_000)), Duration::ZERO, "decided");
+        assert_eq!(l.clock.live_ms(ms(t0, 13_000)), 4_500);
+
+        // A session limit reached in a hold (the end decided at 65 s with a
+        // 60 s cap, the audio gone at 55 s): stopped where the quiet began.
+        let (id, mut l) = live("1", t0);
+        let (heard, _) = heard_and_spoken(&mut l);
+        *heard.lock().unwrap() = Some(ms(t0, 55_000));
+        l.stop(ms(t0, 65_000), Some(60_000));
+        assert_eq!(l.next_entry(id, ms(t0, 65_100)).seq_to, 55, "held: the quiet is not written");
+        l.acknowledge(&l.unacked.clone().unwrap(), &applied(55_000));
+        assert_eq!(l.close(ms(t0, 66_000)), Duration::from_millis(4_500));
+        assert_eq!(l.clock.live_ms(ms(t0, 70_000)), 55_500);
+        // Heard until the end: the cap alone.
+        let (_, mut l) = live("1", t0);
+        let (heard, _) = heard_and_spoken(&mut l);
+        *heard.lock().unwrap() = Some(ms(t0, 64_900));
+        l.stop(ms(t0, 65_000), Some(60_000));
+        assert_eq!(l.close(ms(t0, 66_000)), Duration::ZERO);
+        assert_eq!(l.clock.live_ms(ms(t0, 70_000)), 60_000);
     }
 
     #[test]

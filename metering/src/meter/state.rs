@@ -38,6 +38,13 @@ pub const QUIET: Duration = Duration::from_millis(500);
 /// much of a session's charge, in the user's favour.
 pub const HOLD_LIMIT: Duration = Duration::from_secs(30);
 
+/// How long the user must have gone unheard when a session closes for the
+/// quiet its end held back to be taken back without a leave (see
+/// [`EndHold`]): longer than a silent microphone's gap between packets
+/// (400 ms) plus the lag of a loaded agent, so a user who is there is
+/// never taken for gone.
+pub const END_QUIET: Duration = Duration::from_secs(2);
+
 /// The most a session is ever forgiven in all, at leaves the user's own
 /// client could have timed, of the time the agent was talking to them
 /// (see [`Presence`]).
@@ -140,8 +147,8 @@ impl fmt::Debug for Presence {
 /// they stay unwritten, and the final remainder with them, until decided:
 /// audio after the hold began, or the hold lapsing ([`HOLD_LIMIT`] after
 /// the last audio), charges them; a leave or a break of the agent's
-/// connection, or the session closing with the user still quiet, takes
-/// them back as at a leave at `at` (the agent's talking in them counting
+/// connection, or the session closing with the user unheard for
+/// [`END_QUIET`] or more, takes them back as at a leave at `at` (the agent's talking in them counting
 /// against [`FORGIVE_LIMIT`]).
 #[derive(Debug, Clone, Copy)]
 pub struct EndHold {
@@ -448,6 +455,11 @@ impl Live {
     pub fn close(&mut self, now: Instant) -> Duration {
         if self.end_hold.is_none() {
             self.end_hold = self.end_hold_at(now);
+        }
+        // Heard lately: there, whatever the quiet at the stop was.
+        let heard = self.presence.as_ref().and_then(|p| p.last_heard());
+        if heard.is_some_and(|h| now.saturating_duration_since(h) < END_QUIET) {
+            self.end_hold = None;
         }
         self.clock.pause(now);
         self.closing = true;
@@ -1220,6 +1232,14 @@ mod tests {
         l.acknowledge(&l.unacked.clone().unwrap(), &applied(55_000));
         assert_eq!(l.close(ms(t0, 66_000)), Duration::from_millis(4_500));
         assert_eq!(l.clock.live_ms(ms(t0, 70_000)), 55_500);
+        // A quiet at the stop, but audio within END_QUIET of the close (a
+        // silent microphone's packets, late on a loaded agent): charged.
+        let (id, l, ex, heard, _) = running_out(7_400, t0, ms(t0, 4_200));
+        let mut l = exhaust_one(id, l, 7_400, &ex);
+        *heard.lock().unwrap() = Some(ms(t0, 9_600));
+        assert_eq!(l.close(ms(t0, 11_000)), Duration::ZERO);
+        let e = l.next_entry(id, ms(t0, 11_000));
+        assert_eq!((e.seq_to, e.amount), (11, Millis(7_400)), "every second and the remainder");
         // Heard until the end: the cap alone.
         let (_, mut l) = live("1", t0);
         let (heard, _) = heard_and_spoken(&mut l);

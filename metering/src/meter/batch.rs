@@ -192,7 +192,7 @@ fn settled_closes(st: &State, now: Instant) -> Vec<CloseSession> {
     for (id, ch) in &st.channels {
         if let (Some((reason, end)), Some(l)) = (ch.closing, st.sessions.get(id)) {
             if l.settled(now) || ch.elsewhere {
-                to_close.push(CloseSession { session: *id, reason, end_time: end });
+                to_close.push(CloseSession { session: *id, reason, end_time: end, forgiven_ms: l.forgiven_ms });
             }
         }
     }

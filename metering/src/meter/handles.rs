@@ -81,6 +81,9 @@ impl Meter {
         // The row names this meter's worker, so its own reaper leaves it alone.
         spec.worker_id.clone_from(&self.inner.config.worker_id);
         let auth = balance::authorize_for(self.inner.store.pool(), spec.user, spec.rate, spec.ad_supported).await?;
+        // What the user's sessions of the last hour were forgiven bounds this one's.
+        let hour_ago = self.inner.config.clock.now() - chrono::Duration::hours(1);
+        let recent_forgiven = self.inner.store.forgiven_since(spec.user, hour_ago).await?;
         let id = self.inner.store.open_with(&spec, rules, self.inner.config.clock.now()).await?;
         let (events_tx, events_rx) = mpsc::channel(32);
         let (snap_tx, snap_rx) = watch::channel(Snapshot {
@@ -93,6 +96,7 @@ impl Meter {
             let now = Instant::now();
             let mut live = Live::new(spec.user, spec.rate, now);
             live.ad_supported = spec.ad_supported;
+            live.forgive_limit_ms = Live::forgive_limit_after(recent_forgiven);
             st.sessions.insert(id, live);
             st.by_user.entry(spec.user).or_default().push(id);
             st.channels.insert(

@@ -50,6 +50,14 @@ pub const END_QUIET: Duration = Duration::from_secs(2);
 /// (see [`Presence`]).
 pub const FORGIVE_LIMIT: Duration = Duration::from_secs(5);
 
+/// The most a user's sessions are forgiven together, of the agent's
+/// talking, over the sessions they started in the last hour (each still at
+/// most [`FORGIVE_LIMIT`]): a client that opens session after session to
+/// listen without paying gains this much an hour, not [`FORGIVE_LIMIT`] a
+/// session. Read when a session opens; sessions open at the same time may
+/// each have what was left then.
+pub const USER_FORGIVE_PER_HOUR: Duration = Duration::from_secs(15);
+
 /// Why the user and the agent no longer hear each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pause {
@@ -248,12 +256,23 @@ pub struct Live {
     /// [`FORGIVE_LIMIT`] in all; the quiet after its last words, and breaks
     /// of the agent's own connection, are not counted here).
     pub forgiven_ms: i64,
+    /// What this session may be forgiven in all (at most
+    /// [`FORGIVE_LIMIT`], less when the user's sessions of the last hour
+    /// were forgiven near [`USER_FORGIVE_PER_HOUR`]).
+    pub forgive_limit_ms: i64,
     /// The quiet the clock's stop left open (the balance ran out or the end
     /// was decided while the user's audio had stopped), until decided.
     pub end_hold: Option<EndHold>,
 }
 
 impl Live {
+    /// What a session may be forgiven when its user's sessions of the last
+    /// hour were forgiven `recent_ms` together.
+    pub fn forgive_limit_after(recent_ms: i64) -> i64 {
+        let limit = FORGIVE_LIMIT.as_millis() as i64;
+        (USER_FORGIVE_PER_HOUR.as_millis() as i64 - recent_ms.max(0)).clamp(0, limit)
+    }
+
     pub fn new(user: UserId, rate: Rate, now: Instant) -> Live {
         Live {
             user,
@@ -271,6 +290,7 @@ impl Live {
             presence: None,
             sign_since: now,
             forgiven_ms: 0,
+            forgive_limit_ms: FORGIVE_LIMIT.as_millis() as i64,
             end_hold: None,
         }
     }
@@ -397,7 +417,7 @@ impl Live {
         }
         .min(quiet_ms);
         let silent_ms = quiet_ms - talked_ms;
-        let budget = (FORGIVE_LIMIT.as_millis() as i64 - self.forgiven_ms).max(0);
+        let budget = (self.forgive_limit_ms - self.forgiven_ms).max(0);
         let target = (live_ms - silent_ms - talked_ms.min(budget)).max(self.committed_seconds() * 1000);
         (target < live_ms).then_some((target, silent_ms))
     }
@@ -1023,6 +1043,24 @@ mod tests {
         assert_eq!(forgiven, FORGIVE_LIMIT);
         assert_eq!(l.forgiven_ms, 5_000);
         assert_eq!(l.clock.live_ms(ms(t0, at)), 20_000 - 5_000);
+    }
+
+    #[test]
+    fn a_user_forgiven_near_the_hourly_limit_is_forgiven_only_what_is_left() {
+        assert_eq!(Live::forgive_limit_after(0), 5_000);
+        assert_eq!(Live::forgive_limit_after(12_000), 3_000);
+        assert_eq!(Live::forgive_limit_after(15_000), 0);
+        assert_eq!(Live::forgive_limit_after(40_000), 0);
+        let t0 = Instant::now();
+        let (_, mut l) = live("1", t0);
+        let (heard, spoken) = heard_and_spoken(&mut l);
+        l.forgive_limit_ms = Live::forgive_limit_after(12_000);
+        // Audio to 10 s, the agent talking to 14 s, silent after; the leave
+        // at 16 s: the 2 s of silence whole, 3 of the 3.5 s of talking.
+        *heard.lock().unwrap() = Some(ms(t0, 10_000));
+        *spoken.lock().unwrap() = Some(ms(t0, 14_000));
+        assert_eq!(l.pause_from_last_heard(ms(t0, 16_000), Pause::UserLeft), Duration::from_millis(5_000));
+        assert_eq!(l.forgiven_ms, 3_000);
     }
 
     #[test]

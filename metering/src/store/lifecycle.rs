@@ -18,6 +18,9 @@ use crate::ids::UserId;
 use crate::records::VoiceSession;
 use crate::session::{EndReason, OpenRules, OpenSession};
 
+/// The most a session's `forgiven_ms` may hold (the table's own bound).
+const FORGIVEN_MAX_MS: i64 = 5_000;
+
 /// The longest timeout handed to the database as an interval (about 31
 /// years): a larger one means "never" and would overflow the interval type.
 const MAX_INTERVAL_MS: i64 = 1_000_000_000_000;
@@ -28,6 +31,9 @@ pub struct CloseSession {
     pub session: SessionId,
     pub reason: EndReason,
     pub end_time: DateTime<Utc>,
+    /// The agent's talking it was forgiven at leaves (ms; see
+    /// `meter::state::FORGIVE_LIMIT`).
+    pub forgiven_ms: i64,
 }
 
 impl Store {
@@ -146,6 +152,23 @@ impl Store {
         if !closed_ids.is_empty() {
             record_persona_session(&mut tx, &closed_ids).await?;
         }
+        let forgiven: Vec<(uuid::Uuid, i64)> = open
+            .iter()
+            .filter(|c| c.forgiven_ms > 0 && closed_ids.contains(&c.session))
+            .map(|c| (c.session.0, c.forgiven_ms.min(FORGIVEN_MAX_MS)))
+            .collect();
+        if !forgiven.is_empty() {
+            self.count(1);
+            let (ids, ms): (Vec<uuid::Uuid>, Vec<i64>) = forgiven.into_iter().unzip();
+            sqlx::query(
+                "UPDATE voice_sessions v SET forgiven_ms = f.ms \
+                 FROM UNNEST($1::uuid[], $2::int8[]) AS f(id, ms) WHERE v.id = f.id",
+            )
+            .bind(ids)
+            .bind(ms)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         let mut by_id: HashMap<SessionId, VoiceSession> = rows.into_iter().map(|r| (r.id, r)).collect();
         Ok(closes
@@ -159,6 +182,20 @@ impl Store {
                 (c.session, r)
             })
             .collect())
+    }
+
+    /// What the sessions `user` started after `since` were forgiven
+    /// together (ms), of the agent's talking at leaves.
+    pub async fn forgiven_since(&self, user: UserId, since: DateTime<Utc>) -> Result<i64> {
+        self.count(1);
+        let ms: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(forgiven_ms), 0)::int8 FROM voice_sessions WHERE user_id = $1 AND start_time > $2",
+        )
+        .bind(user.0)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ms)
     }
 
     /// Closes every active session whose heartbeat is older than `timeout`

@@ -691,3 +691,62 @@ async fn a_second_still_owed_when_the_balance_runs_out_is_charged_once(pool: PgP
     meter.shutdown().await;
     audit_passes(&pool).await;
 }
+
+/// A client that stops sending and listens on, then leaves, is forgiven the
+/// agent's talking since its last audio at most 5 s a session and 15 s an
+/// hour over its user's sessions: each session's share is written with it,
+/// and the next session of the hour has only what is left.
+#[sqlx::test(migrations = "../migrations")]
+async fn the_agents_talking_is_forgiven_at_most_fifteen_seconds_an_hour_over_a_users_sessions(pool: PgPool) {
+    use metering::meter::state::{Pause, Presence};
+    use tokio::time::Instant;
+
+    let u = user(&pool).await;
+    card(&pool, u, 10).await;
+    // Two sessions earlier this hour, forgiven 5 s each; one the hour before.
+    for (n, ago) in [(1, "10 min"), (2, "20 min"), (3, "70 min")] {
+        sqlx::query(&format!(
+            "INSERT INTO voice_sessions (user_id, session_id, room_name, start_time, end_time, status, forgiven_ms) \
+             VALUES ($1, 'earlier-{n}', 'earlier-{n}', NOW() - INTERVAL '{ago}', NOW() - INTERVAL '{ago}' + INTERVAL '1 min', \
+             'completed', 5000)"
+        ))
+        .bind(u)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let meter = Meter::start(pool.clone(), fast_config());
+    // Heard once at the start, then silent while the agent talks; the leave
+    // comes `after` later. Returns what the leave took back and the row's
+    // forgiven_ms once closed.
+    let visit = |after: Duration| {
+        let (meter, pool) = (&meter, &pool);
+        async move {
+            let s = meter.open(open_spec(u, "1")).await.unwrap();
+            let heard = Instant::now();
+            s.set_presence(Presence::new(move || Some(heard)).with_spoken(|| Some(Instant::now())));
+            tokio::time::sleep(after).await;
+            let taken = s.pause_from_last_heard(Pause::UserLeft);
+            let row = s.close(EndReason::UserLeft).await.unwrap();
+            let forgiven: i64 = sqlx::query_scalar("SELECT forgiven_ms FROM voice_sessions WHERE id = $1")
+                .bind(row.id)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            (taken.as_millis() as i64, forgiven)
+        }
+    };
+    // 5 s left this hour: 2 s of talking after the 0.5 s quiet, all forgiven.
+    let (first, forgiven) = visit(Duration::from_millis(2_500)).await;
+    assert!((1_950..=2_100).contains(&first), "took back {first} ms");
+    assert_eq!(forgiven, first, "the row holds what was forgiven");
+    // What is left of the hour's 15 s (the session 70 min ago does not
+    // count): 4 s of talking, that much of it forgiven.
+    let (taken, forgiven) = visit(Duration::from_millis(4_500)).await;
+    assert_eq!((taken, forgiven), (5_000 - first, 5_000 - first));
+    // None left: the talking is charged.
+    let (taken, forgiven) = visit(Duration::from_millis(1_500)).await;
+    assert_eq!((taken, forgiven), (0, 0));
+    meter.shutdown().await;
+    audit_passes(&pool).await;
+}

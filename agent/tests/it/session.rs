@@ -23,17 +23,7 @@ async fn a_user_whose_balance_runs_out_is_warned_and_hung_up(pool: PgPool) {
     // it): 60 s of conversation. The card held two minutes; an earlier
     // 20 s session at 1.5 spent 30 s of it.
     let user = user_with_card(&pool, 2).await;
-    for sql in [
-        "UPDATE time_cards SET remaining_minutes = 1, remaining_sub_ms = 30000 WHERE user_id = $1",
-        "INSERT INTO voice_sessions (user_id, session_id, room_name, start_time, end_time, duration_seconds, \
-         cost_minutes, status, end_reason, persona_slug, rate_ms_per_second, metered_ms, charged_ms, last_tick_seq) \
-         VALUES ($1, 'earlier', 'earlier', NOW() - INTERVAL '1 hour', NOW() - INTERVAL '1 hour' + INTERVAL '20 s', \
-         20, 1, 'completed', 'user_left', 'late-night-comic', 1500, 20000, 30000, 20)",
-        "INSERT INTO card_charges (voice_session_id, time_card_id, charged_ms) \
-         SELECT v.id, c.id, 30000 FROM voice_sessions v JOIN time_cards c ON c.user_id = v.user_id WHERE v.user_id = $1",
-    ] {
-        sqlx::query(sql).bind(user).execute(&pool).await.unwrap();
-    }
+    spent_earlier(&pool, user, "late-night-comic", 20, 1500).await;
     mindbot_tests::db::subscribe(&pool, user, "basic_monthly").await;
     let room = format!("session-{}", uuid::Uuid::new_v4().simple());
     let meta = serde_json::json!({"user_id": user.to_string(), "persona": "late-night-comic", "age": 30});
@@ -143,17 +133,7 @@ async fn a_leave_after_the_audio_stopped_is_charged_to_the_audio_and_a_muted_use
     let (_, muted_room, muted_token) = funded_call(&pool, "muted-leave", &agent_name, "professor-ada").await;
     // A one-minute card with 9 s left: an earlier session spent 51 s of it.
     let broke = user_with_card(&pool, 1).await;
-    for sql in [
-        "UPDATE time_cards SET remaining_minutes = 0, remaining_sub_ms = 9000 WHERE user_id = $1",
-        "INSERT INTO voice_sessions (user_id, session_id, room_name, start_time, end_time, duration_seconds, \
-         cost_minutes, status, end_reason, persona_slug, rate_ms_per_second, metered_ms, charged_ms, last_tick_seq) \
-         VALUES ($1, 'earlier', 'earlier', NOW() - INTERVAL '1 hour', NOW() - INTERVAL '1 hour' + INTERVAL '51 s', \
-         51, 1, 'completed', 'user_left', 'professor-ada', 1000, 51000, 51000, 51)",
-        "INSERT INTO card_charges (voice_session_id, time_card_id, charged_ms) \
-         SELECT v.id, c.id, 51000 FROM voice_sessions v JOIN time_cards c ON c.user_id = v.user_id WHERE v.user_id = $1",
-    ] {
-        sqlx::query(sql).bind(broke).execute(&pool).await.unwrap();
-    }
+    spent_earlier(&pool, broke, "professor-ada", 51, 1000).await;
     let broke_room = format!("quiet-at-zero-{}", uuid::Uuid::new_v4().simple());
     let meta = serde_json::json!({"user_id": broke.to_string(), "persona": "professor-ada"});
     let broke_token = dispatch_token(&broke_room, &broke.to_string(), &agent_name, &meta).await;
@@ -348,6 +328,45 @@ async fn the_session_starts_once_the_users_client_can_receive_it_and_is_charged_
     assert_eq!(sample(&text, "mindbot_session_ready_timeouts_total"), Some(1.0), "{text}");
     let audit = metering::audit::audit(&pool).await.unwrap();
     assert!(audit.passed(), "{audit}");
+}
+
+/// An earlier completed session of `user` (an hour ago): `seconds` of
+/// `persona` at `rate_ms` a second, charged to their one card, which holds
+/// that much less, so its books balance.
+async fn spent_earlier(pool: &PgPool, user: uuid::Uuid, persona: &str, seconds: i64, rate_ms: i64) {
+    let charged = seconds * rate_ms;
+    sqlx::query(
+        "UPDATE time_cards SET remaining_minutes = (total_minutes * 60000 - $2) / 60000, \
+         remaining_sub_ms = (total_minutes * 60000 - $2) % 60000 WHERE user_id = $1",
+    )
+    .bind(user)
+    .bind(charged)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO voice_sessions (user_id, session_id, room_name, start_time, end_time, duration_seconds, \
+         cost_minutes, status, end_reason, persona_slug, rate_ms_per_second, metered_ms, charged_ms, last_tick_seq) \
+         VALUES ($1, 'earlier', 'earlier', NOW() - INTERVAL '1 hour', NOW() - INTERVAL '1 hour' + $3 * INTERVAL '1 s', \
+         $3, ($5 + 59999) / 60000, 'completed', 'user_left', $2, $4, $3 * 1000, $5, $3)",
+    )
+    .bind(user)
+    .bind(persona)
+    .bind(seconds as i32)
+    .bind(rate_ms as i32)
+    .bind(charged)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO card_charges (voice_session_id, time_card_id, charged_ms) \
+         SELECT v.id, c.id, v.charged_ms FROM voice_sessions v JOIN time_cards c ON c.user_id = v.user_id \
+         WHERE v.user_id = $1",
+    )
+    .bind(user)
+    .execute(pool)
+    .await
+    .unwrap();
 }
 
 /// This project's room client as a user: joins with `token`, sends a 440 Hz

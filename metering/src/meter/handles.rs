@@ -34,6 +34,7 @@ pub struct Meter {
 impl Meter {
     /// Starts the meter's schedule and reaper on the current runtime.
     pub fn start(pool: PgPool, config: MeterConfig) -> Meter {
+        date_panics();
         let inner = Arc::new(Inner {
             store: Store::new(pool),
             config,
@@ -254,17 +255,56 @@ impl MeteredSession {
 impl Drop for MeteredSession {
     fn drop(&mut self) {
         if !self.closed {
-            warn!(session = %self.id, "metered session dropped without close; closing with reason error");
-            drop(request_close(&self.inner, self.id, EndReason::Error));
+            // A task that panicked drops its session only after the panic
+            // hook has run (a backtrace can take a second on a loaded
+            // machine): it ends at the panic.
+            let panicked = panicked_here();
+            warn!(session = %self.id, panicked = panicked.is_some(), "metered session dropped without close; closing with reason error");
+            drop(request_close_at(&self.inner, self.id, EndReason::Error, panicked));
         }
     }
 }
 
+thread_local! {
+    /// When a panic last began on this thread (see [`date_panics`]).
+    static PANICKED_AT: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Wraps the process's panic hook (once) so that each panic first notes,
+/// on its thread, when it began; the hook in place before still runs.
+fn date_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICKED_AT.with(|p| p.set(Some(std::time::Instant::now())));
+            previous(info);
+        }));
+    });
+}
+
+/// When a panic began on this thread, if one did in the last few seconds
+/// (the task dropping a session now is the one that panicked); consumed.
+fn panicked_here() -> Option<Instant> {
+    PANICKED_AT.with(|p| p.take()).filter(|at| at.elapsed() < Duration::from_secs(5)).map(Instant::from_std)
+}
+
 fn request_close(inner: &Arc<Inner>, id: SessionId, reason: EndReason) -> oneshot::Receiver<Result<VoiceSession>> {
+    request_close_at(inner, id, reason, None)
+}
+
+/// Closes at `at` (at most now; `None`: now).
+fn request_close_at(
+    inner: &Arc<Inner>,
+    id: SessionId,
+    reason: EndReason,
+    at: Option<Instant>,
+) -> oneshot::Receiver<Result<VoiceSession>> {
     let (tx, rx) = oneshot::channel();
     let mut guard = inner.lock();
     let st = &mut *guard;
     let now = Instant::now();
+    let now = at.map_or(now, |at| at.min(now));
     match (st.sessions.get_mut(&id), st.channels.get_mut(&id)) {
         (Some(l), Some(ch)) => {
             let taken = l.close(now);

@@ -192,7 +192,10 @@ fn settled_closes(st: &State, now: Instant) -> Vec<CloseSession> {
     for (id, ch) in &st.channels {
         if let (Some((reason, end)), Some(l)) = (ch.closing, st.sessions.get(id)) {
             if l.settled(now) || ch.elsewhere {
-                to_close.push(CloseSession { session: *id, reason, end_time: end, forgiven_ms: l.forgiven_ms });
+                // Within the column's bound by construction; clamped so a slip
+                // could never make the close fail and retry forever.
+                let forgiven_ms = l.forgiven_ms.clamp(0, super::state::FORGIVE_LIMIT.as_millis() as i64);
+                to_close.push(CloseSession { session: *id, reason, end_time: end, forgiven_ms });
             }
         }
     }

@@ -18,9 +18,6 @@ use crate::ids::UserId;
 use crate::records::VoiceSession;
 use crate::session::{EndReason, OpenRules, OpenSession};
 
-/// The most a session's `forgiven_ms` may hold (the table's own bound).
-const FORGIVEN_MAX_MS: i64 = 5_000;
-
 /// The longest timeout handed to the database as an interval (about 31
 /// years): a larger one means "never" and would overflow the interval type.
 const MAX_INTERVAL_MS: i64 = 1_000_000_000_000;
@@ -31,8 +28,8 @@ pub struct CloseSession {
     pub session: SessionId,
     pub reason: EndReason,
     pub end_time: DateTime<Utc>,
-    /// The agent's talking it was forgiven at leaves (ms; see
-    /// `meter::state::FORGIVE_LIMIT`).
+    /// The agent's talking it was forgiven at leaves (ms, 0 to
+    /// `meter::state::FORGIVE_LIMIT`, as the table's CHECK requires).
     pub forgiven_ms: i64,
 }
 
@@ -155,7 +152,7 @@ impl Store {
         let forgiven: Vec<(uuid::Uuid, i64)> = open
             .iter()
             .filter(|c| c.forgiven_ms > 0 && closed_ids.contains(&c.session))
-            .map(|c| (c.session.0, c.forgiven_ms.min(FORGIVEN_MAX_MS)))
+            .map(|c| (c.session.0, c.forgiven_ms))
             .collect();
         if !forgiven.is_empty() {
             self.count(1);

@@ -38,9 +38,18 @@
 //! away aside), with a whole second none over and 8 short.
 //!
 //! A client without RPC (SDKs from before late 2024) never acknowledges: its
-//! session starts anyway after `worker.ready_wait_seconds`. Until the meter
-//! starts, the agent neither speaks nor listens, so waiting (or withholding
-//! an acknowledgement) gives nobody anything.
+//! session starts anyway after `worker.ready_wait_seconds`, with `started`
+//! going out then. So does the session of a client whose data channel is
+//! simply not open yet (a node under load can take longer than that): its
+//! `started` then arrives whenever the channel opens, seconds later. So a
+//! start after the wait is unconfirmed: the agent talks and listens, the
+//! meter's clock runs from `started` going out, but nothing is written while
+//! the second phase goes on (up to [`CONFIRM_WAIT`]). A receipt of a probe
+//! sent after `started` moves the start to that receipt less
+//! [`START_LEAD`], if later, as in the second phase above; no receipt, and
+//! the start stands. Until `started` goes out, the agent neither speaks nor
+//! listens, so waiting (or withholding an acknowledgement) gives nobody
+//! anything.
 
 use std::collections::VecDeque;
 use std::time::Duration;

@@ -522,17 +522,21 @@ async fn announce(room: &Room, s: &Admitted) {
 /// The session starts: the meter runs from `since` (unless our own
 /// connection is down: then from its return), the user gets their balance
 /// (the time it pays for is known once the meter runs), and the agent
-/// greets and listens to the audio it held back.
+/// greets and listens to the audio it held back. A start the user's client
+/// has not `confirmed` writes nothing until the handshake decides it (see
+/// `handshake`).
 async fn begin(
     room: &Room,
-    since: Instant,
+    (since, confirmed): (Instant, bool),
     s: &Admitted,
     connection_down: bool,
     voice: &Option<crate::voice::VoiceHandle>,
     unheard: Option<AudioStream>,
 ) {
-    if !connection_down {
-        s.metered.resume_from(since);
+    match (connection_down, confirmed) {
+        (true, _) => {}
+        (false, true) => s.metered.resume_from(since),
+        (false, false) => s.metered.resume_unconfirmed(since),
     }
     send_balance(room, s, "balance").await;
     if let Some(v) = voice {
@@ -686,25 +690,34 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                 }
             }
             due = next_probe(room, &s.identity, &mut handshake) => {
-                if due == handshake::Due::GaveUp {
-                    let (phase, since) =
-                        handshake.take().map_or((None, Instant::now()), |h| (Some(h.phase()), h.meter_from()));
-                    if phase == Some(handshake::Phase::Reaching) {
-                        metrics::counter!("mindbot_session_ready_timeouts_total").increment(1);
-                        warn!(waited_ms = ctx.ready_wait.as_millis() as u64,
-                            "the user's client acknowledged no readiness probe; starting anyway");
-                    } else {
-                        warn!("the user's client did not acknowledge a probe after `started`; starting anyway");
-                    }
-                    // A client without RPC: from `started` going out.
-                    let since = if !std::mem::replace(&mut announced, true) {
-                        announce(room, &s).await;
-                        Instant::now()
-                    } else {
-                        since
-                    };
+                if due != handshake::Due::GaveUp {
+                    continue;
+                }
+                let Some(mut h) = handshake.take() else { continue };
+                if started {
+                    // No receipt after `started` (a client without RPC): the start stands.
+                    s.metered.keep_start();
+                } else if h.phase() == handshake::Phase::Reaching && !announced {
+                    metrics::counter!("mindbot_session_ready_timeouts_total").increment(1);
+                    warn!(waited_ms = ctx.ready_wait.as_millis() as u64,
+                        "the user's client acknowledged no readiness probe; starting anyway");
+                    // A client without RPC, or one whose data channel is not
+                    // open yet (a loaded server): the session starts with
+                    // `started` going out, but the meter writes nothing until
+                    // a probe sent after it is acknowledged (the start then
+                    // moves to that receipt less the lead, if later) or the
+                    // confirmation wait is over (it stands).
+                    announce(room, &s).await;
+                    announced = true;
+                    h.announced();
+                    let since = h.meter_from();
+                    handshake = Some(h);
                     started = true;
-                    begin(room, since, &s, media_down || resuming, &voice, unheard.take()).await;
+                    begin(room, (since, false), &s, media_down || resuming, &voice, unheard.take()).await;
+                } else {
+                    warn!("the user's client did not acknowledge a probe after `started`; starting anyway");
+                    started = true;
+                    begin(room, (h.meter_from(), true), &s, media_down || resuming, &voice, unheard.take()).await;
                 }
             }
             _ = sleep_until(next_balance) => {
@@ -748,12 +761,17 @@ async fn converse(ctx: &Context, room: &Room, events: &mut RoomEvents, mut s: Ad
                         announce(room, &s).await;
                         announced = true;
                         h.announced();
+                    } else if started {
+                        let moved = s.metered.confirm_start(h.meter_from());
+                        handshake = None;
+                        info!(waited_ms = waited.as_millis() as u64, moved_ms = moved.as_millis() as u64,
+                            "the user's client has `started`, late: the meter counts from its receipt less the lead");
                     } else {
                         info!(waited_ms = waited.as_millis() as u64, "the user's client has `started`; the meter runs");
                         let since = h.meter_from();
                         handshake = None;
                         started = true;
-                        begin(room, since, &s, media_down || resuming, &voice, unheard.take()).await;
+                        begin(room, (since, true), &s, media_down || resuming, &voice, unheard.take()).await;
                     }
                 }
                 Some(RoomEvent::TextStream(_)) if !started => info!("typed turn dropped: the session has not started"),

@@ -266,7 +266,9 @@ async fn a_user_back_after_the_grace_gets_a_new_agent_in_a_new_room(pool: PgPool
 /// with an RPC request, every second, until the client acknowledges one
 /// (LiveKit's SDKs do so on receipt, with or without a handler), and only
 /// then starts the meter and sends `started`. A client without RPC gets its
-/// session after `worker.ready_wait_seconds` anyway. Either way the user's
+/// session after `worker.ready_wait_seconds` anyway, and so does one whose
+/// data channel opens after that; its receipt of a later probe then moves
+/// the meter's start to when `started` reached it. Either way the user's
 /// own clock, from `started` to their leave, is what they are charged.
 #[sqlx::test(migrations = "../migrations")]
 async fn the_session_starts_once_the_users_client_can_receive_it_and_is_charged_from_there(pool: PgPool) {
@@ -283,6 +285,7 @@ async fn the_session_starts_once_the_users_client_can_receive_it_and_is_charged_
     .await;
     let (_, sdk_room, sdk_token) = funded_call(&pool, "ready-sdk", &agent_name, "professor-ada").await;
     let (_, old_room, old_token) = funded_call(&pool, "ready-no-rpc", &agent_name, "professor-ada").await;
+    let (_, late_room, late_token) = funded_call(&pool, "ready-late", &agent_name, "professor-ada").await;
 
     // LiveKit's Python SDK, for 6 s.
     let sdk =
@@ -293,15 +296,31 @@ async fn the_session_starts_once_the_users_client_can_receive_it_and_is_charged_
     // tone, as a user with a microphone does: LiveKit tells the agent of a
     // participant that publishes nothing in batches, up to 3 s late.
     let options = ConnectOptions { subscribe_audio: false, answer_rpc: false, ..Default::default() };
-    let (user, tone, connected, started) = toned_user(&old_token, options).await;
+    // And a client whose data channel opens only 6.5 s after it joined (a
+    // loaded server): the wait runs out first, and its `started` arrives
+    // about 3 s after it went out. It answers RPC, so its receipt of a
+    // probe sent after `started` tells the meter when, roughly.
+    let late = ConnectOptions {
+        subscribe_audio: false,
+        data_opens_after: Some(Duration::from_millis(6_500)),
+        ..Default::default()
+    };
+    let visit_for = |token: String, options: ConnectOptions, stay: Duration| async move {
+        let (user, tone, connected, started) = toned_user(&token, options).await;
+        tokio::time::sleep(stay).await;
+        tone.abort();
+        user.leave().await.unwrap();
+        (started - connected, started.elapsed())
+    };
+    let ((old_waited, old_seen), (late_waited, late_seen)) = tokio::join!(
+        visit_for(old_token, options, Duration::from_secs(4)),
+        visit_for(late_token, late, Duration::from_secs(4)),
+    );
     // The wait starts when LiveKit tells the agent the user's media is up,
     // which is after this client's own connection is up.
-    let waited = started - connected;
-    assert!(waited >= Duration::from_millis(2_900), "`started` came {waited:?} after the media connected");
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    tone.abort();
-    user.leave().await.unwrap();
-    let old_seen = started.elapsed();
+    assert!(old_waited >= Duration::from_millis(2_900), "`started` came {old_waited:?} after the media connected");
+    // (Its 6.5 s run from a moment before its connection was up.)
+    assert!(late_waited >= Duration::from_millis(5_500), "`started` came {late_waited:?} after the media connected");
 
     let sdk = sdk.await.unwrap();
     let sdk_started = messages(&sdk, "mindbot.session").iter().find(|m| m["type"] == "started").cloned();
@@ -317,15 +336,24 @@ async fn the_session_starts_once_the_users_client_can_receive_it_and_is_charged_
         .expect("when `started` came");
     let sdk_seen = Duration::from_secs_f64(sdk["duration"].as_f64().unwrap() - at);
 
-    for (who, room, seen) in [("SDK user", sdk_room, sdk_seen), ("user without RPC", old_room, old_seen)] {
-        let lived = Duration::from_millis(closed_session(&pool, &room).await.0 as u64);
+    // The late client's meter counts from its receipt less the lead (1 s),
+    // not from `started` going out, 3 s before it could see it: never more
+    // whole seconds than the user saw begin.
+    let ms = Duration::from_millis;
+    let begun = |seen: Duration| ms((seen.as_millis() as u64).div_ceil(1000) * 1000);
+    for (who, room, seen, most) in [
+        ("SDK user", sdk_room, sdk_seen, sdk_seen + ms(500)),
+        ("user without RPC", old_room, old_seen, old_seen + ms(500)),
+        ("user whose data channel opened late", late_room, late_seen, begun(late_seen)),
+    ] {
+        let lived = ms(closed_session(&pool, &room).await.0 as u64);
         eprintln!("{who}: saw {seen:?} from `started` to the leave, metered {lived:?}");
-        assert!(lived <= seen + Duration::from_millis(500), "{who} metered {lived:?}, saw {seen:?}");
+        assert!(lived <= most, "{who} metered {lived:?}, saw {seen:?}");
         assert!(lived + Duration::from_secs(1) >= seen, "{who} metered {lived:?}, saw {seen:?}");
     }
     let (_, text) = get(port, "/metrics").await;
     assert_eq!(sample(&text, "mindbot_session_ready_seconds_count"), Some(1.0), "the SDK user acknowledged: {text}");
-    assert_eq!(sample(&text, "mindbot_session_ready_timeouts_total"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "mindbot_session_ready_timeouts_total"), Some(2.0), "{text}");
     let audit = metering::audit::audit(&pool).await.unwrap();
     assert!(audit.passed(), "{audit}");
 }

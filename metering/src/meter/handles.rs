@@ -183,6 +183,35 @@ impl MeteredSession {
         self.resume_with(Some(since), true);
     }
 
+    /// Both are in the room since `since` (never later than now), but the
+    /// user's client has not confirmed it learned of the start: the clock
+    /// runs from there, and its seconds are written once
+    /// [`confirm_start`](Self::confirm_start) or [`keep_start`](Self::keep_start)
+    /// decides (at the latest [`START_HOLD_LIMIT`](super::state::START_HOLD_LIMIT)
+    /// after it, when the start stands).
+    pub fn resume_unconfirmed(&self, since: Instant) {
+        self.with_live(|l, now| {
+            if l.exhausted.is_none() && !l.closing {
+                l.resume_unconfirmed(since.min(now))
+            }
+        });
+    }
+
+    /// The user's client learned of the unconfirmed start by `at`: the
+    /// clock counts from there if that is later. Returns the time taken off.
+    pub fn confirm_start(&self, at: Instant) -> Duration {
+        let mut taken = Duration::ZERO;
+        self.with_live(|l, now| taken = l.confirm_start(now, Some(at)));
+        taken
+    }
+
+    /// No confirmation of the unconfirmed start came: it stands.
+    pub fn keep_start(&self) {
+        self.with_live(|l, now| {
+            l.confirm_start(now, None);
+        });
+    }
+
     /// The agent's own connection is back, with the user still listed in
     /// the room: charging resumes, and the user's last audio before the
     /// break still counts as the sign that they are there (a leave the

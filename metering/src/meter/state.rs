@@ -58,6 +58,13 @@ pub const FORGIVE_LIMIT: Duration = Duration::from_secs(5);
 /// each have what was left then.
 pub const USER_FORGIVE_PER_HOUR: Duration = Duration::from_secs(15);
 
+/// The longest a start not yet confirmed holds back the writing of its
+/// seconds (see [`Live::resume_unconfirmed`]); the caller decides sooner
+/// (the agent within its readiness handshake's confirmation wait, 5 s).
+/// Past it the start stands as it was, and a worker that dies during the
+/// hold loses at most this much of a session's charge, in the user's favour.
+pub const START_HOLD_LIMIT: Duration = Duration::from_secs(10);
+
 /// Why the user and the agent no longer hear each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pause {
@@ -210,6 +217,23 @@ impl Clock {
         self.running_since
     }
 
+    /// Takes `ms` off the live time at `now`, as if the clock had started
+    /// that much later: the running stretch's start moves (never past
+    /// `now`), and what is left comes off the time accrued before it.
+    pub fn start_later(&mut self, ms: i64, now: Instant) {
+        let mut left = ms.max(0);
+        if let Some(since) = self.running_since {
+            let moved = left.min(now.saturating_duration_since(since).as_millis() as i64);
+            self.running_since = Some(since + Duration::from_millis(moved as u64));
+            left -= moved;
+        }
+        if left > 0 {
+            let us = (self.accrued_ms * 1000 + i64::from(self.accrued_us) - left * 1000).max(0);
+            self.accrued_ms = us / 1000;
+            self.accrued_us = (us % 1000) as u32;
+        }
+    }
+
     /// Stops the clock at exactly `live_ms`.
     pub fn stop_at(&mut self, live_ms: i64) {
         self.running_since = None;
@@ -263,6 +287,10 @@ pub struct Live {
     /// The quiet the clock's stop left open (the balance ran out or the end
     /// was decided while the user's audio had stopped), until decided.
     pub end_hold: Option<EndHold>,
+    /// The clock's first start, not yet confirmed (see
+    /// [`resume_unconfirmed`](Live::resume_unconfirmed)): nothing is written
+    /// until it is, or until [`START_HOLD_LIMIT`] after it.
+    pub start_hold: Option<Instant>,
 }
 
 impl Live {
@@ -292,6 +320,7 @@ impl Live {
             forgiven_ms: 0,
             forgive_limit_ms: FORGIVE_LIMIT.as_millis() as i64,
             end_hold: None,
+            start_hold: None,
         }
     }
 
@@ -306,6 +335,47 @@ impl Live {
         if rejoined {
             self.sign_since = now;
         }
+    }
+
+    /// The clock runs from `since`, a start the user's client has not
+    /// confirmed: it acknowledged nothing yet, so when it learned of the
+    /// start is not known (a client whose data channel opened late may get
+    /// the news seconds after it went out). Nothing is written until
+    /// [`confirm_start`](Live::confirm_start) decides where the start was,
+    /// or until [`START_HOLD_LIMIT`] passes (the start then stands, as for a
+    /// client that never acknowledges). Only a first start, with nothing
+    /// lived before it, is held.
+    pub fn resume_unconfirmed(&mut self, since: Instant) {
+        let first = !self.clock.running() && self.clock.live_ms(since) == 0 && self.committed_seconds() == 0;
+        self.resume(since, true);
+        if first && self.clock.running() {
+            self.start_hold = Some(since);
+        }
+    }
+
+    /// Decides the start held by [`resume_unconfirmed`](Live::resume_unconfirmed),
+    /// at `now`: the user's client learned of it by `at` (never earlier than
+    /// the held start, never later than now), or with `None` it stands. The
+    /// time between comes off the clock, as if it had started then; the
+    /// held seconds are written from the next batch on. A balance that ran
+    /// out in the meantime owes no remainder (as at a leave). Returns the
+    /// time taken off.
+    pub fn confirm_start(&mut self, now: Instant, at: Option<Instant>) -> Duration {
+        let Some(from) = self.start_hold.take() else { return Duration::ZERO };
+        let later_ms = at.map_or(0, |at| at.min(now).saturating_duration_since(from).as_millis() as i64);
+        let taken = later_ms.min(self.clock.live_ms(now));
+        if taken <= 0 {
+            return Duration::ZERO;
+        }
+        self.clock.start_later(taken, now);
+        // A stop in the meantime snapshotted the clock as it was.
+        if let Some(hold) = &mut self.end_hold {
+            hold.live_ms = (hold.live_ms - taken).max(0);
+        }
+        if self.exhausted.is_some() && !self.final_sent && !self.unacked_final {
+            self.exhausted = Some(Millis::ZERO);
+        }
+        Duration::from_millis(taken as u64)
     }
 
     /// The user's last audio, when it is a sign worth acting on: heard
@@ -473,6 +543,8 @@ impl Live {
     /// it was holding is decided (see [`EndHold`]). Returns the time taken
     /// back.
     pub fn close(&mut self, now: Instant) -> Duration {
+        // A start still unconfirmed stands.
+        self.start_hold = None;
         if self.end_hold.is_none() {
             self.end_hold = self.end_hold_at(now);
         }
@@ -535,6 +607,12 @@ impl Live {
         if let Some(e) = &self.unacked {
             return e.clone();
         }
+        // A start not yet confirmed writes nothing until it is, or until its
+        // limit passes (it then stands).
+        let start_held = self.start_hold.is_some_and(|from| now.saturating_duration_since(from) < START_HOLD_LIMIT);
+        if !start_held {
+            self.start_hold = None;
+        }
         // A quiet the clock's stop left open is not written (nor the final
         // remainder) until it is decided; a verdict of nothing to take back
         // closes it.
@@ -542,8 +620,9 @@ impl Live {
         if held_to.is_none() {
             self.end_hold = None;
         }
-        let has_final = self.exhausted.is_some() && !self.final_sent && held_to.is_none();
+        let has_final = self.exhausted.is_some() && !self.final_sent && held_to.is_none() && !start_held;
         let whole = match held_to {
+            _ if start_held => self.durable_seconds,
             Some(to) => to.min(self.clock.live_ms(now)) / 1000,
             None => self.clock.live_ms(self.write_until(now)) / 1000,
         };
@@ -788,6 +867,73 @@ mod tests {
         l.acknowledge(&e, &applied(3000));
         let e = l.next_entry(id, t0 + Duration::from_millis(2900));
         assert!(e.seq_from > e.seq_to, "nothing new: a heartbeat");
+    }
+
+    #[test]
+    fn an_unconfirmed_start_writes_nothing_until_decided_and_moves_to_the_confirmed_instant() {
+        let t0 = Instant::now();
+        let (id, mut l) = live("2", t0);
+        l.clock.pause(t0);
+        l.resume_unconfirmed(ms(t0, 1_000));
+        let e = l.next_entry(id, ms(t0, 4_500));
+        assert!(e.seq_from > e.seq_to, "held: a heartbeat, {e:?}");
+        // The client learned of the start at 3.2 s: 2.2 s come off.
+        assert_eq!(l.confirm_start(ms(t0, 5_000), Some(ms(t0, 3_200))), Duration::from_millis(2_200));
+        assert_eq!(l.clock.live_ms(ms(t0, 5_000)), 1_800);
+        let e = l.next_entry(id, ms(t0, 5_000));
+        assert_eq!((e.seq_from, e.seq_to, e.amount), (1, 1, Millis(2_000)), "only the second after it");
+        l.acknowledge(&e, &applied(2_000));
+        assert!(l.clock.running());
+        assert_eq!(l.clock.live_ms(ms(t0, 9_200)), 6_000, "the clock runs on from the confirmed start");
+        // A second decision changes nothing.
+        assert_eq!(l.confirm_start(ms(t0, 9_200), Some(ms(t0, 9_000))), Duration::ZERO);
+
+        // An instant before the held start (or none) keeps it.
+        for at in [Some(ms(t0, 500)), None] {
+            let (id, mut l) = live("1", t0);
+            l.clock.pause(t0);
+            l.resume_unconfirmed(ms(t0, 1_000));
+            assert_eq!(l.confirm_start(ms(t0, 4_000), at), Duration::ZERO);
+            assert_eq!(l.next_entry(id, ms(t0, 4_000)).seq_to, 3);
+        }
+
+        // Undecided, it stands after the limit, and at the close.
+        let (id, mut l) = live("1", t0);
+        l.clock.pause(t0);
+        l.resume_unconfirmed(t0);
+        let limit = START_HOLD_LIMIT.as_millis() as u64;
+        let e = l.next_entry(id, ms(t0, limit - 1));
+        assert!(e.seq_from > e.seq_to, "{e:?}");
+        assert_eq!(l.next_entry(id, ms(t0, limit)).seq_to, limit as i64 / 1000);
+        let (id, mut l) = live("1", t0);
+        l.clock.pause(t0);
+        l.resume_unconfirmed(t0);
+        l.close(ms(t0, 3_500));
+        assert_eq!(l.next_entry(id, ms(t0, 3_500)).seq_to, 3);
+
+        // A clock that already ran (a resume later in the session) is not held.
+        let (id, mut l) = live("1", t0);
+        l.clock.pause(ms(t0, 2_000));
+        l.resume_unconfirmed(ms(t0, 5_000));
+        assert_eq!(l.next_entry(id, ms(t0, 6_000)).seq_to, 3);
+    }
+
+    #[test]
+    fn a_card_that_runs_out_before_the_start_is_confirmed_owes_no_remainder_for_the_time_taken_off() {
+        let t0 = Instant::now();
+        let (id, mut l) = live("1", t0);
+        l.clock.pause(t0);
+        l.resume_unconfirmed(t0);
+        let ex = exhaustion(Account::paid(Millis(3_400)), &[(id, &l)], t0).unwrap();
+        assert_eq!(ex.stops, vec![(id, 3_400)]);
+        let mut l = exhaust_one(id, l, 3_400, &ex);
+        let e = l.next_entry(id, ms(t0, 3_500));
+        assert!(e.seq_from > e.seq_to, "nothing written while held: {e:?}");
+        // The client had the start only at 1.5 s: 1.9 s lived, the whole
+        // second charged, and the last fraction's tick costs nothing.
+        assert_eq!(l.confirm_start(ms(t0, 3_600), Some(ms(t0, 1_500))), Duration::from_millis(1_500));
+        let e = l.next_entry(id, ms(t0, 3_600));
+        assert_eq!((e.seq_to, e.amount, e.metered_ms), (2, Millis(1_000), 1_900), "{e:?}");
     }
 
     #[test]

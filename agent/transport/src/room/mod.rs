@@ -96,6 +96,11 @@ pub struct ConnectOptions {
     /// then "method not supported": we register no methods). Off plays a
     /// client without RPC, as SDKs before late 2024 were.
     pub answer_rpc: bool,
+    /// Plays a client whose data channels open late (its server under
+    /// load): packets that arrive before this long after the join are held,
+    /// then handled in order, RPC requests included, as if they had
+    /// arrived then. `None` (the default) handles each on arrival.
+    pub data_opens_after: Option<Duration>,
 }
 
 impl Default for ConnectOptions {
@@ -111,6 +116,7 @@ impl Default for ConnectOptions {
             ice_policy: IcePolicy::All,
             stream_limits: StreamLimits::default(),
             answer_rpc: true,
+            data_opens_after: None,
         }
     }
 }

@@ -74,6 +74,10 @@ pub(crate) enum Command {
     DropSignal,
 }
 
+/// A data packet received before the data channel counts as open, and
+/// whether it came on the reliable channel.
+type HeldPacket = (Vec<u8>, bool);
+
 /// A participant's connection to its room, run by one task.
 pub(crate) struct Engine {
     options: ConnectOptions,
@@ -96,6 +100,8 @@ pub(crate) struct Engine {
     ready: Option<oneshot::Sender<()>>,
     /// Set by a handler when the room is over.
     finished: Option<DisconnectReason>,
+    /// Data packets held until the instant `options.data_opens_after` sets.
+    data_held: Option<(Instant, Vec<HeldPacket>)>,
 }
 
 impl Engine {
@@ -135,6 +141,7 @@ impl Engine {
             commands,
             ready: Some(ready),
             finished: None,
+            data_held: options.data_opens_after.map(|after| (now + after, Vec::new())),
             options,
         })
     }
@@ -227,6 +234,9 @@ impl Engine {
         if let Some(tick) = self.publisher.next_tick() {
             at = at.min(tick);
         }
+        if let Some((open_at, _)) = &self.data_held {
+            at = at.min(*open_at);
+        }
         at
     }
 
@@ -248,6 +258,12 @@ impl Engine {
         }
         if self.media.give_up_at().is_some_and(|at| now >= at) {
             self.finished = Some(DisconnectReason::MediaFailure);
+        }
+        if self.data_held.as_ref().is_some_and(|(open_at, _)| now >= *open_at) {
+            let (_, held) = self.data_held.take().expect("checked above");
+            for (bytes, reliable) in held {
+                self.on_data(&bytes, reliable);
+            }
         }
         Ok(())
     }
@@ -354,6 +370,10 @@ impl Engine {
     /// Handles a packet received on a data channel: user data goes out as
     /// an event, stream parts to the reassembler (a whole stream goes out).
     fn on_data(&mut self, bytes: &[u8], reliable: bool) {
+        if let Some((_, held)) = &mut self.data_held {
+            held.push((bytes.to_vec(), reliable));
+            return;
+        }
         match crate::room::data::decode(bytes, reliable) {
             Some(crate::room::data::Received::User(message)) => self.emit(RoomEvent::Data(message)),
             Some(crate::room::data::Received::Stream(sender, part)) => {

@@ -46,8 +46,9 @@
 //! meter's clock runs from `started` going out, but nothing is written while
 //! the second phase goes on (up to [`CONFIRM_WAIT`]). A receipt of a probe
 //! sent after `started` moves the start to that receipt less
-//! [`START_LEAD`], if later, as in the second phase above; no receipt, and
-//! the start stands. Until `started` goes out, the agent neither speaks nor
+//! [`START_LEAD`], if later, as in the second phase above (within the
+//! forgiveness of the agent's talking left to the user: see metering's
+//! `Live::confirm_start`); no receipt, and the start stands. Until `started` goes out, the agent neither speaks nor
 //! listens, so waiting (or withholding an acknowledgement) gives nobody
 //! anything.
 

@@ -190,11 +190,7 @@ impl MeteredSession {
     /// decides (at the latest [`START_HOLD_LIMIT`](super::state::START_HOLD_LIMIT)
     /// after it, when the start stands).
     pub fn resume_unconfirmed(&self, since: Instant) {
-        self.with_live(|l, now| {
-            if l.exhausted.is_none() && !l.closing {
-                l.resume_unconfirmed(since.min(now))
-            }
-        });
+        self.resume_by(Some(since), |l, from| l.resume_unconfirmed(from));
     }
 
     /// The user's client learned of the unconfirmed start by `at`: the
@@ -222,9 +218,15 @@ impl MeteredSession {
 
     /// Runs the clock again from `since` (at most now; `None`: now).
     fn resume_with(&self, since: Option<Instant>, rejoined: bool) {
+        self.resume_by(since, |l, from| l.resume(from, rejoined));
+    }
+
+    /// Runs `resume` from `since` (at most now; `None`: now) unless the
+    /// clock has stopped for good.
+    fn resume_by(&self, since: Option<Instant>, resume: impl FnOnce(&mut Live, Instant)) {
         self.with_live(|l, now| {
             if l.exhausted.is_none() && !l.closing {
-                l.resume(since.map_or(now, |s| s.min(now)), rejoined)
+                resume(l, since.map_or(now, |s| s.min(now)))
             }
         });
     }

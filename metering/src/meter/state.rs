@@ -358,15 +358,20 @@ impl Live {
     /// the held start, never later than now), or with `None` it stands. The
     /// time between comes off the clock, as if it had started then; the
     /// held seconds are written from the next batch on. A balance that ran
-    /// out in the meantime owes no remainder (as at a leave). Returns the
-    /// time taken off.
+    /// out in the meantime owes no remainder (as at a leave). The agent was
+    /// already talking then, and a client could withhold its receipt to
+    /// listen for free, so what comes off counts against the forgiveness
+    /// left ([`FORGIVE_LIMIT`] a session, [`USER_FORGIVE_PER_HOUR`] a user)
+    /// and is bounded by it. Returns the time taken off.
     pub fn confirm_start(&mut self, now: Instant, at: Option<Instant>) -> Duration {
         let Some(from) = self.start_hold.take() else { return Duration::ZERO };
         let later_ms = at.map_or(0, |at| at.min(now).saturating_duration_since(from).as_millis() as i64);
-        let taken = later_ms.min(self.clock.live_ms(now));
+        let budget = (self.forgive_limit_ms - self.forgiven_ms).max(0);
+        let taken = later_ms.min(self.clock.live_ms(now)).min(budget);
         if taken <= 0 {
             return Duration::ZERO;
         }
+        self.forgiven_ms += taken;
         self.clock.start_later(taken, now);
         // A stop in the meantime snapshotted the clock as it was.
         if let Some(hold) = &mut self.end_hold {
@@ -887,6 +892,16 @@ mod tests {
         assert_eq!(l.clock.live_ms(ms(t0, 9_200)), 6_000, "the clock runs on from the confirmed start");
         // A second decision changes nothing.
         assert_eq!(l.confirm_start(ms(t0, 9_200), Some(ms(t0, 9_000))), Duration::ZERO);
+        assert_eq!(l.forgiven_ms, 2_200, "the agent was talking: it counts as forgiven");
+
+        // A receipt withheld to listen for free gains at most the forgiveness left.
+        let (_, mut l) = live("1", t0);
+        l.forgive_limit_ms = 3_000;
+        l.forgiven_ms = 1_000;
+        l.clock.pause(t0);
+        l.resume_unconfirmed(t0);
+        assert_eq!(l.confirm_start(ms(t0, 4_900), Some(ms(t0, 3_900))), Duration::from_millis(2_000));
+        assert_eq!((l.forgiven_ms, l.clock.live_ms(ms(t0, 4_900))), (3_000, 2_900));
 
         // An instant before the held start (or none) keeps it.
         for at in [Some(ms(t0, 500)), None] {

